@@ -10,7 +10,12 @@ from rltrade.errors import (
     ValidationError,
 )
 
+from loguru import logger as _logger
+
 __version__ = "0.1.0"
+
+# Library code is silent until the CLI (or the user) calls rltrade.logs.setup_logging().
+_logger.disable("rltrade")
 
 __all__ = [
     "CompatibilityError",

@@ -275,6 +275,7 @@ def parse_timestamps(
                 .dt.tz_convert("UTC")
                 .dt.as_unit("ns")
             )
+            naive_mask = naive_mask & result.notna()  # unparseable text is reported below
             naive_count = int(naive_mask.sum())
         parsed = pd.DatetimeIndex(result)
         if zoned_count and naive_count:

@@ -106,6 +106,12 @@ class ValidationReport:
             lines.append(f"  [{f.severity}] {f.code}: {f.message}{ex}{fix}")
         return "\n".join(lines)
 
+    def one_line(self) -> str:
+        """The verdict and the errors on one line (for the CLI's error message)."""
+        parts = [f"{f.code} ({f.message})" for f in self.errors if f.fixed is None]
+        text = f"{self.source or 'bars'}: {self.verdict()}"
+        return text + (": " + "; ".join(parts) if parts else "")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "source": self.source,
@@ -210,7 +216,12 @@ def validate_bars(
     if is_standard(df):
         bars, findings = df, []
     else:
-        bars, findings = standardize(df, naive_tz=naive_tz)
+        try:
+            bars, findings = standardize(df, naive_tz=naive_tz)
+        except ValidationError:
+            raise
+        except DataError as exc:
+            raise DataError(f"{source}: {exc}" if source else str(exc)) from exc
     repair = policy == "repair"
     if rows_in == 0:
         raise DataError(f"{source or 'bars'}: no rows")

@@ -1,0 +1,318 @@
+"""The ``rltrade`` command: a thin shell over functions a user can also call from Python.
+
+Every deliberate error (:class:`~rltrade.errors.RLTradeError`) becomes one line on stderr and exit
+code 2; ``rltrade data validate`` uses 1 for "the file was read and has problems".
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rltrade import __version__
+from rltrade.errors import RLTradeError, ValidationError
+from rltrade.logs import setup_logging
+
+app = typer.Typer(
+    name="rltrade",
+    help="Train and honestly judge reinforcement-learning trading agents.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(
+    help="Bars: load, validate, resample, store, download. Alone: summarise a source.",
+    no_args_is_help=False,
+)
+app.add_typer(data_app, name="data")
+
+console = Console()
+err_console = Console(stderr=True)
+
+DEFAULT_SOURCE = "sample:EURUSD-1h"
+StoreOpt = Annotated[
+    Path,
+    typer.Option("--store", help="Bar store folder.", envvar="RLTRADE_STORE"),
+]
+PolicyOpt = Annotated[
+    bool,
+    typer.Option("--repair", help="Apply the documented fixes instead of failing on errors."),
+]
+NaiveTzOpt = Annotated[
+    str | None,
+    typer.Option("--naive-tz", help="Time zone of naive timestamps (default UTC, with a warning)."),
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"rltrade {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True)
+    ] = False,
+) -> None:
+    setup_logging("DEBUG" if verbose else "INFO")
+
+
+# ------------------------------------------------------------------------------------------
+# data
+
+
+def _fmt_pct(x: float) -> str:
+    return "n/a" if not np.isfinite(x) else f"{x * 100:+.2f}%"
+
+
+def _findings_table(report) -> Table:  # noqa: ANN001
+    table = Table(title=f"Validation: {report.verdict()}", title_justify="left")
+    table.add_column("severity")
+    table.add_column("check")
+    table.add_column("count", justify="right")
+    table.add_column("details")
+    table.add_column("repair")
+    style = {"error": "red", "warning": "yellow", "info": "dim"}
+    for f in report.findings:
+        details = f.message + (f"\ne.g. {', '.join(f.examples)}" if f.examples else "")
+        table.add_row(
+            f"[{style[f.severity]}]{f.severity}[/]", f.code, str(f.count), details, f.fixed or ""
+        )
+    if not report.findings:
+        table.add_row("[green]ok[/]", "all checks", "0", "nothing to report", "")
+    return table
+
+
+def _summary(source: str, policy: str, naive_tz: str | None) -> None:
+    from rltrade.data import load_bars_with_report
+    from rltrade.data.store import fingerprint_bars
+    from rltrade.data.timeframes import parse_timeframe
+
+    bars, report = load_bars_with_report(source, policy=policy, naive_tz=naive_tz)  # type: ignore[arg-type]
+    tf = bars.attrs.get("timeframe")
+    close = bars["close"].to_numpy()
+    logret = np.diff(np.log(close))
+    ann = parse_timeframe(tf).bars_per_year if tf else float("nan")
+    table = Table(title=f"Bars: {source}", title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    table.add_row("symbol", str(bars.attrs.get("symbol", "")))
+    table.add_row("timeframe", str(tf))
+    table.add_row("range", f"{bars.index[0]} -> {bars.index[-1]}")
+    table.add_row("bars", f"{len(bars):,}")
+    table.add_row("columns", ", ".join(bars.columns))
+    table.add_row("first / last close", f"{close[0]:.6g} / {close[-1]:.6g}")
+    table.add_row("total return", _fmt_pct(close[-1] / close[0] - 1))
+    table.add_row("annualised volatility", f"{np.std(logret) * np.sqrt(ann) * 100:.1f}%")
+    table.add_row("mean volume", f"{bars['volume'].mean():,.2f}")
+    table.add_row("fingerprint", fingerprint_bars(bars)[:16])
+    console.print(table)
+    console.print(_findings_table(report))
+
+
+@data_app.callback(invoke_without_command=True)
+def data_main(
+    ctx: typer.Context,
+    source: Annotated[
+        str,
+        typer.Option(
+            "--source",
+            "-s",
+            help="File, sample:NAME, synthetic:KIND?n_bars=..&seed=.., or store:SYMBOL/TF.",
+        ),
+    ] = DEFAULT_SOURCE,
+    repair: PolicyOpt = False,
+    naive_tz: NaiveTzOpt = None,
+) -> None:
+    """Load, validate and summarise bars (default: the bundled EURUSD hourly sample)."""
+    if ctx.invoked_subcommand is None:
+        _summary(source, "repair" if repair else "strict", naive_tz)
+
+
+@data_app.command("summary")
+def data_summary(
+    source: Annotated[str, typer.Argument(help="File, sample:NAME, synthetic:KIND or store:SYM/TF.")],
+    repair: PolicyOpt = False,
+    naive_tz: NaiveTzOpt = None,
+) -> None:
+    """Load, validate and summarise one source of bars."""
+    _summary(source, "repair" if repair else "strict", naive_tz)
+
+
+@data_app.command("samples")
+def data_samples() -> None:
+    """List the bundled real samples and the synthetic market kinds."""
+    from rltrade.data import SAMPLES
+    from rltrade.data.synthetic import KINDS
+
+    table = Table(title="Sources", title_justify="left")
+    table.add_column("source")
+    table.add_column("description")
+    for name, sample in SAMPLES.items():
+        table.add_row(f"sample:{name}", sample.description)
+    for kind in KINDS:
+        table.add_row(f"synthetic:{kind}", "seeded synthetic market (?n_bars=&seed=&timeframe=)")
+    console.print(table)
+
+
+@data_app.command("validate")
+def data_validate(
+    file: Annotated[str, typer.Argument(help="CSV/Parquet file (or any source load_bars takes).")],
+    timeframe: Annotated[
+        str | None, typer.Option("--timeframe", "-t", help="Expected bar spacing, e.g. 1h.")
+    ] = None,
+    repair: PolicyOpt = False,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="With --repair: write the repaired bars here.")
+    ] = None,
+    naive_tz: NaiveTzOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Validate a file of bars: exit 0 when usable, 1 when it has errors, 2 when unreadable."""
+    from rltrade.data.loaders import load_bars_with_report
+
+    policy = "repair" if repair else "report"
+    bars, report = load_bars_with_report(file, timeframe=timeframe, policy=policy, naive_tz=naive_tz)
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        console.print(_findings_table(report))
+        console.print(
+            f"{report.rows_in:,} rows in, {report.rows_out:,} out; timeframe {report.timeframe}; "
+            f"{report.start} -> {report.end}"
+        )
+    if out is not None:
+        if not repair and report.errors:
+            raise ValidationError(f"{file}: not writing bars with errors; add --repair", report)
+        _write_bars(bars, out)
+        console.print(f"wrote {len(bars):,} bars to {out}")
+    if report.errors and not (repair and report.ok):
+        raise typer.Exit(1)
+
+
+def _write_bars(bars, out: Path) -> None:  # noqa: ANN001
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() in (".parquet", ".pq"):
+        bars.to_parquet(out)
+    else:
+        bars.to_csv(out, date_format="%Y-%m-%dT%H:%M:%SZ")
+
+
+@data_app.command("resample")
+def data_resample(
+    source: Annotated[str, typer.Argument(help="Bars to resample (any load_bars source).")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="Target, e.g. 4h.")],
+    out: Annotated[Path, typer.Option("--out", help="Output CSV or Parquet file.")],
+    repair: PolicyOpt = False,
+) -> None:
+    """Resample bars to a higher timeframe (open-time labels, incomplete last bar dropped)."""
+    from rltrade.data import load_bars
+    from rltrade.data.resample import resample
+
+    bars = load_bars(source, policy="repair" if repair else "strict")
+    result = resample(bars, timeframe)
+    _write_bars(result, out)
+    console.print(f"{len(bars):,} bars -> {len(result):,} {timeframe} bars in {out}")
+
+
+@data_app.command("import")
+def data_import(
+    file: Annotated[str, typer.Argument(help="CSV/Parquet file to import.")],
+    symbol: Annotated[str, typer.Option("--symbol", help="Symbol to store it under.")],
+    timeframe: Annotated[
+        str | None, typer.Option("--timeframe", "-t", help="Bar timeframe (inferred if omitted).")
+    ] = None,
+    store: StoreOpt = Path("data/store"),
+    repair: PolicyOpt = False,
+    naive_tz: NaiveTzOpt = None,
+) -> None:
+    """Validate a file and merge it into the bar store."""
+    from rltrade.data import load_bars
+    from rltrade.data.store import BarStore
+
+    bars = load_bars(
+        file, timeframe=timeframe, policy="repair" if repair else "strict", naive_tz=naive_tz
+    )
+    tf = timeframe or bars.attrs.get("timeframe")
+    if not tf:
+        raise ValidationError(f"{file}: cannot infer the timeframe; pass --timeframe")
+    stats = BarStore(store).write(symbol, tf, bars, source=f"file:{Path(file).name}")
+    console.print(
+        f"{symbol} {tf}: {stats['added']:,} added, {stats['replaced']:,} replaced, "
+        f"{stats['unchanged']:,} unchanged in {store}"
+    )
+
+
+@data_app.command("info")
+def data_info(store: StoreOpt = Path("data/store")) -> None:
+    """Symbols, timeframes, ranges, row counts and gaps in the bar store."""
+    from rltrade.data.store import BarStore
+
+    rows = BarStore(store).info()
+    table = Table(title=f"Bar store {store}", title_justify="left")
+    for col in ("symbol", "timeframe", "start", "end", "rows", "gaps", "missing", "fingerprint"):
+        table.add_column(col, justify="right" if col in ("rows", "gaps", "missing") else "left")
+    for r in rows:
+        table.add_row(
+            r.symbol, r.timeframe, str(r.start), str(r.end), f"{r.rows:,}", str(r.gaps),
+            str(r.missing_bars), r.fingerprint[:16],
+        )
+    if not rows:
+        table.add_row("(empty)", "", "", "", "0", "", "", "")
+    console.print(table)
+
+
+@data_app.command("download")
+def data_download(
+    exchange: Annotated[str, typer.Option("--exchange", help="CCXT exchange id, e.g. binance.")],
+    symbol: Annotated[str, typer.Option("--symbol", help="Market, e.g. BTC/USDT or BTC/USDT:USDT.")],
+    timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="e.g. 1h.")],
+    start: Annotated[str, typer.Option("--start", help="UTC start (inclusive), e.g. 2024-01-01.")],
+    end: Annotated[str, typer.Option("--end", help="UTC end (exclusive).")],
+    store: StoreOpt = Path("data/store"),
+    with_derivatives: Annotated[
+        bool,
+        typer.Option("--with-derivatives", help="Also fetch open interest and funding rates."),
+    ] = False,
+) -> None:
+    """Download bars through CCXT into the store; only what the store lacks is fetched."""
+    from rltrade.data.exchange import download_bars
+    from rltrade.data.store import BarStore
+
+    result = download_bars(
+        exchange, symbol, timeframe, start, end, BarStore(store), with_derivatives=with_derivatives
+    )
+    console.print(result.summary())
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``rltrade`` console script."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except ValidationError as exc:
+        report = exc.report
+        text = report.one_line() if report is not None else str(exc).splitlines()[0]
+        err_console.print(f"error: {text} (rerun with --repair to apply the documented fixes)",
+                          markup=False, highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except RLTradeError as exc:
+        err_console.print(f"error: {' '.join(str(exc).split())}", markup=False, highlight=False,
+                          soft_wrap=True)
+        sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,36 @@
+"""Logging through loguru, bound per component (data, features, train, backtest, live).
+
+rltrade's library code logs with ``logger.bind(component=...)`` and is silent until logging is
+switched on: the CLI calls :func:`setup_logging`; in your own scripts call it too, or
+``loguru.logger.enable("rltrade")`` to route messages to your own handlers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from loguru import logger
+
+_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> <cyan>{extra[component]: <8}</cyan> {message}"
+_handlers: list[int] = []
+
+
+def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> None:
+    """Send rltrade's log messages to stderr (and optionally a file) at ``level``."""
+    for handler_id in _handlers:
+        try:
+            logger.remove(handler_id)
+        except ValueError:
+            pass
+    _handlers.clear()
+    try:
+        logger.remove(0)  # loguru's default handler
+    except ValueError:
+        pass
+    logger.configure(extra={"component": "rltrade"})
+    _handlers.append(logger.add(sys.stderr, level=level, format=_FORMAT, colorize=None))
+    if log_file is not None:
+        Path(log_file).parent.mkdir(parents=True, exist_ok=True)
+        _handlers.append(logger.add(str(log_file), level="DEBUG", format=_FORMAT, colorize=False))
+    logger.enable("rltrade")
