@@ -58,7 +58,9 @@ def test_epoch_units_detected(tmp_path, bars, unit, scale):
     np.testing.assert_array_equal(df["close"].to_numpy(), bars["close"].to_numpy())
 
 
-@pytest.mark.parametrize("name", ["timestamp", "Date", "DATETIME", "time", "open_time", "Open Time"])
+@pytest.mark.parametrize(
+    "name", ["timestamp", "Date", "DATETIME", "time", "open_time", "Open Time"]
+)
 def test_timestamp_column_names(tmp_path, bars, name):
     ts = bars.index.strftime("%Y-%m-%dT%H:%M:%SZ")
     df = load_bars(write_csv(tmp_path / "x.csv", bars, ts, f"{name},open,high,low,close,volume"))
@@ -98,15 +100,28 @@ def test_naive_timestamps_with_given_zone(tmp_path, bars):
 
 def test_dates_and_yyyymmdd(tmp_path, bars):
     daily = bars.copy()
-    daily.index = pd.date_range("2024-01-01", periods=N, freq="D", tz="UTC", unit="ns",
-                                name="timestamp")
+    daily.index = pd.date_range(
+        "2024-01-01", periods=N, freq="D", tz="UTC", unit="ns", name="timestamp"
+    )
     daily.index.freq = None
-    df = load_bars(write_csv(tmp_path / "d.csv", daily, daily.index.strftime("%Y-%m-%d"),
-                             "date,open,high,low,close,volume"))
+    df = load_bars(
+        write_csv(
+            tmp_path / "d.csv",
+            daily,
+            daily.index.strftime("%Y-%m-%d"),
+            "date,open,high,low,close,volume",
+        )
+    )
     pd.testing.assert_index_equal(df.index, daily.index)
     assert df.attrs["timeframe"] == "1d"
-    df2 = load_bars(write_csv(tmp_path / "d2.csv", daily, daily.index.strftime("%Y%m%d"),
-                              "date,open,high,low,close,volume"))
+    df2 = load_bars(
+        write_csv(
+            tmp_path / "d2.csv",
+            daily,
+            daily.index.strftime("%Y%m%d"),
+            "date,open,high,low,close,volume",
+        )
+    )
     pd.testing.assert_index_equal(df2.index, daily.index)
 
 
@@ -141,8 +156,16 @@ def test_extra_columns_kept(tmp_path, bars):
     frame.to_csv(path)
     df, report = load_bars_with_report(path)
     assert list(df.columns) == [
-        "open", "high", "low", "close", "volume",
-        "open_interest", "funding_rate", "spread", "vwap", "trades",
+        "open",
+        "high",
+        "low",
+        "close",
+        "volume",
+        "open_interest",
+        "funding_rate",
+        "spread",
+        "vwap",
+        "trades",
     ]
     assert any(f.code == "dropped_column" for f in report.findings)
 
@@ -179,8 +202,11 @@ def test_int_volume_and_missing_volume(tmp_path, bars):
 
 @pytest.mark.parametrize(
     "name,symbol,timeframe,rows",
-    [("EURUSD-1h", "EURUSD", "1h", 5000), ("GOOG-1d", "GOOG", "1d", 2148),
-     ("BTCUSD-1M", "BTCUSD", "1M", 156)],
+    [
+        ("EURUSD-1h", "EURUSD", "1h", 5000),
+        ("GOOG-1d", "GOOG", "1d", 2148),
+        ("BTCUSD-1M", "BTCUSD", "1M", 156),
+    ],
 )
 def test_bundled_samples(name, symbol, timeframe, rows):
     df, report = load_bars_with_report(f"sample:{name}")

@@ -1,5 +1,7 @@
 """rltrade: train and honestly judge reinforcement-learning trading agents."""
 
+from loguru import logger as _logger
+
 from rltrade.errors import (
     CompatibilityError,
     ConfigError,
@@ -9,8 +11,6 @@ from rltrade.errors import (
     StoreError,
     ValidationError,
 )
-
-from loguru import logger as _logger
 
 __version__ = "0.1.0"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +66,10 @@ def _root(
     ] = False,
 ) -> None:
     setup_logging("DEBUG" if verbose else "INFO")
+    # Data warnings are logged (and shown in reports); don't print them twice.
+    from rltrade.data import DataWarning
+
+    warnings.simplefilter("ignore", DataWarning)
 
 
 # ------------------------------------------------------------------------------------------
@@ -75,7 +80,7 @@ def _fmt_pct(x: float) -> str:
     return "n/a" if not np.isfinite(x) else f"{x * 100:+.2f}%"
 
 
-def _findings_table(report) -> Table:  # noqa: ANN001
+def _findings_table(report) -> Table:
     table = Table(title=f"Validation: {report.verdict()}", title_justify="left")
     table.add_column("severity")
     table.add_column("check")
@@ -141,7 +146,9 @@ def data_main(
 
 @data_app.command("summary")
 def data_summary(
-    source: Annotated[str, typer.Argument(help="File, sample:NAME, synthetic:KIND or store:SYM/TF.")],
+    source: Annotated[
+        str, typer.Argument(help="File, sample:NAME, synthetic:KIND or store:SYM/TF.")
+    ],
     repair: PolicyOpt = False,
     naive_tz: NaiveTzOpt = None,
 ) -> None:
@@ -182,7 +189,9 @@ def data_validate(
     from rltrade.data.loaders import load_bars_with_report
 
     policy = "repair" if repair else "report"
-    bars, report = load_bars_with_report(file, timeframe=timeframe, policy=policy, naive_tz=naive_tz)
+    bars, report = load_bars_with_report(
+        file, timeframe=timeframe, policy=policy, naive_tz=naive_tz
+    )
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
     else:
@@ -200,7 +209,7 @@ def data_validate(
         raise typer.Exit(1)
 
 
-def _write_bars(bars, out: Path) -> None:  # noqa: ANN001
+def _write_bars(bars, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() in (".parquet", ".pq"):
         bars.to_parquet(out)
@@ -264,8 +273,14 @@ def data_info(store: StoreOpt = Path("data/store")) -> None:
         table.add_column(col, justify="right" if col in ("rows", "gaps", "missing") else "left")
     for r in rows:
         table.add_row(
-            r.symbol, r.timeframe, str(r.start), str(r.end), f"{r.rows:,}", str(r.gaps),
-            str(r.missing_bars), r.fingerprint[:16],
+            r.symbol,
+            r.timeframe,
+            str(r.start),
+            str(r.end),
+            f"{r.rows:,}",
+            str(r.gaps),
+            str(r.missing_bars),
+            r.fingerprint[:16],
         )
     if not rows:
         table.add_row("(empty)", "", "", "", "0", "", "", "")
@@ -275,7 +290,9 @@ def data_info(store: StoreOpt = Path("data/store")) -> None:
 @data_app.command("download")
 def data_download(
     exchange: Annotated[str, typer.Option("--exchange", help="CCXT exchange id, e.g. binance.")],
-    symbol: Annotated[str, typer.Option("--symbol", help="Market, e.g. BTC/USDT or BTC/USDT:USDT.")],
+    symbol: Annotated[
+        str, typer.Option("--symbol", help="Market, e.g. BTC/USDT or BTC/USDT:USDT.")
+    ],
     timeframe: Annotated[str, typer.Option("--timeframe", "-t", help="e.g. 1h.")],
     start: Annotated[str, typer.Option("--start", help="UTC start (inclusive), e.g. 2024-01-01.")],
     end: Annotated[str, typer.Option("--end", help="UTC end (exclusive).")],
@@ -305,12 +322,17 @@ def main(argv: list[str] | None = None) -> None:
     except ValidationError as exc:
         report = exc.report
         text = report.one_line() if report is not None else str(exc).splitlines()[0]
-        err_console.print(f"error: {text} (rerun with --repair to apply the documented fixes)",
-                          markup=False, highlight=False, soft_wrap=True)
+        err_console.print(
+            f"error: {text} (rerun with --repair to apply the documented fixes)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
         sys.exit(exc.exit_code)
     except RLTradeError as exc:
-        err_console.print(f"error: {' '.join(str(exc).split())}", markup=False, highlight=False,
-                          soft_wrap=True)
+        err_console.print(
+            f"error: {' '.join(str(exc).split())}", markup=False, highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)
 
 

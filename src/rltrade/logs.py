@@ -7,22 +7,25 @@ switched on: the CLI calls :func:`setup_logging`; in your own scripts call it to
 
 from __future__ import annotations
 
+import contextlib
+import contextlib
 import sys
 from pathlib import Path
 
 from loguru import logger
 
-_FORMAT = "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> <cyan>{extra[component]: <8}</cyan> {message}"
+_FORMAT = (
+    "<green>{time:HH:mm:ss}</green> <level>{level: <7}</level> "
+    "<cyan>{extra[component]: <8}</cyan> {message}"
+)
 _handlers: list[int] = []
 
 
 def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> None:
     """Send rltrade's log messages to stderr (and optionally a file) at ``level``."""
     for handler_id in _handlers:
-        try:
+        with contextlib.suppress(ValueError):
             logger.remove(handler_id)
-        except ValueError:
-            pass
     _handlers.clear()
     try:
         logger.remove(0)  # loguru's default handler

@@ -49,8 +49,16 @@ def clean_rows(n: int = 48) -> list[list[str]]:
     rows = []
     for i in range(n):
         ts = f"2024-01-{1 + i // 24:02d}T{i % 24:02d}:00:00Z"
-        rows.append([ts, f"{open_[i]:.4f}", f"{high[i]:.4f}", f"{low[i]:.4f}",
-                     f"{close[i]:.4f}", str(vol[i])])
+        rows.append(
+            [
+                ts,
+                f"{open_[i]:.4f}",
+                f"{high[i]:.4f}",
+                f"{low[i]:.4f}",
+                f"{close[i]:.4f}",
+                str(vol[i]),
+            ]
+        )
     return rows
 
 
@@ -68,13 +76,13 @@ def main() -> None:
     r[10], r[11] = r[11], r[10]
     write("unsorted.csv", r)
 
-    write("duplicate_identical.csv", base[:20] + [base[19][:]] + base[20:])
+    write("duplicate_identical.csv", [*base[:20], base[19][:], *base[20:]])
 
     r = [row[:] for row in base]
     dup = r[19][:]
     dup[4] = f"{float(dup[4]) * 1.001:.4f}"
     dup[2] = f"{max(float(dup[2]), float(dup[4])):.4f}"
-    write("duplicate_conflicting.csv", r[:20] + [dup] + r[20:])
+    write("duplicate_conflicting.csv", [*r[:20], dup, *r[20:]])
 
     r = [row[:] for row in base]
     r[5][2] = f"{float(r[5][3]) * 0.999:.4f}"  # high below low
@@ -122,8 +130,11 @@ def main() -> None:
     write("naive_timestamps.csv", r)
 
     write("no_timestamp_column.csv", [row[1:] for row in base], "open,high,low,close,volume")
-    write("missing_close_column.csv", [row[:4] + row[5:] for row in base],
-          "timestamp,open,high,low,volume")
+    write(
+        "missing_close_column.csv",
+        [row[:4] + row[5:] for row in base],
+        "timestamp,open,high,low,volume",
+    )
     (HERE / "empty.csv").write_text("")
     (HERE / "header_only.csv").write_text(HEADER + "\n")
     r = [row[:] for row in base]

@@ -50,15 +50,24 @@ class Sample:
 
 SAMPLES: dict[str, Sample] = {
     "EURUSD-1h": Sample(
-        "EURUSD-1h", "EURUSD.csv", "EURUSD", "1h",
+        "EURUSD-1h",
+        "EURUSD.csv",
+        "EURUSD",
+        "1h",
         "EUR/USD hourly FX bars, April 2017 to February 2018 (5,000 bars)",
     ),
     "GOOG-1d": Sample(
-        "GOOG-1d", "GOOG.csv", "GOOG", "1d",
+        "GOOG-1d",
+        "GOOG.csv",
+        "GOOG",
+        "1d",
         "NASDAQ:GOOG daily stock bars, 2004 to 2013 (2,148 bars)",
     ),
     "BTCUSD-1M": Sample(
-        "BTCUSD-1M", "BTCUSD.csv", "BTCUSD", "1M",
+        "BTCUSD-1M",
+        "BTCUSD.csv",
+        "BTCUSD",
+        "1M",
         "BTC/USD monthly bars, 2012 to 2024 (156 bars); month-end labels moved to month start",
         end_labelled=True,
     ),
@@ -99,7 +108,9 @@ def _parse_synthetic(spec: str) -> pd.DataFrame:
             try:
                 params[key] = int(value)
             except ValueError as exc:
-                raise DataError(f"synthetic source: {key} must be an integer, got {value!r}") from exc
+                raise DataError(
+                    f"synthetic source: {key} must be an integer, got {value!r}"
+                ) from exc
         elif key in ("derivatives",):
             params[key] = value.lower() in ("1", "true", "yes")
         elif key in ("timeframe", "start"):
@@ -143,7 +154,9 @@ def load_bars_with_report(
 
         sym, _, tf = source.removeprefix("store:").rpartition("/")
         if not sym or not tf:
-            raise DataError(f"store source {source!r}: use store:SYMBOL/TIMEFRAME, e.g. store:BTCUSDT/1h")
+            raise DataError(
+                f"store source {source!r}: use store:SYMBOL/TIMEFRAME, e.g. store:BTCUSDT/1h"
+            )
         root = store_root or os.environ.get("RLTRADE_STORE") or "data/store"
         raw = BarStore(root).read(sym, tf)
         attrs.update(symbol=sym, timeframe=parse_timeframe(tf).name)
@@ -205,7 +218,13 @@ def load_bars(
         ``symbol`` and ``timeframe``.
     """
     bars, _ = load_bars_with_report(
-        source, timeframe=timeframe, start=start, end=end, policy=policy,
-        naive_tz=naive_tz, symbol=symbol, store_root=store_root,
+        source,
+        timeframe=timeframe,
+        start=start,
+        end=end,
+        policy=policy,
+        naive_tz=naive_tz,
+        symbol=symbol,
+        store_root=store_root,
     )
     return bars

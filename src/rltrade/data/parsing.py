@@ -36,26 +36,57 @@ OHLCV = (*PRICE_COLUMNS, "volume")
 # Lower-cased, stripped of spaces/underscores/dashes -> canonical name.
 _TIMESTAMP_NAMES = ["timestamp", "date", "datetime", "time", "opentime", "ts", "unnamed0", ""]
 _ALIASES = {
-    "open": "open", "o": "open", "openprice": "open",
-    "high": "high", "h": "high", "highprice": "high",
-    "low": "low", "l": "low", "lowprice": "low",
-    "close": "close", "c": "close", "closeprice": "close", "last": "close",
-    "volume": "volume", "v": "volume", "vol": "volume", "basevolume": "volume",
-    "openinterest": "open_interest", "oi": "open_interest",
-    "fundingrate": "funding_rate", "funding": "funding_rate",
-    "spread": "spread", "vwap": "vwap",
-    "trades": "trades", "numberoftrades": "trades", "tradecount": "trades", "count": "trades",
-    "transactions": "trades", "n": "trades",
-    "quoteassetvolume": "quote_volume", "quotevolume": "quote_volume",
-    "takerbuybaseassetvolume": "taker_buy_volume", "takerbuybasevolume": "taker_buy_volume",
+    "open": "open",
+    "o": "open",
+    "openprice": "open",
+    "high": "high",
+    "h": "high",
+    "highprice": "high",
+    "low": "low",
+    "l": "low",
+    "lowprice": "low",
+    "close": "close",
+    "c": "close",
+    "closeprice": "close",
+    "last": "close",
+    "volume": "volume",
+    "v": "volume",
+    "vol": "volume",
+    "basevolume": "volume",
+    "openinterest": "open_interest",
+    "oi": "open_interest",
+    "fundingrate": "funding_rate",
+    "funding": "funding_rate",
+    "spread": "spread",
+    "vwap": "vwap",
+    "trades": "trades",
+    "numberoftrades": "trades",
+    "tradecount": "trades",
+    "count": "trades",
+    "transactions": "trades",
+    "n": "trades",
+    "quoteassetvolume": "quote_volume",
+    "quotevolume": "quote_volume",
+    "takerbuybaseassetvolume": "taker_buy_volume",
+    "takerbuybasevolume": "taker_buy_volume",
     "takerbuyquoteassetvolume": "taker_buy_quote_volume",
     "takerbuyquotevolume": "taker_buy_quote_volume",
     "adjclose": "adj_close",
 }
 # Binance kline exports (data.binance.vision) have no header and these 12 columns.
 BINANCE_KLINE_COLUMNS = [
-    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
-    "trades", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+    "open_time",
+    "open",
+    "high",
+    "low",
+    "close",
+    "volume",
+    "close_time",
+    "quote_volume",
+    "trades",
+    "taker_buy_volume",
+    "taker_buy_quote_volume",
+    "ignore",
 ]
 _HEADERLESS = {
     5: ["timestamp", "open", "high", "low", "close"],
@@ -104,7 +135,7 @@ def _open_text(path: Path) -> io.TextIOBase:
         codec = {".bz2": "bz2", ".xz": "lzma", ".zst": "zstd", ".zstd": "zstd"}[path.suffix]
         stream = pa.input_stream(str(path), compression=codec)
         return io.TextIOWrapper(stream, encoding="utf-8", errors="replace")  # type: ignore[arg-type]
-    return open(path, encoding="utf-8", errors="replace")  # noqa: SIM115
+    return open(path, encoding="utf-8", errors="replace")
 
 
 def _looks_like_value(token: str) -> bool:
@@ -116,7 +147,9 @@ def _looks_like_value(token: str) -> bool:
         return True
     except ValueError:
         pass
-    return bool(re.match(r"^\d{4}-\d{2}-\d{2}", token) or re.match(r"^\d{1,2}/\d{1,2}/\d{2,4}", token))
+    return bool(
+        re.match(r"^\d{4}-\d{2}-\d{2}", token) or re.match(r"^\d{1,2}/\d{1,2}/\d{2,4}", token)
+    )
 
 
 def _sniff(path: Path) -> tuple[str, bool, int]:
@@ -247,7 +280,9 @@ def parse_timestamps(
             parsed = pd.DatetimeIndex(pd.to_datetime(ints, unit=unit, utc=True, errors="coerce"))
             zoned_count = len(parsed)  # epoch numbers are UTC by definition
             findings.append(
-                Finding("epoch_unit", "info", len(parsed), f"numeric timestamps read as Unix {unit}")
+                Finding(
+                    "epoch_unit", "info", len(parsed), f"numeric timestamps read as Unix {unit}"
+                )
             )
     else:
         # Dates from pyarrow arrive as python date objects; everything else as strings.
@@ -423,9 +458,7 @@ def standardize(
         out[col] = coerced.to_numpy()
 
     if "volume" not in out or np.all(np.isnan(out["volume"])):
-        findings.append(
-            Finding("no_volume", "warning", 1, "no volume data; volume set to 0")
-        )
+        findings.append(Finding("no_volume", "warning", 1, "no volume data; volume set to 0"))
         out["volume"] = np.zeros(len(frame), dtype=np.float64)
 
     index, ts_findings = parse_timestamps(ts_values, naive_tz=naive_tz)

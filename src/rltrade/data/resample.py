@@ -1,4 +1,4 @@
-"""Resampling bars to a higher timeframe, and merging higher-timeframe values back without lookahead.
+"""Resampling bars to a higher timeframe, and merging higher-timeframe values back (no lookahead).
 
 Bar labelling (the one convention of rltrade): a bar is labelled by its **open** time and covers
 ``[open, open + timeframe)``; bins are closed on the left. Days start 00:00 UTC, weeks Monday

@@ -99,9 +99,12 @@ def fingerprint_bars(bars: pd.DataFrame) -> str:
 
 
 def symbol_key(symbol: str) -> str:
-    """Folder name of a symbol: ``BTC/USDT`` -> ``BTC-USDT``, ``BTC/USDT:USDT`` -> ``BTC-USDT-USDT``."""
+    """Folder name of a symbol: ``BTC/USDT`` -> ``BTC-USDT``, ``ETH/USDT:USDT`` -> ``ETH-USDT-USDT``.
+
+    Keys that could escape the store (leading dots, separators) are refused.
+    """
     key = re.sub(r"[/:\\ ]+", "-", symbol.strip()).strip("-")
-    if not key or not re.fullmatch(r"[A-Za-z0-9._\-^=]+", key):
+    if not key or key.startswith(".") or not re.fullmatch(r"[A-Za-z0-9._\-^=]+", key):
         raise StoreError(f"symbol {symbol!r} cannot be used as a store key")
     return key
 
@@ -339,4 +342,3 @@ class BarStore:
                 )
             )
         return rows
-

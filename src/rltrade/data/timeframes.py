@@ -53,7 +53,7 @@ class Timeframe:
     @property
     def nanos(self) -> int:
         """Fixed duration in nanoseconds (nominal for months)."""
-        return int(round(self.seconds * NS_PER_SECOND))
+        return round(self.seconds * NS_PER_SECOND)
 
     @property
     def pandas_freq(self) -> str:
@@ -160,7 +160,21 @@ def parse_timeframe(value: str | Timeframe) -> Timeframe:
 
 
 _KNOWN = [
-    "1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w",
+    "1s",
+    "1m",
+    "3m",
+    "5m",
+    "15m",
+    "30m",
+    "1h",
+    "2h",
+    "4h",
+    "6h",
+    "8h",
+    "12h",
+    "1d",
+    "3d",
+    "1w",
     "1M",
 ]
 
@@ -191,4 +205,4 @@ def infer_timeframe(index: pd.DatetimeIndex | np.ndarray) -> Timeframe | None:
         size = _UNITS[unit]
         if step >= size and step % size == 0:
             return Timeframe(int(step // size), unit)
-    return Timeframe(max(1, int(round(step))), "s")
+    return Timeframe(max(1, round(step)), "s")

@@ -41,7 +41,13 @@ import numpy as np
 import pandas as pd
 
 from rltrade.data.parsing import OHLCV, PRICE_COLUMNS, Finding, is_standard, standardize
-from rltrade.data.timeframes import NS_PER_SECOND, Timeframe, as_ns, infer_timeframe, parse_timeframe
+from rltrade.data.timeframes import (
+    NS_PER_SECOND,
+    Timeframe,
+    as_ns,
+    infer_timeframe,
+    parse_timeframe,
+)
 from rltrade.errors import DataError, ValidationError
 
 Policy = Literal["strict", "repair", "report"]
@@ -173,7 +179,7 @@ def _gaps(
         step = tf.nanos
         limit = step
     gap = diffs > limit
-    saturday_share = float(np.mean(index.dayofweek == 5))
+    saturday_share = float(np.mean(index.day_of_week == 5))
     if gap.any() and saturday_share < 0.01 and not tf.is_calendar:
         # A weekday-calendar series (stocks, FX, futures): weekend time is not missing data.
         weekend_ns = _weekend_time(ns[1:][gap]) - _weekend_time(ns[:-1][gap])
@@ -233,12 +239,11 @@ def validate_bars(
         if f.code == "non_numeric" and repair:
             f.fixed = "treated as missing values"
     nat = np.asarray(bars.index.isna())
-    if nat.any():
-        if repair:
-            bars = bars[~nat]
-            for f in findings:
-                if f.code == "unparseable_timestamps":
-                    f.fixed = f"dropped {int(nat.sum())} row(s)"
+    if nat.any() and repair:
+        bars = bars[~nat]
+        for f in findings:
+            if f.code == "unparseable_timestamps":
+                f.fixed = f"dropped {int(nat.sum())} row(s)"
 
     index = bars.index
     ns = as_ns(index[~np.asarray(index.isna())]) if not repair else as_ns(index)
@@ -306,13 +311,14 @@ def validate_bars(
     for c in PRICE_COLUMNS:
         any_price_bad |= price_bad[c]
     if any_price_bad.any():
-        nonpos = sum(
-            int(np.sum(np.isfinite(values[c]) & (values[c] <= 0))) for c in PRICE_COLUMNS
-        )
+        nonpos = sum(int(np.sum(np.isfinite(values[c]) & (values[c] <= 0))) for c in PRICE_COLUMNS)
         nan = sum(int(np.sum(np.isnan(values[c]))) for c in PRICE_COLUMNS)
         inf = sum(int(np.sum(np.isinf(values[c]))) for c in PRICE_COLUMNS)
-        parts = [f"{n} {what}" for n, what in ((nan, "NaN"), (inf, "infinite"),
-                                                (nonpos, "zero/negative")) if n]
+        parts = [
+            f"{n} {what}"
+            for n, what in ((nan, "NaN"), (inf, "infinite"), (nonpos, "zero/negative"))
+            if n
+        ]
         fixed = None
         if repair:
             all_bad_row = np.all(np.vstack([price_bad[c] for c in PRICE_COLUMNS]), axis=0)
