@@ -8,7 +8,6 @@ switched on: the CLI calls :func:`setup_logging`; in your own scripts call it to
 from __future__ import annotations
 
 import contextlib
-import contextlib
 import sys
 from pathlib import Path
 
@@ -23,14 +22,10 @@ _handlers: list[int] = []
 
 def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> None:
     """Send rltrade's log messages to stderr (and optionally a file) at ``level``."""
-    for handler_id in _handlers:
+    for handler_id in [*_handlers, 0]:  # 0 is loguru's default handler
         with contextlib.suppress(ValueError):
             logger.remove(handler_id)
     _handlers.clear()
-    try:
-        logger.remove(0)  # loguru's default handler
-    except ValueError:
-        pass
     logger.configure(extra={"component": "rltrade"})
     _handlers.append(logger.add(sys.stderr, level=level, format=_FORMAT, colorize=None))
     if log_file is not None:

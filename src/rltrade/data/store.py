@@ -99,7 +99,7 @@ def fingerprint_bars(bars: pd.DataFrame) -> str:
 
 
 def symbol_key(symbol: str) -> str:
-    """Folder name of a symbol: ``BTC/USDT`` -> ``BTC-USDT``, ``ETH/USDT:USDT`` -> ``ETH-USDT-USDT``.
+    """Folder name of a symbol: ``BTC/USDT`` -> ``BTC-USDT``, ``X/USDT:USDT`` -> ``X-USDT-USDT``.
 
     Keys that could escape the store (leading dots, separators) are refused.
     """
