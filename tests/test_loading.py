@@ -234,3 +234,14 @@ def test_btcusd_monthly_relabelled_to_month_open():
 def test_bad_sources(source, match):
     with pytest.raises(RLTradeError, match=match):
         load_bars(source)
+
+
+def test_synthetic_source_query_parsing():
+    df = load_bars("synthetic:regime?n_bars=2e3&include_truth=true&start=2021-01-01T05:00:00+02:00")
+    assert len(df) == 2000 and "regime" in df.columns
+    assert df.index[0] == pd.Timestamp("2021-01-01 03:00", tz="UTC")  # "+02:00" kept
+    assert "open_interest" in load_bars("synthetic:gbm?n_bars=50&derivatives=on").columns
+    for bad in ("synthetic:gbm?n_bars=2.5", "synthetic:gbm?derivatives=maybe",
+                "synthetic:gbm?half_life=3", "synthetic:nope"):
+        with pytest.raises(DataError):
+            load_bars(bad)

@@ -69,6 +69,6 @@ def test_daily_stocks_all_load_strict():
     files = sorted((SHARED / "daily_us_stocks").glob("*_1d.csv"))
     assert len(files) >= 29
     for path in files:
-        df, report = load_bars_with_report(path)
+        _, report = load_bars_with_report(path)
         assert report.timeframe == "1d", path.name
         assert not report.errors, path.name

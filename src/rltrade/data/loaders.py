@@ -99,20 +99,27 @@ def _load_sample(name: str) -> tuple[pd.DataFrame, Sample]:
 
 
 def _parse_synthetic(spec: str) -> pd.DataFrame:
+    """``KIND?key=value&...`` -> :func:`synthetic_market` (booleans: 1/0, true/false, yes/no)."""
     from rltrade.data.synthetic import synthetic_market
 
     kind, _, query = spec.partition("?")
     params: dict[str, object] = {}
-    for key, value in parse_qsl(query, keep_blank_values=True, strict_parsing=False):
+    # A literal "+" (a UTC offset in start=...) must not become a space.
+    for key, value in parse_qsl(query.replace("+", "%2B"), keep_blank_values=True):
         if key in ("n_bars", "seed"):
+            problem = f"synthetic source: {key} must be an integer, got {value!r}"
             try:
-                params[key] = int(value)
+                number = float(value)
             except ValueError as exc:
-                raise DataError(
-                    f"synthetic source: {key} must be an integer, got {value!r}"
-                ) from exc
-        elif key in ("derivatives",):
-            params[key] = value.lower() in ("1", "true", "yes")
+                raise DataError(problem) from exc
+            if not number.is_integer():
+                raise DataError(problem)
+            params[key] = int(number)
+        elif key in ("derivatives", "include_truth"):
+            flag = value.strip().lower()
+            if flag not in _BOOLEANS:
+                raise DataError(f"synthetic source: {key} must be true or false, got {value!r}")
+            params[key] = _BOOLEANS[flag]
         elif key in ("timeframe", "start"):
             params[key] = value
         else:
@@ -121,6 +128,10 @@ def _parse_synthetic(spec: str) -> pd.DataFrame:
             except ValueError as exc:
                 raise DataError(f"synthetic source: cannot read {key}={value!r}") from exc
     return synthetic_market(kind or "gbm", **params)  # type: ignore[arg-type]
+
+
+_BOOLEANS = {"1": True, "true": True, "yes": True, "on": True,
+             "0": False, "false": False, "no": False, "off": False}
 
 
 def load_bars_with_report(

@@ -91,9 +91,10 @@ class Timeframe:
             months = ts.year * 12 + (ts.month - 1)
             months = (months // self.count) * self.count
             years, mon = np.divmod(np.asarray(months), 12)
-            return pd.DatetimeIndex(
-                pd.to_datetime({"year": years, "month": mon + 1, "day": 1}), tz=ts.tz
-            )
+            floored = pd.DatetimeIndex(
+                pd.to_datetime({"year": years, "month": mon + 1, "day": 1})
+            ).as_unit("ns")
+            return floored.tz_localize(ts.tz) if ts.tz is not None else floored
         if self.unit == "w":
             # Weeks start on Monday; 1970-01-05 was a Monday.
             origin = pd.Timestamp("1970-01-05", tz=ts.tz)
