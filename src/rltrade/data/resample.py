@@ -117,6 +117,21 @@ def resample(
     return out[ordered]
 
 
+def align_higher(
+    base_open_ns: np.ndarray,
+    base_tf: Timeframe,
+    higher_open_ns: np.ndarray,
+    higher_tf: Timeframe,
+) -> np.ndarray:
+    """For each base bar, the position of the latest higher bar closed by the base bar's close
+    (-1 when none has closed yet). The one rule behind every higher-timeframe merge."""
+    base_close = base_tf.close_times_ns(base_open_ns)
+    higher_close = higher_tf.close_times_ns(higher_open_ns)
+    if len(higher_close) > 1 and np.any(np.diff(higher_close) <= 0):
+        raise DataError("higher-timeframe rows must be sorted with unique timestamps")
+    return np.searchsorted(higher_close, base_close, side="right") - 1
+
+
 def merge_higher_timeframe(
     base: pd.DataFrame | pd.DatetimeIndex,
     higher: pd.DataFrame,
@@ -148,11 +163,7 @@ def merge_higher_timeframe(
     else:
         base_tf = _timeframe_of(base, base_timeframe, "base")
     higher_tf = _timeframe_of(higher, higher_timeframe, "higher")
-    base_close = base_tf.close_times_ns(as_ns(base_index))
-    higher_close = higher_tf.close_times_ns(as_ns(higher.index))
-    if len(higher_close) > 1 and np.any(np.diff(higher_close) <= 0):
-        raise DataError("higher-timeframe rows must be sorted with unique timestamps")
-    pos = np.searchsorted(higher_close, base_close, side="right") - 1
+    pos = align_higher(as_ns(base_index), base_tf, as_ns(higher.index), higher_tf)
     valid = pos >= 0
     out: dict[str, np.ndarray] = {}
     for col in higher.columns:
