@@ -51,10 +51,12 @@ def test_append_merges_dedupes_and_new_rows_win(tmp_path, goog):
     back = store.read("GOOG", "1d")
     assert len(back) == 1500 and not back.index.has_duplicates
     assert back["close"].iloc[900] == goog["close"].iloc[900] + 1.0
-    # the replaced year files were archived, nothing lost
+    # the year file whose values changed was archived, nothing lost; appends are not archived
     archived = list((tmp_path / "archived" / "GOOG" / "1d").glob("*.parquet"))
-    assert archived, "a replaced file must be kept in archived/"
-    assert all("__" in p.stem for p in archived)
+    year = str(goog.index[900].year)
+    assert [p.stem.split("__")[0] for p in archived] == [year]
+    old = pd.read_parquet(archived[0])
+    assert old["close"].loc[goog.index[900]] == goog["close"].iloc[900]
 
 
 def test_rewriting_identical_bars_touches_nothing(tmp_path, goog):

@@ -11,8 +11,9 @@ Layout under ``root``::
 * Every write is atomic: the new file is written next to its target under a temporary name and
   moved into place with :func:`os.replace`. A crash leaves the previous file, never half a file.
 * :meth:`BarStore.write` merges with what is stored: rows are deduplicated by timestamp and, on a
-  conflict, the newly written row wins (and the count is returned). A year file that changes is
-  first copied to ``archived/`` with a UTC time stamp, so nothing is ever lost silently.
+  conflict, the newly written row wins (and the count is returned). A year file whose stored
+  values change is first copied to ``archived/`` with a UTC time stamp, so nothing is ever lost
+  silently (a pure append, which loses nothing, is not archived).
 * ``coverage`` records the time ranges a downloader has already asked an exchange for, so an
   incremental download does not ask again for ranges the exchange has no bars in.
 * Each series has a fingerprint: the sha256 of its canonical content (see
@@ -290,20 +291,24 @@ class BarStore:
                 old.index.name = "timestamp"
                 common = old.index.intersection(chunk.index)
                 cols = [c for c in chunk.columns if c in old.columns]
+                replaced = 0
                 if len(common):
                     a = old.loc[common, cols].to_numpy()
                     b = chunk.loc[common, cols].to_numpy()
                     same = np.all((a == b) | (np.isnan(a) & np.isnan(b)), axis=1)
+                    replaced = int((~same).sum())
                     stats["unchanged"] += int(same.sum())
-                    stats["replaced"] += int((~same).sum())
+                    stats["replaced"] += replaced
                 stats["added"] += len(chunk) - len(common)
                 merged = pd.concat([old, chunk])
                 merged = merged[~merged.index.duplicated(keep="last")].sort_index()
                 if merged.shape == old.shape and merged.equals(old):
                     continue
-                archive = self.root / "archived" / folder.relative_to(self.root)
-                archive.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, archive / f"{path.stem}__{stamp}.parquet")
+                if replaced or set(old.columns) - set(chunk.columns):
+                    # Stored values change (not a pure append): keep the old file.
+                    archive = self.root / "archived" / folder.relative_to(self.root)
+                    archive.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(path, archive / f"{path.stem}__{stamp}.parquet")
                 _atomic_write_parquet(path, merged)
             else:
                 stats["added"] += len(chunk)
