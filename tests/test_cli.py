@@ -121,3 +121,36 @@ def test_console_script_installed():
     )
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {CORPUS / 'empty.csv'}: the file is empty"
+
+
+def test_features_list_spec_and_build(tmp_path, capsys):
+    code, out, _ = run(["features", "list"], capsys)
+    assert code == 0
+    for name in ("macd", "turbulence", "supertrend", "ott", "atr_breakout", "bbands_rsi"):
+        assert name in out
+    spec_file = tmp_path / "spec.yaml"
+    code, _, _ = run(["features", "spec", "--out", str(spec_file)], capsys)
+    assert code == 0 and "turbulence" in spec_file.read_text()
+    out_dir = tmp_path / "ds"
+    code, out, err = run(["features", "build", "--data", "sample:EURUSD-1h", "--spec",
+                          str(spec_file), "--out", str(out_dir)], capsys)
+    assert code == 0, err
+    assert (out_dir / "arrays.npz").exists() and "warm-up" in out
+    from rltrade.features import Dataset
+
+    assert len(Dataset.load(out_dir)) > 4000
+
+
+def test_features_build_from_a_users_csv(tmp_path, capsys):
+    csv = tmp_path / "mine.csv"
+    from rltrade.data import load_bars
+
+    load_bars("sample:GOOG-1d").to_csv(csv)
+    code, _out, err = run(["features", "build", "--data", str(csv), "--out",
+                          str(tmp_path / "goog")], capsys)
+    assert code == 0, err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("features: {rsi: {length: 3}}\n")
+    code, _, err = run(["features", "build", "--data", str(csv), "--spec", str(bad),
+                        "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "unknown parameter" in err and err.count("\n") == 1

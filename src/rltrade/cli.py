@@ -33,6 +33,11 @@ data_app = typer.Typer(
     no_args_is_help=False,
 )
 app.add_typer(data_app, name="data")
+features_app = typer.Typer(
+    help="Features, strategy signals and Datasets: list, build, write the default spec.",
+    no_args_is_help=True,
+)
+app.add_typer(features_app, name="features")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -310,6 +315,93 @@ def data_download(
         exchange, symbol, timeframe, start, end, BarStore(store), with_derivatives=with_derivatives
     )
     console.print(result.summary())
+
+
+# ------------------------------------------------------------------------------------------
+# features
+
+
+@features_app.command("list")
+def features_list() -> None:
+    """Every available feature group and strategy, with its parameters."""
+    from rltrade.features import FEATURES, STRATEGIES
+
+    table = Table(title="Feature groups", title_justify="left")
+    for col in ("name", "parameters (defaults)", "columns", "description"):
+        table.add_column(col)
+    for name, definition in FEATURES.items():
+        cols = ", ".join(definition.norms(definition.defaults))
+        notes = definition.description
+        if definition.requires:
+            notes += f" [needs {', '.join(definition.requires)}]"
+        if definition.intraday_only:
+            notes += " [intraday only]"
+        table.add_row(name, _params(definition.defaults), cols, notes)
+    table.add_row("external", "name, source, column=close, shift=1d", "ext_<name>",
+                  "a daily series (e.g. VIX) joined after a one-day shift (spec: external:)")
+    console.print(table)
+    table = Table(title="Strategies (signals one-hot: FLAT, LONG, SHORT, HOLD)",
+                  title_justify="left")
+    for col in ("name", "timeframe", "parameters (defaults)", "description"):
+        table.add_column(col)
+    for name, cls in STRATEGIES.items():
+        table.add_row(name, cls.timeframe or "base", _params(cls.defaults), cls.description)
+    console.print(table)
+
+
+def _params(values: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in values.items()) or "-"
+
+
+@features_app.command("spec")
+def features_spec(
+    out: Annotated[Path | None, typer.Option("--out", help="Write here (default: stdout).")] = None,
+) -> None:
+    """Write the default feature spec as YAML, every default spelled out."""
+    from rltrade.features import FeatureSpec
+
+    text = "# rltrade feature spec (defaults). Edit, then: rltrade features build --spec FILE\n"
+    text += FeatureSpec.default().to_yaml()
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}")
+
+
+@features_app.command("build")
+def features_build(
+    data: Annotated[str, typer.Option("--data", help="Bars: file, sample:, synthetic: or store:.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the Dataset into.")],
+    spec: Annotated[
+        Path | None, typer.Option("--spec", help="Feature spec YAML (default spec if omitted).")
+    ] = None,
+    start: Annotated[str | None, typer.Option("--start", help="First bar (UTC).")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="End (exclusive, UTC).")] = None,
+    repair: PolicyOpt = False,
+) -> None:
+    """Build a Dataset (features + strategy signals) from bars and save it."""
+    from rltrade.data import load_bars
+    from rltrade.features import FeatureSpec, build_dataset
+
+    feature_spec = FeatureSpec.from_yaml(spec) if spec else FeatureSpec.default()
+    bars = load_bars(data, start=start, end=end, policy="repair" if repair else "strict")
+    dataset = build_dataset(bars, feature_spec)
+    dataset.save(out)
+    table = Table(title=f"Dataset {out}", title_justify="left", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    meta = dataset.describe()
+    table.add_row("bars", f"{data} ({meta['timeframe']}) {meta['start']} -> {meta['end']}")
+    table.add_row("rows", f"{meta['rows']:,} ({meta['warmup_dropped']:,} warm-up rows dropped)")
+    table.add_row("features", f"{len(meta['feature_names'])}: {', '.join(meta['feature_names'])}")
+    table.add_row("strategies", ", ".join(
+        f"{n}@{tf}" for n, tf in zip(meta["strategy_order"], meta["strategy_timeframes"],
+                                     strict=True)) or "-")
+    table.add_row("skipped", "; ".join(meta["skipped"]) or "-")
+    table.add_row("spec hash", meta["spec_hash"][:16])
+    table.add_row("data fingerprint", meta["fingerprint"][:16])
+    console.print(table)
 
 
 # ------------------------------------------------------------------------------------------

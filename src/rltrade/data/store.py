@@ -88,7 +88,7 @@ def fingerprint_bars(bars: pd.DataFrame) -> str:
     little-endian float64, each preceded by its name. Two frames with the same bars give the same
     fingerprint whatever their file format, column order or pandas time unit.
     """
-    frame = bars.sort_index()
+    frame = bars if bars.index.is_monotonic_increasing else bars.sort_index()
     digest = hashlib.sha256()
     digest.update(b"rltrade-bars-v1\0")
     digest.update(as_ns(frame.index).astype("<i8").tobytes())

@@ -1,0 +1,178 @@
+"""``Normalizer``: raw feature values -> the scale a network sees, and back.
+
+Two schemes:
+
+``default`` (the source documents' scheme; nothing is fitted)
+    each column by its declared kind: prices relative to close (``x / close - 1``), price
+    differences such as MACD or ATR relative to close (``x / close``), oscillators ``x / 100``,
+    volume ``log1p(x) / 20``, turbulence squashed ``tanh(x / 10)``, everything else as is.
+``zscore``
+    ``(x - mean) / std`` per column, with mean and std **fitted on the training slice only**
+    (a column with zero spread keeps std 1).
+
+Both clip the result to ``[-clip, clip]`` (default 10). Strategy signals are one-hot and are
+never normalised. The fitted normalizer is saved with a model (JSON) and reused unchanged at
+backtest and in paper trading; :meth:`Normalizer.inverse_transform` gives readable values back
+(exact except where clipping bit).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from rltrade.data.store import atomic_write_json
+from rltrade.errors import CompatibilityError, ConfigError
+from rltrade.features.base import NORM_KINDS
+
+_TANH_SCALE = 10.0
+_LOG_VOLUME_SCALE = 20.0
+
+
+class Normalizer:
+    """Per-column scaling of a Dataset's features (see the module docstring)."""
+
+    def __init__(
+        self,
+        feature_names: list[str],
+        kinds: list[str],
+        scheme: Literal["default", "zscore"] = "default",
+        clip: float = 10.0,
+    ) -> None:
+        if scheme not in ("default", "zscore"):
+            raise ConfigError(f"normalization: unknown scheme {scheme!r}; use default or zscore")
+        if len(feature_names) != len(kinds):
+            raise ConfigError("normalization: one kind per feature name is needed")
+        bad = sorted(set(kinds) - set(NORM_KINDS))
+        if bad:
+            raise ConfigError(f"normalization: unknown kind(s) {bad}; known: {NORM_KINDS}")
+        self.feature_names = list(feature_names)
+        self.kinds = list(kinds)
+        self.scheme = scheme
+        self.clip = float(clip)
+        self.mean: np.ndarray | None = None
+        self.std: np.ndarray | None = None
+        self.fitted_rows: list[int] | None = None
+
+    @classmethod
+    def for_dataset(cls, dataset: Any, clip: float = 10.0) -> Normalizer:
+        """A normalizer for a Dataset's columns with its spec's scheme (not yet fitted)."""
+        return cls(dataset.feature_names, dataset.feature_norms, dataset.spec.normalization, clip)
+
+    @property
+    def fitted(self) -> bool:
+        return self.scheme == "default" or self.mean is not None
+
+    def fit(self, dataset: Any, start: int = 0, stop: int | None = None) -> Normalizer:
+        """Fit on rows ``[start:stop]`` of ``dataset`` (the training slice); a no-op for
+        ``default``. Returns ``self``."""
+        self._check_names(dataset.feature_names)
+        if self.scheme == "zscore":
+            rows = dataset.features[start:stop].astype(np.float64)
+            if len(rows) < 2:
+                raise ConfigError("normalization: z-score needs at least two training rows")
+            self.mean = rows.mean(axis=0)
+            std = rows.std(axis=0)
+            self.std = np.where(std > 0, std, 1.0)
+            self.fitted_rows = [int(start), int(stop if stop is not None else len(dataset))]
+        return self
+
+    def transform(self, dataset: Any) -> np.ndarray:
+        """Normalised features of a Dataset, float32 ``[T, F]``."""
+        self._check_names(dataset.feature_names)
+        return self.transform_array(dataset.features, dataset.close)
+
+    def transform_array(self, features: np.ndarray, close: np.ndarray) -> np.ndarray:
+        """Normalise raw ``features [T, F]`` given the bars' ``close [T]``."""
+        if not self.fitted:
+            raise ConfigError("normalization: z-score normalizer used before fit()")
+        x = np.asarray(features, dtype=np.float64)
+        out = np.empty_like(x)
+        if self.scheme == "zscore":
+            out[:] = (x - self.mean) / self.std
+        else:
+            c = np.asarray(close, dtype=np.float64)[:, None]
+            for j, kind in enumerate(self.kinds):
+                col = x[:, j : j + 1]
+                if kind == "price":
+                    out[:, j : j + 1] = col / c - 1.0
+                elif kind == "rel_close":
+                    out[:, j : j + 1] = col / c
+                elif kind == "osc100":
+                    out[:, j : j + 1] = col / 100.0
+                elif kind == "log_volume":
+                    out[:, j : j + 1] = np.log1p(np.maximum(col, 0.0)) / _LOG_VOLUME_SCALE
+                elif kind == "tanh":
+                    out[:, j : j + 1] = np.tanh(col / _TANH_SCALE)
+                else:
+                    out[:, j : j + 1] = col
+        np.clip(out, -self.clip, self.clip, out=out)
+        return out.astype(np.float32)
+
+    def inverse_transform(self, normed: np.ndarray, close: np.ndarray) -> np.ndarray:
+        """Readable raw values back from normalised ones (float64)."""
+        y = np.asarray(normed, dtype=np.float64)
+        if self.scheme == "zscore":
+            return y * self.std + self.mean
+        c = np.asarray(close, dtype=np.float64)[:, None]
+        out = np.empty_like(y)
+        for j, kind in enumerate(self.kinds):
+            col = y[:, j : j + 1]
+            if kind == "price":
+                out[:, j : j + 1] = (col + 1.0) * c
+            elif kind == "rel_close":
+                out[:, j : j + 1] = col * c
+            elif kind == "osc100":
+                out[:, j : j + 1] = col * 100.0
+            elif kind == "log_volume":
+                out[:, j : j + 1] = np.expm1(col * _LOG_VOLUME_SCALE)
+            elif kind == "tanh":
+                out[:, j : j + 1] = np.arctanh(np.clip(col, -1 + 1e-12, 1 - 1e-12)) * _TANH_SCALE
+            else:
+                out[:, j : j + 1] = col
+        return out
+
+    def _check_names(self, names: list[str]) -> None:
+        if list(names) != self.feature_names:
+            raise CompatibilityError(
+                "normalizer was built for other features: "
+                f"missing {[n for n in self.feature_names if n not in names]}, "
+                f"unexpected {[n for n in names if n not in self.feature_names]}"
+            )
+
+    # -- persistence ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "rltrade-normalizer-v1",
+            "scheme": self.scheme,
+            "clip": self.clip,
+            "feature_names": self.feature_names,
+            "kinds": self.kinds,
+            "mean": None if self.mean is None else self.mean.tolist(),
+            "std": None if self.std is None else self.std.tolist(),
+            "fitted_rows": self.fitted_rows,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Normalizer:
+        if data.get("format") != "rltrade-normalizer-v1":
+            raise CompatibilityError(f"unknown normalizer format {data.get('format')!r}")
+        norm = cls(data["feature_names"], data["kinds"], data["scheme"], data["clip"])
+        if data.get("mean") is not None:
+            norm.mean = np.asarray(data["mean"], dtype=np.float64)
+            norm.std = np.asarray(data["std"], dtype=np.float64)
+        norm.fitted_rows = data.get("fitted_rows")
+        return norm
+
+    def save(self, path: str | Path) -> None:
+        atomic_write_json(Path(path), self.to_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Normalizer:
+        path = Path(path)
+        if not path.exists():
+            raise CompatibilityError(f"{path}: normalizer file is missing")
+        return cls.from_dict(json.loads(path.read_text()))
