@@ -96,12 +96,10 @@ def test_external_series_truncation_and_shift(bars, bars_frame):
     for t in range(0, len(bars), 37):
         part, _, _ = compute_features(bars.slice(0, t + 1), spec, {"vix": vix})
         assert _same(part["ext_vix"][-1], values[t])
-    # one-day shift: on a bar closing during day D, the value shown is that of day D-1
-    close_time = pd.Timestamp(int(bars.timestamps[200]) + 15 * 60 * 10**9, tz="UTC")
-    expected_day = (close_time - pd.Timedelta(days=1)).normalize()
-    if close_time == close_time.normalize():  # a bar closing exactly at midnight
-        expected_day = close_time - pd.Timedelta(days=1)
-    assert values[200] == vix.loc[expected_day, "close"]
+    # one-day shift: every bar of day D (even the one closing at midnight) shows day D-1
+    for i in (200, 201, 96 * 3 - 1, 96 * 3):
+        opened = pd.Timestamp(int(bars.timestamps[i]), tz="UTC")
+        assert values[i] == vix.loc[opened.normalize() - pd.Timedelta(days=1), "close"]
 
 
 def test_dataset_truncation_end_to_end(bars_frame):

@@ -72,3 +72,38 @@ def test_daily_stocks_all_load_strict():
         _, report = load_bars_with_report(path)
         assert report.timeframe == "1d", path.name
         assert not report.errors, path.name
+
+
+def test_vix_joined_after_one_day_on_daily_stocks():
+    from rltrade.features import FeatureSpec, build_dataset
+
+    vix_path = SHARED / "vix_daily_1990-2026.csv"
+    spec = FeatureSpec.from_dict({
+        "features": {"rsi": {"period": 14}},
+        "external": [{"name": "vix", "source": str(vix_path)}],
+    })
+    bars = load_bars(SHARED / "daily_us_stocks" / "AAPL_1d.csv")
+    ds = build_dataset(bars, spec)
+    vix = load_bars(vix_path, policy="repair")
+    frame = ds.to_frame()
+    # the bar of 2008-09-30 sees the VIX close of 09-29, never its own day's
+    def seen(day: str) -> float:
+        return float(frame.loc[day, "ext_vix"])
+
+    def vix_close(day: str) -> float:
+        return float(np.float32(vix.loc[day, "close"]))  # features are stored as float32
+
+    assert seen("2008-09-30") == vix_close("2008-09-29")
+    assert seen("2008-10-01") == vix_close("2008-09-30")
+    assert seen("2008-10-06") == vix_close("2008-10-03")  # Monday sees Friday
+
+
+def test_default_dataset_on_real_minute_crypto():
+    from rltrade.features import build_dataset
+
+    bars = load_bars(SHARED / "btcusd_bitfinex_1m_2018Q1.csv.gz")
+    ds = build_dataset(bars)
+    assert ds.strategy_timeframes == ["1h", "15m", "4h", "1h", "4h"]
+    assert np.isfinite(ds.features).all()
+    codes = ds.signals.reshape(len(ds), 5, 4).argmax(axis=2)
+    assert (codes != 3).any(axis=0).all()  # every strategy says something besides HOLD

@@ -267,9 +267,10 @@ def external_series(
 ) -> dict[str, np.ndarray]:
     """An external series (e.g. VIX daily) as known on each bar, after ``shift_by``.
 
-    A daily value labelled with date ``D`` becomes visible on bars whose close is at or after
-    ``D + shift_by`` (one day by default): the value of a day is only used from the next day on.
-    Returns ``{f"ext_{name}": values}`` (NaN before the first visible value).
+    The value labelled ``D`` is used on bars that **open** at or after ``D + shift_by``: with
+    the default one-day shift, the bars of day ``D + 1`` (daily or intraday) see the value of day
+    ``D``, never the value of their own day. Returns ``{f"ext_{name}": values}`` (NaN before the
+    first visible value).
     """
     from rltrade.data import load_bars
 
@@ -279,8 +280,7 @@ def external_series(
     delay = parse_timeframe(shift_by).nanos
     visible_at = as_ns(ext.index) + delay
     values = ext[column].to_numpy(np.float64)
-    bar_close = bars.timeframe.close_times_ns(bars.timestamps)
-    pos = np.searchsorted(visible_at, bar_close, side="right") - 1
+    pos = np.searchsorted(visible_at, bars.timestamps, side="right") - 1
     out = np.full(len(bars), np.nan)
     ok = pos >= 0
     out[ok] = values[pos[ok]]
