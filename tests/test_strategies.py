@@ -1,5 +1,6 @@
 """Rule strategies: ``compute`` equals the per-window ``reference``, no lookahead, warm-up,
-hand-computed cases, TA-Lib agreement of the indicators, parameter checks.
+hand-computed cases, shared kernels equal to their reference twins and to TA-Lib, parameter
+checks.
 
 Every test that loops over strategies is parametrized over the registry, so a newly
 registered strategy is checked without touching this file.
@@ -28,6 +29,7 @@ from rltrade.features.strategies import (
     SHORT,
     STRATEGIES,
     Strategy,
+    kernels,
     make_strategy,
 )
 
@@ -48,7 +50,7 @@ def _dataset(key: str) -> BarArrays:
 
 
 def _emits(strategy: Strategy) -> frozenset[int]:
-    return getattr(strategy, "emits", ALL_CODES)
+    return frozenset(strategy.emits)
 
 
 def _rng(*keys: str) -> np.random.Generator:
@@ -310,12 +312,61 @@ def test_atr_breakout_hand_case() -> None:
 
 
 # ------------------------------------------------------------------------------------------
+# Shared kernels equal their plain-Python reference twins, bit for bit
+
+
+def _same_bits(fast: np.ndarray, slow: list[float], label: str) -> None:
+    """The same bit pattern at every bar (the sign of zero included), NaN exactly where the
+    other is NaN."""
+    expected = np.asarray(slow, dtype=np.float64)
+    assert fast.dtype == np.float64 and fast.shape == expected.shape, label
+    np.testing.assert_array_equal(np.isnan(fast), np.isnan(expected), err_msg=label)
+    defined = ~np.isnan(fast)
+    np.testing.assert_array_equal(
+        fast[defined].view(np.int64), expected[defined].view(np.int64), err_msg=label
+    )
+
+
+@pytest.mark.parametrize("source", ["eurusd", "regime-8", "walk-0.5", "walk-none"])
+def test_kernels_equal_reference_twins(source: str) -> None:
+    if source.startswith("walk"):
+        bars = _random_walk(11, 400, None if source.endswith("none") else 0.5)
+    else:
+        bars = _dataset(source).slice(0, 600)
+    high, low, close = (np.ascontiguousarray(a, dtype=np.float64)
+                        for a in (bars.high, bars.low, bars.close))
+    for m in (0, 1, 2, 5, len(close)):  # short inputs too: all NaN where nothing is defined
+        h, lo, c = high[:m], low[:m], close[:m]
+        hl, ll, cl = h.tolist(), lo.tolist(), c.tolist()
+        _same_bits(kernels.true_range(h, lo, c), kernels.reference_true_range(hl, ll, cl),
+                   f"true_range m={m}")
+        gains, losses = kernels.gains_losses(c)
+        ref_gains, ref_losses = kernels.reference_gains_losses(cl)
+        _same_bits(gains, ref_gains, f"gains m={m}")
+        _same_bits(losses, ref_losses, f"losses m={m}")
+        for p in (1, 2, 3, 14):
+            label = f"m={m} p={p}"
+            _same_bits(kernels.atr(h, lo, c, p), kernels.reference_atr(hl, ll, cl, p),
+                       f"atr {label}")
+            _same_bits(kernels.wilder(c, p), kernels.reference_wilder(cl, p), f"wilder {label}")
+            _same_bits(kernels.rsi(c, p), kernels.reference_rsi(cl, p), f"rsi {label}")
+            for seed_end in (p - 1, p + 4):
+                _same_bits(kernels.ema(c, p, seed_end), kernels.reference_ema(cl, p, seed_end),
+                           f"ema {label} seed_end={seed_end}")
+            undefined = [float("nan")] * min(p - 1, m)
+            sums = [kernels.reference_window_sum(cl, t, p) for t in range(p - 1, m)]
+            means = [kernels.reference_sma(cl, t, p) for t in range(p - 1, m)]
+            _same_bits(kernels.window_sum(c, p), undefined + sums, f"window_sum {label}")
+            _same_bits(kernels.sma(c, p), undefined + means, f"sma {label}")
+
+
+# ------------------------------------------------------------------------------------------
 # Indicators agree with TA-Lib (the definitions the module docstrings promise)
 
 
 def test_indicators_agree_with_talib() -> None:
     talib = pytest.importorskip("talib")
-    from rltrade.features.strategies import atr_breakout, awesome_macd, bbands_rsi, supertrend
+    from rltrade.features.strategies import awesome_macd, bbands_rsi
 
     bars = _dataset("eurusd")
     h, lo, c = bars.high, bars.low, bars.close
@@ -328,13 +379,16 @@ def test_indicators_agree_with_talib() -> None:
     same(awesome_macd._macd_hist(c, 12, 26, 9), talib.MACD(c, 12, 26, 9)[2])
     same(awesome_macd._macd_hist(c, 5, 13, 4), talib.MACD(c, 5, 13, 4)[2])
     same(awesome_macd._ao(hl2, 5, 34), talib.SMA(hl2, 5) - talib.SMA(hl2, 34))
-    same(bbands_rsi._rsi(c, 14), talib.RSI(c, 14))
+    same(kernels.ema(c, 12, 11), talib.EMA(c, 12))
+    same(kernels.rsi(c, 14), talib.RSI(c, 14))
     for ours, theirs in zip(bbands_rsi._bbands(c, 20, 2.0), talib.BBANDS(c, 20, 2.0, 2.0),
                             strict=True):
         same(ours, theirs)
-    same(supertrend._atr(h, lo, c, 10), talib.ATR(h, lo, c, 10))
-    same(atr_breakout._atr(h, lo, c, 14), talib.ATR(h, lo, c, 14))
-    same(atr_breakout._sma(c, 20), talib.SMA(c, 20))
+    same(kernels.atr(h, lo, c, 10), talib.ATR(h, lo, c, 10))
+    same(kernels.atr(h, lo, c, 14), talib.ATR(h, lo, c, 14))
+    same(kernels.true_range(h, lo, c), talib.TRANGE(h, lo, c))
+    same(kernels.sma(c, 20), talib.SMA(c, 20))
+    same(kernels.window_sum(c, 20), talib.SUM(c, 20))
 
 
 # ------------------------------------------------------------------------------------------

@@ -29,58 +29,14 @@ after which the seed's weight is below 1e-6.
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 from numba import njit
 
-from rltrade.errors import ConfigError, DataError
 from rltrade.features.base import BarArrays
-from rltrade.features.strategies.base import (
-    FLAT,
-    HOLD,
-    LONG,
-    SHORT,
-    Strategy,
-    register_strategy,
-)
-
-_SETTLE_TOL = 1e-6
-
-
-@njit(cache=True)
-def _sma(x: np.ndarray, period: int) -> np.ndarray:
-    """Window mean from the plain window sum, oldest bar first (NaN before bar ``period - 1``)."""
-    n = len(x)
-    out = np.full(n, np.nan)
-    for t in range(period - 1, n):
-        s = 0.0
-        for j in range(t - period + 1, t + 1):
-            s += x[j]
-        out[t] = s / period
-    return out
-
-
-@njit(cache=True)
-def _atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
-    """TA-Lib's ATR: Wilder smoothing of the true range from bar 1, seeded with the mean of
-    ``TR[1 .. period]`` (NaN before bar ``period``)."""
-    n = len(close)
-    atr = np.full(n, np.nan)
-    if n <= period:
-        return atr
-    a = 0.0
-    for i in range(1, period + 1):
-        a += max(high[i] - low[i], abs(high[i] - close[i - 1]), abs(low[i] - close[i - 1]))
-    a = a / period
-    atr[period] = a
-    for t in range(period + 1, n):
-        tr = max(high[t] - low[t], abs(high[t] - close[t - 1]), abs(low[t] - close[t - 1]))
-        a = (a * (period - 1) + tr) / period
-        atr[t] = a
-    return atr
+from rltrade.features.strategies.base import FLAT, HOLD, LONG, SHORT, Strategy, register_strategy
+from rltrade.features.strategies.kernels import atr, reference_atr, reference_sma, sma
 
 
 @njit(cache=True)
@@ -99,13 +55,13 @@ def _signals(
     if n <= first + 2:
         return out
 
-    middle = _sma(close, period)
-    atr = _atr(high, low, close, atr_period)
+    middle = sma(close, period)
+    atr_values = atr(high, low, close, atr_period)
     for t in range(first + 2, n):
-        upper = middle[t - 1] + k * atr[t - 1]
-        lower = middle[t - 1] - k * atr[t - 1]
-        upper_prev = middle[t - 2] + k * atr[t - 2]
-        lower_prev = middle[t - 2] - k * atr[t - 2]
+        upper = middle[t - 1] + k * atr_values[t - 1]
+        lower = middle[t - 1] - k * atr_values[t - 1]
+        upper_prev = middle[t - 2] + k * atr_values[t - 2]
+        lower_prev = middle[t - 2] - k * atr_values[t - 2]
         c = close[t]
         c_prev = close[t - 1]
         if c > upper and c_prev <= upper_prev:
@@ -120,10 +76,6 @@ def _signals(
     return out
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
 @register_strategy
 class AtrBreakout(Strategy):
     """Volatility breakout beyond the previous bar's ATR bands (see the module)."""
@@ -135,22 +87,14 @@ class AtrBreakout(Strategy):
     )
     timeframe: ClassVar[str | None] = "4h"
     defaults: ClassVar[dict[str, Any]] = {"period": 20, "atr_period": 14, "k": 2.0}
-    # The codes this rule can produce (the tests require each of FLAT/LONG/SHORT in it).
-    emits: ClassVar[frozenset[int]] = frozenset({FLAT, LONG, SHORT, HOLD})
 
     def check_params(self) -> None:
         """``period``, ``atr_period`` integers >= 1; ``k > 0``.
 
         :raises ConfigError: for any other value.
         """
-        p = self.params
-        for key in ("period", "atr_period"):
-            if not _is_int(p[key]) or p[key] < 1:
-                raise ConfigError(f"strategy {self.name!r}: {key} must be an integer >= 1, "
-                                  f"got {p[key]!r}")
-        k = p["k"]
-        if not isinstance(k, Real) or isinstance(k, bool) or not math.isfinite(k) or k <= 0:
-            raise ConfigError(f"strategy {self.name!r}: k must be a number > 0, got {k!r}")
+        self.require_int("period", "atr_period")
+        self.require_number("k", 0)
 
     @property
     def min_candles(self) -> int:
@@ -158,25 +102,12 @@ class AtrBreakout(Strategy):
 
     @property
     def lookback(self) -> int:
-        alpha = 1.0 / self.params["atr_period"]
-        settle = 0 if alpha >= 1.0 else math.ceil(math.log(_SETTLE_TOL) / math.log(1.0 - alpha))
-        return self.min_candles + settle
+        return self.min_candles + self.settle_bars(1.0 / self.params["atr_period"])
 
     def compute(self, bars: BarArrays) -> np.ndarray:
-        """Signals for every bar at once (numba).
-
-        :param bars: bars of the strategy's timeframe.
-        :return: int8 codes, ``len(bars)`` long.
-        """
         p = self.params
-        return _signals(
-            np.ascontiguousarray(bars.high, dtype=np.float64),
-            np.ascontiguousarray(bars.low, dtype=np.float64),
-            np.ascontiguousarray(bars.close, dtype=np.float64),
-            int(p["period"]),
-            int(p["atr_period"]),
-            float(p["k"]),
-        )
+        high, low, close = self.columns(bars, "high", "low", "close")
+        return _signals(high, low, close, int(p["period"]), int(p["atr_period"]), float(p["k"]))
 
     def reference(self, bars: BarArrays) -> int:
         """Signal of the last bar of ``bars`` by plain loops over the window.
@@ -184,41 +115,22 @@ class AtrBreakout(Strategy):
         :param bars: the window; the ATR recursion starts at its first bar.
         :return: the signal code.
         """
-        n = len(bars)
-        if n == 0:
-            raise DataError("reference() needs at least one bar")
-        if n < self.min_candles:
+        if self.warming_up(bars):
             return HOLD
         period, atr_period = int(self.params["period"]), int(self.params["atr_period"])
         k = float(self.params["k"])
         high = bars.high.tolist()
         low = bars.low.tolist()
         close = bars.close.tolist()
+        atr_values = reference_atr(high, low, close, atr_period)
 
-        def sma(end: int) -> float:
-            total = 0.0
-            for i in range(end - period + 1, end + 1):
-                total += close[i]
-            return total / period
-
-        # ATR over the whole window; keep the values of the last three bars.
-        atr_by_bar: dict[int, float] = {}
-        atr = 0.0
-        for i in range(1, atr_period + 1):
-            atr += max(high[i] - low[i], abs(high[i] - close[i - 1]), abs(low[i] - close[i - 1]))
-        atr = atr / atr_period
-        atr_by_bar[atr_period] = atr
-        for t in range(atr_period + 1, n):
-            tr = max(high[t] - low[t], abs(high[t] - close[t - 1]), abs(low[t] - close[t - 1]))
-            atr = (atr * (atr_period - 1) + tr) / atr_period
-            atr_by_bar[t] = atr
-
-        last = n - 1
-        mid_1, mid_2 = sma(last - 1), sma(last - 2)
-        upper = mid_1 + k * atr_by_bar[last - 1]
-        lower = mid_1 - k * atr_by_bar[last - 1]
-        upper_prev = mid_2 + k * atr_by_bar[last - 2]
-        lower_prev = mid_2 - k * atr_by_bar[last - 2]
+        last = len(close) - 1
+        mid_1 = reference_sma(close, last - 1, period)
+        mid_2 = reference_sma(close, last - 2, period)
+        upper = mid_1 + k * atr_values[last - 1]
+        lower = mid_1 - k * atr_values[last - 1]
+        upper_prev = mid_2 + k * atr_values[last - 2]
+        lower_prev = mid_2 - k * atr_values[last - 2]
         c, c_prev = close[last], close[last - 1]
         if c > upper and c_prev <= upper_prev:
             return LONG

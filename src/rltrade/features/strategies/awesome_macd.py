@@ -29,78 +29,28 @@ slowest EMA is below 1e-6.
 
 from __future__ import annotations
 
-import math
-from numbers import Integral
 from typing import Any, ClassVar
 
 import numpy as np
 from numba import njit
 
-from rltrade.errors import ConfigError, DataError
 from rltrade.features.base import BarArrays
-from rltrade.features.strategies.base import (
-    FLAT,
-    HOLD,
-    LONG,
-    SHORT,
-    Strategy,
-    register_strategy,
-)
-
-_SETTLE_TOL = 1e-6
+from rltrade.features.strategies.base import FLAT, HOLD, LONG, SHORT, Strategy, register_strategy
+from rltrade.features.strategies.kernels import ema, reference_ema, reference_sma, sma
 
 
 @njit(cache=True)
 def _ao(hl2: np.ndarray, ao_fast: int, ao_slow: int) -> np.ndarray:
-    """Awesome Oscillator from window sums, oldest bar first (NaN before bar ``ao_slow - 1``)."""
-    n = len(hl2)
-    ao = np.full(n, np.nan)
-    for t in range(ao_slow - 1, n):
-        s_fast = 0.0
-        for j in range(t - ao_fast + 1, t + 1):
-            s_fast += hl2[j]
-        s_slow = 0.0
-        for j in range(t - ao_slow + 1, t + 1):
-            s_slow += hl2[j]
-        ao[t] = s_fast / ao_fast - s_slow / ao_slow
-    return ao
+    """Awesome Oscillator from window means, oldest bar first (NaN before bar ``ao_slow - 1``)."""
+    return sma(hl2, ao_fast) - sma(hl2, ao_slow)
 
 
 @njit(cache=True)
 def _macd_hist(close: np.ndarray, fast: int, slow: int, signal: int) -> np.ndarray:
     """MACD histogram with TA-Lib's seeding (NaN before bar ``slow + signal - 2``)."""
-    n = len(close)
-    hist = np.full(n, np.nan)
-    first_hist = slow + signal - 2
-    if n <= first_hist:
-        return hist
-    k_fast = 2.0 / (fast + 1)
-    k_slow = 2.0 / (slow + 1)
-    k_sig = 2.0 / (signal + 1)
     # Both EMAs start at bar slow - 1, each seeded with the SMA of the bars ending there.
-    e_fast = 0.0
-    for j in range(slow - fast, slow):
-        e_fast += close[j]
-    e_fast = e_fast / fast
-    e_slow = 0.0
-    for j in range(0, slow):
-        e_slow += close[j]
-    e_slow = e_slow / slow
-    line = np.full(n, np.nan)
-    line[slow - 1] = e_fast - e_slow
-    for t in range(slow, n):
-        e_fast = (close[t] - e_fast) * k_fast + e_fast
-        e_slow = (close[t] - e_slow) * k_slow + e_slow
-        line[t] = e_fast - e_slow
-    sig = 0.0
-    for j in range(slow - 1, first_hist + 1):
-        sig += line[j]
-    sig = sig / signal
-    hist[first_hist] = line[first_hist] - sig
-    for t in range(first_hist + 1, n):
-        sig = (line[t] - sig) * k_sig + sig
-        hist[t] = line[t] - sig
-    return hist
+    line = ema(close, fast, slow - 1) - ema(close, slow, slow - 1)
+    return line - ema(line, signal, slow + signal - 2)
 
 
 @njit(cache=True)
@@ -136,10 +86,6 @@ def _signals(
     return out
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
 @register_strategy
 class AwesomeMacd(Strategy):
     """Awesome Oscillator and MACD histogram turning to the same side (see the module)."""
@@ -157,25 +103,15 @@ class AwesomeMacd(Strategy):
         "slow": 26,
         "signal": 9,
     }
-    # The codes this rule can produce (the tests require each of FLAT/LONG/SHORT in it).
-    emits: ClassVar[frozenset[int]] = frozenset({FLAT, LONG, SHORT, HOLD})
 
     def check_params(self) -> None:
         """Periods are positive integers with ``ao_fast < ao_slow`` and ``fast < slow``.
 
         :raises ConfigError: for any other value.
         """
-        p = self.params
-        for key in ("ao_fast", "ao_slow", "fast", "slow", "signal"):
-            if not _is_int(p[key]) or p[key] < 1:
-                raise ConfigError(f"strategy {self.name!r}: {key} must be an integer >= 1, "
-                                  f"got {p[key]!r}")
-        if p["ao_fast"] >= p["ao_slow"]:
-            raise ConfigError(f"strategy {self.name!r}: ao_fast ({p['ao_fast']}) must be < "
-                              f"ao_slow ({p['ao_slow']})")
-        if p["fast"] >= p["slow"]:
-            raise ConfigError(f"strategy {self.name!r}: fast ({p['fast']}) must be < "
-                              f"slow ({p['slow']})")
+        self.require_int("ao_fast", "ao_slow", "fast", "slow", "signal")
+        self.require_less("ao_fast", "ao_slow")
+        self.require_less("fast", "slow")
 
     @property
     def _first(self) -> int:
@@ -191,21 +127,13 @@ class AwesomeMacd(Strategy):
     def lookback(self) -> int:
         p = self.params
         alpha = min(2.0 / (p["slow"] + 1), 2.0 / (p["signal"] + 1))
-        return self.min_candles + math.ceil(math.log(_SETTLE_TOL) / math.log(1.0 - alpha))
+        return self.min_candles + self.settle_bars(alpha)
 
     def compute(self, bars: BarArrays) -> np.ndarray:
-        """Signals for every bar at once (numba).
-
-        :param bars: bars of the strategy's timeframe.
-        :return: int8 codes, ``len(bars)`` long.
-        """
         p = self.params
-        high = np.asarray(bars.high, dtype=np.float64)
-        low = np.asarray(bars.low, dtype=np.float64)
-        hl2 = np.ascontiguousarray((high + low) / 2.0)
-        close = np.ascontiguousarray(bars.close, dtype=np.float64)
-        return _signals(hl2, close, int(p["ao_fast"]), int(p["ao_slow"]), int(p["fast"]),
-                        int(p["slow"]), int(p["signal"]))
+        high, low, close = self.columns(bars, "high", "low", "close")
+        return _signals((high + low) / 2.0, close, int(p["ao_fast"]), int(p["ao_slow"]),
+                        int(p["fast"]), int(p["slow"]), int(p["signal"]))
 
     def reference(self, bars: BarArrays) -> int:
         """Signal of the last bar of ``bars`` by plain loops over the window.
@@ -213,10 +141,7 @@ class AwesomeMacd(Strategy):
         :param bars: the window; recursions start at its first bar.
         :return: the signal code.
         """
-        n = len(bars)
-        if n == 0:
-            raise DataError("reference() needs at least one bar")
-        if n < self.min_candles:
+        if self.warming_up(bars):
             return HOLD
         p = self.params
         ao_fast, ao_slow = int(p["ao_fast"]), int(p["ao_slow"])
@@ -225,32 +150,21 @@ class AwesomeMacd(Strategy):
         low = bars.low.tolist()
         close = bars.close.tolist()
         hl2 = []
-        for i in range(n):
+        for i in range(len(close)):
             hl2.append((high[i] + low[i]) / 2.0)
+        last = len(close) - 1
 
-        def sma(values: list[float], end: int, length: int) -> float:
-            total = 0.0
-            for i in range(end - length + 1, end + 1):
-                total += values[i]
-            return total / length
+        ao_now = reference_sma(hl2, last, ao_fast) - reference_sma(hl2, last, ao_slow)
+        ao_prev = reference_sma(hl2, last - 1, ao_fast) - reference_sma(hl2, last - 1, ao_slow)
 
-        ao_now = sma(hl2, n - 1, ao_fast) - sma(hl2, n - 1, ao_slow)
-        ao_prev = sma(hl2, n - 2, ao_fast) - sma(hl2, n - 2, ao_slow)
-
-        k_fast, k_slow, k_sig = 2.0 / (fast + 1), 2.0 / (slow + 1), 2.0 / (signal + 1)
-        ema_fast = sma(close, slow - 1, fast)
-        ema_slow = sma(close, slow - 1, slow)
-        line = [ema_fast - ema_slow]  # line[i] belongs to bar slow - 1 + i
-        for t in range(slow, n):
-            ema_fast = (close[t] - ema_fast) * k_fast + ema_fast
-            ema_slow = (close[t] - ema_slow) * k_slow + ema_slow
-            line.append(ema_fast - ema_slow)
-        sig = sma(line, signal - 1, signal)
-        hist = [line[signal - 1] - sig]
-        for i in range(signal, len(line)):
-            sig = (line[i] - sig) * k_sig + sig
-            hist.append(line[i] - sig)
-        h_now, h_prev = hist[-1], hist[-2]
+        ema_fast = reference_ema(close, fast, slow - 1)
+        ema_slow = reference_ema(close, slow, slow - 1)
+        line = []  # NaN before bar slow - 1
+        for i in range(len(close)):
+            line.append(ema_fast[i] - ema_slow[i])
+        signal_line = reference_ema(line, signal, slow + signal - 2)
+        h_now = line[last] - signal_line[last]
+        h_prev = line[last - 1] - signal_line[last - 1]
 
         bull_prev = ao_prev > 0 and h_prev > 0
         bear_prev = ao_prev < 0 and h_prev < 0

@@ -15,21 +15,37 @@ To add a strategy, subclass :class:`Strategy`, set the class attributes, impleme
 :meth:`Strategy.compute` over the whole array at once (numpy, numba for recursions) and
 :meth:`Strategy.reference` as a plain per-window loop, and decorate the class with
 :func:`register_strategy`. The test suite proves ``compute`` equal to ``reference`` and free of
-lookahead for every registered strategy.
+lookahead for every registered strategy. Common indicators (SMA, EMA, Wilder smoothing, ATR,
+RSI, window sums) are in :mod:`rltrade.features.strategies.kernels`: a numba kernel for
+``compute`` and its plain-Python ``reference_`` twin for ``reference``.
 """
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 
-from rltrade.errors import ConfigError
+from rltrade.errors import ConfigError, DataError
 from rltrade.features.base import BarArrays
 
 FLAT, LONG, SHORT, HOLD = 0, 1, 2, 3
 SIGNAL_NAMES = ("FLAT", "LONG", "SHORT", "HOLD")
+
+#: Weight of a recursion's seed below which a recursive strategy counts it as forgotten
+#: (see :meth:`Strategy.settle_bars`).
+SETTLE_TOL = 1e-6
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class Strategy(ABC):
@@ -41,12 +57,21 @@ class Strategy(ABC):
     :param description: one line for ``rltrade features list``.
     :param timeframe: default timeframe it runs on (``None``: the base bars' timeframe).
     :param defaults: parameters and their defaults.
+    :param emits: the signal codes the rule can produce, ``(FLAT, LONG, SHORT, HOLD)`` unless
+        a subclass narrows it (a rule that never says ``FLAT`` sets ``(LONG, SHORT, HOLD)``).
+        The tests require every one of ``FLAT``/``LONG``/``SHORT`` listed here to occur on
+        real data, and no code outside it ever to occur.
+
+    Helpers for subclasses: :meth:`require_int`, :meth:`require_number` and
+    :meth:`require_less` for :meth:`check_params`; :meth:`warming_up` for the start of
+    :meth:`reference`; :meth:`settle_bars` for :attr:`lookback` of recursive rules.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
     timeframe: ClassVar[str | None] = None
     defaults: ClassVar[dict[str, Any]] = {}
+    emits: ClassVar[tuple[int, ...]] = (FLAT, LONG, SHORT, HOLD)
 
     def __init__(self, timeframe: str | None = None, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -62,6 +87,73 @@ class Strategy(ABC):
     def check_params(self) -> None:  # noqa: B027 - optional hook
         """Raise :class:`ConfigError` for invalid parameter values (optional)."""
 
+    def require_int(self, *keys: str, minimum: int = 1) -> None:
+        """Each parameter in ``keys`` is an integer (not a bool) ``>= minimum``.
+
+        :raises ConfigError: naming the first one that is not.
+        """
+        for key in keys:
+            value = self.params[key]
+            if not _is_int(value) or value < minimum:
+                raise ConfigError(f"strategy {self.name!r}: {key} must be an integer "
+                                  f">= {minimum}, got {value!r}")
+
+    def require_number(
+        self, key: str, low: float, high: float | None = None, *, closed: bool = False
+    ) -> None:
+        """Parameter ``key`` is a finite real number (not a bool) above ``low`` and, when
+        ``high`` is given, below ``high``; ``closed`` admits the bounds themselves.
+
+        :raises ConfigError: when it is not.
+        """
+        value = self.params[key]
+        if high is None:
+            what = f">= {low}" if closed else f"> {low}"
+            high = math.inf
+        else:
+            what = f"in [{low}, {high}]" if closed else f"in ({low}, {high})"
+        if not _is_number(value) or not (
+            low <= value <= high if closed else low < value < high
+        ):
+            raise ConfigError(f"strategy {self.name!r}: {key} must be a number {what}, "
+                              f"got {value!r}")
+
+    def require_less(self, smaller: str, larger: str) -> None:
+        """Parameter ``smaller`` is strictly below parameter ``larger``.
+
+        :raises ConfigError: when it is not.
+        """
+        p = self.params
+        if p[smaller] >= p[larger]:
+            raise ConfigError(f"strategy {self.name!r}: {smaller} ({p[smaller]}) must be < "
+                              f"{larger} ({p[larger]})")
+
+    def warming_up(self, bars: BarArrays) -> bool:
+        """Whether ``bars`` is shorter than :attr:`min_candles`, so that the signal of its last
+        bar is ``HOLD``: the first line of every :meth:`reference`,
+        ``if self.warming_up(bars): return HOLD``.
+
+        :raises DataError: for no bars at all (there is no last bar to give a signal for).
+        """
+        if len(bars) == 0:
+            raise DataError("reference() needs at least one bar")
+        return len(bars) < self.min_candles
+
+    @staticmethod
+    def columns(bars: BarArrays, *names: str) -> tuple[np.ndarray, ...]:
+        """The named price columns of ``bars`` (``"high"``, ``"close"``, ...) as contiguous
+        float64 arrays, ready for a numba kernel (no copy when they already are)."""
+        return tuple(np.ascontiguousarray(getattr(bars, name), dtype=np.float64)
+                     for name in names)
+
+    @staticmethod
+    def settle_bars(alpha: float) -> int:
+        """Bars after which the seed of a recursion ``y = alpha * x + (1 - alpha) * y`` weighs
+        less than :data:`SETTLE_TOL` (0 when ``alpha >= 1``: no memory at all)."""
+        if alpha >= 1.0:
+            return 0
+        return math.ceil(math.log(SETTLE_TOL) / math.log(1.0 - alpha))
+
     @property
     @abstractmethod
     def lookback(self) -> int:
@@ -75,7 +167,11 @@ class Strategy(ABC):
 
     @abstractmethod
     def compute(self, bars: BarArrays) -> np.ndarray:
-        """Signals (int8 codes) for every bar, over the whole array at once."""
+        """Signals for every bar, over the whole array at once (numpy, numba for recursions).
+
+        :param bars: bars of the strategy's timeframe.
+        :return: int8 codes, ``len(bars)`` long.
+        """
 
     @abstractmethod
     def reference(self, bars: BarArrays) -> int:

@@ -32,54 +32,14 @@ adds the bars after which the seed's weight is below 1e-6.
 from __future__ import annotations
 
 import math
-from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 from numba import njit
 
-from rltrade.errors import ConfigError, DataError
 from rltrade.features.base import BarArrays
-from rltrade.features.strategies.base import (
-    FLAT,
-    HOLD,
-    LONG,
-    SHORT,
-    Strategy,
-    register_strategy,
-)
-
-_SETTLE_TOL = 1e-6
-
-
-@njit(cache=True)
-def _rsi(close: np.ndarray, rsi_period: int) -> np.ndarray:
-    """Wilder RSI seeded with the simple average of the first ``rsi_period`` changes
-    (NaN before bar ``rsi_period``)."""
-    n = len(close)
-    rsi = np.full(n, np.nan)
-    if n <= rsi_period:
-        return rsi
-    gain = 0.0
-    loss = 0.0
-    for i in range(1, rsi_period + 1):
-        d = close[i] - close[i - 1]
-        if d > 0.0:
-            gain += d
-        elif d < 0.0:
-            loss += -d
-    gain = gain / rsi_period
-    loss = loss / rsi_period
-    for i in range(rsi_period, n):
-        if i > rsi_period:
-            d = close[i] - close[i - 1]
-            g = d if d > 0.0 else 0.0
-            lo = -d if d < 0.0 else 0.0
-            gain = (gain * (rsi_period - 1) + g) / rsi_period
-            loss = (loss * (rsi_period - 1) + lo) / rsi_period
-        den = gain + loss
-        rsi[i] = 100.0 * (gain / den) if den != 0.0 else 50.0
-    return rsi
+from rltrade.features.strategies.base import FLAT, HOLD, LONG, SHORT, Strategy, register_strategy
+from rltrade.features.strategies.kernels import reference_rsi, reference_sma, rsi, sma
 
 
 @njit(cache=True)
@@ -89,20 +49,16 @@ def _bbands(
     """Upper, middle and lower band: window mean and two-pass population standard deviation
     (NaN before bar ``period - 1``)."""
     n = len(close)
-    middle = np.full(n, np.nan)
+    middle = sma(close, period)
     upper = np.full(n, np.nan)
     lower = np.full(n, np.nan)
     for t in range(period - 1, n):
-        s = 0.0
-        for j in range(t - period + 1, t + 1):
-            s += close[j]
-        m = s / period
+        m = middle[t]
         v = 0.0
         for j in range(t - period + 1, t + 1):
             dev = close[j] - m
             v += dev * dev
         sd = math.sqrt(v / period)
-        middle[t] = m
         upper[t] = m + nbdev * sd
         lower[t] = m - nbdev * sd
     return upper, middle, lower
@@ -123,13 +79,13 @@ def _signals(
     start = max(period, rsi_period)
     if n <= start:
         return out
-    rsi = _rsi(close, rsi_period)
+    rsi_values = rsi(close, rsi_period)
     upper, middle, lower = _bbands(close, period, nbdev)
     for t in range(start, n):
         c = close[t]
-        if c < lower[t] and rsi[t] < oversold:
+        if c < lower[t] and rsi_values[t] < oversold:
             out[t] = LONG
-        elif c > upper[t] and rsi[t] > overbought:
+        elif c > upper[t] and rsi_values[t] > overbought:
             out[t] = SHORT
         else:
             now = c - middle[t]
@@ -137,14 +93,6 @@ def _signals(
             if (now > 0.0 and prev < 0.0) or (now < 0.0 and prev > 0.0):
                 out[t] = FLAT
     return out
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @register_strategy
@@ -164,8 +112,6 @@ class BbandsRsi(Strategy):
         "oversold": 30.0,
         "overbought": 70.0,
     }
-    # The codes this rule can produce (the tests require each of FLAT/LONG/SHORT in it).
-    emits: ClassVar[frozenset[int]] = frozenset({FLAT, LONG, SHORT, HOLD})
 
     def check_params(self) -> None:
         """``period >= 2``, ``rsi_period >= 1`` integers; ``nbdev > 0``;
@@ -173,23 +119,12 @@ class BbandsRsi(Strategy):
 
         :raises ConfigError: for any other value.
         """
-        p = self.params
-        if not _is_int(p["period"]) or p["period"] < 2:
-            raise ConfigError(f"strategy {self.name!r}: period must be an integer >= 2, "
-                              f"got {p['period']!r}")
-        if not _is_int(p["rsi_period"]) or p["rsi_period"] < 1:
-            raise ConfigError(f"strategy {self.name!r}: rsi_period must be an integer >= 1, "
-                              f"got {p['rsi_period']!r}")
-        if not _is_real(p["nbdev"]) or p["nbdev"] <= 0:
-            raise ConfigError(f"strategy {self.name!r}: nbdev must be a number > 0, "
-                              f"got {p['nbdev']!r}")
-        for key in ("oversold", "overbought"):
-            if not _is_real(p[key]) or not 0 <= p[key] <= 100:
-                raise ConfigError(f"strategy {self.name!r}: {key} must be a number in "
-                                  f"[0, 100], got {p[key]!r}")
-        if p["oversold"] >= p["overbought"]:
-            raise ConfigError(f"strategy {self.name!r}: oversold ({p['oversold']}) must be < "
-                              f"overbought ({p['overbought']})")
+        self.require_int("period", minimum=2)
+        self.require_int("rsi_period")
+        self.require_number("nbdev", 0)
+        self.require_number("oversold", 0, 100, closed=True)
+        self.require_number("overbought", 0, 100, closed=True)
+        self.require_less("oversold", "overbought")
 
     @property
     def min_candles(self) -> int:
@@ -197,18 +132,11 @@ class BbandsRsi(Strategy):
 
     @property
     def lookback(self) -> int:
-        alpha = 1.0 / self.params["rsi_period"]
-        settle = 0 if alpha >= 1.0 else math.ceil(math.log(_SETTLE_TOL) / math.log(1.0 - alpha))
-        return self.min_candles + settle
+        return self.min_candles + self.settle_bars(1.0 / self.params["rsi_period"])
 
     def compute(self, bars: BarArrays) -> np.ndarray:
-        """Signals for every bar at once (numba).
-
-        :param bars: bars of the strategy's timeframe.
-        :return: int8 codes, ``len(bars)`` long.
-        """
         p = self.params
-        close = np.ascontiguousarray(bars.close, dtype=np.float64)
+        (close,) = self.columns(bars, "close")
         return _signals(close, int(p["period"]), float(p["nbdev"]), int(p["rsi_period"]),
                         float(p["oversold"]), float(p["overbought"]))
 
@@ -218,55 +146,29 @@ class BbandsRsi(Strategy):
         :param bars: the window; the RSI recursion starts at its first bar.
         :return: the signal code.
         """
-        n = len(bars)
-        if n == 0:
-            raise DataError("reference() needs at least one bar")
-        if n < self.min_candles:
+        if self.warming_up(bars):
             return HOLD
         p = self.params
         period, rsi_period = int(p["period"]), int(p["rsi_period"])
         nbdev = float(p["nbdev"])
         close = bars.close.tolist()
-
-        # RSI over the whole window.
-        avg_gain = 0.0
-        avg_loss = 0.0
-        for i in range(1, rsi_period + 1):
-            change = close[i] - close[i - 1]
-            if change > 0:
-                avg_gain += change
-            elif change < 0:
-                avg_loss += -change
-        avg_gain = avg_gain / rsi_period
-        avg_loss = avg_loss / rsi_period
-        for i in range(rsi_period + 1, n):
-            change = close[i] - close[i - 1]
-            gain = change if change > 0 else 0.0
-            loss = -change if change < 0 else 0.0
-            avg_gain = (avg_gain * (rsi_period - 1) + gain) / rsi_period
-            avg_loss = (avg_loss * (rsi_period - 1) + loss) / rsi_period
-        if avg_gain + avg_loss == 0:
-            rsi = 50.0
-        else:
-            rsi = 100.0 * (avg_gain / (avg_gain + avg_loss))
+        last = len(close) - 1
+        rsi_now = reference_rsi(close, rsi_period)[last]
 
         def bands(end: int) -> tuple[float, float, float]:
-            total = 0.0
-            for i in range(end - period + 1, end + 1):
-                total += close[i]
-            mean = total / period
+            mean = reference_sma(close, end, period)
             squares = 0.0
             for i in range(end - period + 1, end + 1):
                 squares += (close[i] - mean) * (close[i] - mean)
             sd = math.sqrt(squares / period)
             return mean - nbdev * sd, mean, mean + nbdev * sd
 
-        lower, middle, upper = bands(n - 1)
-        _, middle_prev, _ = bands(n - 2)
-        c, c_prev = close[n - 1], close[n - 2]
-        if c < lower and rsi < p["oversold"]:
+        lower, middle, upper = bands(last)
+        _, middle_prev, _ = bands(last - 1)
+        c, c_prev = close[last], close[last - 1]
+        if c < lower and rsi_now < p["oversold"]:
             return LONG
-        if c > upper and rsi > p["overbought"]:
+        if c > upper and rsi_now > p["overbought"]:
             return SHORT
         now, prev = c - middle, c_prev - middle_prev
         if (now > 0 and prev < 0) or (now < 0 and prev > 0):

@@ -33,21 +33,18 @@ varies with the CMO, so :attr:`Ott.lookback` is a heuristic: ``min_candles + 200
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 from numba import njit
 
-from rltrade.errors import ConfigError, DataError
 from rltrade.features.base import BarArrays
-from rltrade.features.strategies.base import (
-    HOLD,
-    LONG,
-    SHORT,
-    Strategy,
-    register_strategy,
+from rltrade.features.strategies.base import HOLD, LONG, SHORT, Strategy, register_strategy
+from rltrade.features.strategies.kernels import (
+    gains_losses,
+    reference_gains_losses,
+    reference_window_sum,
+    window_sum,
 )
 
 _LOOKBACK_EXTRA = 200
@@ -67,14 +64,12 @@ def _var_ott(
     long_prev = 0.0
     short_prev = 0.0
     direction = 1
+    gain, loss = gains_losses(close)
+    up_sums = window_sum(gain, cmo_period)
+    down_sums = window_sum(loss, cmo_period)
     for t in range(t0, n):
-        up = 0.0
-        down = 0.0
-        for j in range(t - cmo_period + 1, t + 1):
-            if close[j] > close[j - 1]:
-                up += close[j] - close[j - 1]
-            elif close[j] < close[j - 1]:
-                down += close[j - 1] - close[j]
+        up = up_sums[t]
+        down = down_sums[t]
         den = up + down
         cmo = (up - down) / den if den != 0.0 else 0.0
         if t == t0:
@@ -120,10 +115,6 @@ def _signals(close: np.ndarray, length: int, percent: float, cmo_period: int) ->
     return out
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
 @register_strategy
 class Ott(Strategy):
     """Optimized Trend Tracker crossovers (see the module)."""
@@ -134,24 +125,15 @@ class Ott(Strategy):
     )
     timeframe: ClassVar[str | None] = "4h"
     defaults: ClassVar[dict[str, Any]] = {"length": 2, "percent": 1.4, "cmo_period": 9}
-    # The codes this rule can produce (the tests require each of FLAT/LONG/SHORT in it).
-    emits: ClassVar[frozenset[int]] = frozenset({LONG, SHORT, HOLD})
+    emits: ClassVar[tuple[int, ...]] = (LONG, SHORT, HOLD)
 
     def check_params(self) -> None:
         """``length``, ``cmo_period`` integers >= 1; ``0 < percent < 100``.
 
         :raises ConfigError: for any other value.
         """
-        p = self.params
-        for key in ("length", "cmo_period"):
-            if not _is_int(p[key]) or p[key] < 1:
-                raise ConfigError(f"strategy {self.name!r}: {key} must be an integer >= 1, "
-                                  f"got {p[key]!r}")
-        pct = p["percent"]
-        if (not isinstance(pct, Real) or isinstance(pct, bool) or not math.isfinite(pct)
-                or not 0 < pct < 100):
-            raise ConfigError(f"strategy {self.name!r}: percent must be a number in (0, 100), "
-                              f"got {pct!r}")
+        self.require_int("length", "cmo_period")
+        self.require_number("percent", 0, 100)
 
     @property
     def min_candles(self) -> int:
@@ -162,13 +144,8 @@ class Ott(Strategy):
         return self.min_candles + _LOOKBACK_EXTRA
 
     def compute(self, bars: BarArrays) -> np.ndarray:
-        """Signals for every bar at once (numba).
-
-        :param bars: bars of the strategy's timeframe.
-        :return: int8 codes, ``len(bars)`` long.
-        """
         p = self.params
-        close = np.ascontiguousarray(bars.close, dtype=np.float64)
+        (close,) = self.columns(bars, "close")
         return _signals(close, int(p["length"]), float(p["percent"]), int(p["cmo_period"]))
 
     def reference(self, bars: BarArrays) -> int:
@@ -177,29 +154,22 @@ class Ott(Strategy):
         :param bars: the window; VAR and the stops start at its bar ``cmo_period``.
         :return: the signal code.
         """
-        n = len(bars)
-        if n == 0:
-            raise DataError("reference() needs at least one bar")
-        if n < self.min_candles:
+        if self.warming_up(bars):
             return HOLD
         p = self.params
         length, cmo_period = int(p["length"]), int(p["cmo_period"])
         percent = float(p["percent"])
         close = bars.close.tolist()
+        gains, losses = reference_gains_losses(close)
         valpha = 2.0 / (length + 1)
 
         var_hist: list[float] = []
         ott_hist: list[float] = []
         var = long_prev = short_prev = 0.0
         direction = 1
-        for t in range(cmo_period, n):
-            v_up = 0.0
-            v_down = 0.0
-            for i in range(t - cmo_period + 1, t + 1):
-                if close[i] > close[i - 1]:
-                    v_up += close[i] - close[i - 1]
-                elif close[i] < close[i - 1]:
-                    v_down += close[i - 1] - close[i]
+        for t in range(cmo_period, len(close)):
+            v_up = reference_window_sum(gains, t, cmo_period)
+            v_down = reference_window_sum(losses, t, cmo_period)
             if v_up + v_down == 0:
                 cmo = 0.0
             else:

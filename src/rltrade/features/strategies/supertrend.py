@@ -29,44 +29,14 @@ at the first breakout).
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 from numba import njit
 
-from rltrade.errors import ConfigError, DataError
 from rltrade.features.base import BarArrays
-from rltrade.features.strategies.base import (
-    HOLD,
-    LONG,
-    SHORT,
-    Strategy,
-    register_strategy,
-)
-
-_SETTLE_TOL = 1e-6
-
-
-@njit(cache=True)
-def _atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
-    """TA-Lib's ATR: Wilder smoothing of the true range from bar 1, seeded with the mean of
-    ``TR[1 .. period]`` (NaN before bar ``period``)."""
-    n = len(close)
-    atr = np.full(n, np.nan)
-    if n <= period:
-        return atr
-    a = 0.0
-    for i in range(1, period + 1):
-        a += max(high[i] - low[i], abs(high[i] - close[i - 1]), abs(low[i] - close[i - 1]))
-    a = a / period
-    atr[period] = a
-    for t in range(period + 1, n):
-        tr = max(high[t] - low[t], abs(high[t] - close[t - 1]), abs(low[t] - close[t - 1]))
-        a = (a * (period - 1) + tr) / period
-        atr[t] = a
-    return atr
+from rltrade.features.strategies.base import HOLD, LONG, SHORT, Strategy, register_strategy
+from rltrade.features.strategies.kernels import atr, reference_atr
 
 
 @njit(cache=True)
@@ -78,10 +48,10 @@ def _signals(
     out = np.full(n, HOLD, dtype=np.int8)
     if n <= period + 1:
         return out
-    atr = _atr(high, low, close, period)
+    atr_values = atr(high, low, close, period)
     hl2 = (high[period] + low[period]) / 2.0
-    upper = hl2 + multiplier * atr[period]
-    lower = hl2 - multiplier * atr[period]
+    upper = hl2 + multiplier * atr_values[period]
+    lower = hl2 - multiplier * atr_values[period]
     trend = 0
     for t in range(period + 1, n):
         c = close[t]
@@ -92,8 +62,8 @@ def _signals(
             trend = -1
             out[t] = SHORT
         hl2 = (high[t] + low[t]) / 2.0
-        basic_upper = hl2 + multiplier * atr[t]
-        basic_lower = hl2 - multiplier * atr[t]
+        basic_upper = hl2 + multiplier * atr_values[t]
+        basic_lower = hl2 - multiplier * atr_values[t]
         prev_close = close[t - 1]
         if basic_upper < upper or prev_close > upper:
             new_upper = basic_upper
@@ -108,10 +78,6 @@ def _signals(
     return out
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
 @register_strategy
 class Supertrend(Strategy):
     """Supertrend flips (see the module)."""
@@ -122,22 +88,15 @@ class Supertrend(Strategy):
     )
     timeframe: ClassVar[str | None] = "1h"
     defaults: ClassVar[dict[str, Any]] = {"period": 10, "multiplier": 3.0}
-    # The codes this rule can produce (the tests require each of FLAT/LONG/SHORT in it).
-    emits: ClassVar[frozenset[int]] = frozenset({LONG, SHORT, HOLD})
+    emits: ClassVar[tuple[int, ...]] = (LONG, SHORT, HOLD)
 
     def check_params(self) -> None:
         """``period`` an integer >= 1, ``multiplier > 0``.
 
         :raises ConfigError: for any other value.
         """
-        p = self.params
-        if not _is_int(p["period"]) or p["period"] < 1:
-            raise ConfigError(f"strategy {self.name!r}: period must be an integer >= 1, "
-                              f"got {p['period']!r}")
-        m = p["multiplier"]
-        if not isinstance(m, Real) or isinstance(m, bool) or not math.isfinite(m) or m <= 0:
-            raise ConfigError(f"strategy {self.name!r}: multiplier must be a number > 0, "
-                              f"got {m!r}")
+        self.require_int("period")
+        self.require_number("multiplier", 0)
 
     @property
     def min_candles(self) -> int:
@@ -145,24 +104,12 @@ class Supertrend(Strategy):
 
     @property
     def lookback(self) -> int:
-        alpha = 1.0 / self.params["period"]
-        settle = 0 if alpha >= 1.0 else math.ceil(math.log(_SETTLE_TOL) / math.log(1.0 - alpha))
-        return self.min_candles + settle
+        return self.min_candles + self.settle_bars(1.0 / self.params["period"])
 
     def compute(self, bars: BarArrays) -> np.ndarray:
-        """Signals for every bar at once (numba).
-
-        :param bars: bars of the strategy's timeframe.
-        :return: int8 codes, ``len(bars)`` long.
-        """
         p = self.params
-        return _signals(
-            np.ascontiguousarray(bars.high, dtype=np.float64),
-            np.ascontiguousarray(bars.low, dtype=np.float64),
-            np.ascontiguousarray(bars.close, dtype=np.float64),
-            int(p["period"]),
-            float(p["multiplier"]),
-        )
+        high, low, close = self.columns(bars, "high", "low", "close")
+        return _signals(high, low, close, int(p["period"]), float(p["multiplier"]))
 
     def reference(self, bars: BarArrays) -> int:
         """Signal of the last bar of ``bars`` by a plain loop over the window.
@@ -170,10 +117,7 @@ class Supertrend(Strategy):
         :param bars: the window; ATR, bands and trend start at its first bars.
         :return: the signal code.
         """
-        n = len(bars)
-        if n == 0:
-            raise DataError("reference() needs at least one bar")
-        if n < self.min_candles:
+        if self.warming_up(bars):
             return HOLD
         period = int(self.params["period"])
         mult = float(self.params["multiplier"])
@@ -181,26 +125,19 @@ class Supertrend(Strategy):
         low = bars.low.tolist()
         close = bars.close.tolist()
 
-        def true_range(i: int) -> float:
-            return max(high[i] - low[i], abs(high[i] - close[i - 1]), abs(low[i] - close[i - 1]))
-
-        atr = 0.0
-        for i in range(1, period + 1):
-            atr += true_range(i)
-        atr = atr / period
-        final_upper = (high[period] + low[period]) / 2.0 + mult * atr
-        final_lower = (high[period] + low[period]) / 2.0 - mult * atr
+        atr_values = reference_atr(high, low, close, period)
+        final_upper = (high[period] + low[period]) / 2.0 + mult * atr_values[period]
+        final_lower = (high[period] + low[period]) / 2.0 - mult * atr_values[period]
         trend = 0  # 0 undetermined, 1 up, -1 down
         signal = HOLD
-        for t in range(period + 1, n):
-            atr = (atr * (period - 1) + true_range(t)) / period
+        for t in range(period + 1, len(close)):
             signal = HOLD
             if trend != 1 and close[t] > final_upper:
                 trend, signal = 1, LONG
             elif trend != -1 and close[t] < final_lower:
                 trend, signal = -1, SHORT
-            basic_upper = (high[t] + low[t]) / 2.0 + mult * atr
-            basic_lower = (high[t] + low[t]) / 2.0 - mult * atr
+            basic_upper = (high[t] + low[t]) / 2.0 + mult * atr_values[t]
+            basic_lower = (high[t] + low[t]) / 2.0 - mult * atr_values[t]
             if not (basic_upper < final_upper or close[t - 1] > final_upper):
                 basic_upper = final_upper
             if not (basic_lower > final_lower or close[t - 1] < final_lower):
