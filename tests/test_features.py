@@ -285,3 +285,29 @@ def test_cache_hit_and_tail_recompute_equals_full_rebuild(tmp_path):
     assert extended.fingerprint == full.fingerprint and extended.spec_hash == full.spec_hash
     # the cached prefix rows are reused untouched
     np.testing.assert_array_equal(extended.features[: len(first)], first.features)
+
+
+def test_docs_example_strategy_registers_and_passes_the_contract():
+    """The 'Adding a strategy' example of docs/features.md works as written."""
+    import re
+    from pathlib import Path
+
+    from rltrade.features import STRATEGIES
+
+    doc = (Path(__file__).parents[1] / "docs" / "features.md").read_text()
+    section = doc.split("### Adding a strategy", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    try:
+        exec(compile(code, "docs/features.md", "exec"), namespace)
+        assert "momentum" in STRATEGIES
+        strategy = STRATEGIES["momentum"]()
+        bars = BarArrays.from_frame(synthetic_market("gbm", 400, seed=0, timeframe="1h"))
+        full = strategy.compute(bars)
+        for t in (5, 10, 11, 200, 399):
+            assert full[t] == strategy.reference(bars.slice(0, t + 1))
+            assert strategy.compute(bars.slice(0, t + 1))[-1] == full[t]
+        spec = FeatureSpec.from_dict({"features": {"rsi": {}}, "strategies": ["momentum"]})
+        assert build_dataset(synthetic_market("gbm", 300, seed=1), spec).signals.shape[1] == 4
+    finally:
+        STRATEGIES.pop("momentum", None)
