@@ -11,15 +11,13 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from common import timeit
 from rltrade.data import load_bars, validate_bars
 from rltrade.data.store import BarStore
 
@@ -40,15 +38,6 @@ def make_bars(n: int, seed: int = 0) -> pd.DataFrame:
         },
         index=idx,
     )
-
-
-def timeit(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -17,24 +17,14 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import time
-from collections.abc import Callable
 
+from common import timeit
 from rltrade.data.synthetic import synthetic_market
 from rltrade.features import FEATURES, STRATEGIES, BarArrays, FeatureSpec, build_dataset
 from rltrade.features.dataset import compute_features, compute_signals
 from rltrade.features.spec import DEFAULT_SPEC
 from rltrade.features.strategies import make_strategy
-
-
-def timeit(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
