@@ -180,3 +180,17 @@ def test_repair_always_yields_bars_that_pass_strict(frame):
         # repair never invents timestamps
         assert set(out.index) <= set(pd.DatetimeIndex(frame["timestamp"]))
         assert len(out) <= frame["timestamp"].nunique()
+
+
+def test_fx_weekend_close_is_not_a_gap_but_a_weekday_hole_is():
+    hours = pd.date_range("2024-01-01", "2024-01-31", freq="1h", tz="UTC", unit="ns",
+                          name="timestamp")
+    # FX hours: closed from Friday 21:00 to Sunday 21:00 UTC
+    open_ = ~(((hours.day_of_week == 4) & (hours.hour >= 21)) | (hours.day_of_week == 5)
+              | ((hours.day_of_week == 6) & (hours.hour < 21)))
+    fx = pd.DataFrame({c: 1.0 for c in ["open", "high", "low", "close", "volume"]},
+                      index=hours[open_])
+    assert "gaps" not in {f.code for f in validate_bars(fx, "1h").warnings}
+    holed = fx.drop(fx.index[50:53])  # three hours missing on a Wednesday
+    gaps = next(f for f in validate_bars(holed, "1h").warnings if f.code == "gaps")
+    assert gaps.count == 1 and "about 3 missing" in gaps.message

@@ -28,8 +28,8 @@ of log returns > threshold)
 naive timestamps              warning   taken as UTC (already done by parsing)
 ============================  ========  =====================================================
 
-Gaps ignore weekends when the series has (almost) no weekend bars, so daily stock data is not
-reported as full of gaps.
+For series without Saturday bars (stocks, FX, futures), a gap that spans weekend time is the
+weekend close and is not reported, so daily stock data is not reported as full of gaps.
 """
 
 from __future__ import annotations
@@ -181,12 +181,11 @@ def _gaps(
     gap = diffs > limit
     saturday_share = float(np.mean(index.day_of_week == 5))
     if gap.any() and saturday_share < 0.01 and not tf.is_calendar:
-        # A weekday-calendar series (stocks, FX, futures): weekend time is not missing data.
-        weekend_ns = _weekend_time(ns[1:][gap]) - _weekend_time(ns[:-1][gap])
-        effective = np.zeros_like(diffs)
-        effective[gap] = diffs[gap] - weekend_ns
-        gap = gap & (effective > limit)
-        diffs = np.where(gap, effective, diffs)
+        # A weekday-calendar series (stocks, FX, futures): a gap that spans weekend time is the
+        # market's weekend close (Friday evening to Sunday evening for FX and futures), not
+        # missing data.
+        weekend_ns = _weekend_time(ns[1:]) - _weekend_time(ns[:-1])
+        gap = gap & (weekend_ns == 0)
     if not gap.any():
         return 0, 0, None, []
     missing = int(np.sum(np.maximum(diffs[gap] // step - 1, 1)))
