@@ -505,3 +505,33 @@ def test_asof_alignment_never_looks_ahead(stamps, closes, max_age):
         else:
             expected = np.nan
         np.testing.assert_equal(value, expected)
+
+
+def test_cli_download_is_incremental(tmp_path, capsys):
+    """`rltrade data download` end to end against the local server, twice."""
+    import json
+
+    from rltrade.cli import main
+
+    with FakeBinance(now=NOW, listing=LISTING) as server:
+        cfg = tmp_path / "ccxt.json"
+        cfg.write_text(json.dumps(server.ccxt_config()))
+        argv = ["data", "download", "--exchange", "binance", "--symbol", SPOT, "--timeframe",
+                "1h", "--start", "2024-01-01", "--end", "2024-01-03", "--store",
+                str(tmp_path / "store"), "--exchange-config", str(cfg)]
+        for attempt in range(2):
+            try:
+                main(argv)
+            except SystemExit as exc:
+                assert exc.code in (0, None)
+            out = capsys.readouterr().out
+            if attempt == 0:
+                assert server.count(KLINES) >= 1 and "48" in out
+        assert server.count(KLINES) == 1  # the second run asked for nothing
+    bars = BarStore(tmp_path / "store").read(SPOT, "1h")
+    assert len(bars) == 48
+    with pytest.raises(SystemExit) as info:
+        main(["data", "download", "--exchange", "binance", "--symbol", SPOT, "--timeframe", "1h",
+              "--start", "2024-01-01", "--end", "2024-01-02", "--store", str(tmp_path / "s2"),
+              "--exchange-config", str(tmp_path / "missing.json")])
+    assert info.value.code == 2

@@ -306,13 +306,32 @@ def data_download(
         bool,
         typer.Option("--with-derivatives", help="Also fetch open interest and funding rates."),
     ] = False,
+    exchange_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--exchange-config",
+            help="JSON file of ccxt client settings (options, urls, timeout); no credentials: "
+            "those come from RLTRADE_<EXCHANGE>_API_KEY / _SECRET.",
+        ),
+    ] = None,
 ) -> None:
     """Download bars through CCXT into the store; only what the store lacks is fetched."""
-    from rltrade.data.exchange import download_bars
+    from rltrade.data.exchange import download_bars, make_exchange
     from rltrade.data.store import BarStore
+    from rltrade.errors import ConfigError
 
+    client: object = exchange
+    if exchange_config is not None:
+        try:
+            settings = json.loads(exchange_config.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"--exchange-config {exchange_config}: {exc}") from exc
+        if not isinstance(settings, dict):
+            raise ConfigError(f"--exchange-config {exchange_config}: expected a JSON object")
+        client = make_exchange(exchange, config=settings)
     result = download_bars(
-        exchange, symbol, timeframe, start, end, BarStore(store), with_derivatives=with_derivatives
+        client, symbol, timeframe, start, end, BarStore(store),  # type: ignore[arg-type]
+        with_derivatives=with_derivatives,
     )
     console.print(result.summary())
 
