@@ -1,0 +1,831 @@
+"""Risk manager: gates that clamp a target position or mask discrete actions, bar by bar.
+
+:class:`RiskManager` sits between an agent and the execution engine. It never trades itself;
+it shrinks what the agent asks for. It is configured by :class:`RiskConfig`, a strict pydantic
+model (unknown keys are errors) in which every gate is optional (``None`` = off). Invalid
+settings raise :class:`~rltrade.errors.ConfigError` naming the key, e.g. ``drawdown.max_drawdown``.
+
+Conventions
+-----------
+- **Units.** A *target* is a signed position in units of the instrument (``+2.5`` = long 2.5
+  units, ``-1`` = short 1 unit, ``0`` = flat), the same quantity as :attr:`RiskState.position`.
+  ``price`` in the state is used only to turn ATR into ATR% (``atr / price``).
+- **Exposure** means ``|position|``. An *entry* or *increase* is any move that makes
+  ``|position|`` larger or flips its sign (a reversal is an exit plus a new entry). A
+  *reduction* moves the position toward zero without crossing it; exits are reductions.
+- **Reductions are never blocked.** Every gate maps a target ``x`` into the closed interval
+  between ``0`` and ``x``: the adjusted target never has a larger ``|exposure|`` than the one
+  requested and never the opposite sign.
+- **Time.** Timestamps are int64 nanoseconds since the epoch, UTC. Times of day, weekdays and
+  sessions are all UTC.
+- **Account tracking.** The manager tracks the running peak equity and the session's starting
+  equity itself from :meth:`RiskManager.update` ``(timestamp, equity)``. Every
+  :meth:`~RiskManager.check_target`, :meth:`~RiskManager.mask` and
+  :meth:`~RiskManager.gate_logits` call first does ``update(state.timestamp, state.equity)``
+  (idempotent for the same bar), so calling ``update`` explicitly is needed only on bars where
+  nothing is checked. Timestamps must not decrease (:class:`~rltrade.errors.DataError`).
+- **Limits are inclusive**: a limit of ``0.2`` triggers at a loss of exactly 20%.
+- Missing inputs switch a gate off for that bar: ``atr`` or ``spread_bps`` NaN (indicator
+  warm-up, no quote), a non-positive price, peak or session equity.
+
+Gates, in the order they are applied (each sees the target left by the previous one)
+-----------------------------------------------------------------------------------
+1. ``daily_loss`` — :class:`DailyLossConfig`. A session starts each day at
+   ``session_start_hour`` UTC (``0`` = the UTC calendar day). The session's starting equity is
+   the equity of the first ``update`` in that session. When
+   ``equity <= start * (1 - max_daily_loss)``, a kill switch latches: the target becomes ``0``
+   (flatten) and entries are blocked for the rest of the session, even if equity recovers. It
+   clears at the first update of the next session.
+2. ``max_drawdown`` — :class:`DrawdownConfig`. Drawdown is ``1 - equity / peak`` with ``peak``
+   the highest equity seen by ``update`` since construction or :meth:`~RiskManager.reset`.
+   While ``equity <= peak * (1 - max_drawdown)``: action ``"flatten"`` sets the target to ``0``;
+   action ``"cut"`` multiplies it by ``cut_factor`` (``0 < cut_factor < 1``). The gate is
+   evaluated each bar, not latched; note that a flat book does not recover, so ``"flatten"``
+   halts trading until a new peak is set, :meth:`~RiskManager.reset_peak` or ``reset``.
+3. ``volatility`` — :class:`VolatilityConfig`, on ``atr_pct = atr / price`` against
+   ``max_atr_pct`` (a fraction: ``0.02`` = 2%). When ``atr_pct > max_atr_pct`` the target is
+   multiplied by a scale in ``[0, 1)``:
+
+   - ``"inverse"`` (default): ``scale = max_atr_pct / atr_pct`` (volatility targeting: the
+     position's ATR risk is held at what it would be at the threshold);
+   - ``"linear"``: ``scale = (zero_atr_pct - atr_pct) / (zero_atr_pct - max_atr_pct)``, clipped
+     to ``[0, 1]``: full size at the threshold, falling linearly to flat at ``zero_atr_pct``;
+   - ``"factor"``: ``scale = factor`` (``0 <= factor < 1``), a fixed haircut.
+
+   A scale of ``0`` (linear above ``zero_atr_pct``, or ``factor == 0``) acts like a flatten.
+4. ``spread`` — :class:`SpreadConfig`. When ``spread_bps > max_spread_bps``, no entries or
+   increases: the target is clamped so that ``|target| <= |position|`` on the current side
+   (a reversal is cut to ``0``); reductions and exits pass unchanged.
+5. ``no_trade_window`` — :class:`NoTradeConfig`. Entries and increases are blocked (as for
+   the spread gate) when the bar's timestamp falls in any of:
+
+   - ``times``: ``["HH:MM", "HH:MM"]`` UTC ranges, start inclusive, end exclusive; a start
+     later than the end wraps midnight (``["22:00", "02:00"]`` covers 22:00 to 01:59:59);
+   - ``weekdays``: whole UTC days, ``0``/``"mon"`` ... ``6``/``"sun"``;
+   - ``timestamps``: listed instants (int ns or ISO strings; naive = UTC), each blocking
+     ``[t - pad_minutes, t + pad_minutes]`` (an exact bar match when ``pad_minutes == 0``).
+
+Continuous actions: :meth:`RiskManager.check_target` returns a :class:`Decision` (adjusted
+target and the reasons that changed it).
+
+Discrete actions: an *action table* gives each action's effect on exposure, one of
+``"hold"``, ``"increase"`` (alias ``"open"``: opens, increases or reverses), ``"reduce"`` or
+``"flatten"`` (aliases ``"exit"``, ``"close"``); it must contain a ``"hold"`` or a
+``"flatten"``. :meth:`RiskManager.mask` returns the allowed actions: blocking gates (spread,
+no-trade window, and the flattening gates below when already flat) disallow ``"increase"``;
+flattening gates (kill switch, drawdown ``"flatten"``, volatility scale 0) with an open position
+also disallow ``"hold"``, leaving ``"flatten"`` and ``"reduce"`` (or ``"hold"`` when the table
+has neither).
+Size-scaling gates (drawdown ``"cut"``, a volatility scale in ``(0, 1)``) do not change the
+mask: they shrink sizes, so pass the chosen action's target through ``check_target`` too.
+:meth:`RiskManager.gate_logits` sets disallowed logits to ``-inf``, for any ``[..., n_actions]``
+array; at least one action (hold or exit) always stays allowed.
+
+Every change is recorded as an :class:`Intervention` (bar timestamp, reason code, before,
+after; for masks, the number of allowed actions before and after the gate), counted by
+:meth:`RiskManager.counts`. Reason codes are the stable strings in :data:`REASONS`.
+The per-bar path is plain Python on floats; the manager holds no global state.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, NamedTuple
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from rltrade.errors import ConfigError, DataError
+
+__all__ = [
+    "ACTION_EFFECTS",
+    "REASONS",
+    "DailyLossConfig",
+    "Decision",
+    "DrawdownConfig",
+    "Intervention",
+    "NoTradeConfig",
+    "RiskConfig",
+    "RiskManager",
+    "RiskState",
+    "SpreadConfig",
+    "VolatilityConfig",
+    "effect_of",
+]
+
+DAILY_LOSS = "daily_loss"
+MAX_DRAWDOWN = "max_drawdown"
+VOLATILITY = "volatility"
+SPREAD = "spread"
+NO_TRADE_WINDOW = "no_trade_window"
+#: Stable reason codes, in the order the gates are applied.
+REASONS: tuple[str, ...] = (DAILY_LOSS, MAX_DRAWDOWN, VOLATILITY, SPREAD, NO_TRADE_WINDOW)
+
+HOLD, INCREASE, REDUCE, FLATTEN = "hold", "increase", "reduce", "flatten"
+#: Canonical action effects of an action table.
+ACTION_EFFECTS: tuple[str, ...] = (HOLD, INCREASE, REDUCE, FLATTEN)
+_EFFECT_ALIASES = {
+    HOLD: HOLD,
+    INCREASE: INCREASE,
+    "open": INCREASE,
+    REDUCE: REDUCE,
+    FLATTEN: FLATTEN,
+    "exit": FLATTEN,
+    "close": FLATTEN,
+}
+
+_NS = 1_000_000_000
+_DAY_NS = 86_400 * _NS
+_HOUR_NS = 3_600 * _NS
+_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _unit_interval(value: float, key: str, *, allow_zero: bool = False) -> float:
+    ok = (0.0 <= value < 1.0) if allow_zero else (0.0 < value < 1.0)
+    if not math.isfinite(value) or not ok:
+        bounds = "[0, 1)" if allow_zero else "(0, 1)"
+        raise ValueError(f"{key} must be in {bounds}, got {value}")
+    return value
+
+
+def _positive(value: float, key: str) -> float:
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{key} must be a positive number, got {value}")
+    return value
+
+
+class DrawdownConfig(_Strict):
+    """Maximum drawdown from the running peak equity.
+
+    :param max_drawdown: fraction in ``(0, 1)``; the gate acts while ``1 - equity/peak`` is at
+        or above it.
+    :param action: ``"flatten"`` (target 0) or ``"cut"`` (target times ``cut_factor``).
+    :param cut_factor: multiplier for ``"cut"``, in ``(0, 1)``.
+    """
+
+    max_drawdown: float
+    action: Literal["flatten", "cut"] = "flatten"
+    cut_factor: float = 0.5
+
+    @field_validator("max_drawdown", "cut_factor")
+    @classmethod
+    def _check(cls, v: float, info: Any) -> float:
+        return _unit_interval(v, info.field_name)
+
+
+class VolatilityConfig(_Strict):
+    """Scale exposure down when ATR% (``atr / price``) is above a threshold.
+
+    :param max_atr_pct: threshold as a fraction of price (``0.02`` = 2%), positive.
+    :param mode: ``"inverse"`` (scale ``max_atr_pct / atr_pct``), ``"linear"`` (from 1 at the
+        threshold down to 0 at ``zero_atr_pct``) or ``"factor"`` (scale ``factor``).
+    :param factor: fixed scale for ``"factor"``, in ``[0, 1)``.
+    :param zero_atr_pct: ATR% at which ``"linear"`` reaches 0; required for it, above
+        ``max_atr_pct``.
+    """
+
+    max_atr_pct: float
+    mode: Literal["inverse", "linear", "factor"] = "inverse"
+    factor: float = 0.5
+    zero_atr_pct: float | None = None
+
+    @field_validator("max_atr_pct")
+    @classmethod
+    def _check_threshold(cls, v: float) -> float:
+        return _positive(v, "max_atr_pct")
+
+    @field_validator("factor")
+    @classmethod
+    def _check_factor(cls, v: float) -> float:
+        return _unit_interval(v, "factor", allow_zero=True)
+
+    @field_validator("zero_atr_pct")
+    @classmethod
+    def _check_zero(cls, v: float | None, info: Any) -> float | None:
+        if v is None:
+            return v
+        _positive(v, "zero_atr_pct")
+        threshold = info.data.get("max_atr_pct")
+        if threshold is not None and v <= threshold:
+            raise ValueError(f"zero_atr_pct must be above max_atr_pct ({threshold}), got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _linear_needs_zero(self) -> VolatilityConfig:
+        if self.mode == "linear" and self.zero_atr_pct is None:
+            raise ValueError("zero_atr_pct is required when mode is 'linear'")
+        return self
+
+
+class SpreadConfig(_Strict):
+    """Block entries and increases while the spread is wide.
+
+    :param max_spread_bps: threshold in basis points of price, positive; the gate acts when
+        ``spread_bps`` is strictly above it.
+    """
+
+    max_spread_bps: float
+
+    @field_validator("max_spread_bps")
+    @classmethod
+    def _check(cls, v: float) -> float:
+        return _positive(v, "max_spread_bps")
+
+
+def _parse_time_of_day(value: Any) -> str:
+    """Normalize ``"H:MM"``/``"HH:MM"``/``"HH:MM:SS"`` (UTC) to ``"HH:MM"`` or ``"HH:MM:SS"``."""
+    if not isinstance(value, str):
+        raise ValueError(f"time of day must be a 'HH:MM' string, got {value!r}")
+    parts = value.strip().split(":")
+    if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+        raise ValueError(f"time of day must look like 'HH:MM' or 'HH:MM:SS', got {value!r}")
+    h, m, s = (int(p) for p in [*parts, "0"][:3])
+    if not (0 <= h < 24 and 0 <= m < 60 and 0 <= s < 60):
+        raise ValueError(f"time of day out of range: {value!r}")
+    return f"{h:02d}:{m:02d}:{s:02d}" if s else f"{h:02d}:{m:02d}"
+
+
+def _seconds_of_day(value: str) -> int:
+    h, m, s = (int(p) for p in [*value.split(":"), "0"][:3])
+    return h * 3600 + m * 60 + s
+
+
+_WEEKDAY_NAMES = {
+    name: i
+    for i, full in enumerate(
+        ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+    )
+    for name in (full, full[:3])
+}
+
+
+def _parse_weekday(value: Any) -> int:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool) and 0 <= value <= 6:
+        return int(value)
+    if isinstance(value, str) and value.strip().lower() in _WEEKDAY_NAMES:
+        return _WEEKDAY_NAMES[value.strip().lower()]
+    raise ValueError(
+        f"weekday must be 0 (Monday) to 6 (Sunday) or a name like 'sat', got {value!r}"
+    )
+
+
+def _parse_timestamp(value: Any) -> int:
+    if isinstance(value, int | np.integer) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        import pandas as pd  # config time only, never in the per-bar path
+
+        try:
+            ts = pd.Timestamp(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"cannot parse timestamp {value!r}: {exc}") from None
+        if ts is pd.NaT:
+            raise ValueError(f"timestamp {value!r} is not a time")
+        ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
+        return int(ts.as_unit("ns").value)
+    raise ValueError(f"timestamp must be int nanoseconds or an ISO string, got {value!r}")
+
+
+def _is_list(v: Any) -> bool:
+    return isinstance(v, Sequence | set | frozenset | np.ndarray) and not isinstance(v, str | bytes)
+
+
+class NoTradeConfig(_Strict):
+    """No new entries or increases at these times (reductions and exits stay allowed).
+
+    Values are normalized so that ``model_dump()`` round-trips: times as ``"HH:MM"`` strings,
+    weekdays as sorted ints, timestamps as sorted int64 UTC ns.
+
+    :param times: UTC time-of-day ranges ``[start, end]`` as ``"HH:MM"`` strings, start
+        inclusive, end exclusive; ``start > end`` wraps midnight; ``start == end`` is an error.
+    :param weekdays: whole UTC weekdays, ``0``-``6`` (Monday = 0) or names (``"sat"``).
+    :param timestamps: listed instants, int64 UTC ns or ISO strings (naive = UTC).
+    :param pad_minutes: each listed instant blocks ``[t - pad, t + pad]``; ``0`` = exact match.
+    """
+
+    times: tuple[tuple[str, str], ...] = ()
+    weekdays: tuple[int, ...] = ()
+    timestamps: tuple[int, ...] = ()
+    pad_minutes: float = 0.0
+
+    @field_validator("times", mode="before")
+    @classmethod
+    def _check_times(cls, v: Any) -> tuple[tuple[str, str], ...]:
+        if not _is_list(v):
+            raise ValueError("times must be a list of [start, end] 'HH:MM' pairs")
+        out = []
+        for window in v:
+            if not _is_list(window) or len(window) != 2:
+                raise ValueError(f"each time window must be a [start, end] pair, got {window!r}")
+            start, end = (_parse_time_of_day(w) for w in window)
+            if start == end:
+                raise ValueError(f"time window {list(window)} is empty (start == end)")
+            out.append((start, end))
+        return tuple(out)
+
+    @field_validator("weekdays", mode="before")
+    @classmethod
+    def _check_weekdays(cls, v: Any) -> tuple[int, ...]:
+        if not _is_list(v):
+            raise ValueError("weekdays must be a list of 0-6 or day names")
+        return tuple(sorted({_parse_weekday(d) for d in v}))
+
+    @field_validator("timestamps", mode="before")
+    @classmethod
+    def _check_timestamps(cls, v: Any) -> tuple[int, ...]:
+        if not _is_list(v):
+            raise ValueError("timestamps must be a list of int ns or ISO strings")
+        return tuple(sorted({_parse_timestamp(t) for t in v}))
+
+    @field_validator("pad_minutes")
+    @classmethod
+    def _check_pad(cls, v: float) -> float:
+        if not math.isfinite(v) or v < 0:
+            raise ValueError(f"pad_minutes must be >= 0, got {v}")
+        return v
+
+
+class DailyLossConfig(_Strict):
+    """Kill switch on the loss since the session's start.
+
+    :param max_daily_loss: fraction in ``(0, 1)``; triggers at
+        ``equity <= session_start_equity * (1 - max_daily_loss)``.
+    :param session_start_hour: UTC hour (0-23) at which a session (trading day) begins.
+    """
+
+    max_daily_loss: float
+    session_start_hour: int = Field(default=0)
+
+    @field_validator("max_daily_loss")
+    @classmethod
+    def _check(cls, v: float) -> float:
+        return _unit_interval(v, "max_daily_loss")
+
+    @field_validator("session_start_hour")
+    @classmethod
+    def _check_hour(cls, v: int) -> int:
+        if not 0 <= v <= 23:
+            raise ValueError(f"session_start_hour must be 0-23, got {v}")
+        return v
+
+
+class RiskConfig(_Strict):
+    """Settings of :class:`RiskManager`; every gate is optional (``None`` = off).
+
+    Construct it with keywords, :meth:`from_dict` or ``model_validate``; any invalid key or
+    value raises :class:`~rltrade.errors.ConfigError` naming the key (``drawdown.cut_factor``).
+
+    :param drawdown: maximum drawdown gate.
+    :param volatility: ATR% gate.
+    :param spread: spread gate.
+    :param no_trade: no-trade windows.
+    :param daily_loss: daily loss kill switch.
+    """
+
+    drawdown: DrawdownConfig | None = None
+    volatility: VolatilityConfig | None = None
+    spread: SpreadConfig | None = None
+    no_trade: NoTradeConfig | None = None
+    daily_loss: DailyLossConfig | None = None
+
+    _label: ClassVar[str] = "risk"
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _config_error(exc, self._label) from None
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> RiskConfig:
+        """Validate a mapping (or a config), turning errors into :class:`ConfigError`."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise _config_error(exc, cls._label) from None
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> RiskConfig:
+        """Build from a plain mapping (a YAML section).
+
+        :param data: the ``risk`` section; ``None`` or ``{}`` switches every gate off.
+        :raises ConfigError: naming the first invalid key.
+        """
+        if data is None:
+            return cls()
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"risk: expected a mapping of gates, got {type(data).__name__}")
+        return cls.model_validate(dict(data))
+
+
+def _config_error(exc: ValidationError, label: str) -> ConfigError:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key; check the spelling against the RiskConfig fields"
+        lines.append(f"{label}.{key}: {msg}")
+    return ConfigError("invalid risk config: " + "; ".join(lines))
+
+
+# --------------------------------------------------------------------------- per-bar types
+
+
+@dataclass(frozen=True, slots=True)
+class RiskState:
+    """What the risk manager sees at the close of one bar.
+
+    :param timestamp: bar timestamp, int64 nanoseconds since the epoch, UTC.
+    :param price: current price (used for ATR%).
+    :param position: current signed position in units.
+    :param equity: current account equity (cash plus marked-to-market positions).
+    :param atr: average true range in price units; NaN when unknown (gate skipped).
+    :param spread_bps: current bid/ask spread in basis points; NaN when unknown (gate skipped).
+    """
+
+    timestamp: int
+    price: float
+    position: float
+    equity: float
+    atr: float = math.nan
+    spread_bps: float = math.nan
+
+
+class Decision(NamedTuple):
+    """Result of :meth:`RiskManager.check_target`.
+
+    :param target: adjusted target position in units.
+    :param reasons: reason codes of the gates that changed the target, in order applied.
+    """
+
+    target: float
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Intervention:
+    """One change made by one gate.
+
+    :param timestamp: bar timestamp (int64 UTC ns).
+    :param reason: reason code, one of :data:`REASONS`.
+    :param before: target before the gate (``kind="target"``) or number of allowed actions
+        before it (``kind="mask"``).
+    :param after: the same after the gate.
+    :param kind: ``"target"`` (from :meth:`RiskManager.check_target`) or ``"mask"``.
+    """
+
+    timestamp: int
+    reason: str
+    before: float
+    after: float
+    kind: str = "target"
+
+
+def effect_of(position: float, target: float) -> str:
+    """The action effect of moving from ``position`` to ``target`` (for building tables).
+
+    :param position: current signed position.
+    :param target: the position the action would lead to.
+    :return: ``"hold"``, ``"flatten"``, ``"reduce"`` or ``"increase"``.
+    """
+    if target == position:
+        return HOLD
+    if target == 0:
+        return FLATTEN
+    if position * target > 0 and abs(target) < abs(position):
+        return REDUCE
+    return INCREASE
+
+
+def _clamp_no_increase(target: float, position: float) -> float:
+    """The part of ``target`` that does not open, increase or reverse exposure."""
+    if target * position < 0 or position == 0.0:
+        return 0.0  # a reversal keeps only its exit; from flat nothing may open
+    return target if abs(target) <= abs(position) else position
+
+
+# --------------------------------------------------------------------------- manager
+
+
+class _Gates(NamedTuple):
+    flatten: str | None  # reason forcing the target to 0
+    scales: tuple[tuple[str, float], ...]  # (reason, factor in (0, 1))
+    blocks: tuple[str, ...]  # reasons blocking entries/increases
+
+
+class RiskManager:
+    """Applies the gates of a :class:`RiskConfig` bar by bar and records every intervention.
+
+    :param config: a :class:`RiskConfig`, a mapping for :meth:`RiskConfig.from_dict`, or
+        ``None`` (all gates off).
+    :param keep_records: keep the :attr:`interventions` list (counts are always kept); turn it
+        off for long training runs.
+    """
+
+    def __init__(
+        self,
+        config: RiskConfig | Mapping[str, Any] | None = None,
+        *,
+        keep_records: bool = True,
+    ) -> None:
+        if not isinstance(config, RiskConfig):
+            config = RiskConfig.from_dict(config)
+        self.config: RiskConfig = config
+        self.keep_records = keep_records
+        self._tables: dict[tuple[Any, ...], tuple[tuple[str, ...], np.ndarray]] = {}
+        nt = config.no_trade
+        self._nt_times = (
+            tuple((_seconds_of_day(a), _seconds_of_day(b)) for a, b in nt.times) if nt else ()
+        )
+        self._nt_weekdays = frozenset(nt.weekdays) if nt else frozenset()
+        self._nt_stamps = list(nt.timestamps) if nt else []
+        self._nt_pad = round(nt.pad_minutes * 60 * _NS) if nt else 0
+        dl = config.daily_loss
+        self._session_offset = dl.session_start_hour * _HOUR_NS if dl else 0
+        self.reset()
+
+    # ---------------------------------------------------------------- state
+
+    def reset(self) -> None:
+        """Forget tracked equity, the kill switch, interventions and counts."""
+        self._last_ts: int | None = None
+        self._last_equity = math.nan
+        self._peak = -math.inf
+        self._session: int | None = None
+        self._day_start = math.nan
+        self._killed = False
+        self.interventions: list[Intervention] = []
+        self._counts: dict[tuple[str, str], int] = {}
+
+    def reset_peak(self, equity: float | None = None) -> None:
+        """Restart drawdown tracking from ``equity`` (default: the last equity seen).
+
+        :param equity: the new peak; ``None`` uses the equity of the last update.
+        """
+        value = self._last_equity if equity is None else float(equity)
+        self._peak = value if value == value else -math.inf
+
+    @property
+    def peak_equity(self) -> float:
+        """Highest equity seen since construction, :meth:`reset` or :meth:`reset_peak`."""
+        return self._peak
+
+    @property
+    def day_start_equity(self) -> float:
+        """Equity at the first update of the current session (NaN before any update)."""
+        return self._day_start
+
+    @property
+    def kill_switch_active(self) -> bool:
+        """Whether the daily loss kill switch has fired in the current session."""
+        return self._killed
+
+    def session_of(self, timestamp: int) -> int:
+        """Index of the session containing ``timestamp`` (days since the epoch, shifted).
+
+        :param timestamp: int64 UTC ns.
+        """
+        return (int(timestamp) - self._session_offset) // _DAY_NS
+
+    def update(self, timestamp: int, equity: float) -> None:
+        """Track peak equity, the session's starting equity and the kill switch for one bar.
+
+        Idempotent for a repeated ``(timestamp, equity)``; called by every check.
+
+        :param timestamp: bar timestamp, int64 UTC ns, not earlier than the previous one.
+        :param equity: account equity at that bar.
+        :raises DataError: when timestamps go backwards.
+        """
+        ts = int(timestamp)
+        equity = float(equity)
+        if self._last_ts is not None and ts < self._last_ts:
+            raise DataError(
+                f"risk manager: timestamp {ts} is earlier than the previous one "
+                f"{self._last_ts}; call reset() before replaying bars"
+            )
+        self._last_ts = ts
+        self._last_equity = equity
+        if equity > self._peak:
+            self._peak = equity
+        dl = self.config.daily_loss
+        if dl is None:
+            return
+        session = (ts - self._session_offset) // _DAY_NS
+        if session != self._session:
+            self._session = session
+            self._day_start = equity
+            self._killed = False
+        if (
+            not self._killed
+            and self._day_start > 0
+            and equity <= self._day_start * (1.0 - dl.max_daily_loss)
+        ):
+            self._killed = True
+
+    def counts(self, kind: str | None = None) -> dict[str, int]:
+        """Number of interventions by reason code.
+
+        :param kind: ``"target"`` or ``"mask"`` to count one kind only; ``None`` for both.
+        """
+        if kind is None:
+            out: dict[str, int] = {}
+            for (_, reason), n in self._counts.items():
+                out[reason] = out.get(reason, 0) + n
+            return out
+        return {reason: n for (k, reason), n in self._counts.items() if k == kind}
+
+    def _record(self, ts: int, reason: str, before: float, after: float, kind: str) -> None:
+        key = (kind, reason)
+        self._counts[key] = self._counts.get(key, 0) + 1
+        if self.keep_records:
+            self.interventions.append(Intervention(ts, reason, before, after, kind))
+
+    # ---------------------------------------------------------------- gates
+
+    def in_no_trade_window(self, timestamp: int) -> bool:
+        """Whether ``timestamp`` falls in a configured no-trade window.
+
+        :param timestamp: int64 UTC ns.
+        """
+        ts = int(timestamp)
+        if self._nt_weekdays and ((ts // _DAY_NS + 3) % 7) in self._nt_weekdays:
+            return True  # 1970-01-01 was a Thursday (weekday 3)
+        if self._nt_times:
+            sec = (ts // _NS) % 86_400
+            for start, end in self._nt_times:
+                if (start <= sec < end) if start < end else (sec >= start or sec < end):
+                    return True
+        if self._nt_stamps:
+            stamps, pad = self._nt_stamps, self._nt_pad
+            i = bisect.bisect_left(stamps, ts - pad)
+            if i < len(stamps) and stamps[i] <= ts + pad:
+                return True
+        return False
+
+    def _gates(self, state: RiskState) -> _Gates:
+        self.update(state.timestamp, state.equity)
+        cfg = self.config
+        flatten: str | None = None
+        scales: list[tuple[str, float]] = []
+        blocks: list[str] = []
+        if self._killed:
+            flatten = DAILY_LOSS
+        dd = cfg.drawdown
+        if (
+            dd is not None
+            and flatten is None
+            and self._peak > 0
+            and state.equity <= self._peak * (1.0 - dd.max_drawdown)
+        ):
+            if dd.action == "flatten":
+                flatten = MAX_DRAWDOWN
+            else:
+                scales.append((MAX_DRAWDOWN, dd.cut_factor))
+        vol = cfg.volatility
+        if vol is not None and flatten is None and state.price > 0 and state.atr == state.atr:
+            atr_pct = state.atr / state.price
+            if atr_pct > vol.max_atr_pct:
+                if vol.mode == "inverse":
+                    scale = vol.max_atr_pct / atr_pct
+                elif vol.mode == "linear":
+                    zero = vol.zero_atr_pct
+                    assert zero is not None
+                    scale = max(0.0, (zero - atr_pct) / (zero - vol.max_atr_pct))
+                else:
+                    scale = vol.factor
+                if scale <= 0.0:
+                    flatten = VOLATILITY
+                else:
+                    scales.append((VOLATILITY, min(scale, 1.0)))
+        sp = cfg.spread
+        if sp is not None and state.spread_bps > sp.max_spread_bps:  # NaN compares False
+            blocks.append(SPREAD)
+        if cfg.no_trade is not None and self.in_no_trade_window(state.timestamp):
+            blocks.append(NO_TRADE_WINDOW)
+        return _Gates(flatten, tuple(scales), tuple(blocks))
+
+    # ---------------------------------------------------------------- continuous
+
+    def check_target(self, state: RiskState, target: float) -> Decision:
+        """Clamp a desired target position; record what changed it.
+
+        :param state: the bar's :class:`RiskState`.
+        :param target: desired signed position in units.
+        :return: the adjusted target (between 0 and ``target``) and the reasons that changed it.
+        """
+        gates = self._gates(state)
+        ts = int(state.timestamp)
+        value = float(target)
+        if value != value:
+            raise DataError("risk manager: target is NaN")
+        reasons: list[str] = []
+
+        def apply(reason: str, new: float) -> None:
+            nonlocal value
+            if new != value:
+                self._record(ts, reason, value, new, "target")
+                reasons.append(reason)
+                value = new
+
+        if gates.flatten is not None:
+            apply(gates.flatten, 0.0)
+        for reason, scale in gates.scales:
+            apply(reason, value * scale)
+        position = float(state.position)
+        for reason in gates.blocks:
+            apply(reason, _clamp_no_increase(value, position))
+        return Decision(value + 0.0, tuple(reasons))  # + 0.0 turns -0.0 into 0.0
+
+    # ---------------------------------------------------------------- discrete
+
+    def _table(self, action_effects: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
+        key = tuple(action_effects)
+        cached = self._tables.get(key)
+        if cached is not None:
+            return cached
+        effects = []
+        for i, e in enumerate(key):
+            canon = _EFFECT_ALIASES.get(str(e).lower()) if isinstance(e, str) else None
+            if canon is None:
+                raise ConfigError(
+                    f"action_effects[{i}]: unknown effect {e!r}; use one of "
+                    f"{sorted(_EFFECT_ALIASES)}"
+                )
+            effects.append(canon)
+        if not any(e in (HOLD, FLATTEN) for e in effects):
+            raise ConfigError(
+                "action_effects: the table needs a 'hold' or 'flatten' action so that one "
+                "action always stays allowed"
+            )
+        table = (tuple(effects), np.array([e == INCREASE for e in effects]))
+        self._tables[key] = table
+        return table
+
+    def mask(self, state: RiskState, action_effects: Sequence[str]) -> np.ndarray:
+        """Allowed actions for this bar.
+
+        :param state: the bar's :class:`RiskState`.
+        :param action_effects: one effect per action: ``"hold"``, ``"increase"``/``"open"``,
+            ``"reduce"``, ``"flatten"``/``"exit"``/``"close"``; with at least one hold or flatten.
+        :return: ``bool[n_actions]``, True where allowed; never all False.
+        """
+        effects, increases = self._table(action_effects)
+        gates = self._gates(state)
+        ts = int(state.timestamp)
+        allowed = np.ones(len(effects), dtype=bool)
+        n = len(effects)
+
+        def restrict(reason: str, keep: np.ndarray) -> None:
+            nonlocal allowed, n
+            new = allowed & keep
+            m = int(new.sum())
+            if m != n:
+                self._record(ts, reason, float(n), float(m), "mask")
+                allowed, n = new, m
+
+        if gates.flatten is not None:
+            if state.position != 0:
+                keep = np.array([e in (FLATTEN, REDUCE) for e in effects])
+                if not keep.any():
+                    keep = np.array([e == HOLD for e in effects])
+            else:
+                keep = ~increases
+            restrict(gates.flatten, keep)
+        for reason in gates.blocks:
+            restrict(reason, ~increases)
+        return allowed
+
+    def gate_logits(
+        self, logits: np.ndarray, state: RiskState, action_effects: Sequence[str]
+    ) -> np.ndarray:
+        """Logits with disallowed actions set to ``-inf`` (never sampled, never argmax).
+
+        :param logits: array ``[..., n_actions]`` (``[n]`` or batched ``[B, n]``); one mask
+            for this state is broadcast over the leading dimensions. Not modified.
+        :param state: the bar's :class:`RiskState`.
+        :param action_effects: action table, as for :meth:`mask`.
+        :return: a new float array of the same shape (float dtype kept, integers become
+            float64).
+        """
+        arr = np.asarray(logits)
+        n_actions = len(action_effects)
+        if arr.ndim == 0 or arr.shape[-1] != n_actions:
+            raise ConfigError(
+                f"gate_logits: logits have shape {arr.shape} but the action table has "
+                f"{n_actions} actions; the last axis must match"
+            )
+        if not np.issubdtype(arr.dtype, np.floating):
+            arr = arr.astype(np.float64)
+        allowed = self.mask(state, action_effects)
+        return np.where(allowed, arr, np.array(-np.inf, dtype=arr.dtype))
