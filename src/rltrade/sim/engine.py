@@ -696,6 +696,13 @@ class BatchEngine(_Base):
         K.batch_reset(self._state, self._lot_rows, self._order_rows, self._mkt, self._cfg, idx,
                       st, sd)
 
+    def kernel_arrays(self) -> tuple[np.ndarray, ...]:
+        """``(state, lots, orders, trades, market, config)``: the arrays the kernels work on,
+        for code that fuses its own numba loop around :func:`rltrade.sim.kernels.step` (the
+        trading envs). Mutating them outside the kernels voids every guarantee."""
+        return (self._state, self._lot_rows, self._order_rows, self._no_trades, self._mkt,
+                self._cfg)
+
     def step(self, targets: np.ndarray, sl: np.ndarray | None = None,
              tp: np.ndarray | None = None) -> int:
         """Every account submits a market order for its target and processes its next bar.

@@ -1,0 +1,137 @@
+"""``EnvConfig``: everything that defines a trading environment besides its data.
+
+A strict pydantic model (unknown keys and bad values are a :class:`~rltrade.errors.ConfigError`
+naming the key, e.g. ``env.window``). It is the ``env`` section of a run config; keywords given to
+:class:`~rltrade.envs.TradingEnv` override it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rltrade.errors import ConfigError
+from rltrade.sim.config import EngineConfig
+from rltrade.sim.risk import RiskConfig
+
+ACTION_SCHEME_NAMES = ("discrete3", "discrete6", "exposure_sl")
+REWARD_NAMES = (
+    "log_return", "asymmetric_drawdown", "risk_adjusted", "differential_sharpe", "cvar_penalized",
+)
+
+#: Reward weights and their defaults, per reward (see rltrade.envs.rewards).
+REWARD_DEFAULTS: dict[str, dict[str, float]] = {
+    "log_return": {"bankruptcy": -1.0},
+    "asymmetric_drawdown": {"downside": 2.0, "drawdown": 0.0, "bankruptcy": -1.0},
+    "risk_adjusted": {
+        "drawdown": 0.1, "volatility": 0.1, "holding": 1e-5, "max_holding": 500.0,
+        "transaction": 1.0, "sharpe": 1e-3, "liquidation": 1e-3, "liquidation_distance": 0.05,
+        "bankruptcy": -1.0,
+    },
+    "differential_sharpe": {"eta": 0.01, "bankruptcy": -1.0},
+    "cvar_penalized": {"alpha": 0.05, "penalty": 1.0, "bankruptcy": -1.0},
+}
+
+
+class EnvConfig(BaseModel):
+    """Configuration of :class:`~rltrade.envs.TradingEnv` and :class:`~rltrade.envs.VecTradingEnv`.
+
+    :param action_scheme: ``discrete3`` (short / flat / long), ``discrete6`` (hold, enter long,
+        enter short, exit, scale in, scale out) or ``exposure_sl`` (Box [-1, 1]^2: target
+        exposure as a fraction of the leverage limit, and stop-loss tightness).
+    :param reward: one of :data:`REWARD_NAMES`; ``reward_weights`` override its defaults.
+    :param reward_scale: multiplies every reward (per-bar returns are small numbers).
+    :param window: rows of features in each observation.
+    :param layout: ``window`` (a Dict of ``market [window, features]`` and ``account [9]``, for
+        sequence encoders) or ``flat`` (one Box, for MLPs).
+    :param episode_length: bars per training episode (random start); ``None`` = to the end.
+    :param mode: ``train`` (random start, fixed length) or ``eval`` (one pass over everything).
+    :param equity_floor: terminate when equity falls to this share of the initial equity.
+    :param obs_clip: observations are clipped to ``[-obs_clip, obs_clip]``.
+    :param invalid_action: ``clip`` (NaN -> flat/hold, out of range -> nearest valid; counted)
+        or ``raise`` (a clear ValueError).
+    :param max_exposure: share of the leverage limit a full long/short uses (discrete3).
+    :param risk_per_trade: discrete6 entry size: equity share risked over the stop distance.
+    :param stop_atr: discrete6 stop distance in ATRs (also the sizing distance).
+    :param max_capital_share: discrete6 cap on a position's notional as a share of equity.
+    :param min_stop_pct: exposure_sl: tightest stop (fraction of price).
+    :param max_stop_pct: exposure_sl: loosest stop.
+    :param atr_period: ATR used for discrete6 sizing and stops.
+    :param sharpe_window: bars of returns for the account's recent Sharpe (and rewards).
+    :param engine: the execution engine's configuration.
+    :param risk: optional risk manager in the loop (same gates as backtests and live).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    action_scheme: Literal["discrete3", "discrete6", "exposure_sl"] = "discrete3"
+    reward: Literal[
+        "log_return", "asymmetric_drawdown", "risk_adjusted", "differential_sharpe",
+        "cvar_penalized",
+    ] = "log_return"
+    reward_weights: dict[str, float] = Field(default_factory=dict)
+    reward_scale: float = Field(1.0, gt=0)
+    window: int = Field(32, ge=1, le=4096)
+    layout: Literal["window", "flat"] = "window"
+    episode_length: int | None = Field(1024, ge=2)
+    mode: Literal["train", "eval"] = "train"
+    equity_floor: float = Field(0.5, ge=0, lt=1)
+    obs_clip: float = Field(10.0, gt=0)
+    invalid_action: Literal["clip", "raise"] = "clip"
+    max_exposure: float = Field(1.0, gt=0, le=1)
+    risk_per_trade: float = Field(0.02, gt=0, le=1)
+    stop_atr: float = Field(1.5, gt=0)
+    max_capital_share: float = Field(1.0, gt=0)
+    min_stop_pct: float = Field(0.005, gt=0, lt=1)
+    max_stop_pct: float = Field(0.05, gt=0, lt=1)
+    atr_period: int = Field(14, ge=1)
+    sharpe_window: int = Field(64, ge=4, le=4096)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    risk: RiskConfig | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> EnvConfig:
+        if self.min_stop_pct > self.max_stop_pct:
+            raise ValueError("min_stop_pct must not exceed max_stop_pct")
+        unknown = sorted(set(self.reward_weights) - set(REWARD_DEFAULTS[self.reward]))
+        if unknown:
+            raise ValueError(
+                f"reward_weights: unknown weight(s) {unknown} for reward {self.reward!r}; "
+                f"valid: {sorted(REWARD_DEFAULTS[self.reward])}"
+            )
+        return self
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The reward's weights: defaults overlaid with ``reward_weights``."""
+        return {**REWARD_DEFAULTS[self.reward], **self.reward_weights}
+
+    @classmethod
+    def build(cls, config: EnvConfig | Mapping[str, Any] | None = None, **overrides: Any) -> EnvConfig:
+        """A config from an ``EnvConfig``, a mapping (a YAML section) or defaults, with keyword
+        overrides; errors become :class:`ConfigError` naming the key."""
+        if isinstance(config, EnvConfig):
+            data = config.model_dump()
+            data["engine"] = config.engine
+            data["risk"] = config.risk
+        elif config is None:
+            data = {}
+        elif isinstance(config, Mapping):
+            data = dict(config)
+        else:
+            raise ConfigError(f"env config must be a mapping, got {type(config).__name__}")
+        data.update(overrides)
+        for key, model in (("engine", EngineConfig), ("risk", RiskConfig)):
+            if isinstance(data.get(key), Mapping):
+                data[key] = model.from_dict(data[key])
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"]) or "env"
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            raise ConfigError(f"invalid env config: env.{where}: {msg}") from None

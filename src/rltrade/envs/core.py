@@ -1,0 +1,199 @@
+"""``EnvCore``: N trading environments on one Dataset, stepped by one numba call.
+
+Both :class:`~rltrade.envs.TradingEnv` (N = 1) and :class:`~rltrade.envs.VecTradingEnv` wrap
+this class, so a single env and a vectorized one follow exactly the same rules.
+
+Timing: after ``reset`` an env's account is as of the close of its start bar and its observation
+holds the ``window`` rows of features ending at that bar. ``step(action)`` decides at that close;
+the engine fills at the next bar's open (or as configured), the reward is the equity change over
+that bar, and the new observation ends at the new bar. Nothing at or after bar ``t + 1`` is ever
+read before the step that processes bar ``t + 1``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from rltrade.envs import kernels as EK
+from rltrade.envs.config import EnvConfig
+from rltrade.errors import ConfigError, DataError
+from rltrade.features.dataset import Dataset
+from rltrade.features.normalize import Normalizer
+from rltrade.sim import kernels as K
+from rltrade.sim.engine import BatchEngine
+from rltrade.sim.risk import RiskManager, RiskState
+
+N_DISCRETE = {"discrete3": 3, "discrete6": 6}
+
+
+def market_matrix(dataset: Dataset, normalizer: Normalizer, clip: float) -> np.ndarray:
+    """Normalised features and strategy signals side by side, float32 ``[T, F + 4S]``."""
+    feats = normalizer.transform(dataset)
+    out = np.empty((len(dataset), feats.shape[1] + dataset.signals.shape[1]), dtype=np.float32)
+    out[:, : feats.shape[1]] = feats
+    out[:, feats.shape[1]:] = dataset.signals
+    np.clip(out, -clip, clip, out=out)
+    return out
+
+
+class EnvCore:
+    """The state and the stepping of ``n_envs`` environments (see the module docstring).
+
+    :param dataset: the bars, features and signals to trade on.
+    :param config: the :class:`EnvConfig`.
+    :param n_envs: how many environments.
+    :param normalizer: a fitted :class:`Normalizer`; by default the dataset's scheme, which must
+        then be ``default`` (a z-score normalizer has to be fitted on the training slice and
+        passed in, never fitted here on data the agent will be evaluated on).
+    """
+
+    def __init__(self, dataset: Dataset, config: EnvConfig, n_envs: int = 1,
+                 normalizer: Normalizer | None = None) -> None:
+        if normalizer is None:
+            normalizer = Normalizer.for_dataset(dataset)
+            if not normalizer.fitted:
+                raise ConfigError(
+                    "env: the dataset's spec uses z-score normalisation; fit a Normalizer on the "
+                    "training slice and pass it as normalizer="
+                )
+        self.dataset = dataset
+        self.config = config
+        self.normalizer = normalizer
+        self.n_envs = int(n_envs)
+        self.window = config.window
+        t_len = len(dataset)
+        if t_len < self.window + 1:
+            raise DataError(
+                f"env: {t_len} rows are not enough for a window of {self.window} plus one step"
+            )
+        self.market = market_matrix(dataset, normalizer, config.obs_clip)
+        self.n_market = self.market.shape[1]
+        self.engine = BatchEngine.from_dataset(dataset, config.engine, self.n_envs)
+        (self._st, self._lots, self._orders, self._trades, self._mkt,
+         self._cfg) = self.engine.kernel_arrays()
+        ohlcv = dataset.ohlcv
+        self.atr = K.atr_filled(np.ascontiguousarray(ohlcv[:, 1]), np.ascontiguousarray(ohlcv[:, 2]),
+                                np.ascontiguousarray(ohlcv[:, 3]), config.atr_period)
+        self.env = np.zeros((self.n_envs, EK.N_ENV))
+        self.rets = np.zeros((self.n_envs, config.sharpe_window))
+        self.obs_market = np.zeros((self.n_envs, self.window, self.n_market), dtype=np.float32)
+        self.obs_account = np.zeros((self.n_envs, EK.N_ACCOUNT), dtype=np.float32)
+        self.rewards = np.zeros(self.n_envs)
+        self.terminated = np.zeros(self.n_envs, dtype=np.bool_)
+        self.truncated = np.zeros(self.n_envs, dtype=np.bool_)
+        self._targets = np.zeros(self.n_envs)
+        self._sl = np.zeros(self.n_envs)
+        self._tp = np.zeros(self.n_envs)
+        self.scheme = EK.SCHEME_IDS[config.action_scheme]
+        self.reward_id = EK.REWARD_IDS[config.reward]
+        weights = config.weights
+        self.weights = np.array([weights[k] for k in EK.REWARD_WEIGHT_ORDER[config.reward]])
+        p = np.zeros(EK.N_PARAMS)
+        p[EK.P_MAX_EXPOSURE] = config.max_exposure
+        p[EK.P_RISK_PER_TRADE] = config.risk_per_trade
+        p[EK.P_STOP_ATR] = config.stop_atr
+        p[EK.P_MAX_CAPITAL] = config.max_capital_share
+        p[EK.P_MIN_STOP] = config.min_stop_pct
+        p[EK.P_MAX_STOP] = config.max_stop_pct
+        p[EK.P_LEVERAGE] = config.engine.leverage
+        p[EK.P_EQUITY_FLOOR] = config.equity_floor
+        p[EK.P_OBS_CLIP] = config.obs_clip
+        p[EK.P_REWARD_SCALE] = config.reward_scale
+        p[EK.P_MMR] = config.engine.maintenance_margin
+        self.params = p
+        self.risk: list[RiskManager] | None = (
+            [RiskManager(config.risk) for _ in range(self.n_envs)] if config.risk else None
+        )
+        self.risk_counts: list[dict[str, int]] = [{} for _ in range(self.n_envs)]
+        self.first_bar = self.window - 1
+        self.last_bar = t_len - 1
+
+    # -- episodes ---------------------------------------------------------------------------
+    def episode_bounds(self, rng: np.random.Generator | None) -> tuple[int, int]:
+        """(start, end) bars of a new episode: random start and fixed length in ``train``
+        mode, the whole range in ``eval`` mode."""
+        lo, last = self.first_bar, self.last_bar
+        if self.config.mode == "eval" or rng is None:
+            return lo, last
+        length = self.config.episode_length
+        if length is None:
+            start = int(rng.integers(lo, last))  # at least one step
+            return start, last
+        length = min(length, last - lo)
+        start = int(rng.integers(lo, last - length + 1))
+        return start, start + length
+
+    def reset_env(self, i: int, start: int, end: int, seed: int) -> None:
+        """Reset env ``i`` to the close of ``start`` with an episode ending at ``end``."""
+        K.batch_reset(self._st, self._lots, self._orders, self._mkt, self._cfg,
+                      np.array([i], dtype=np.int64), np.array([start], dtype=np.int64),
+                      np.array([float(seed)]))
+        EK.reset_env_state(self._st, self.env, self.rets, i, start, end)
+        if self.risk is not None:
+            self.risk[i].reset()
+            self.risk_counts[i] = {}
+        EK.observe(self._st, self._mkt, self.env, self.rets, self.market, self.window,
+                   self.params, self.obs_market, self.obs_account, i)
+
+    # -- stepping ---------------------------------------------------------------------------
+    def step(self, actions: np.ndarray) -> None:
+        """Advance every env that is not done by one bar with ``actions`` (float64 ``[N, 2]``:
+        the discrete index or the Box values)."""
+        if self.risk is None:
+            EK.step_envs(self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg,
+                         self.atr, self.env, self.rets, actions, False, self._targets, self._sl,
+                         self._tp, self.scheme, self.reward_id, self.weights, self.params,
+                         self.market, self.window, self.obs_market, self.obs_account,
+                         self.rewards, self.terminated, self.truncated)
+            return
+        EK.compute_targets(self._st, self._mkt, self.atr, self.env, actions, self.scheme,
+                           self.params, self._targets, self._sl, self._tp)
+        for i in range(self.n_envs):
+            if self.env[i, EK.E_DONE]:
+                continue
+            self._targets[i] = self._risk_adjust(i, self._targets[i])
+        EK.step_envs(self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg,
+                     self.atr, self.env, self.rets, actions, True, self._targets, self._sl,
+                     self._tp, self.scheme, self.reward_id, self.weights, self.params,
+                     self.market, self.window, self.obs_market, self.obs_account, self.rewards,
+                     self.terminated, self.truncated)
+
+    def _risk_adjust(self, i: int, target: float) -> float:
+        assert self.risk is not None
+        s = self._st[i]
+        bar = int(s[K.BAR])
+        spread = self._mkt[bar, K.M_HALF_SPREAD] * 2e4  # fraction of price -> bps
+        state = RiskState(
+            timestamp=int(self.dataset.timestamps[bar]),
+            price=float(self._mkt[bar, K.M_CLOSE]),
+            position=float(s[K.POS]),
+            equity=float(s[K.EQUITY]),
+            atr=float(self.atr[bar]),
+            spread_bps=float(spread),
+        )
+        decision = self.risk[i].check_target(state, float(target))
+        for reason in decision.reasons:
+            self.risk_counts[i][reason] = self.risk_counts[i].get(reason, 0) + 1
+        return decision.target
+
+    # -- views ------------------------------------------------------------------------------
+    def info(self, i: int) -> dict[str, Any]:
+        """The info dict of env ``i``: equity, position, PnL, trades, win rate, drawdown,
+        risk-manager interventions and actions that did not apply."""
+        s = self._st[i]
+        n_trades = int(s[K.N_TRADES])
+        return {
+            "bar": int(s[K.BAR]),
+            "equity": float(s[K.EQUITY]),
+            "position": float(s[K.POS]),
+            "total_pnl": float(s[K.EQUITY] - s[K.INITIAL_EQUITY]),
+            "trade_count": n_trades,
+            "win_rate": float(s[K.N_WINS] / n_trades) if n_trades else 0.0,
+            "max_drawdown": float(s[K.MAX_DRAWDOWN]),
+            "costs": float(s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]),
+            "bankrupt": bool(s[K.BANKRUPT]),
+            "risk_interventions": dict(self.risk_counts[i]),
+            "invalid_actions": int(self.env[i, EK.E_INVALID]),
+        }

@@ -1,0 +1,114 @@
+"""Action schemes and observation layouts: the spaces, and actions checked before they count.
+
+``ACTION_SCHEMES`` (the kernel in :mod:`rltrade.envs.kernels` turns an action into an order):
+
+``discrete3``
+    ``Discrete(3)``: 0 short, 1 flat, 2 long; long/short use ``max_exposure`` of the leverage
+    limit (target units = ±max_exposure × leverage × equity / close).
+``discrete6``
+    ``Discrete(6)``: 0 HOLD, 1 ENTER_LONG, 2 ENTER_SHORT, 3 EXIT, 4 SCALE_IN (+50 %),
+    5 SCALE_OUT (-50 %). Entries size from risk per trade (``risk_per_trade`` × equity over a
+    stop of ``stop_atr`` ATRs, capped by leverage and ``max_capital_share``) and set that stop;
+    entering the other side flips. An action that does not apply (EXIT when flat, ENTER_LONG
+    when long...) does nothing and is counted in ``info["invalid_actions"]``.
+``exposure_sl``
+    ``Box([-1, 1]^2)``: ``a[0]`` target exposure as a fraction of the leverage limit;
+    ``a[1]`` stop-loss tightness mapped linearly from ``min_stop_pct`` (-1) to ``max_stop_pct``
+    (+1), re-set at every step relative to the close. The engine's dead-zone and caps apply.
+
+Malformed actions: NaN, infinite, out of range or non-integer values are clipped to the nearest
+valid action (NaN means flat/hold) and counted, or rejected with a ``ValueError`` when
+``invalid_action="raise"``; a wrong shape is always a ``ValueError``. The env's state is never
+touched by a rejected action.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from rltrade.envs import kernels as EK
+from rltrade.envs.config import EnvConfig
+
+ACTION_SCHEMES: dict[str, str] = {
+    "discrete3": "Discrete(3): short / flat / long at max_exposure of the leverage limit",
+    "discrete6": "Discrete(6): hold, enter long, enter short, exit, scale in 50%, scale out 50%",
+    "exposure_sl": "Box([-1,1]^2): target exposure (fraction of leverage) and stop tightness",
+}
+_N = {"discrete3": 3, "discrete6": 6}
+_NEUTRAL = {"discrete3": 1.0, "discrete6": float(EK.HOLD)}
+
+
+def action_space(config: EnvConfig) -> gym.Space:
+    if config.action_scheme in _N:
+        return gym.spaces.Discrete(_N[config.action_scheme])
+    return gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+
+
+def observation_space(config: EnvConfig, n_market: int) -> gym.Space:
+    clip = config.obs_clip
+    market = gym.spaces.Box(-clip, clip, shape=(config.window, n_market), dtype=np.float32)
+    account = gym.spaces.Box(-clip, clip, shape=(EK.N_ACCOUNT,), dtype=np.float32)
+    if config.layout == "window":
+        return gym.spaces.Dict({"market": market, "account": account})
+    size = config.window * n_market + EK.N_ACCOUNT
+    return gym.spaces.Box(-clip, clip, shape=(size,), dtype=np.float32)
+
+
+def observation(config: EnvConfig, market: np.ndarray, account: np.ndarray) -> Any:
+    """The observation of one env from its buffers (copies: the buffers are reused)."""
+    if config.layout == "window":
+        return {"market": market.copy(), "account": account.copy()}
+    return np.concatenate((market.reshape(-1), account))
+
+
+def observations(config: EnvConfig, market: np.ndarray, account: np.ndarray) -> Any:
+    """Batched observations ``[N, ...]`` (copies)."""
+    if config.layout == "window":
+        return {"market": market.copy(), "account": account.copy()}
+    n = market.shape[0]
+    return np.concatenate((market.reshape(n, -1), account), axis=1)
+
+
+def check_actions(config: EnvConfig, actions: Any, n: int) -> tuple[np.ndarray, int]:
+    """Validate ``n`` actions into the kernel's float64 ``[n, 2]`` layout.
+
+    Returns the array and how many actions had to be clipped (or raises ``ValueError``).
+    """
+    scheme = config.action_scheme
+    raise_ = config.invalid_action == "raise"
+    out = np.zeros((n, 2))
+    try:
+        arr = np.asarray(actions, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"action {actions!r} is not numeric: expected "
+            + ("an integer" if scheme in _N else "two floats in [-1, 1]")
+        ) from None
+    if scheme in _N:
+        if arr.size != n:
+            raise ValueError(f"expected {n} discrete action(s), got shape {arr.shape}")
+        a = arr.reshape(n)
+        bad = ~np.isfinite(a) | (a != np.round(a)) | (a < 0) | (a > _N[scheme] - 1)
+        if bad.any():
+            if raise_:
+                raise ValueError(
+                    f"invalid {scheme} action(s) {a[bad].tolist()}: expected integers "
+                    f"0..{_N[scheme] - 1}"
+                )
+            a = np.where(np.isfinite(a), np.clip(np.round(a), 0, _N[scheme] - 1), _NEUTRAL[scheme])
+        out[:, 0] = a
+        return out, int(bad.sum())
+    if arr.size != 2 * n:
+        raise ValueError(f"expected {n} action(s) of shape (2,), got shape {arr.shape}")
+    a = arr.reshape(n, 2)
+    bad_cells = ~np.isfinite(a) | (np.abs(a) > 1.0)
+    if bad_cells.any():
+        if raise_:
+            raise ValueError(f"invalid exposure_sl action(s): {a[bad_cells.any(axis=1)].tolist()}"
+                             " (values must be finite, in [-1, 1])")
+        a = np.clip(np.where(np.isnan(a), 0.0, a), -1.0, 1.0)
+    out[:] = a
+    return out, int(bad_cells.any(axis=1).sum())
