@@ -18,7 +18,11 @@ from rltrade.sim.risk import RiskConfig
 
 ACTION_SCHEME_NAMES = ("discrete3", "discrete6", "exposure_sl")
 REWARD_NAMES = (
-    "log_return", "asymmetric_drawdown", "risk_adjusted", "differential_sharpe", "cvar_penalized",
+    "log_return",
+    "asymmetric_drawdown",
+    "risk_adjusted",
+    "differential_sharpe",
+    "cvar_penalized",
 )
 
 #: Reward weights and their defaults, per reward (see rltrade.envs.rewards).
@@ -26,8 +30,14 @@ REWARD_DEFAULTS: dict[str, dict[str, float]] = {
     "log_return": {"bankruptcy": -1.0},
     "asymmetric_drawdown": {"downside": 2.0, "drawdown": 0.0, "bankruptcy": -1.0},
     "risk_adjusted": {
-        "drawdown": 0.1, "volatility": 0.1, "holding": 1e-5, "max_holding": 500.0,
-        "transaction": 1.0, "sharpe": 1e-3, "liquidation": 1e-3, "liquidation_distance": 0.05,
+        "drawdown": 0.1,
+        "volatility": 0.1,
+        "holding": 1e-5,
+        "max_holding": 500.0,
+        "transaction": 1.0,
+        "sharpe": 1e-3,
+        "liquidation": 1e-3,
+        "liquidation_distance": 0.05,
         "bankruptcy": -1.0,
     },
     "differential_sharpe": {"eta": 0.01, "bankruptcy": -1.0},
@@ -68,7 +78,10 @@ class EnvConfig(BaseModel):
 
     action_scheme: Literal["discrete3", "discrete6", "exposure_sl"] = "discrete3"
     reward: Literal[
-        "log_return", "asymmetric_drawdown", "risk_adjusted", "differential_sharpe",
+        "log_return",
+        "asymmetric_drawdown",
+        "risk_adjusted",
+        "differential_sharpe",
         "cvar_penalized",
     ] = "log_return"
     reward_weights: dict[str, float] = Field(default_factory=dict)
@@ -109,7 +122,9 @@ class EnvConfig(BaseModel):
         return {**REWARD_DEFAULTS[self.reward], **self.reward_weights}
 
     @classmethod
-    def build(cls, config: EnvConfig | Mapping[str, Any] | None = None, **overrides: Any) -> EnvConfig:
+    def build(
+        cls, config: EnvConfig | Mapping[str, Any] | None = None, **overrides: Any
+    ) -> EnvConfig:
         """A config from an ``EnvConfig``, a mapping (a YAML section) or defaults, with keyword
         overrides; errors become :class:`ConfigError` naming the key."""
         if isinstance(config, EnvConfig):

@@ -33,7 +33,7 @@ def market_matrix(dataset: Dataset, normalizer: Normalizer, clip: float) -> np.n
     feats = normalizer.transform(dataset)
     out = np.empty((len(dataset), feats.shape[1] + dataset.signals.shape[1]), dtype=np.float32)
     out[:, : feats.shape[1]] = feats
-    out[:, feats.shape[1]:] = dataset.signals
+    out[:, feats.shape[1] :] = dataset.signals
     np.clip(out, -clip, clip, out=out)
     return out
 
@@ -49,8 +49,13 @@ class EnvCore:
         passed in, never fitted here on data the agent will be evaluated on).
     """
 
-    def __init__(self, dataset: Dataset, config: EnvConfig, n_envs: int = 1,
-                 normalizer: Normalizer | None = None) -> None:
+    def __init__(
+        self,
+        dataset: Dataset,
+        config: EnvConfig,
+        n_envs: int = 1,
+        normalizer: Normalizer | None = None,
+    ) -> None:
         if normalizer is None:
             normalizer = Normalizer.for_dataset(dataset)
             if not normalizer.fitted:
@@ -71,11 +76,16 @@ class EnvCore:
         self.market = market_matrix(dataset, normalizer, config.obs_clip)
         self.n_market = self.market.shape[1]
         self.engine = BatchEngine.from_dataset(dataset, config.engine, self.n_envs)
-        (self._st, self._lots, self._orders, self._trades, self._mkt,
-         self._cfg) = self.engine.kernel_arrays()
+        (self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg) = (
+            self.engine.kernel_arrays()
+        )
         ohlcv = dataset.ohlcv
-        self.atr = K.atr_filled(np.ascontiguousarray(ohlcv[:, 1]), np.ascontiguousarray(ohlcv[:, 2]),
-                                np.ascontiguousarray(ohlcv[:, 3]), config.atr_period)
+        self.atr = K.atr_filled(
+            np.ascontiguousarray(ohlcv[:, 1]),
+            np.ascontiguousarray(ohlcv[:, 2]),
+            np.ascontiguousarray(ohlcv[:, 3]),
+            config.atr_period,
+        )
         self.env = np.zeros((self.n_envs, EK.N_ENV))
         self.rets = np.zeros((self.n_envs, config.sharpe_window))
         self.obs_market = np.zeros((self.n_envs, self.window, self.n_market), dtype=np.float32)
@@ -127,38 +137,109 @@ class EnvCore:
 
     def reset_env(self, i: int, start: int, end: int, seed: int) -> None:
         """Reset env ``i`` to the close of ``start`` with an episode ending at ``end``."""
-        K.batch_reset(self._st, self._lots, self._orders, self._mkt, self._cfg,
-                      np.array([i], dtype=np.int64), np.array([start], dtype=np.int64),
-                      np.array([float(seed)]))
+        K.batch_reset(
+            self._st,
+            self._lots,
+            self._orders,
+            self._mkt,
+            self._cfg,
+            np.array([i], dtype=np.int64),
+            np.array([start], dtype=np.int64),
+            np.array([float(seed)]),
+        )
         EK.reset_env_state(self._st, self.env, self.rets, i, start, end)
         if self.risk is not None:
             self.risk[i].reset()
             self.risk_counts[i] = {}
-        EK.observe(self._st, self._mkt, self.env, self.rets, self.market, self.window,
-                   self.params, self.obs_market, self.obs_account, i)
+        EK.observe(
+            self._st,
+            self._mkt,
+            self.env,
+            self.rets,
+            self.market,
+            self.window,
+            self.params,
+            self.obs_market,
+            self.obs_account,
+            i,
+        )
 
     # -- stepping ---------------------------------------------------------------------------
     def step(self, actions: np.ndarray) -> None:
         """Advance every env that is not done by one bar with ``actions`` (float64 ``[N, 2]``:
         the discrete index or the Box values)."""
         if self.risk is None:
-            EK.step_envs(self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg,
-                         self.atr, self.env, self.rets, actions, False, self._targets, self._sl,
-                         self._tp, self.scheme, self.reward_id, self.weights, self.params,
-                         self.market, self.window, self.obs_market, self.obs_account,
-                         self.rewards, self.terminated, self.truncated)
+            EK.step_envs(
+                self._st,
+                self._lots,
+                self._orders,
+                self._trades,
+                self._mkt,
+                self._cfg,
+                self.atr,
+                self.env,
+                self.rets,
+                actions,
+                False,
+                self._targets,
+                self._sl,
+                self._tp,
+                self.scheme,
+                self.reward_id,
+                self.weights,
+                self.params,
+                self.market,
+                self.window,
+                self.obs_market,
+                self.obs_account,
+                self.rewards,
+                self.terminated,
+                self.truncated,
+            )
             return
-        EK.compute_targets(self._st, self._mkt, self.atr, self.env, actions, self.scheme,
-                           self.params, self._targets, self._sl, self._tp)
+        EK.compute_targets(
+            self._st,
+            self._mkt,
+            self.atr,
+            self.env,
+            actions,
+            self.scheme,
+            self.params,
+            self._targets,
+            self._sl,
+            self._tp,
+        )
         for i in range(self.n_envs):
             if self.env[i, EK.E_DONE]:
                 continue
             self._targets[i] = self._risk_adjust(i, self._targets[i])
-        EK.step_envs(self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg,
-                     self.atr, self.env, self.rets, actions, True, self._targets, self._sl,
-                     self._tp, self.scheme, self.reward_id, self.weights, self.params,
-                     self.market, self.window, self.obs_market, self.obs_account, self.rewards,
-                     self.terminated, self.truncated)
+        EK.step_envs(
+            self._st,
+            self._lots,
+            self._orders,
+            self._trades,
+            self._mkt,
+            self._cfg,
+            self.atr,
+            self.env,
+            self.rets,
+            actions,
+            True,
+            self._targets,
+            self._sl,
+            self._tp,
+            self.scheme,
+            self.reward_id,
+            self.weights,
+            self.params,
+            self.market,
+            self.window,
+            self.obs_market,
+            self.obs_account,
+            self.rewards,
+            self.terminated,
+            self.truncated,
+        )
 
     def _risk_adjust(self, i: int, target: float) -> float:
         assert self.risk is not None

@@ -113,7 +113,7 @@ def _target(st: np.ndarray, mkt: np.ndarray, atr: np.ndarray, env: np.ndarray, a
     act = int(a0)
     a = atr[bar]
     dist = p[P_STOP_ATR] * a
-    if act == ENTER_LONG or act == ENTER_SHORT:
+    if act == ENTER_LONG or act == ENTER_SHORT:  # noqa: SIM109 (numba: no tuple membership)
         side = 1.0 if act == ENTER_LONG else -1.0
         if pos * side > 0.0:
             env[E_INVALID] += 1.0  # already in that direction

@@ -27,7 +27,7 @@ from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
 from rltrade.envs.core import EnvCore
-from rltrade.envs.spaces import action_space, check_actions, observations, observation_space
+from rltrade.envs.spaces import action_space, check_actions, observation_space, observations
 from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
 
@@ -61,7 +61,7 @@ class VecTradingEnv(VecEnv):
         self._episode_lengths = np.zeros(n_envs, dtype=np.int64)
 
     # -- VecEnv API -------------------------------------------------------------------------
-    def seed(self, seed: int | None = None) -> Sequence[None | int]:
+    def seed(self, seed: int | None = None) -> Sequence[int | None]:
         self._seeds = [None if seed is None else seed + i for i in range(self.num_envs)]
         return self._seeds
 
