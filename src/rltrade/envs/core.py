@@ -263,18 +263,18 @@ class EnvCore:
     def info(self, i: int) -> dict[str, Any]:
         """The info dict of env ``i``: equity, position, PnL, trades, win rate, drawdown,
         risk-manager interventions and actions that did not apply."""
-        s = self._st[i]
-        n_trades = int(s[K.N_TRADES])
+        bar, equity, position, pnl, n_trades, win_rate, max_dd, costs, bankrupt, invalid = (
+            EK.info_values(self._st, self.env, i))
         return {
-            "bar": int(s[K.BAR]),
-            "equity": float(s[K.EQUITY]),
-            "position": float(s[K.POS]),
-            "total_pnl": float(s[K.EQUITY] - s[K.INITIAL_EQUITY]),
+            "bar": bar,
+            "equity": equity,
+            "position": position,
+            "total_pnl": pnl,
             "trade_count": n_trades,
-            "win_rate": float(s[K.N_WINS] / n_trades) if n_trades else 0.0,
-            "max_drawdown": float(s[K.MAX_DRAWDOWN]),
-            "costs": float(s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]),
-            "bankrupt": bool(s[K.BANKRUPT]),
-            "risk_interventions": dict(self.risk_counts[i]),
-            "invalid_actions": int(self.env[i, EK.E_INVALID]),
+            "win_rate": win_rate,
+            "max_drawdown": max_dd,
+            "costs": costs,
+            "bankrupt": bankrupt,
+            "risk_interventions": dict(self.risk_counts[i]) if self.risk is not None else {},
+            "invalid_actions": invalid,
         }

@@ -347,3 +347,16 @@ def reset_env_state(st: np.ndarray, env: np.ndarray, rets: np.ndarray, i: int, s
     e[E_PREV_DRAWDOWN] = st[i, K.DRAWDOWN]
     for k in range(rets.shape[1]):
         rets[i, k] = 0.0
+
+
+@_jit
+def info_values(st: np.ndarray, env: np.ndarray, i: int) -> tuple[
+        int, float, float, float, int, float, float, float, bool, int]:
+    """What an env's info dict reports, in one call: bar, equity, position, total PnL, trade
+    count, win rate, max drawdown, costs, bankrupt, invalid actions."""
+    s = st[i]
+    n = int(s[K.N_TRADES])
+    return (int(s[K.BAR]), s[K.EQUITY], s[K.POS], s[K.EQUITY] - s[K.INITIAL_EQUITY], n,
+            s[K.N_WINS] / n if n > 0 else 0.0, s[K.MAX_DRAWDOWN],
+            s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST], s[K.BANKRUPT] != 0.0,
+            int(env[i, E_INVALID]))
