@@ -452,9 +452,8 @@ def _market(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.ndarra
         d = target - pos
         n = math.floor(abs(d) / lot + 1e-9)
         d2 = math.copysign(n * lot, d)
-        if abs(d2 - d) > 1e-9 * lot:
-            target = pos + d2 if n > 0 else pos
-            rounded = True
+        rounded = abs(d2 - d) > 1e-9 * lot  # counted only when it changes something visible
+        target = pos + d2 if n > 0 else pos  # always a whole number of lots
     dead = False
     if target != pos and target != 0.0:
         notional = abs(target - pos) * price
