@@ -32,6 +32,8 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_features.py
+	$(PY) benchmarks/bench_engine.py
+	$(PY) benchmarks/bench_envs.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis build src/*.egg-info

@@ -93,6 +93,7 @@ class EnvCore:
         self.rewards = np.zeros(self.n_envs)
         self.terminated = np.zeros(self.n_envs, dtype=np.bool_)
         self.truncated = np.zeros(self.n_envs, dtype=np.bool_)
+        self.report = np.zeros((self.n_envs, EK.N_REPORT))
         self._targets = np.zeros(self.n_envs)
         self._sl = np.zeros(self.n_envs)
         self._tp = np.zeros(self.n_envs)
@@ -117,6 +118,13 @@ class EnvCore:
             [RiskManager(config.risk) for _ in range(self.n_envs)] if config.risk else None
         )
         self.risk_counts: list[dict[str, int]] = [{} for _ in range(self.n_envs)]
+        # the kernel's arguments, bound once (the step is the hot path)
+        self._head = (self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg,
+                      self.atr, self.env, self.rets)
+        self._middle = (self._targets, self._sl, self._tp)
+        self._tail = (self.scheme, self.reward_id, self.weights, self.params, self.market,
+                      self.window, self.obs_market, self.obs_account, self.rewards,
+                      self.terminated, self.truncated, self.report)
         self.first_bar = self.window - 1
         self.last_bar = t_len - 1
 
@@ -169,77 +177,15 @@ class EnvCore:
         """Advance every env that is not done by one bar with ``actions`` (float64 ``[N, 2]``:
         the discrete index or the Box values)."""
         if self.risk is None:
-            EK.step_envs(
-                self._st,
-                self._lots,
-                self._orders,
-                self._trades,
-                self._mkt,
-                self._cfg,
-                self.atr,
-                self.env,
-                self.rets,
-                actions,
-                False,
-                self._targets,
-                self._sl,
-                self._tp,
-                self.scheme,
-                self.reward_id,
-                self.weights,
-                self.params,
-                self.market,
-                self.window,
-                self.obs_market,
-                self.obs_account,
-                self.rewards,
-                self.terminated,
-                self.truncated,
-            )
+            EK.step_envs(*self._head, actions, False, *self._middle, *self._tail)
             return
-        EK.compute_targets(
-            self._st,
-            self._mkt,
-            self.atr,
-            self.env,
-            actions,
-            self.scheme,
-            self.params,
-            self._targets,
-            self._sl,
-            self._tp,
-        )
+        EK.compute_targets(self._st, self._mkt, self.atr, self.env, actions, self.scheme,
+                           self.params, self._targets, self._sl, self._tp)
         for i in range(self.n_envs):
             if self.env[i, EK.E_DONE]:
                 continue
             self._targets[i] = self._risk_adjust(i, self._targets[i])
-        EK.step_envs(
-            self._st,
-            self._lots,
-            self._orders,
-            self._trades,
-            self._mkt,
-            self._cfg,
-            self.atr,
-            self.env,
-            self.rets,
-            actions,
-            True,
-            self._targets,
-            self._sl,
-            self._tp,
-            self.scheme,
-            self.reward_id,
-            self.weights,
-            self.params,
-            self.market,
-            self.window,
-            self.obs_market,
-            self.obs_account,
-            self.rewards,
-            self.terminated,
-            self.truncated,
-        )
+        EK.step_envs(*self._head, actions, True, *self._middle, *self._tail)
 
     def _risk_adjust(self, i: int, target: float) -> float:
         assert self.risk is not None
@@ -260,6 +206,22 @@ class EnvCore:
         return decision.target
 
     # -- views ------------------------------------------------------------------------------
+    def step_info(self, row: list[float], i: int = 0) -> dict[str, Any]:
+        """The info dict of env ``i`` from its step report row (``report[i].tolist()``)."""
+        return {
+            "bar": int(row[EK.Q_BAR]),
+            "equity": row[EK.Q_EQUITY],
+            "position": row[EK.Q_POSITION],
+            "total_pnl": row[EK.Q_PNL],
+            "trade_count": int(row[EK.Q_TRADES]),
+            "win_rate": row[EK.Q_WIN_RATE],
+            "max_drawdown": row[EK.Q_MAX_DRAWDOWN],
+            "costs": row[EK.Q_COSTS],
+            "bankrupt": row[EK.Q_BANKRUPT] != 0.0,
+            "risk_interventions": dict(self.risk_counts[i]) if self.risk is not None else {},
+            "invalid_actions": int(row[EK.Q_INVALID]),
+        }
+
     def info(self, i: int) -> dict[str, Any]:
         """The info dict of env ``i``: equity, position, PnL, trades, win rate, drawdown,
         risk-manager interventions and actions that did not apply."""

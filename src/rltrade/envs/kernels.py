@@ -78,12 +78,18 @@ REWARD_IDS = {"log_return": R_LOG_RETURN, "asymmetric_drawdown": R_ASYMMETRIC_DR
 SCHEME_IDS = {"discrete3": S_DISCRETE3, "discrete6": S_DISCRETE6, "exposure_sl": S_EXPOSURE_SL}
 
 N_ACCOUNT = 9
+# the step report row: reward, flags and the info values, read back by Python in one go
+(Q_REWARD, Q_TERMINATED, Q_TRUNCATED, Q_BAR, Q_EQUITY, Q_POSITION, Q_PNL, Q_TRADES, Q_WIN_RATE,
+ Q_MAX_DRAWDOWN, Q_COSTS, Q_BANKRUPT, Q_INVALID) = range(13)
+N_REPORT = 13
 ACCOUNT_FIELDS = (
     "position_exposure", "unrealized_pnl_pct", "time_in_position", "equity_ratio", "drawdown",
     "cash_ratio", "recent_sharpe", "liquidation_distance", "win_rate",
 )
 
-_jit = njit(cache=True, error_model="numpy")
+# Like the engine's kernels: nothing here allocates, so numba's reference counting is off (about
+# 2x less call overhead); see rltrade.sim.kernels.
+_jit = njit(cache=True, error_model="numpy", **K._NO_NRT)
 
 
 @_jit
@@ -186,15 +192,29 @@ def _push_return(e: np.ndarray, ring: np.ndarray, ret: float) -> None:
 
 @_jit
 def _cvar(rets: np.ndarray, count: int, alpha: float) -> float:
+    """Mean of the worst ``max(1, int(alpha * n))`` returns in the ring (no allocation: the
+    k smallest are found by repeated selection, k being small)."""
     n = min(count, rets.shape[0])
     if n < 2:
         return 0.0
-    tmp = np.sort(rets[:n])
     k = max(1, int(alpha * n))
-    s = 0.0
-    for j in range(k):
-        s += tmp[j]
-    return s / k
+    total = 0.0
+    last = -np.inf  # value and position of the previous pick, to skip it and equal values
+    last_j = -1
+    for _ in range(k):
+        best = np.inf
+        best_j = -1
+        for j in range(n):
+            v = rets[j]
+            # strictly after the previous pick in (value, index) order
+            if (v > last or (v == last and j > last_j)) and (
+                    v < best or (v == best and j < best_j)):
+                best = v
+                best_j = j
+        total += best
+        last = best
+        last_j = best_j
+    return total / k
 
 
 @_jit
@@ -289,7 +309,7 @@ def step_envs(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.n
               sl: np.ndarray, tp: np.ndarray, scheme: int, reward_id: int, w: np.ndarray,
               p: np.ndarray, market: np.ndarray, window: int, obs_market: np.ndarray,
               obs_account: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
-              truncated: np.ndarray) -> None:
+              truncated: np.ndarray, report: np.ndarray) -> None:
     """One step of every env that is not done: action -> order -> next bar -> reward ->
     termination -> next observation."""
     for i in range(st.shape[0]):
@@ -329,6 +349,21 @@ def step_envs(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.n
         if term or trunc:
             e[E_DONE] = 1.0
         observe(st, mkt, env, rets, market, window, p, obs_market, obs_account, i)
+        q = report[i]
+        n = s[K.N_TRADES]
+        q[Q_REWARD] = rewards[i]
+        q[Q_TERMINATED] = 1.0 if term else 0.0
+        q[Q_TRUNCATED] = 1.0 if trunc else 0.0
+        q[Q_BAR] = bar
+        q[Q_EQUITY] = eq
+        q[Q_POSITION] = s[K.POS]
+        q[Q_PNL] = eq - s[K.INITIAL_EQUITY]
+        q[Q_TRADES] = n
+        q[Q_WIN_RATE] = s[K.N_WINS] / n if n > 0.0 else 0.0
+        q[Q_MAX_DRAWDOWN] = s[K.MAX_DRAWDOWN]
+        q[Q_COSTS] = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
+        q[Q_BANKRUPT] = s[K.BANKRUPT]
+        q[Q_INVALID] = e[E_INVALID]
 
 
 @_jit

@@ -80,6 +80,12 @@ def check_actions(config: EnvConfig, actions: Any, n: int) -> tuple[np.ndarray, 
     scheme = config.action_scheme
     raise_ = config.invalid_action == "raise"
     out = np.zeros((n, 2))
+    if (scheme in _N and isinstance(actions, np.ndarray) and actions.dtype.kind in "iu"
+            and actions.size == n):  # fast path: integer actions, as SB3 passes them
+        flat = actions.reshape(n)
+        if flat.min() >= 0 and flat.max() < _N[scheme]:
+            out[:, 0] = flat
+            return out, 0
     try:
         arr = np.asarray(actions, dtype=np.float64)
     except (TypeError, ValueError):

@@ -15,6 +15,8 @@ from rltrade.envs.spaces import action_space, check_actions, observation, observ
 from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
 
+_INTEGERS = (int, np.integer)
+
 
 class TradingEnv(gym.Env):
     """Trade one :class:`~rltrade.features.Dataset` bar by bar, with realistic fills and costs.
@@ -83,7 +85,7 @@ class TradingEnv(gym.Env):
             raise RuntimeError("TradingEnv.step() called before reset() or after the episode "
                                "ended: call reset()")
         n = self._n_discrete
-        if n and isinstance(action, int | np.integer) and 0 <= action < n:
+        if n and isinstance(action, _INTEGERS) and 0 <= action < n:
             actions = self._actions  # fast path: a valid discrete action
             actions[0, 0] = action
         else:
@@ -92,11 +94,12 @@ class TradingEnv(gym.Env):
                 self.core.env[0, EK.E_INVALID] += clipped
         core = self.core
         core.step(actions)
-        terminated = bool(core.terminated[0])
-        truncated = bool(core.truncated[0])
+        row = core.report[0].tolist()
+        terminated = row[EK.Q_TERMINATED] != 0.0
+        truncated = row[EK.Q_TRUNCATED] != 0.0
         if terminated or truncated:
             self._needs_reset = True
-        return (self._obs(), float(core.rewards[0]), terminated, truncated, core.info(0))
+        return self._obs(), row[EK.Q_REWARD], terminated, truncated, core.step_info(row)
 
     def _obs(self) -> Any:
         return observation(self.config, self.core.obs_market[0], self.core.obs_account[0])
