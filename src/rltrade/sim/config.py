@@ -8,55 +8,19 @@ Every convention behind these numbers is written out in ``docs/engine.md``.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
-from rltrade.errors import ConfigError
+from rltrade.strict import StrictModel
 
 __all__ = ["CostModel", "EngineConfig"]
 
 
-def _config_error(exc: ValidationError, label: str) -> ConfigError:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key; check the spelling against the documented fields"
-        lines.append(f"{label}.{key}: {msg}")
-    return ConfigError(f"invalid {label} config: " + "; ".join(lines))
+class _Strict(StrictModel):
+    """The engine's sections (errors labelled ``engine.``)."""
 
-
-class _Strict(BaseModel):
-    """Frozen, unknown keys forbidden, pydantic errors turned into :class:`ConfigError`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
     _label: ClassVar[str] = "engine"
-
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise _config_error(exc, self._label) from None
-
-    @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Any:
-        """Validate a mapping, turning errors into :class:`ConfigError`."""
-        try:
-            return super().model_validate(obj, *args, **kwargs)
-        except ValidationError as exc:
-            raise _config_error(exc, cls._label) from None
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any] | None) -> Any:
-        """Build from a plain mapping (a YAML section); ``None`` gives the defaults."""
-        if data is None:
-            return cls()
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{cls._label}: expected a mapping, got {type(data).__name__}")
-        return cls.model_validate(dict(data))
 
 
 def _non_negative(value: float, key: str) -> float:

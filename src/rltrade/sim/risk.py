@@ -96,9 +96,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from rltrade.errors import ConfigError, DataError
+from rltrade.strict import StrictModel
 
 __all__ = [
     "ACTION_EFFECTS",
@@ -147,6 +148,8 @@ _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class _Strict(BaseModel):
+    """A gate's section: strict; its errors surface through :class:`RiskConfig` with its path."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -379,7 +382,7 @@ class DailyLossConfig(_Strict):
         return v
 
 
-class RiskConfig(_Strict):
+class RiskConfig(StrictModel):
     """Settings of :class:`RiskManager`; every gate is optional (``None`` = off).
 
     Construct it with keywords, :meth:`from_dict` or ``model_validate``; any invalid key or
@@ -400,20 +403,6 @@ class RiskConfig(_Strict):
 
     _label: ClassVar[str] = "risk"
 
-    def __init__(self, **data: Any) -> None:
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise _config_error(exc, self._label) from None
-
-    @classmethod
-    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> RiskConfig:
-        """Validate a mapping (or a config), turning errors into :class:`ConfigError`."""
-        try:
-            return super().model_validate(obj, *args, **kwargs)
-        except ValidationError as exc:
-            raise _config_error(exc, cls._label) from None
-
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> RiskConfig:
         """Build from a plain mapping (a YAML section).
@@ -426,17 +415,6 @@ class RiskConfig(_Strict):
         if not isinstance(data, Mapping):
             raise ConfigError(f"risk: expected a mapping of gates, got {type(data).__name__}")
         return cls.model_validate(dict(data))
-
-
-def _config_error(exc: ValidationError, label: str) -> ConfigError:
-    lines = []
-    for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
-        msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key; check the spelling against the RiskConfig fields"
-        lines.append(f"{label}.{key}: {msg}")
-    return ConfigError("invalid risk config: " + "; ".join(lines))
 
 
 # --------------------------------------------------------------------------- per-bar types
