@@ -8,13 +8,14 @@ naming the key, e.g. ``env.window``). It is the ``env`` section of a run config;
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from rltrade.errors import ConfigError
 from rltrade.sim.config import EngineConfig
 from rltrade.sim.risk import RiskConfig
+from rltrade.strict import StrictModel
 
 ACTION_SCHEME_NAMES = ("discrete3", "discrete6", "exposure_sl")
 REWARD_NAMES = (
@@ -45,7 +46,7 @@ REWARD_DEFAULTS: dict[str, dict[str, float]] = {
 }
 
 
-class EnvConfig(BaseModel):
+class EnvConfig(StrictModel):
     """Configuration of :class:`~rltrade.envs.TradingEnv` and :class:`~rltrade.envs.VecTradingEnv`.
 
     :param action_scheme: ``discrete3`` (short / flat / long), ``discrete6`` (hold, enter long,
@@ -74,7 +75,7 @@ class EnvConfig(BaseModel):
     :param risk: optional risk manager in the loop (same gates as backtests and live).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    _label: ClassVar[str] = "env"
 
     action_scheme: Literal["discrete3", "discrete6", "exposure_sl"] = "discrete3"
     reward: Literal[
@@ -141,12 +142,4 @@ class EnvConfig(BaseModel):
         for key, model in (("engine", EngineConfig), ("risk", RiskConfig)):
             if isinstance(data.get(key), Mapping):
                 data[key] = model.from_dict(data[key])
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            where = ".".join(str(p) for p in err["loc"]) or "env"
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown key"
-            raise ConfigError(f"invalid env config: env.{where}: {msg}") from None
+        return cls.model_validate(data)
