@@ -311,3 +311,21 @@ def test_docs_example_strategy_registers_and_passes_the_contract():
         assert build_dataset(synthetic_market("gbm", 300, seed=1), spec).signals.shape[1] == 4
     finally:
         STRATEGIES.pop("momentum", None)
+
+
+@pytest.mark.parametrize(
+    "features,match",
+    [
+        ({"rsi": {"period": 0}}, "feature 'rsi': period must be an integer >= 1"),
+        ({"macd": {"fast": 30, "slow": 26}}, "fast"),
+        ({"bbands": {"nbdev": -1}}, "feature 'bbands': nbdev must be a number > 0"),
+        ({"returns": {"periods": [1, 1]}}, "without repeats"),
+        ({"regime": {"lookback": 3}}, "feature 'regime': lookback must be an integer >= 10"),
+        ({"turbulence": {"window": 2.5}}, "feature 'turbulence': window must be an integer"),
+        ({"open_interest": {"k": True}}, "feature 'open_interest': k must be an integer"),
+    ],
+)
+def test_bad_feature_parameters_name_the_feature_and_key(features, match):
+    bars = synthetic_market("gbm", 300, seed=0, derivatives=True)
+    with pytest.raises(ConfigError, match=match):
+        build_dataset(bars, FeatureSpec.from_dict({"features": features}))

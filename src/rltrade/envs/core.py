@@ -25,8 +25,6 @@ from rltrade.sim import kernels as K
 from rltrade.sim.engine import BatchEngine
 from rltrade.sim.risk import RiskManager, RiskState
 
-N_DISCRETE = {"discrete3": 3, "discrete6": 6}
-
 
 def market_matrix(dataset: Dataset, normalizer: Normalizer, clip: float) -> np.ndarray:
     """Normalised features and strategy signals side by side, float32 ``[T, F + 4S]``."""

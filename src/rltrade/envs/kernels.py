@@ -28,8 +28,6 @@ E_DSR_A = 7  # differential Sharpe: EMA of returns
 E_DSR_B = 8  # ... and of squared returns
 E_INVALID = 9  # actions that did not apply (counted)
 E_PREV_DRAWDOWN = 10
-E_PREV_COSTS = 11
-E_STEPS = 12
 E_DONE = 13
 E_RET_SUM = 14  # running sum of the returns in the ring buffer
 E_RET_SUMSQ = 15  # ... and of their squares
@@ -340,8 +338,6 @@ def step_envs(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.n
         rewards[i] = r * p[P_REWARD_SCALE]
         e[E_PREV_EQUITY] = eq
         e[E_PREV_DRAWDOWN] = s[K.DRAWDOWN]
-        e[E_PREV_COSTS] += costs_delta
-        e[E_STEPS] += 1.0
         term = s[K.BANKRUPT] != 0.0 or eq <= p[P_EQUITY_FLOOR] * s[K.INITIAL_EQUITY]
         trunc = (not term) and bar >= int(e[E_END])
         terminated[i] = term

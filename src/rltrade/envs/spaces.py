@@ -72,10 +72,11 @@ def observations(config: EnvConfig, market: np.ndarray, account: np.ndarray) -> 
     return np.concatenate((market.reshape(n, -1), account), axis=1)
 
 
-def check_actions(config: EnvConfig, actions: Any, n: int) -> tuple[np.ndarray, int]:
+def check_actions(config: EnvConfig, actions: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate ``n`` actions into the kernel's float64 ``[n, 2]`` layout.
 
-    Returns the array and how many actions had to be clipped (or raises ``ValueError``).
+    Returns the array and a boolean mask of the actions that had to be clipped (``None`` when
+    all were valid), or raises ``ValueError``.
     """
     scheme = config.action_scheme
     raise_ = config.invalid_action == "raise"
@@ -85,7 +86,7 @@ def check_actions(config: EnvConfig, actions: Any, n: int) -> tuple[np.ndarray, 
         flat = actions.reshape(n)
         if flat.min() >= 0 and flat.max() < _N[scheme]:
             out[:, 0] = flat
-            return out, 0
+            return out, None
     try:
         arr = np.asarray(actions, dtype=np.float64)
     except (TypeError, ValueError):
@@ -106,7 +107,7 @@ def check_actions(config: EnvConfig, actions: Any, n: int) -> tuple[np.ndarray, 
                 )
             a = np.where(np.isfinite(a), np.clip(np.round(a), 0, _N[scheme] - 1), _NEUTRAL[scheme])
         out[:, 0] = a
-        return out, int(bad.sum())
+        return out, bad if bad.any() else None
     if arr.size != 2 * n:
         raise ValueError(f"expected {n} action(s) of shape (2,), got shape {arr.shape}")
     a = arr.reshape(n, 2)
@@ -117,4 +118,5 @@ def check_actions(config: EnvConfig, actions: Any, n: int) -> tuple[np.ndarray, 
                              " (values must be finite, in [-1, 1])")
         a = np.clip(np.where(np.isnan(a), 0.0, a), -1.0, 1.0)
     out[:] = a
-    return out, int(bad_cells.any(axis=1).sum())
+    bad_rows = bad_cells.any(axis=1)
+    return out, bad_rows if bad_rows.any() else None

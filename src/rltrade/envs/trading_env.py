@@ -89,9 +89,9 @@ class TradingEnv(gym.Env):
             actions = self._actions  # fast path: a valid discrete action
             actions[0, 0] = action
         else:
-            actions, clipped = check_actions(self.config, action, 1)
-            if clipped:
-                self.core.env[0, EK.E_INVALID] += clipped
+            actions, bad = check_actions(self.config, action, 1)
+            if bad is not None:
+                self.core.env[bad, EK.E_INVALID] += 1.0
         core = self.core
         core.step(actions)
         row = core.report[0].tolist()

@@ -87,12 +87,8 @@ class VecTradingEnv(VecEnv):
         if not self._rngs:
             raise RuntimeError("VecTradingEnv.step() called before reset()")
         core = self.core
-        actions, clipped = check_actions(self.config, self._actions, self.num_envs)
-        if clipped:
-            # count clipped actions per env
-            raw = np.asarray(self._actions, dtype=np.float64).reshape(self.num_envs, -1)
-            bad = ~np.isfinite(raw).all(axis=1) | (np.abs(raw) > (
-                1.0 if self.config.action_scheme == "exposure_sl" else np.inf)).any(axis=1)
+        actions, bad = check_actions(self.config, self._actions, self.num_envs)
+        if bad is not None:
             core.env[bad, EK.E_INVALID] += 1.0
         core.step(actions)
         rewards = core.rewards.astype(np.float32)

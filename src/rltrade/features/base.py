@@ -9,8 +9,10 @@ a new feature cannot be registered without being checked.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
@@ -124,7 +126,6 @@ class FeatureDef:
     norms: Callable[[dict[str, Any]], dict[str, str]]
     requires: tuple[str, ...] = ()
     intraday_only: bool = False
-    needs_external: bool = False
 
     def resolve(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Defaults overlaid with ``params``; unknown keys are a :class:`ConfigError`."""
@@ -170,7 +171,6 @@ def register_feature(
     norms: Callable[[dict[str, Any]], dict[str, str]],
     requires: tuple[str, ...] = (),
     intraday_only: bool = False,
-    needs_external: bool = False,
 ) -> Callable[[FeatureFunc], FeatureFunc]:
     """Decorator registering a feature group in :data:`FEATURES`.
 
@@ -189,11 +189,35 @@ def register_feature(
             norms,
             requires,
             intraday_only,
-            needs_external,
         )
         return func
 
     return wrap
+
+
+# ------------------------------------------------------------------------------------------
+# Parameter checks shared by feature groups and strategies.
+
+
+def require_int(owner: str, key: str, value: Any, minimum: int = 1) -> None:
+    """``value`` is an integer (not a bool) ``>= minimum``, else a :class:`ConfigError`
+    naming ``owner`` (e.g. ``"feature 'rsi'"``) and ``key``."""
+    if not isinstance(value, Integral) or isinstance(value, bool) or value < minimum:
+        raise ConfigError(f"{owner}: {key} must be an integer >= {minimum}, got {value!r}")
+
+
+def require_number(owner: str, key: str, value: Any, low: float, high: float = math.inf, *,
+                   closed: bool = False) -> None:
+    """``value`` is a finite real number (not a bool) in ``(low, high)`` (``[low, high]`` when
+    ``closed``), else a :class:`ConfigError` naming ``owner`` and ``key``."""
+    ok = (isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+          and (low <= value <= high if closed else low < value < high))
+    if not ok:
+        if high == math.inf:
+            what = f">= {low}" if closed else f"> {low}"
+        else:
+            what = f"in [{low}, {high}]" if closed else f"in ({low}, {high})"
+        raise ConfigError(f"{owner}: {key} must be a number {what}, got {value!r}")
 
 
 # ------------------------------------------------------------------------------------------
@@ -224,14 +248,9 @@ def rolling_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 
 def rolling_std(x: np.ndarray, window: int, ddof: int = 1) -> np.ndarray:
-    """Trailing standard deviation; computed on de-meaned data for numerical stability."""
-    n = len(x)
-    out = np.full(n, np.nan)
-    if n < window or window <= ddof:
-        return out
-    # pandas' rolling std is numerically careful and O(n); use it for exactness.
-    out[:] = pd.Series(x).rolling(window, min_periods=window).std(ddof=ddof).to_numpy()
-    return out
+    """Trailing standard deviation over ``window`` bars (NaN until ``window`` values), by pandas'
+    numerically careful O(n) rolling algorithm; causal and prefix-stable."""
+    return pd.Series(x).rolling(window, min_periods=window).std(ddof=ddof).to_numpy()
 
 
 def shift(x: np.ndarray, k: int) -> np.ndarray:

@@ -11,13 +11,12 @@ import numpy as np
 import talib
 
 from rltrade.errors import ConfigError
-from rltrade.features.base import BarArrays, register_feature
+from rltrade.features.base import BarArrays, register_feature, require_int, require_number
 
 
-def _positive(name: str, **values: float) -> None:
-    for key, value in values.items():
-        if not value or value <= 0:
-            raise ConfigError(f"feature {name!r}: {key} must be positive, got {value!r}")
+def _periods(name: str, **periods: int) -> None:
+    for key, value in periods.items():
+        require_int(f"feature {name!r}", key, value)
 
 
 @register_feature(
@@ -27,7 +26,7 @@ def _positive(name: str, **values: float) -> None:
     norms=lambda p: {"macd": "rel_close", "macd_signal": "rel_close", "macd_hist": "rel_close"},
 )
 def macd(bars: BarArrays, fast: int, slow: int, signal: int) -> dict[str, np.ndarray]:
-    _positive("macd", fast=fast, slow=slow, signal=signal)
+    _periods("macd", fast=fast, slow=slow, signal=signal)
     if fast >= slow:
         raise ConfigError(f"feature 'macd': fast ({fast}) must be below slow ({slow})")
     line, sig, hist = talib.MACD(bars.close, int(fast), int(slow), int(signal))
@@ -47,7 +46,8 @@ def macd(bars: BarArrays, fast: int, slow: int, signal: int) -> dict[str, np.nda
     },
 )
 def bbands(bars: BarArrays, period: int, nbdev: float) -> dict[str, np.ndarray]:
-    _positive("bbands", period=period, nbdev=nbdev)
+    _periods("bbands", period=period)
+    require_number("feature 'bbands'", "nbdev", nbdev, 0.0)
     upper, middle, lower = talib.BBANDS(bars.close, int(period), float(nbdev), float(nbdev))
     span = upper - lower
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -71,7 +71,7 @@ def bbands(bars: BarArrays, period: int, nbdev: float) -> dict[str, np.ndarray]:
     norms=lambda p: {f"rsi_{p['period']}": "osc100"},
 )
 def rsi(bars: BarArrays, period: int) -> dict[str, np.ndarray]:
-    _positive("rsi", period=period)
+    _periods("rsi", period=period)
     return {f"rsi_{period}": talib.RSI(bars.close, int(period))}
 
 
@@ -82,7 +82,7 @@ def rsi(bars: BarArrays, period: int) -> dict[str, np.ndarray]:
     norms=lambda p: {f"dx_{p['period']}": "osc100", f"adx_{p['period']}": "osc100"},
 )
 def adx(bars: BarArrays, period: int) -> dict[str, np.ndarray]:
-    _positive("adx", period=period)
+    _periods("adx", period=period)
     h, lo, c, n = bars.high, bars.low, bars.close, int(period)
     return {f"dx_{period}": talib.DX(h, lo, c, n), f"adx_{period}": talib.ADX(h, lo, c, n)}
 
@@ -94,7 +94,7 @@ def adx(bars: BarArrays, period: int) -> dict[str, np.ndarray]:
     norms=lambda p: {f"cci_{p['period']}": "osc100"},
 )
 def cci(bars: BarArrays, period: int) -> dict[str, np.ndarray]:
-    _positive("cci", period=period)
+    _periods("cci", period=period)
     return {f"cci_{period}": talib.CCI(bars.high, bars.low, bars.close, int(period))}
 
 
@@ -105,7 +105,7 @@ def cci(bars: BarArrays, period: int) -> dict[str, np.ndarray]:
     norms=lambda p: {f"sma_{p['period']}": "price"},
 )
 def sma(bars: BarArrays, period: int) -> dict[str, np.ndarray]:
-    _positive("sma", period=period)
+    _periods("sma", period=period)
     return {f"sma_{period}": talib.SMA(bars.close, int(period))}
 
 
@@ -116,6 +116,6 @@ def sma(bars: BarArrays, period: int) -> dict[str, np.ndarray]:
     norms=lambda p: {f"atr_{p['period']}": "rel_close", f"natr_{p['period']}": "none"},
 )
 def atr(bars: BarArrays, period: int) -> dict[str, np.ndarray]:
-    _positive("atr", period=period)
+    _periods("atr", period=period)
     h, lo, c, n = bars.high, bars.low, bars.close, int(period)
     return {f"atr_{period}": talib.ATR(h, lo, c, n), f"natr_{period}": talib.NATR(h, lo, c, n)}

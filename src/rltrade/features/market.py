@@ -11,16 +11,20 @@ from numba import njit
 
 from rltrade.data.timeframes import as_ns, parse_timeframe
 from rltrade.errors import ConfigError, DataError
-from rltrade.features.base import BarArrays, register_feature, rolling_mean, rolling_std, shift
+from rltrade.features.base import (
+    BarArrays,
+    register_feature,
+    require_int,
+    rolling_mean,
+    rolling_std,
+    shift,
+)
 
 _DAY_NS = 86_400 * 1_000_000_000
 
 
-def _check_window(name: str, window: int, minimum: int = 1) -> None:
-    if not isinstance(window, int | np.integer) or window < minimum:
-        raise ConfigError(
-            f"feature {name!r}: window must be an integer >= {minimum}, got {window!r}"
-        )
+def _check_window(name: str, key: str, value: int, minimum: int = 1) -> None:
+    require_int(f"feature {name!r}", key, value, minimum)
 
 
 def _pct_change(x: np.ndarray, k: int) -> np.ndarray:
@@ -39,7 +43,7 @@ def returns(bars: BarArrays, periods: list[int]) -> dict[str, np.ndarray]:
     if not periods or len(set(periods)) != len(periods):
         raise ConfigError("feature 'returns': periods must be a non-empty list without repeats")
     for k in periods:
-        _check_window("returns", k)
+        _check_window("returns", "periods", k)
     return {f"ret_{k}": _pct_change(bars.close, k) for k in periods}
 
 
@@ -66,7 +70,7 @@ def log_return(bars: BarArrays) -> dict[str, np.ndarray]:
     norms=lambda p: {f"rvol_{p['window']}": "none"},
 )
 def realized_vol(bars: BarArrays, window: int) -> dict[str, np.ndarray]:
-    _check_window("realized_vol", window, 2)
+    _check_window("realized_vol", "window", window, 2)
     return {f"rvol_{window}": rolling_std(_log_returns(bars.close), window)}
 
 
@@ -77,7 +81,7 @@ def realized_vol(bars: BarArrays, window: int) -> dict[str, np.ndarray]:
     norms=lambda p: {f"vol_ratio_{p['window']}": "none"},
 )
 def volume_ratio(bars: BarArrays, window: int) -> dict[str, np.ndarray]:
-    _check_window("volume_ratio", window)
+    _check_window("volume_ratio", "window", window)
     mean = rolling_mean(bars.volume, window)
     with np.errstate(invalid="ignore", divide="ignore"):
         ratio = np.where(mean > 0, bars.volume / mean, 1.0)
@@ -174,7 +178,7 @@ def turbulence_index(vectors: np.ndarray, window: int, ridge: float = 1e-12) -> 
     norms=lambda p: {"turbulence": "tanh"},
 )
 def turbulence(bars: BarArrays, window: int, horizons: list[int]) -> dict[str, np.ndarray]:
-    _check_window("turbulence", window, 10)
+    _check_window("turbulence", "window", window, 10)
     if not horizons:
         raise ConfigError("feature 'turbulence': horizons must not be empty")
     logc = np.log(bars.close)
@@ -192,8 +196,8 @@ def turbulence(bars: BarArrays, window: int, horizons: list[int]) -> dict[str, n
 def regime(
     bars: BarArrays, vol_window: int, lookback: int, calm_quantile: float, crisis_quantile: float
 ) -> dict[str, np.ndarray]:
-    _check_window("regime", vol_window, 2)
-    _check_window("regime", lookback, 10)
+    _check_window("regime", "vol_window", vol_window, 2)
+    _check_window("regime", "lookback", lookback, 10)
     if not 0 < calm_quantile < crisis_quantile < 1:
         raise ConfigError("feature 'regime': need 0 < calm_quantile < crisis_quantile < 1")
     rv = rolling_std(_log_returns(bars.close), vol_window)
@@ -238,7 +242,7 @@ def time_features(bars: BarArrays) -> dict[str, np.ndarray]:
     requires=("open_interest",),
 )
 def open_interest(bars: BarArrays, k: int) -> dict[str, np.ndarray]:
-    _check_window("open_interest", k)
+    _check_window("open_interest", "k", k)
     oi_change = _pct_change(bars.column("open_interest"), k)
     return {
         f"oi_change_{k}": oi_change,

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
 
 from rltrade.errors import ConfigError, DataError
-from rltrade.features.base import BarArrays
+from rltrade.features.base import BarArrays, require_int, require_number
 
 FLAT, LONG, SHORT, HOLD = 0, 1, 2, 3
 SIGNAL_NAMES = ("FLAT", "LONG", "SHORT", "HOLD")
@@ -38,14 +37,6 @@ SIGNAL_NAMES = ("FLAT", "LONG", "SHORT", "HOLD")
 #: Weight of a recursion's seed below which a recursive strategy counts it as forgotten
 #: (see :meth:`Strategy.settle_bars`).
 SETTLE_TOL = 1e-6
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class Strategy(ABC):
@@ -93,10 +84,7 @@ class Strategy(ABC):
         :raises ConfigError: naming the first one that is not.
         """
         for key in keys:
-            value = self.params[key]
-            if not _is_int(value) or value < minimum:
-                raise ConfigError(f"strategy {self.name!r}: {key} must be an integer "
-                                  f">= {minimum}, got {value!r}")
+            require_int(f"strategy {self.name!r}", key, self.params[key], minimum)
 
     def require_number(
         self, key: str, low: float, high: float | None = None, *, closed: bool = False
@@ -106,17 +94,8 @@ class Strategy(ABC):
 
         :raises ConfigError: when it is not.
         """
-        value = self.params[key]
-        if high is None:
-            what = f">= {low}" if closed else f"> {low}"
-            high = math.inf
-        else:
-            what = f"in [{low}, {high}]" if closed else f"in ({low}, {high})"
-        if not _is_number(value) or not (
-            low <= value <= high if closed else low < value < high
-        ):
-            raise ConfigError(f"strategy {self.name!r}: {key} must be a number {what}, "
-                              f"got {value!r}")
+        require_number(f"strategy {self.name!r}", key, self.params[key], low,
+                       math.inf if high is None else high, closed=closed)
 
     def require_less(self, smaller: str, larger: str) -> None:
         """Parameter ``smaller`` is strictly below parameter ``larger``.
