@@ -139,24 +139,7 @@ class DatasetCache:
         self.last_action, self.last_recomputed = "tail", len(bars) - start
         new = tail.slice(new_from, None)
         log.info("dataset cache: recomputed {} bars for {} new rows", len(bars) - start, len(new))
-        return Dataset(
-            timestamps=np.concatenate([cached.timestamps, new.timestamps]),
-            ohlcv=np.concatenate([cached.ohlcv, new.ohlcv]),
-            features=np.concatenate([cached.features, new.features]),
-            feature_names=cached.feature_names,
-            feature_norms=cached.feature_norms,
-            signals=np.concatenate([cached.signals, new.signals]),
-            signal_names=cached.signal_names,
-            spec=spec,
-            spec_hash=cached.spec_hash,
-            fingerprint=fingerprint_bars(bars),
-            timeframe=cached.timeframe,
-            symbol=cached.symbol,
-            warmup_dropped=cached.warmup_dropped,
-            strategy_timeframes=cached.strategy_timeframes,
-            skipped=cached.skipped,
-            extras={k: np.concatenate([v, new.extras[k]]) for k, v in cached.extras.items()},
-        )
+        return cached.append(new, spec=spec, fingerprint=fingerprint_bars(bars))
 
     def _put(self, dataset: Dataset, bars: pd.DataFrame, entries: list[dict[str, Any]]) -> None:
         name = self._name(dataset.fingerprint, dataset.spec_hash)

@@ -18,7 +18,8 @@ Row ``t`` holds only what was known at the close of bar ``t``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,23 +89,26 @@ class Dataset:
     def slice(self, start: int | None = None, stop: int | None = None) -> Dataset:
         """Rows ``[start:stop]`` by position (views)."""
         sl = slice(start, stop)
-        return Dataset(
-            self.timestamps[sl],
-            self.ohlcv[sl],
-            self.features[sl],
-            list(self.feature_names),
-            list(self.feature_norms),
-            self.signals[sl],
-            list(self.signal_names),
-            self.spec,
-            self.spec_hash,
-            self.fingerprint,
-            self.timeframe,
-            self.symbol,
-            self.warmup_dropped,
-            list(self.strategy_timeframes),
-            list(self.skipped),
-            {k: v[sl] for k, v in self.extras.items()},
+        return self.with_rows(lambda a: a[sl])
+
+    def with_rows(self, rows: Callable[[np.ndarray], np.ndarray], **changes: Any) -> Dataset:
+        """A Dataset with ``rows(array)`` applied to every row-aligned array (timestamps, OHLCV,
+        features, signals, extras); metadata copied, ``changes`` overriding it."""
+        return replace(
+            self,
+            **{name: rows(getattr(self, name)) for name in _ARRAYS},
+            extras={k: rows(v) for k, v in self.extras.items()},
+            **changes,
+        )
+
+    def append(self, other: Dataset, **changes: Any) -> Dataset:
+        """The rows of ``self`` followed by those of ``other`` (same columns, later bars)."""
+        return replace(
+            self,
+            **{name: np.concatenate([getattr(self, name), getattr(other, name)])
+               for name in _ARRAYS},
+            extras={k: np.concatenate([v, other.extras[k]]) for k, v in self.extras.items()},
+            **changes,
         )
 
     def between(self, start: str | pd.Timestamp | None, end: str | pd.Timestamp | None) -> Dataset:
