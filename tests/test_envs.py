@@ -310,6 +310,8 @@ def test_malformed_box_actions(ds):
     assert info["invalid_actions"] == 1 and info["position"] == 0.0  # NaN exposure -> flat
     with pytest.raises(ValueError, match="shape"):
         env.step(np.zeros(3))
+    with pytest.raises(ValueError, match="not numeric"):
+        env.step("buy")
     strict = TradingEnv(ds, window=16, action_scheme="exposure_sl", invalid_action="raise")
     strict.reset(seed=0)
     bar = strict.core.engine.account(0).bar
