@@ -21,7 +21,10 @@ N = 1400
 @pytest.fixture(scope="module")
 def bars_frame() -> pd.DataFrame:
     # 15-minute bars with open interest and funding, so every feature group applies
-    return synthetic_market("regime", N, seed=11, timeframe="15m", derivatives=True)
+    df = synthetic_market("regime", N, seed=11, timeframe="15m", derivatives=True)
+    # a published per-bar signal, for the `column` feature
+    df["alpha_signal"] = np.random.default_rng(3).standard_normal(len(df))
+    return df
 
 
 @pytest.fixture(scope="module")

@@ -424,6 +424,117 @@ def features_build(
 
 
 # ------------------------------------------------------------------------------------------
+# config, train, demo
+
+config_app = typer.Typer(help="Run configs: write a commented example, validate a file.",
+                         no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("example")
+def config_example(
+    out: Annotated[Path | None, typer.Option("--out", help="Write here (default: stdout).")] = None,
+) -> None:
+    """Write a commented starting config (every key optional, defaults shown)."""
+    from rltrade.config import example_yaml
+
+    text = example_yaml()
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+        console.print(f"wrote {out}")
+
+
+@config_app.command("validate")
+def config_validate(
+    file: Annotated[Path, typer.Argument(help="A run config YAML file.")],
+) -> None:
+    """Check a run config: unknown keys and bad values are named (exit 2)."""
+    from rltrade.config import RunConfig
+
+    cfg = RunConfig.from_yaml(file)
+    console.print(f"{file}: valid ({cfg.agent.algorithm}, {cfg.env.action_scheme}, "
+                  f"{cfg.env.reward}, {cfg.training.total_steps:,} steps on {cfg.data.source})")
+
+
+def _eval_table(title: str, rows: list[tuple[str, dict]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("policy", "total return", "max drawdown", "trades", "Sharpe/bar"):
+        table.add_column(col, justify="right" if col != "policy" else "left")
+    for name, r in rows:
+        table.add_row(name, _fmt_pct(r.get("total_return", float("nan"))),
+                      _fmt_pct(-abs(r["max_drawdown"])) if "max_drawdown" in r else "-",
+                      str(r.get("trades", "-")),
+                      f"{r['sharpe_per_bar']:.4f}" if "sharpe_per_bar" in r else "-")
+    return table
+
+
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Run config YAML.")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n",
+                                             help="Run name (letters, digits, _).")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume",
+                                                help="Continue runs/NAME from its last "
+                                                     "checkpoint.")] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs live.")] = Path("runs"),
+    backtest_start: Annotated[str | None, typer.Option(
+        "--backtest-start", help="After training, backtest from here (UTC).")] = None,
+    backtest_end: Annotated[str | None, typer.Option(
+        "--backtest-end", help="Backtest end (exclusive).")] = None,
+    allow_overlap: Annotated[bool, typer.Option(
+        "--allow-overlap", help="Accept a backtest range overlapping training (marked).")] = False,
+    steps: Annotated[int | None, typer.Option("--steps",
+                                              help="Override training.total_steps.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Train an agent into runs/NAME (or resume a crashed run)."""
+    from rltrade.agents.training import resume as resume_run
+    from rltrade.agents.training import train
+    from rltrade.config import RunConfig
+    from rltrade.errors import ConfigError
+
+    if resume is not None:
+        if config is not None or name is not None:
+            raise ConfigError("--resume continues a run with its own config: drop --config/--name")
+        result = resume_run(resume, progress=progress)
+    else:
+        if name is None:
+            raise ConfigError("--name is required (letters, digits and underscores)")
+        cfg = RunConfig.from_yaml(config) if config is not None else RunConfig()
+        if steps is not None:
+            cfg = cfg.with_overrides(training={"total_steps": steps})
+        result = train(cfg, name, runs_root=runs_dir, backtest_start=backtest_start,
+                       backtest_end=backtest_end, allow_overlap=allow_overlap,
+                       progress=progress)
+    _after_training(result)
+
+
+def _after_training(result) -> None:
+    from rltrade.agents.training import buy_and_hold_return
+
+    run = result.run
+    data = result.data
+    console.print(f"run {run.path}: {result.steps:,} steps in {result.wall_seconds:.1f} s "
+                  f"({result.steps_per_second:,.0f} steps/s)")
+    rows = [("agent (final)", result.final_eval)]
+    if result.best_eval is not None:
+        rows.append((f"agent (best, step {result.best_eval['step']:,})", result.best_eval))
+    rows.append(("buy and hold", {"total_return": buy_and_hold_return(
+        data.eval, run.config.env)}))
+    console.print(_eval_table("Evaluation on the held-out slice", rows))
+    if data.backtest is not None:
+        from rltrade.agents.training import evaluate
+
+        bt = evaluate(result.model, data.backtest, run.config.env, data.normalizer)
+        console.print(_eval_table("Backtest range", [
+            ("agent (final)", bt),
+            ("buy and hold", {"total_return": buy_and_hold_return(
+                data.backtest, run.config.env)})]))
+
+
+# ------------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> None:

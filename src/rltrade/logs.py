@@ -32,3 +32,36 @@ def setup_logging(level: str = "INFO", log_file: str | Path | None = None) -> No
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         _handlers.append(logger.add(str(log_file), level="DEBUG", format=_FORMAT, colorize=False))
     logger.enable("rltrade")
+
+
+#: log file of a run directory -> the components it collects
+RUN_LOG_FILES: dict[str, tuple[str, ...]] = {
+    "training.log": ("train",),
+    "data_pipeline.log": ("data", "features"),
+    "backtest.log": ("backtest",),
+}
+
+
+@contextlib.contextmanager
+def run_log_files(logs_dir: str | Path, files: dict[str, tuple[str, ...]] | None = None):
+    """Write the messages of each component into its file of a run's ``logs/`` while the block
+    runs (``training.log``, ``data_pipeline.log``, ``backtest.log``; appended to)."""
+    logs_dir = Path(logs_dir)
+    logs_dir.mkdir(parents=True, exist_ok=True)
+    was_enabled = bool(_handlers)
+    ids = []
+    for name, components in (files or RUN_LOG_FILES).items():
+        ids.append(logger.add(
+            str(logs_dir / name), level="DEBUG", colorize=False,
+            format="{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <7} {extra[component]: <8} {message}",
+            filter=lambda record, c=components: record["extra"].get("component") in c,
+        ))
+    logger.enable("rltrade")
+    try:
+        yield logs_dir
+    finally:
+        for handler_id in ids:
+            with contextlib.suppress(ValueError):
+                logger.remove(handler_id)
+        if not was_enabled:
+            logger.disable("rltrade")

@@ -261,6 +261,22 @@ def funding(bars: BarArrays) -> dict[str, np.ndarray]:
     return {"funding_bps": bars.column("funding_rate") * 1e4}
 
 
+@register_feature(
+    "column",
+    description="A numeric column of the bars as it is (a published signal known at the bar's "
+    "close, e.g. the planted market's alpha_signal); the column must exist",
+    defaults={"name": "alpha_signal"},
+    norms=lambda p: {f"col_{p['name']}": "none"},
+)
+def column(bars: BarArrays, name: str) -> dict[str, np.ndarray]:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"feature 'column': name must be a column name, got {name!r}")
+    if name in ("open", "high", "low", "close", "volume"):
+        raise ConfigError(f"feature 'column': {name!r} is a price/volume column; use the "
+                          f"returns or indicator features for it")
+    return {f"col_{name}": bars.column(name).astype(np.float64)}  # DataError when absent
+
+
 def external_series(
     bars: BarArrays,
     name: str,

@@ -1,0 +1,618 @@
+"""Training runs: one :class:`~rltrade.config.RunConfig` in, a complete run directory out.
+
+:func:`train` loads and validates the bars, builds the Dataset, splits it by time (train /
+evaluation, and an optional backtest range that must not overlap training unless allowed),
+fits the normalizer on the training slice only, trains the configured algorithm on a
+:class:`~rltrade.envs.VecTradingEnv`, evaluates on the held-out slice during training (the best
+model is kept), checkpoints crash-safely, and writes the model, metadata and manifest.
+:func:`resume` continues a run from its newest checkpoint after a crash.
+
+Step counts: on-policy algorithms (PPO, A2C, recurrent PPO) collect whole rollouts of
+``n_steps × n_envs`` steps, so a run trains ``planned_steps`` = ``total_steps`` rounded up to a
+whole rollout (off-policy: to a multiple of ``n_envs``). Checkpoints of on-policy runs are taken
+between rollouts, so a resumed run makes exactly the same number of updates and steps as one that
+was never interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from loguru import logger
+from stable_baselines3.common.base_class import BaseAlgorithm
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+
+from rltrade.agents.algorithms import load_into, make_agent, save_model
+from rltrade.config import RunConfig
+from rltrade.data.loaders import load_bars
+from rltrade.data.timeframes import parse_timeframe, to_utc
+from rltrade.envs import TradingEnv, VecTradingEnv
+from rltrade.envs.config import EnvConfig
+from rltrade.errors import ConfigError, DataError, StoreError
+from rltrade.features.dataset import Dataset, build_dataset
+from rltrade.features.normalize import Normalizer
+from rltrade.logs import run_log_files
+from rltrade.runs import Run, machine_info, package_versions, utc_now
+
+__all__ = ["PreparedData", "TrainResult", "evaluate", "prepare_data", "resume", "train"]
+
+log = logger.bind(component="train")
+dlog = logger.bind(component="data")
+_ON_POLICY = ("ppo", "a2c", "recurrent_ppo")
+
+
+# -- data ---------------------------------------------------------------------------------
+@dataclass
+class PreparedData:
+    """The Dataset of a run and its slices by time."""
+
+    dataset: Dataset
+    train: Dataset
+    eval: Dataset
+    backtest: Dataset | None
+    normalizer: Normalizer
+    overlap: bool = False
+
+
+def _range(ds: Dataset) -> dict[str, Any]:
+    if len(ds) == 0:
+        return {"start": None, "end": None, "bars": 0}
+    idx = ds.index
+    return {"start": idx[0].isoformat(), "end": idx[-1].isoformat(), "bars": len(ds)}
+
+
+def prepare_data(config: RunConfig, *, backtest_start: str | None = None,
+                 backtest_end: str | None = None, allow_overlap: bool = False) -> PreparedData:
+    """Bars -> Dataset -> train / eval slices (and the backtest range); the normalizer is fitted
+    on the training slice only.
+
+    The training range is ``config.data`` (``start`` .. ``end``), split by time into the training
+    and evaluation slices. A backtest range (arguments, else ``config.backtest``) may lie outside
+    it: the bars of both are loaded and featurised together, and the backtest slice gets the
+    ``window - 1`` bars before its start as context (observed, never traded).
+
+    :raises ConfigError: a backtest range that overlaps the training slice, unless
+        ``allow_overlap`` (then ``overlap`` is set and the run is marked).
+    """
+    dc = config.data
+    bt = config.backtest
+    bs = backtest_start if backtest_start is not None else (bt.start if bt else None)
+    be = backtest_end if backtest_end is not None else (bt.end if bt else None)
+    if be is not None and bs is None:
+        raise ConfigError("a backtest range needs a start (--backtest-start)")
+    lo, hi = dc.start, dc.end
+    if bs is not None:
+        lo = None if lo is None else min(to_utc(lo), to_utc(bs)).isoformat()
+        hi = None if (hi is None or be is None) else max(to_utc(hi), to_utc(be)).isoformat()
+    bars = load_bars(dc.source, timeframe=dc.timeframe, start=lo, end=hi, policy=dc.policy,
+                     symbol=dc.symbol)
+    dlog.info("loaded {} bars of {} ({} {})", len(bars), dc.source, bars.attrs.get("symbol"),
+              bars.attrs.get("timeframe"))
+    full = build_dataset(bars, config.feature_spec, timeframe=dc.timeframe, symbol=dc.symbol)
+    dlog.info("dataset: {} rows x {} features + {} signal columns (warm-up {} dropped), spec {}",
+              len(full), len(full.feature_names), len(full.signal_names), full.warmup_dropped,
+              full.spec_hash[:12])
+    dataset = full.between(dc.start, dc.end) if bs is not None else full
+    train_ds, eval_ds = _split(dataset, config)
+    backtest = None
+    overlap = False
+    if bs is not None:
+        inside = full.between(bs, be)
+        if len(inside) == 0:
+            raise ConfigError(f"backtest range {bs}..{be} holds no bars of {dc.source}")
+        first = int(np.searchsorted(full.timestamps, inside.timestamps[0]))
+        context = max(0, first - (config.env.window - 1))
+        backtest = full.slice(context, first + len(inside))
+        overlap = bool(train_ds.timestamps[-1] >= inside.timestamps[0]
+                       and train_ds.timestamps[0] <= inside.timestamps[-1])
+        if overlap and not allow_overlap:
+            raise ConfigError(
+                f"the backtest range ({_range(inside)['start']} .. {_range(inside)['end']}) "
+                f"overlaps the training slice ({_range(train_ds)['start']} .. "
+                f"{_range(train_ds)['end']}): move --backtest-start after the training slice "
+                f"or set data.end, or pass --allow-overlap (the run is then marked)"
+            )
+    normalizer = Normalizer.for_dataset(train_ds)
+    if not normalizer.fitted:
+        normalizer = normalizer.fit(train_ds)
+    dlog.info("train {} | eval {} | backtest {}", _range(train_ds), _range(eval_ds),
+              _range(backtest) if backtest is not None else None)
+    return PreparedData(dataset, train_ds, eval_ds, backtest, normalizer, overlap)
+
+
+def _split(ds: Dataset, config: RunConfig) -> tuple[Dataset, Dataset]:
+    need = config.env.window + 2
+    if len(ds) < 2 * need:
+        raise DataError(f"{len(ds)} rows are too few to train and evaluate with a window of "
+                        f"{config.env.window}: load more data")
+    train_ds, eval_ds = ds.split(config.split.train)
+    if len(train_ds) < need or len(eval_ds) < need:
+        raise DataError(f"split {config.split.train}: train {len(train_ds)} / eval "
+                        f"{len(eval_ds)} rows; each needs at least {need}")
+    return train_ds, eval_ds
+
+
+# -- evaluation -----------------------------------------------------------------------------
+def evaluate(model: Any, dataset: Dataset, env_config: EnvConfig, normalizer: Normalizer,
+             deterministic: bool = True) -> dict[str, Any]:
+    """One deterministic pass of ``model`` over ``dataset`` (eval mode): return, reward,
+    trades, drawdown, and the per-bar Sharpe ratio of the equity curve."""
+    env = TradingEnv(dataset, env_config, normalizer=normalizer, mode="eval")
+    obs, info = env.reset(seed=0)
+    initial = info["equity"]
+    equity = [initial]
+    total_reward = 0.0
+    state = None
+    start = np.ones((1,), dtype=bool)
+    done = False
+    while not done:
+        action, state = model.predict(obs, state=state, episode_start=start,
+                                      deterministic=deterministic)
+        start[0] = False
+        obs, reward, terminated, truncated, info = env.step(_scalar_action(action))
+        total_reward += reward
+        equity.append(info["equity"])
+        done = terminated or truncated
+    curve = np.asarray(equity)
+    rets = np.diff(curve) / curve[:-1]
+    sd = rets.std(ddof=1) if len(rets) > 1 else 0.0
+    return {
+        "total_return": float(curve[-1] / initial - 1.0),
+        "final_equity": float(curve[-1]),
+        "total_reward": float(total_reward),
+        "trades": int(info["trade_count"]),
+        "max_drawdown": float(info["max_drawdown"]),
+        "sharpe_per_bar": float(rets.mean() / sd) if sd > 0 else 0.0,
+        "bars": len(rets),
+        "bankrupt": bool(info["bankrupt"]),
+    }
+
+
+def _scalar_action(action: Any) -> Any:
+    arr = np.asarray(action)
+    if arr.ndim == 0 or (arr.dtype.kind in "iu" and arr.size == 1):
+        return int(arr.reshape(-1)[0])
+    return arr
+
+
+def buy_and_hold_return(dataset: Dataset, env_config: EnvConfig) -> float:
+    """Buy-and-hold over the same bars: the first close to the last (no costs)."""
+    return float(dataset.close[-1] / dataset.close[env_config.window - 1] - 1.0)
+
+
+# -- the callback -------------------------------------------------------------------------
+class _RunCallback(BaseCallback):
+    """Checkpoints, evaluation with best-model keeping, progress, per-run state."""
+
+    def __init__(self, trainer: _Trainer) -> None:
+        super().__init__()
+        self.trainer = trainer
+
+    def _on_rollout_start(self) -> None:
+        # on-policy: between rollouts the weights match the step count exactly
+        if self.trainer.on_policy:
+            self.trainer.maybe_checkpoint(self.model)
+            self.trainer.maybe_evaluate(self.model)
+
+    def _on_step(self) -> bool:
+        tr = self.trainer
+        if not tr.on_policy:
+            tr.maybe_checkpoint(self.model)
+            tr.maybe_evaluate(self.model)
+        tr.progress_update(self.model.num_timesteps)
+        return True
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` / :func:`resume` produced."""
+
+    run: Run
+    model: BaseAlgorithm
+    steps: int
+    wall_seconds: float
+    steps_per_second: float
+    best_eval: dict[str, Any] | None
+    final_eval: dict[str, Any]
+    evaluations: list[dict[str, Any]] = field(default_factory=list)
+    data: PreparedData | None = None
+
+
+class _Trainer:
+    def __init__(self, run: Run, config: RunConfig, data: PreparedData, progress: bool) -> None:
+        self.run = run
+        self.config = config
+        self.data = data
+        self.on_policy = config.agent.algorithm in _ON_POLICY
+        tc = config.training
+        self.planned = planned_steps(config)
+        self.next_checkpoint = tc.checkpoint_freq or math.inf
+        self.next_eval = tc.eval_freq or math.inf
+        state = run.state
+        self.evaluations: list[dict[str, Any]] = list(state.get("evaluations", []))
+        self.best = state.get("best_eval")
+        self.show_progress = progress
+        self._progress: Any = None
+        self._task: Any = None
+        self._t0 = time.perf_counter()
+        self._start_steps = 0
+
+    # checkpoints --------------------------------------------------------------------------
+    def maybe_checkpoint(self, model: BaseAlgorithm) -> None:
+        n = model.num_timesteps
+        if n < self.next_checkpoint or n >= self.planned:
+            return
+        freq = self.config.training.checkpoint_freq
+        while self.next_checkpoint <= n:
+            self.next_checkpoint += freq
+        self.checkpoint(model)
+
+    def checkpoint(self, model: BaseAlgorithm) -> Path:
+        n = model.num_timesteps
+        folder = self.run.path / "checkpoints" / f"step_{n:012d}"
+        if folder.exists():
+            shutil.rmtree(folder)
+        tmp = folder.with_name(folder.name + ".tmp")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        save_model(model, tmp, evaluations=len(self.evaluations))
+        os.replace(tmp, folder)
+        self.run.write_state(status="running", steps_done=n, last_checkpoint=folder.name,
+                             evaluations=self.evaluations, best_eval=self.best)
+        log.info("checkpoint at step {} -> {}", n, folder.name)
+        for old in self.run.checkpoints()[: -self.config.training.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    # evaluation ---------------------------------------------------------------------------
+    def maybe_evaluate(self, model: BaseAlgorithm) -> None:
+        n = model.num_timesteps
+        if n < self.next_eval or n >= self.planned:
+            return
+        freq = self.config.training.eval_freq
+        while self.next_eval <= n:
+            self.next_eval += freq
+        self.evaluate(model)
+
+    def evaluate(self, model: BaseAlgorithm) -> dict[str, Any]:
+        result = evaluate(model, self.data.eval, self.config.env, self.data.normalizer)
+        result["step"] = int(model.num_timesteps)
+        self.evaluations.append(result)
+        if self.best is None or result["total_return"] > self.best["total_return"]:
+            self.best = result
+            save_model(model, self.run.path / "best", eval=result)
+        log.info("eval at step {}: return {:+.2%}, reward {:.4f}, trades {}, best {:+.2%}",
+                 result["step"], result["total_return"], result["total_reward"],
+                 result["trades"], self.best["total_return"])
+        if self.logger_ok(model):
+            model.logger.record("eval/total_return", result["total_return"])
+            model.logger.record("eval/total_reward", result["total_reward"])
+        self._eval_text = f"{result['total_return']:+.2%}"
+        return result
+
+    @staticmethod
+    def logger_ok(model: BaseAlgorithm) -> bool:
+        return getattr(model, "_logger", None) is not None
+
+    # progress -----------------------------------------------------------------------------
+    def progress_start(self, done: int) -> None:
+        self._start_steps = done
+        self._t0 = time.perf_counter()
+        self._eval_text = "-"
+        if not self.show_progress:
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]} steps/s"), TextColumn("eval {task.fields[eval]}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), transient=False,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task("train", total=self.planned, completed=done,
+                                             rate="-", eval="-")
+        self._last_update = 0.0
+
+    def progress_update(self, n: int) -> None:
+        if self._progress is None:
+            return
+        now = time.perf_counter()
+        if now - self._last_update < 0.25 and n < self.planned:
+            return
+        self._last_update = now
+        rate = (n - self._start_steps) / max(now - self._t0, 1e-9)
+        self._progress.update(self._task, completed=n, rate=f"{rate:,.0f}", eval=self._eval_text)
+
+    def progress_stop(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def planned_steps(config: RunConfig) -> int:
+    """The steps a run will make: ``total_steps`` rounded up to whole rollouts (on-policy) or
+    to a multiple of ``n_envs`` (off-policy)."""
+    tc = config.training
+    if config.agent.algorithm in _ON_POLICY:
+        chunk = int(config.agent.resolved_hyperparams["n_steps"]) * tc.n_envs
+    else:
+        chunk = tc.n_envs
+    return int(math.ceil(tc.total_steps / chunk) * chunk)
+
+
+# -- env and model --------------------------------------------------------------------------
+def make_train_env(config: RunConfig, data: PreparedData) -> VecEnv:
+    """The training ``VecEnv``: native :class:`VecTradingEnv` or SB3's ``DummyVecEnv``."""
+    tc = config.training
+    env_config = config.env.model_copy(update={"mode": "train"})
+    if tc.vec_env == "native":
+        return VecTradingEnv(data.train, n_envs=tc.n_envs, config=env_config,
+                             normalizer=data.normalizer, seed=tc.seed)
+    fns = [lambda: TradingEnv(data.train, env_config, normalizer=data.normalizer)
+           for _ in range(tc.n_envs)]
+    venv = DummyVecEnv(fns)
+    venv.seed(tc.seed)
+    return venv
+
+
+def _set_threads(config: RunConfig) -> None:
+    if config.training.torch_threads:
+        torch.set_num_threads(config.training.torch_threads)
+
+
+def _network_flops(model: BaseAlgorithm) -> int:
+    """Multiply-adds × 2 of one forward pass of the policy (linear, conv and LSTM layers)."""
+    total = 0
+    for module in model.policy.modules():
+        if isinstance(module, torch.nn.Linear):
+            total += 2 * module.in_features * module.out_features
+        elif isinstance(module, torch.nn.LSTM):
+            total += 2 * 4 * module.hidden_size * (module.input_size + module.hidden_size)
+    return total
+
+
+def approx_training_flops(model: BaseAlgorithm, config: RunConfig, steps: int) -> float:
+    """Approximate training FLOPs: one forward per env step, plus forward + backward (×3) per
+    sample per epoch (on-policy) or per gradient step batch (off-policy)."""
+    fwd = _network_flops(model)
+    hp = config.agent.resolved_hyperparams
+    if config.agent.algorithm in _ON_POLICY:
+        epochs = hp.get("n_epochs", 1)
+        return float(fwd * steps * (1 + 3 * epochs))
+    grad_steps = steps / max(1, hp.get("train_freq", 1)) * hp.get("gradient_steps", 1)
+    return float(fwd * steps + 3 * fwd * grad_steps * hp.get("batch_size", 1))
+
+
+# -- metadata -----------------------------------------------------------------------------
+def _metadata(run: Run, config: RunConfig, data: PreparedData, model: BaseAlgorithm,
+              mode: str) -> dict[str, Any]:
+    ds = data.dataset
+    env = config.env
+    eng = env.engine
+    hp = config.agent.resolved_hyperparams
+    obs_space = model.observation_space
+    obs_shape = ({k: list(v.shape) for k, v in obs_space.spaces.items()}
+                 if hasattr(obs_space, "spaces") else list(obs_space.shape))
+    act = model.action_space
+    return {
+        "name": run.name,
+        "machine": machine_info(),
+        "description": config.description,
+        "created_at": utc_now(),
+        "run_mode": mode,
+        "training": {
+            "range": _range(data.train),
+            "eval_range": _range(data.eval),
+            "backtest_range": _range(data.backtest) if data.backtest is not None else None,
+            "overlaps_backtest": data.overlap,
+            "split": {"train": config.split.train, "eval": config.split.eval},
+            "dataset_range": _range(ds),
+        },
+        "rl": {
+            "algorithm": config.agent.algorithm,
+            "gamma": hp.get("gamma"),
+            "learning_rate": hp.get("learning_rate"),
+            "network": config.agent.policy.model_dump(mode="json"),
+            "policy_class": type(model.policy).__name__,
+            "total_steps": config.training.total_steps,
+            "planned_steps": planned_steps(config),
+            "seed": config.training.seed,
+            "n_envs": config.training.n_envs,
+            "parameters": hp,
+            "trainable_parameters": int(sum(p.numel() for p in model.policy.parameters()
+                                            if p.requires_grad)),
+        },
+        "env_spec": {
+            "observation_shape": obs_shape,
+            "action_space": repr(act),
+            "action_shape": list(act.shape) if act.shape else [],
+            "n_actions": int(getattr(act, "n", 0)) or None,
+            "n_market": len(ds.feature_names) + len(ds.signal_names),
+            "window": env.window,
+            "layout": env.layout,
+            "action_scheme": env.action_scheme,
+        },
+        "environment": {
+            "initial_cash": eng.initial_cash,
+            "leverage": eng.leverage,
+            "engine_mode": eng.mode,
+            "fill": eng.fill,
+            "dead_zone": eng.dead_zone,
+            "fees": {"maker": eng.costs.maker_fee, "taker": eng.costs.taker_fee},
+            "spread_bps": eng.costs.spread_bps,
+            "slippage": {"model": eng.costs.slippage, "bps": eng.costs.slippage_bps},
+            "stops": {"min_stop_pct": env.min_stop_pct, "max_stop_pct": env.max_stop_pct,
+                      "stop_atr": env.stop_atr},
+            "reward": env.reward,
+            "reward_weights": env.weights,
+            "reward_scale": env.reward_scale,
+            "equity_floor": env.equity_floor,
+            "risk_manager": env.risk is not None,
+        },
+        "data": {
+            "source": config.data.source,
+            "symbol": ds.symbol,
+            "timeframe": ds.timeframe,
+            "fingerprint": ds.fingerprint,
+            "rows": len(ds),
+            "warmup_dropped": ds.warmup_dropped,
+        },
+        "features": {
+            "spec": config.features,
+            "spec_hash": ds.spec_hash,
+            "names": ds.feature_names,
+            "signal_names": ds.signal_names,
+            "strategy_order": ds.strategy_names,
+            "normalization": config.feature_spec.normalization,
+        },
+        "versions": package_versions(),
+        "backtests": [],
+    }
+
+
+# -- public entry points ----------------------------------------------------------------------
+def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
+          backtest_start: str | None = None, backtest_end: str | None = None,
+          allow_overlap: bool = False, progress: bool = False) -> TrainResult:
+    """Train ``config`` into a new run directory ``runs_root/name`` (never overwritten).
+
+    :param backtest_start: with ``backtest_end``, an out-of-sample range kept out of training
+        (see :func:`prepare_data`); the CLI backtests it after training.
+    :param allow_overlap: accept a backtest range that overlaps training (marked in metadata).
+    :param progress: show a progress bar (steps/s, latest evaluation return).
+    """
+    run = Run.create(name, config, runs_root)
+    mode = "train+backtest" if (backtest_start or backtest_end or config.backtest) else "train"
+    with run_log_files(run.path / "logs"):
+        try:
+            data = prepare_data(config, backtest_start=backtest_start,
+                                backtest_end=backtest_end, allow_overlap=allow_overlap)
+        except Exception:
+            run.write_state(status="failed", error="data preparation failed")
+            raise
+        data.normalizer.save(run.normalizer_path)
+        return _fit(run, config, data, progress, resume_from=None, mode=mode)
+
+
+def resume(path: str | Path, *, progress: bool = False) -> TrainResult:
+    """Continue the run at ``path`` from its newest checkpoint (after a crash or a kill).
+
+    The data is rebuilt from the saved config and must have the same fingerprint; the run then
+    trains to the same planned step count as an uninterrupted run. A completed run is refused.
+    """
+    run = Run.open(path)
+    state = run.state
+    if state.get("status") == "completed":
+        raise ConfigError(f"run {run.path} is already complete; nothing to resume")
+    config = run.config
+    with run_log_files(run.path / "logs"):
+        meta = run.metadata
+        bt = meta.get("training", {}).get("backtest_range") or {}
+        data = prepare_data(config, backtest_start=bt.get("start"),
+                            backtest_end=_after(bt.get("end"), meta),
+                            allow_overlap=bool(meta.get("training", {}).get("overlaps_backtest")))
+        want = meta.get("data", {}).get("fingerprint")
+        if want and want != data.dataset.fingerprint:
+            raise StoreError(f"run {run.name}: the data changed since training started "
+                             f"(fingerprint {data.dataset.fingerprint[:12]} != {want[:12]})")
+        if run.normalizer_path.is_file():
+            data.normalizer = Normalizer.load(run.normalizer_path)
+        cps = run.checkpoints()
+        resume_from = cps[-1] if cps else None
+        log.info("resuming {} from {}", run.name, resume_from.name if resume_from else "scratch")
+        return _fit(run, config, data, progress, resume_from=resume_from,
+                    mode=meta.get("run_mode", "train"))
+
+
+def _after(end: str | None, meta: dict[str, Any]) -> str | None:
+    """The exclusive end time just after the backtest range's last bar."""
+    if end is None:
+        return None
+    tf = meta.get("data", {}).get("timeframe")
+    return (pd.Timestamp(end) + pd.Timedelta(seconds=parse_timeframe(tf).seconds)).isoformat()
+
+
+def _fit(run: Run, config: RunConfig, data: PreparedData, progress: bool,
+         resume_from: Path | None, mode: str) -> TrainResult:
+    _set_threads(config)
+    env = make_train_env(config, data)
+    model = make_agent(config, env, tensorboard_log=str(run.path / "tensorboard"))
+    if resume_from is not None:
+        load_into(model, resume_from, optimizers=True)
+    done = int(model.num_timesteps)
+    if resume_from is None:
+        run.write_metadata(_metadata(run, config, data, model, mode))
+    trainer = _Trainer(run, config, data, progress)
+    planned = trainer.planned
+    # next checkpoint / eval after what was already done
+    tc = config.training
+    if tc.checkpoint_freq:
+        trainer.next_checkpoint = (done // tc.checkpoint_freq + 1) * tc.checkpoint_freq
+    if tc.eval_freq:
+        trainer.next_eval = (done // tc.eval_freq + 1) * tc.eval_freq
+    run.write_state(status="running", steps_done=done, planned_steps=planned,
+                    pid=os.getpid(), evaluations=trainer.evaluations, best_eval=trainer.best)
+    log.info("training {} ({}) for {} steps ({} planned, {} done) on {} envs",
+             run.name, config.agent.algorithm, tc.total_steps, planned, done, tc.n_envs)
+    trainer.progress_start(done)
+    t0 = time.perf_counter()
+    try:
+        if planned > done:
+            model.learn(total_timesteps=planned - done, callback=_RunCallback(trainer),
+                        reset_num_timesteps=resume_from is None, tb_log_name="train",
+                        progress_bar=False)
+    except BaseException as exc:
+        trainer.progress_stop()
+        run.write_state(status="failed", error=f"{type(exc).__name__}: {exc}")
+        log.error("training failed at step {}: {}", model.num_timesteps, exc)
+        raise
+    trainer.progress_stop()
+    wall = time.perf_counter() - t0
+    steps = int(model.num_timesteps)
+    final = trainer.evaluate(model)
+    save_model(model, run.path / "model", eval=final)
+    prior_wall = float(run.state.get("wall_seconds", 0.0))
+    rate = (steps - done) / wall if wall > 0 else 0.0
+    manifest = {
+        "name": run.name,
+        "created_at": run.metadata.get("created_at"),
+        "completed_at": utc_now(),
+        "data": run.metadata.get("data"),
+        "training_range": run.metadata.get("training", {}).get("range"),
+        "config": config.to_dict(),
+        "algorithm": config.agent.algorithm,
+        "steps": steps,
+        "planned_steps": planned,
+        "approx_training_flops": approx_training_flops(model, config, steps),
+        "wall_seconds": prior_wall + wall,
+        "steps_per_second": rate,
+        "resumed": resume_from is not None,
+        "best_eval": trainer.best,
+        "final_eval": final,
+        "buy_and_hold_eval_return": buy_and_hold_return(data.eval, config.env),
+    }
+    run.write_manifest(manifest)
+    run.write_state(status="completed", steps_done=steps, wall_seconds=prior_wall + wall,
+                    evaluations=trainer.evaluations, best_eval=trainer.best)
+    log.info("done: {} steps in {:.1f} s ({:,.0f} steps/s); eval return {:+.2%}, best {:+.2%}",
+             steps, wall, rate, final["total_return"], trainer.best["total_return"])
+    env.close()
+    return TrainResult(run, model, steps, wall, rate, trainer.best, final, trainer.evaluations,
+                       data)

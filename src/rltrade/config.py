@@ -1,0 +1,463 @@
+"""``RunConfig``: one pydantic model tree for a whole run, loaded from YAML, saved resolved.
+
+Sections (every key documented on its model below and in ``rltrade config example``):
+
+* ``data``: where the bars come from and which range (:class:`DataConfig`);
+* ``features``: the feature spec (:class:`~rltrade.features.FeatureSpec`, YAML form);
+* ``env``: the environment, its costs, engine and risk manager (:class:`~rltrade.envs.EnvConfig`);
+* ``agent``: algorithm, hyperparameters and policy network (:class:`AgentConfig`);
+* ``training``: steps, seed, envs, evaluation and checkpoint frequency (:class:`TrainingConfig`);
+* ``split``: the train / evaluation split by time (:class:`SplitConfig`);
+* ``backtest``: an optional out-of-sample range (:class:`BacktestConfig`).
+
+Unknown keys and bad values are one :class:`~rltrade.errors.ConfigError` naming each key
+(``config.agent.algorithm: ...``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import pandas as pd
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from rltrade.envs.config import EnvConfig
+from rltrade.errors import ConfigError
+from rltrade.features.spec import DEFAULT_SPEC, FeatureSpec
+from rltrade.strict import StrictModel
+
+__all__ = [
+    "ALGORITHM_DEFAULTS",
+    "AgentConfig",
+    "BacktestConfig",
+    "DataConfig",
+    "PolicyConfig",
+    "RunConfig",
+    "SplitConfig",
+    "TrainingConfig",
+    "example_yaml",
+]
+
+#: Hyperparameter defaults per algorithm: the source documents' values (PPO, A2C) and
+#: Stable-Baselines3's otherwise. Keys are keyword arguments of the algorithm's constructor.
+ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
+    "ppo": {
+        "learning_rate": 3e-4,
+        "n_steps": 2048,
+        "batch_size": 64,
+        "n_epochs": 10,
+        "gamma": 0.99,
+        "gae_lambda": 0.95,
+        "clip_range": 0.2,
+        "ent_coef": 0.01,
+        "vf_coef": 0.5,
+        "max_grad_norm": 0.5,
+    },
+    "a2c": {
+        "learning_rate": 7e-4,
+        "n_steps": 5,
+        "gamma": 0.99,
+        "gae_lambda": 1.0,
+        "ent_coef": 0.01,
+        "vf_coef": 0.5,
+        "max_grad_norm": 0.5,
+    },
+    "sac": {
+        "learning_rate": 3e-4,
+        "buffer_size": 50_000,
+        "learning_starts": 1000,
+        "batch_size": 256,
+        "tau": 0.005,
+        "gamma": 0.99,
+        "train_freq": 1,
+        "gradient_steps": 1,
+    },
+    "recurrent_ppo": {
+        "learning_rate": 3e-4,
+        "n_steps": 256,
+        "batch_size": 128,
+        "n_epochs": 10,
+        "gamma": 0.99,
+        "gae_lambda": 0.95,
+        "clip_range": 0.2,
+        "ent_coef": 0.01,
+    },
+    "dqn": {
+        "learning_rate": 1e-4,
+        "buffer_size": 50_000,
+        "learning_starts": 1000,
+        "batch_size": 64,
+        "gamma": 0.99,
+        "train_freq": 4,
+        "target_update_interval": 2000,
+        "exploration_fraction": 0.2,
+        "exploration_final_eps": 0.02,
+    },
+    "a3c": {
+        "learning_rate": 1e-4,
+        "n_steps": 20,
+        "gamma": 0.99,
+        "ent_coef": 0.01,
+        "vf_coef": 0.5,
+        "max_grad_norm": 40.0,
+        "n_workers": 2,
+    },
+}
+
+ALGORITHMS = tuple(ALGORITHM_DEFAULTS)
+_NAME_CHARS = "letters, digits and underscores"
+
+
+def _check_range(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        pd.Timestamp(value)
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a date/time: {value!r}") from exc
+    return str(value)
+
+
+class DataConfig(StrictModel):
+    """Where the bars come from.
+
+    :param source: a CSV/Parquet path, ``sample:EURUSD-1h``, ``synthetic:planted?n_bars=20000``
+        or ``store:SYMBOL/TF`` (see :func:`rltrade.data.load_bars`).
+    :param start: first bar (open time, UTC unless zoned); ``None`` = from the beginning.
+    :param end: bars before this time (exclusive); ``None`` = to the end.
+    :param timeframe: expected bar spacing; inferred when omitted.
+    :param symbol: overrides the symbol the source reports.
+    :param policy: ``strict`` (errors stop the run) or ``repair`` (documented fixes applied).
+    """
+
+    _label: ClassVar[str] = "data"
+
+    source: str = "sample:EURUSD-1h"
+    start: str | None = None
+    end: str | None = None
+    timeframe: str | None = None
+    symbol: str | None = None
+    policy: Literal["strict", "repair"] = "strict"
+
+    _dates = field_validator("start", "end")(_check_range)
+
+
+class PolicyConfig(StrictModel):
+    """The policy network.
+
+    :param encoder: ``mlp`` (Stable-Baselines3's default: every observation part flattened and
+        concatenated) or ``cnn_lstm_attention`` (:class:`rltrade.agents.CnnLstmAttention` over
+        the window, needs ``env.layout: window``).
+    :param net_arch: hidden layer sizes of the policy and value heads.
+    :param activation: ``tanh`` or ``relu``.
+    :param encoder_kwargs: the encoder's sizes (``channels``, ``kernel_size``, ``hidden_size``,
+        ``heads``, ``dropout``, ``features_dim``).
+    :param lstm_hidden_size: LSTM size of ``recurrent_ppo``'s policy.
+    """
+
+    _label: ClassVar[str] = "agent.policy"
+
+    encoder: Literal["mlp", "cnn_lstm_attention"] = "mlp"
+    net_arch: list[int] = Field(default_factory=lambda: [64, 64])
+    activation: Literal["tanh", "relu"] = "tanh"
+    encoder_kwargs: dict[str, Any] = Field(default_factory=dict)
+    lstm_hidden_size: int = Field(64, ge=1)
+
+    @field_validator("net_arch")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if not v or any(int(x) < 1 for x in v):
+            raise ValueError("net_arch must be a non-empty list of positive layer sizes")
+        return v
+
+
+class AgentConfig(StrictModel):
+    """The learning algorithm.
+
+    :param algorithm: ``ppo``, ``a2c``, ``sac`` (needs ``env.action_scheme: exposure_sl``),
+        ``recurrent_ppo`` (LSTM policy, sb3-contrib), ``dqn`` (needs a discrete scheme) or
+        ``a3c``.
+    :param hyperparams: overrides of :data:`ALGORITHM_DEFAULTS` for the algorithm: keyword
+        arguments of its constructor (``learning_rate``, ``n_steps``, ``batch_size``...).
+    :param policy: the network (:class:`PolicyConfig`).
+    """
+
+    _label: ClassVar[str] = "agent"
+
+    algorithm: Literal["ppo", "a2c", "sac", "recurrent_ppo", "dqn", "a3c"] = "ppo"
+    hyperparams: dict[str, Any] = Field(default_factory=dict)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+
+    @property
+    def resolved_hyperparams(self) -> dict[str, Any]:
+        """The algorithm's defaults overlaid with ``hyperparams``."""
+        return {**ALGORITHM_DEFAULTS[self.algorithm], **self.hyperparams}
+
+    @model_validator(mode="after")
+    def _check_hyperparams(self) -> AgentConfig:
+        allowed = _constructor_keys(self.algorithm)
+        if allowed is None:
+            return self
+        unknown = sorted(set(self.hyperparams) - allowed)
+        if unknown:
+            raise ValueError(
+                f"hyperparams: unknown key(s) {unknown} for {self.algorithm}; valid: "
+                f"{sorted(allowed)}"
+            )
+        return self
+
+
+_RESERVED = {"policy", "env", "seed", "verbose", "tensorboard_log", "device", "policy_kwargs",
+             "_init_setup_model", "self"}
+
+
+def _constructor_keys(algorithm: str) -> set[str] | None:
+    """Keyword arguments the algorithm's constructor accepts (minus what the run sets)."""
+    if algorithm == "a3c":
+        return set(ALGORITHM_DEFAULTS["a3c"])
+    try:
+        from rltrade.agents.algorithms import algorithm_class
+
+        cls = algorithm_class(algorithm)
+    except ImportError:  # the rl extra is not installed: check later, when training
+        return None
+    params = set(inspect.signature(cls.__init__).parameters) - _RESERVED
+    return params
+
+
+class TrainingConfig(StrictModel):
+    """How long and how to train.
+
+    :param total_steps: environment steps over all envs.
+    :param seed: seeds the envs, the network initialisation and the algorithm.
+    :param n_envs: environments stepped together (one ``VecTradingEnv``).
+    :param vec_env: ``native`` (:class:`~rltrade.envs.VecTradingEnv`) or ``dummy``
+        (Stable-Baselines3's ``DummyVecEnv`` of ``TradingEnv``s, for comparison).
+    :param eval_freq: evaluate on the held-out slice every this many steps (0 = only at the end).
+    :param checkpoint_freq: write a checkpoint every this many steps (0 = only at the end).
+    :param keep_checkpoints: how many checkpoints to keep (the newest).
+    :param torch_threads: CPU threads for torch (``None``: torch's default).
+    :param device: ``cpu`` (bit-reproducible) or ``auto`` (a GPU when there is one).
+    """
+
+    _label: ClassVar[str] = "training"
+
+    total_steps: int = Field(100_000, ge=1)
+    seed: int = Field(0, ge=0)
+    n_envs: int = Field(8, ge=1, le=4096)
+    vec_env: Literal["native", "dummy"] = "native"
+    eval_freq: int = Field(20_000, ge=0)
+    checkpoint_freq: int = Field(20_000, ge=0)
+    keep_checkpoints: int = Field(3, ge=1)
+    torch_threads: int | None = Field(None, ge=1)
+    device: Literal["cpu", "auto"] = "cpu"
+
+
+class SplitConfig(StrictModel):
+    """Train / evaluation split of the data range, by time.
+
+    :param train: share of the bars (after feature warm-up) used for training; the rest, later
+        in time, is the evaluation slice used during training (best model selection).
+    """
+
+    _label: ClassVar[str] = "split"
+
+    train: float = Field(0.75, gt=0, lt=1)
+
+    @property
+    def eval(self) -> float:
+        return 1.0 - self.train
+
+
+class BacktestConfig(StrictModel):
+    """An out-of-sample range to backtest after training (``rltrade train --backtest-start``).
+
+    :param start: first bar of the backtest (UTC unless zoned).
+    :param end: bars before this time; ``None`` = to the end of the data.
+    :param force_close: close the open position at the last bar.
+    """
+
+    _label: ClassVar[str] = "backtest"
+
+    start: str | None = None
+    end: str | None = None
+    force_close: bool = False
+
+    _dates = field_validator("start", "end")(_check_range)
+
+
+class RunConfig(StrictModel):
+    """A whole run: data, features, env, agent, training, split and an optional backtest.
+
+    Load with :meth:`from_yaml` (a path or YAML text) or :meth:`from_dict`; ``to_yaml()`` is the
+    resolved config saved into every run directory.
+    """
+
+    _label: ClassVar[str] = "config"
+
+    description: str = ""
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SPEC))
+    env: EnvConfig = Field(default_factory=EnvConfig)
+    agent: AgentConfig = Field(default_factory=AgentConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    backtest: BacktestConfig | None = None
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _spec(cls, value: Any) -> Any:
+        if isinstance(value, FeatureSpec):
+            return value.resolved()
+        if value is None:
+            return dict(DEFAULT_SPEC)
+        if not isinstance(value, dict):
+            raise ValueError("must be a feature spec mapping (features, strategies, ...)")
+        try:
+            return FeatureSpec.from_dict(value).resolved()
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+
+    @model_validator(mode="after")
+    def _compatible(self) -> RunConfig:
+        scheme = self.env.action_scheme
+        algo = self.agent.algorithm
+        if algo == "sac" and scheme != "exposure_sl":
+            raise ValueError(
+                f"agent.algorithm sac needs a continuous action space: set env.action_scheme to "
+                f"exposure_sl (it is {scheme})"
+            )
+        if algo == "dqn" and scheme == "exposure_sl":
+            raise ValueError("agent.algorithm dqn needs a discrete action scheme "
+                             "(discrete3 or discrete6), not exposure_sl")
+        if self.agent.policy.encoder == "cnn_lstm_attention" and self.env.layout != "window":
+            raise ValueError("agent.policy.encoder cnn_lstm_attention needs env.layout: window")
+        return self
+
+    # -- construction ---------------------------------------------------------------------
+    @property
+    def feature_spec(self) -> FeatureSpec:
+        return FeatureSpec.from_dict(self.features)
+
+    @classmethod
+    def from_yaml(cls, source: str | Path) -> RunConfig:
+        """Load from a YAML file (a path) or YAML text."""
+        text: str
+        if isinstance(source, Path) or ("\n" not in str(source) and
+                                        str(source).endswith((".yaml", ".yml"))):
+            path = Path(source)
+            if not path.is_file():
+                raise ConfigError(f"{path}: no such config file")
+            text = path.read_text()
+        else:
+            text = str(source)
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config is not valid YAML: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError("config: the YAML document must be a mapping of sections")
+        return cls.from_dict(data)
+
+    def with_overrides(self, **sections: dict[str, Any]) -> RunConfig:
+        """A copy with some keys of some sections replaced: ``with_overrides(training={...})``."""
+        data = self.to_dict()
+        for section, values in sections.items():
+            if section not in data:
+                raise ConfigError(f"config: unknown section {section!r}")
+            if isinstance(data[section], dict) and isinstance(values, dict):
+                data[section] = _deep_merge(data[section], values)
+            else:
+                data[section] = values
+        return RunConfig.from_dict(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (what ``config.yaml`` holds)."""
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _deep_merge(base: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+EXAMPLE_YAML = """\
+# rltrade run config. Every key is optional: what is left out takes the default shown here.
+# Check a file with `rltrade config validate FILE`; train with
+#   rltrade train --config FILE --name my_run
+description: "PPO on EURUSD 1h, default features"
+
+data:
+  source: sample:EURUSD-1h   # CSV/Parquet path, sample:NAME, synthetic:KIND?n_bars=N, store:SYM/TF
+  start: null                # first bar (UTC), null = from the beginning
+  end: null                  # bars before this time, null = to the end
+  timeframe: null            # inferred from the bars when null
+  policy: strict             # strict: data errors stop the run; repair: documented fixes
+
+# features: the feature spec (`rltrade features spec` prints the default one in full).
+# Leave it out for the default: indicators, market features and five strategy signals.
+
+env:
+  action_scheme: discrete3   # discrete3 (short/flat/long), discrete6, exposure_sl (continuous)
+  reward: log_return         # log_return, asymmetric_drawdown, risk_adjusted,
+                             # differential_sharpe, cvar_penalized
+  reward_scale: 1.0
+  window: 32                 # bars of features in each observation
+  layout: window             # window (sequence encoders) or flat (one vector)
+  episode_length: 1024       # bars per training episode (random start)
+  equity_floor: 0.5          # end the episode when equity falls to half of the start
+  engine:
+    mode: retail             # retail (spread, slippage, fees) or ideal (fees only)
+    initial_cash: 50000.0
+    leverage: 1.0
+    fill: open               # market orders fill at the next bar's open, or at "close"
+    costs:
+      taker_fee: 0.0005      # 5 bps per market fill
+      spread_bps: 1.0        # full bid-ask spread
+      slippage_bps: 1.0
+  risk: null                 # a risk manager section turns the guardrails on in training
+
+agent:
+  algorithm: ppo             # ppo, a2c, sac (exposure_sl), recurrent_ppo, dqn (discrete), a3c
+  hyperparams:               # overrides of the algorithm's defaults (constructor keywords)
+    learning_rate: 0.0003
+    n_steps: 2048
+    batch_size: 64
+  policy:
+    encoder: mlp             # mlp or cnn_lstm_attention
+    net_arch: [64, 64]
+    activation: tanh
+
+training:
+  total_steps: 100000
+  seed: 0
+  n_envs: 8
+  eval_freq: 20000           # evaluate on the held-out slice every N steps
+  checkpoint_freq: 20000     # crash-safe checkpoint every N steps (resume with --resume)
+
+split:
+  train: 0.75                # first 75 % trains, the last 25 % evaluates (by time)
+
+# backtest:                  # an out-of-sample range to backtest after training
+#   start: "2020-01-01"
+#   end: null
+#   force_close: false
+"""
+
+
+def example_yaml() -> str:
+    """A commented starting config (``rltrade config example``); it validates as is."""
+    return EXAMPLE_YAML

@@ -1,0 +1,309 @@
+"""Training runs: config, run directory, safe weights, determinism, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from rltrade.agents.algorithms import load_model, read_weights
+from rltrade.agents.training import planned_steps, resume, train
+from rltrade.config import RunConfig, example_yaml
+from rltrade.errors import CompatibilityError, ConfigError
+from rltrade.features import build_dataset
+from rltrade.runs import Run
+
+SMALL = {
+    "data": {"source": "synthetic:planted?n_bars=1500&seed=3"},
+    "features": {"features": [{"name": "column"}, {"name": "returns", "params": {"periods": [1]}},
+                              {"name": "rsi"}],
+                 "strategies": [{"name": "supertrend", "timeframe": None}]},
+    "env": {"window": 8, "episode_length": 256},
+    "agent": {"hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 2},
+              "policy": {"net_arch": [16]}},
+    "training": {"total_steps": 512, "n_envs": 2, "eval_freq": 256, "checkpoint_freq": 128,
+                 "torch_threads": 1},
+}
+
+
+def small(**sections) -> RunConfig:
+    return RunConfig.from_dict(SMALL).with_overrides(**sections) if sections else \
+        RunConfig.from_dict(SMALL)
+
+
+# -- config -----------------------------------------------------------------------------------
+def test_example_config_validates_and_equals_defaults_where_shown():
+    cfg = RunConfig.from_yaml(example_yaml())
+    assert cfg.agent.algorithm == "ppo"
+    assert cfg.agent.resolved_hyperparams["learning_rate"] == 3e-4
+    assert cfg.agent.resolved_hyperparams["n_steps"] == 2048
+    assert cfg.split.train == 0.75
+    default = RunConfig()
+    assert cfg.env == default.env
+    assert cfg.training == default.training
+
+
+def test_source_document_defaults():
+    ppo = RunConfig().agent.resolved_hyperparams
+    assert (ppo["learning_rate"], ppo["n_steps"], ppo["batch_size"], ppo["n_epochs"],
+            ppo["gamma"], ppo["gae_lambda"], ppo["clip_range"], ppo["ent_coef"]) == (
+        3e-4, 2048, 64, 10, 0.99, 0.95, 0.2, 0.01)
+    a2c = RunConfig.from_dict({"agent": {"algorithm": "a2c"}}).agent.resolved_hyperparams
+    assert (a2c["learning_rate"], a2c["n_steps"]) == (7e-4, 5)
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"agent": {"algoritm": "ppo"}}, "agent.algoritm: unknown key"),
+        ({"training": {"total_steps": -5}}, "training.total_steps"),
+        ({"env": {"window": 0}}, "env.window"),
+        ({"agent": {"hyperparams": {"n_stepz": 3}}}, "n_stepz"),
+        ({"agent": {"algorithm": "sac"}}, "exposure_sl"),
+        ({"agent": {"algorithm": "dqn"}, "env": {"action_scheme": "exposure_sl"}}, "discrete"),
+        ({"split": {"train": 1.5}}, "split.train"),
+        ({"features": {"features": [{"name": "nope"}]}}, "unknown feature 'nope'"),
+        ({"data": {"start": "not a date"}}, "data.start"),
+        ({"surprise": 1}, "config.surprise: unknown key"),
+    ],
+)
+def test_bad_config_names_the_key(data, needle):
+    with pytest.raises(ConfigError) as err:
+        RunConfig.from_dict(data)
+    assert needle in str(err.value)
+
+
+def test_config_yaml_round_trip(tmp_path):
+    cfg = small()
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert RunConfig.from_yaml(path) == cfg
+    with pytest.raises(ConfigError, match="no such config file"):
+        RunConfig.from_yaml(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("agent: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        RunConfig.from_yaml(tmp_path / "bad.yaml")
+
+
+def test_planned_steps_round_to_whole_rollouts():
+    cfg = small(training={"total_steps": 300})
+    assert planned_steps(cfg) == 384  # rollouts of 64 x 2 envs
+    off = RunConfig.from_dict({**SMALL, "agent": {"algorithm": "dqn"}}).with_overrides(
+        training={"total_steps": 301})
+    assert planned_steps(off) == 302
+
+
+# -- a trained run ------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return train(small(), "base", runs_root=root)
+
+
+def test_run_directory_is_complete(trained):
+    run = trained.run
+    p = run.path
+    for name in ("config.yaml", "metadata.json", "manifest.json", "state.json",
+                 "normalizer.json", "model/weights.pt", "model/model.json", "best/weights.pt",
+                 "logs/training.log", "logs/data_pipeline.log"):
+        assert (p / name).is_file(), name
+    assert list((p / "tensorboard").rglob("events.out.tfevents*"))
+    assert (p / "logs" / "training.log").read_text().count("eval at step") >= 2
+    assert "loaded 1500 bars" in (p / "logs" / "data_pipeline.log").read_text()
+    assert RunConfig.from_yaml(p / "config.yaml") == small()
+    meta = json.loads((p / "metadata.json").read_text())
+    for section in ("name", "machine", "description", "created_at", "run_mode", "training", "rl",
+                    "env_spec", "environment", "data", "features", "versions", "backtests"):
+        assert section in meta, section
+    assert meta["rl"]["algorithm"] == "ppo" and meta["rl"]["seed"] == 0
+    assert meta["env_spec"]["observation_shape"] == {"account": [9], "market": [8, 7]}
+    assert meta["features"]["names"] == ["col_alpha_signal", "ret_1", "rsi_14"]
+    assert meta["data"]["fingerprint"] == trained.data.dataset.fingerprint
+    manifest = json.loads((p / "manifest.json").read_text())
+    assert manifest["steps"] == 512 == trained.steps
+    assert manifest["approx_training_flops"] > 0 and manifest["steps_per_second"] > 0
+    assert manifest["best_eval"]["total_return"] >= manifest["final_eval"]["total_return"] or (
+        manifest["best_eval"]["step"] < 512)
+    assert run.state["status"] == "completed"
+    # checkpoints: only the newest `keep_checkpoints` are kept
+    assert [c.name for c in run.checkpoints()] == [
+        "step_000000000128", "step_000000000256", "step_000000000384"]
+
+
+def test_existing_run_is_never_overwritten(trained):
+    with pytest.raises(ConfigError, match="already exists"):
+        train(small(), "base", runs_root=trained.run.path.parent)
+    with pytest.raises(ConfigError, match="letters, digits and underscores"):
+        train(small(), "bad name!", runs_root=trained.run.path.parent)
+
+
+def test_weights_load_without_pickle_and_predict_the_same(trained):
+    run = trained.run
+    tensors = read_weights(run.path / "model")  # torch.load(weights_only=True)
+    assert "policy" in tensors and "policy.optimizer" in tensors
+    loaded = load_model(run.path / "model", run.config, run.metadata["env_spec"]["n_market"])
+    rng = np.random.default_rng(0)
+    space = trained.model.observation_space
+    for _ in range(20):
+        obs = {k: rng.standard_normal(v.shape).astype(np.float32)
+               for k, v in space.spaces.items()}
+        a1, _ = trained.model.predict(obs, deterministic=True)
+        a2, _ = loaded.predict(obs, deterministic=True)
+        assert a1 == a2
+    # a weights file that is a pickle of arbitrary objects is refused
+    evil = run.path.parent / "evil"
+    evil.mkdir()
+    torch.save({"x": object()}, evil / "weights.pt")
+    with pytest.raises(Exception, match="not a readable rltrade weights file"):
+        read_weights(evil)
+
+
+def test_compatibility_check_names_each_mismatch(trained):
+    run = trained.run
+    run.check_compatible(trained.data.dataset)  # the training data fits
+    other = build_dataset("synthetic:planted?n_bars=1500&seed=3",
+                          RunConfig.from_dict({"features": {
+                              "features": [{"name": "returns", "params": {"periods": [1]}},
+                                           {"name": "rsi"}],
+                              "strategies": []}}).feature_spec)
+    with pytest.raises(CompatibilityError) as err:
+        run.check_compatible(other)
+    msg = str(err.value)
+    assert "missing ['col_alpha_signal']" in msg
+    assert "strategy set/order differs" in msg
+    assert "spec hash differs" in msg
+    assert "observation shape differs" in msg
+
+
+def test_same_seed_gives_bit_identical_weights_and_evaluations(trained, tmp_path):
+    again = train(small(), "again", runs_root=tmp_path)
+    w1 = read_weights(trained.run.path / "model")["policy"]
+    w2 = read_weights(again.run.path / "model")["policy"]
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        assert torch.equal(w1[k], w2[k]), k
+    assert again.evaluations == trained.evaluations
+    other = train(small(training={"seed": 1}), "other_seed", runs_root=tmp_path)
+    w3 = read_weights(other.run.path / "model")["policy"]
+    assert any(not torch.equal(w1[k], w3[k]) for k in w1)
+
+
+def test_backtest_range_overlapping_training_is_refused_unless_allowed(tmp_path):
+    cfg = small()
+    ds = build_dataset("synthetic:planted?n_bars=1500&seed=3", cfg.feature_spec)
+    mid = str(ds.index[len(ds) // 3])
+    with pytest.raises(ConfigError, match="overlaps the training slice"):
+        train(cfg, "overlap", runs_root=tmp_path, backtest_start=mid)
+    assert not (tmp_path / "overlap" / "model" / "weights.pt").exists()
+    res = train(cfg, "overlap_ok", runs_root=tmp_path, backtest_start=mid, allow_overlap=True)
+    meta = res.run.metadata
+    assert meta["training"]["overlaps_backtest"] is True
+    assert meta["run_mode"] == "train+backtest"
+
+
+def test_backtest_range_after_the_training_range(tmp_path):
+    cfg = small()
+    ds = build_dataset("synthetic:planted?n_bars=1500&seed=3", cfg.feature_spec)
+    cut = str(ds.index[1000])
+    cfg = cfg.with_overrides(data={"end": cut})
+    res = train(cfg, "later", runs_root=tmp_path, backtest_start=cut)
+    data = res.data
+    assert data.train.timestamps[-1] < data.eval.timestamps[0] < ds.timestamps[1000]
+    # the backtest slice: window - 1 context bars, then the range
+    assert data.backtest.timestamps[cfg.env.window - 1] == ds.timestamps[1000]
+    assert res.run.metadata["training"]["overlaps_backtest"] is False
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "scheme", "extra"),
+    [
+        ("a2c", "discrete3", {}),
+        ("sac", "exposure_sl", {"learning_starts": 64, "buffer_size": 2000, "batch_size": 32}),
+        ("dqn", "discrete6", {"learning_starts": 64, "buffer_size": 2000, "batch_size": 32}),
+        ("recurrent_ppo", "discrete3", {"n_steps": 64, "batch_size": 64, "n_epochs": 1}),
+    ],
+)
+def test_every_algorithm_trains_saves_and_loads(algorithm, scheme, extra, tmp_path):
+    cfg = RunConfig.from_dict({
+        **SMALL,
+        "env": {"window": 8, "episode_length": 256, "action_scheme": scheme,
+                "layout": "flat" if algorithm == "sac" else "window"},
+        "agent": {"algorithm": algorithm, "hyperparams": extra,
+                  "policy": {"net_arch": [16], "lstm_hidden_size": 8}},
+        "training": {"total_steps": 256, "n_envs": 2, "eval_freq": 0, "checkpoint_freq": 128,
+                     "torch_threads": 1},
+    })
+    res = train(cfg, algorithm, runs_root=tmp_path)
+    assert res.steps == planned_steps(cfg)
+    loaded = load_model(res.run.path / "model", cfg, res.run.metadata["env_spec"]["n_market"])
+    obs = res.model.observation_space.sample()
+    state = None
+    if algorithm == "recurrent_ppo":
+        a1, _ = res.model.predict(obs, state=state, episode_start=np.ones(1, bool),
+                                  deterministic=True)
+        a2, _ = loaded.predict(obs, state=state, episode_start=np.ones(1, bool),
+                               deterministic=True)
+    else:
+        a1, _ = res.model.predict(obs, deterministic=True)
+        a2, _ = loaded.predict(obs, deterministic=True)
+    assert np.array_equal(a1, a2)
+
+
+# -- crash and resume -----------------------------------------------------------------------
+_CHILD = """
+import sys
+from rltrade.agents.training import train
+from rltrade.config import RunConfig
+cfg = RunConfig.from_yaml(sys.argv[1])
+train(cfg, "crash", runs_root=sys.argv[2])
+"""
+
+
+def test_sigkill_mid_training_then_resume_completes(tmp_path):
+    cfg = small(training={"total_steps": 6000, "checkpoint_freq": 256, "eval_freq": 1024})
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(cfg.to_yaml())
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(cfg_path), str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run_dir = tmp_path / "crash"
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline:
+            cps = [p for p in (run_dir / "checkpoints").glob("step_*")
+                   if (p / "model.json").exists()] if run_dir.exists() else []
+            if len(cps) >= 2 or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    run = Run.open(run_dir)
+    assert run.state["status"] == "running"  # it never got to say anything else
+    killed_at = run.state["steps_done"]
+    assert 0 < killed_at < planned_steps(cfg)
+    res = resume(run_dir)
+    assert res.steps == planned_steps(cfg) == 6016
+    assert run.state["status"] == "completed"
+    manifest = run.manifest
+    assert manifest["resumed"] is True and manifest["steps"] == 6016
+    # every artifact in the directory is readable
+    for path in run_dir.rglob("*"):
+        if path.suffix == ".json":
+            json.loads(path.read_text())
+        elif path.suffix == ".yaml":
+            yaml.safe_load(path.read_text())
+        elif path.name == "weights.pt":
+            read_weights(path.parent)
+    assert not list(run_dir.rglob("*.tmp"))
+    with pytest.raises(ConfigError, match="already complete"):
+        resume(run_dir)
