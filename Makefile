@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test test-fast lint bench clean
+.PHONY: install browser demo test test-fast lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "rltrade needs Python 3.11 or newer")'
@@ -18,12 +18,20 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(VENV)/bin/rltrade data
+	$(VENV)/bin/rltrade demo
+
+# The report's browser test drives a system Chromium (Debian package `chromium`); without one
+# (not root, no apt-get) that test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: no Chromium installed; the report's browser test will be skipped"
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: lint
+test: lint browser
 	$(VENV)/bin/pytest -q
 
 test-fast: install

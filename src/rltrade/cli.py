@@ -534,6 +534,26 @@ def _after_training(result) -> None:
                 data.backtest, run.config.env)})]))
 
 
+@app.command("demo")
+def demo_cmd(
+    steps: Annotated[int | None, typer.Option("--steps", help="Training steps "
+                                              "(default: a few minutes on 2 cores).")] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs live.")] = Path("runs"),
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default demo_<time>).")
+                    ] = None,
+    source: Annotated[str, typer.Option("--data", help="Bars to use.")] = DEFAULT_SOURCE,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """End to end: train PPO on EUR/USD 1h, judge it on the held-out last 25 %, report."""
+    from rltrade.demo import DEMO_STEPS, run_demo
+
+    result = run_demo(runs_root=runs_dir, name=name, steps=steps or DEMO_STEPS, source=source,
+                      progress=progress)
+    _after_training(result.train)
+    if result.report is not None:
+        console.print(f"report: {result.report}")
+
+
 # ------------------------------------------------------------------------------------------
 
 

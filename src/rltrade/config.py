@@ -239,7 +239,10 @@ class TrainingConfig(StrictModel):
     :param eval_freq: evaluate on the held-out slice every this many steps (0 = only at the end).
     :param checkpoint_freq: write a checkpoint every this many steps (0 = only at the end).
     :param keep_checkpoints: how many checkpoints to keep (the newest).
-    :param torch_threads: CPU threads for torch (``None``: torch's default).
+    :param torch_threads: CPU threads for torch. Default 1: the networks here are small, and
+        with more threads torch's OpenMP workers contend with the env (and any other process)
+        for the cores; measured 25x slower with 2 threads on a busy 2-core machine.
+        ``None`` keeps torch's default (all cores).
     :param device: ``cpu`` (bit-reproducible) or ``auto`` (a GPU when there is one).
     """
 
@@ -252,7 +255,7 @@ class TrainingConfig(StrictModel):
     eval_freq: int = Field(20_000, ge=0)
     checkpoint_freq: int = Field(20_000, ge=0)
     keep_checkpoints: int = Field(3, ge=1)
-    torch_threads: int | None = Field(None, ge=1)
+    torch_threads: int | None = Field(1, ge=1)
     device: Literal["cpu", "auto"] = "cpu"
 
 
