@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/bench_envs.py [--bars 100000] [--steps N] [--repeat 3]
                                         [--short-bars 10000] [--long-bars 1000000] [--quick]
+                                        [--clock wall|cpu]
 
 One run, numba caches warm, median of ``--repeat`` runs, random actions drawn before the timed
 loops (the same sequence for every env; gym-anytrading's two actions come from the same
@@ -25,7 +26,10 @@ generator):
   the same episode (``equity_floor=0`` so random trading cannot end it first).
 
 ``--steps`` is the number of env-steps per timed run (default: one pass over the dataset);
-``--quick`` is a smoke test of a few seconds with tiny sizes.
+``--quick`` is a smoke test of a few seconds with tiny sizes. ``--clock cpu`` times with the
+calling thread's CPU time instead of wall time: every timed loop is single-threaded, so on an
+idle machine the two agree, and on a shared one the CPU time leaves out the time the process
+waited for a core (the competitors are timed with the same clock).
 """
 
 from __future__ import annotations
@@ -46,7 +50,6 @@ import numba
 import numpy as np
 import pandas as pd
 
-from common import timeit
 from rltrade.data.synthetic import synthetic_market
 from rltrade.envs import TradingEnv, VecTradingEnv
 from rltrade.features import build_dataset
@@ -58,6 +61,17 @@ REF_ANYTRADING_US = 3.0  # the issue's reference figures, used when a package is
 REF_GTE_US = 22.5
 
 Row = tuple[str, str, str]
+CLOCK: Callable[[], float] = time.perf_counter  # --clock cpu: time.thread_time
+
+
+def timeit(fn: Callable[[], object], repeat: int) -> float:
+    """Median seconds of ``repeat`` calls of ``fn`` on :data:`CLOCK`."""
+    times = []
+    for _ in range(repeat):
+        t0 = CLOCK()
+        fn()
+        times.append(CLOCK() - t0)
+    return statistics.median(times)
 
 
 # -- drivers -----------------------------------------------------------------------------------
@@ -195,7 +209,11 @@ def main() -> None:
     parser.add_argument("--long-bars", type=int, default=1_000_000)
     parser.add_argument("--quick", action="store_true",
                         help="smoke test: tiny sizes, one repeat, a few seconds")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="time with wall time (default) or the thread's CPU time")
     args = parser.parse_args()
+    global CLOCK
+    CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
     late = 200_000  # first step of the late block of the step-index test
     block = 1_000
     min_vec_steps = 4096
@@ -365,8 +383,8 @@ def main() -> None:
 
     # -- report --------------------------------------------------------------------------------
     print(f"# rltrade.envs benchmark ({platform.processor() or platform.machine()}, "
-          f"numba {numba.__version__}, {numba.get_num_threads()} threads; median of "
-          f"{args.repeat}; dataset {len(ds):,} 1h bars built in {t_build:.1f} s)")
+          f"numba {numba.__version__}, {numba.get_num_threads()} threads; {args.clock} clock; "
+          f"median of {args.repeat}; dataset {len(ds):,} 1h bars built in {t_build:.1f} s)")
     every = [r for _, rs in sections for r in rs]
     width = max(len(r[0]) for r in every)
     vwidth = max(len(r[1]) for r in every)

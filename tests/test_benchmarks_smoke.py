@@ -18,6 +18,7 @@ BENCH = Path(__file__).parents[1] / "benchmarks"
         ("bench_features.py", ["--rows", "30000", "--repeat", "1", "--reference-bars", "300"]),
         ("bench_engine.py", ["--bars", "5000", "--batch-steps", "50", "--repeat", "1"]),
         ("bench_envs.py", ["--quick"]),
+        ("bench_backtest.py", ["--bars", "3000", "--repeat", "1", "--sb3-bars", "300"]),
         ("bench_train.py", ["--quick"]),
     ],
 )

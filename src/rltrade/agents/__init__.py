@@ -9,11 +9,17 @@ from rltrade.agents.algorithms import (
     make_agent,
     save_model,
 )
+from rltrade.agents.baselines import BASELINES, baseline_names, make_baseline
+from rltrade.agents.policy import NumpyMlpPolicy
 
 __all__ = [
+    "BASELINES",
+    "NumpyMlpPolicy",
     "SpacesEnv",
     "algorithm_class",
+    "baseline_names",
     "load_model",
     "make_agent",
+    "make_baseline",
     "save_model",
 ]

@@ -116,6 +116,11 @@ class EnvCore:
             [RiskManager(config.risk) for _ in range(self.n_envs)] if config.risk else None
         )
         self.risk_counts: list[dict[str, int]] = [{} for _ in range(self.n_envs)]
+        #: the risk manager's reasons for changing env ``i``'s last target (empty: unchanged)
+        self.last_reasons: list[tuple[str, ...]] = [() for _ in range(self.n_envs)]
+        #: the kernel's action buffer (float64 ``[N, 2]``): ``step(core.actions)`` after writing
+        #: the actions into it saves a copy
+        self.actions = np.zeros((self.n_envs, 2))
         # the kernel's arguments, bound once (the step is the hot path)
         self._head = (self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg,
                       self.atr, self.env, self.rets)
@@ -123,8 +128,31 @@ class EnvCore:
         self._tail = (self.scheme, self.reward_id, self.weights, self.params, self.market,
                       self.window, self.obs_market, self.obs_account, self.rewards,
                       self.terminated, self.truncated, self.report)
+        self._bind_kernels()
         self.first_bar = self.window - 1
         self.last_bar = t_len - 1
+
+    # the compiled kernels bound to this core's arrays: rebuilt, never copied, by copy and pickle
+    # (a copied table of addresses would point into the original's memory)
+    _BOUND = ("_args", "_step_kernel", "_packed", "_step_one")
+
+    def _bind_kernels(self) -> None:
+        # without a risk manager every argument is one of these arrays: the kernel compiled for
+        # their types is called directly, without numba's per-call typing of 26 arguments
+        self._args = (*self._head, self.actions, False, *self._middle, *self._tail)
+        self._step_kernel = EK.entry_point(EK.step_envs, self._args)
+        # a single env without a risk manager: the arguments packed into one table (see
+        # EK.step_one; self._args keeps the arrays it points to alive)
+        self._packed = EK.pack_step_args(self._args) if self.n_envs == 1 else None
+        self._step_one = (EK.step_one if self._packed is None
+                          else EK.entry_point(EK.step_one, self._packed))
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._BOUND}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._bind_kernels()
 
     # -- episodes ---------------------------------------------------------------------------
     def episode_bounds(self, rng: np.random.Generator | None) -> tuple[int, int]:
@@ -175,7 +203,9 @@ class EnvCore:
         """Advance every env that is not done by one bar with ``actions`` (float64 ``[N, 2]``:
         the discrete index or the Box values)."""
         if self.risk is None:
-            EK.step_envs(*self._head, actions, False, *self._middle, *self._tail)
+            if actions is not self.actions:
+                self.actions[...] = actions  # the compiled kernel takes exactly this array
+            self._step_kernel(*self._args)
             return
         EK.compute_targets(self._st, self._mkt, self.atr, self.env, actions, self.scheme,
                            self.params, self._targets, self._sl, self._tp)
@@ -184,6 +214,34 @@ class EnvCore:
                 continue
             self._targets[i] = self._risk_adjust(i, self._targets[i])
         EK.step_envs(*self._head, actions, True, *self._middle, *self._tail)
+
+    def step_single(self) -> tuple[float, bool, bool, dict[str, Any]]:
+        """Step the env of a single-env core on the actions written into :attr:`actions`:
+        ``(reward, terminated, truncated, info)``, the same as :meth:`step` followed by
+        :meth:`step_info` of its report row, in one kernel call (the single env's hot path)."""
+        packed = self._packed
+        if packed is None or self.risk is not None:
+            self.step(self.actions)
+            row = self.report[0].tolist()
+            return (row[EK.Q_REWARD], row[EK.Q_TERMINATED] != 0.0, row[EK.Q_TRUNCATED] != 0.0,
+                    self.step_info(row))
+        (reward, terminated, truncated, bar, equity, position, pnl, trades, win_rate, max_dd,
+         costs, bankrupt, invalid) = self._step_one(*packed)  # already typed
+        # the dict of step_info, built here without its call and conversions (~0.2 µs, a tenth
+        # of the step): keep the two in step
+        return reward, terminated, truncated, {
+            "bar": bar,
+            "equity": equity,
+            "position": position,
+            "total_pnl": pnl,
+            "trade_count": trades,
+            "win_rate": win_rate,
+            "max_drawdown": max_dd,
+            "costs": costs,
+            "bankrupt": bankrupt,
+            "risk_interventions": {},  # no risk manager on this path
+            "invalid_actions": invalid,
+        }
 
     def _risk_adjust(self, i: int, target: float) -> float:
         assert self.risk is not None
@@ -199,6 +257,7 @@ class EnvCore:
             spread_bps=float(spread),
         )
         decision = self.risk[i].check_target(state, float(target))
+        self.last_reasons[i] = decision.reasons
         for reason in decision.reasons:
             self.risk_counts[i][reason] = self.risk_counts[i].get(reason, 0) + 1
         return decision.target

@@ -72,20 +72,24 @@ def observations(config: EnvConfig, market: np.ndarray, account: np.ndarray) -> 
     return np.concatenate((market.reshape(n, -1), account), axis=1)
 
 
-def check_actions(config: EnvConfig, actions: Any, n: int) -> tuple[np.ndarray, np.ndarray | None]:
+def check_actions(config: EnvConfig, actions: Any, n: int,
+                  out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """Validate ``n`` actions into the kernel's float64 ``[n, 2]`` layout.
 
-    Returns the array and a boolean mask of the actions that had to be clipped (``None`` when
-    all were valid), or raises ``ValueError``.
+    Returns the array (``out`` when given, e.g. the env core's action buffer; it is written only
+    when the actions are accepted) and a boolean mask of the actions that had to be clipped
+    (``None`` when all were valid), or raises ``ValueError``.
     """
     scheme = config.action_scheme
     raise_ = config.invalid_action == "raise"
-    out = np.zeros((n, 2))
+    if out is None:
+        out = np.zeros((n, 2))
     if (scheme in _N and isinstance(actions, np.ndarray) and actions.dtype.kind in "iu"
             and actions.size == n):  # fast path: integer actions, as SB3 passes them
         flat = actions.reshape(n)
         if flat.min() >= 0 and flat.max() < _N[scheme]:
             out[:, 0] = flat
+            out[:, 1] = 0.0
             return out, None
     try:
         arr = np.asarray(actions, dtype=np.float64)
@@ -107,6 +111,7 @@ def check_actions(config: EnvConfig, actions: Any, n: int) -> tuple[np.ndarray, 
                 )
             a = np.where(np.isfinite(a), np.clip(np.round(a), 0, _N[scheme] - 1), _NEUTRAL[scheme])
         out[:, 0] = a
+        out[:, 1] = 0.0
         return out, bad if bad.any() else None
     if arr.size != 2 * n:
         raise ValueError(f"expected {n} action(s) of shape (2,), got shape {arr.shape}")

@@ -16,6 +16,7 @@ from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
 
 _INTEGERS = (int, np.integer)
+_VIEWS = ("_action_cell", "_obs_market", "_obs_account")  # views of the core's buffers
 
 
 class TradingEnv(gym.Env):
@@ -53,8 +54,25 @@ class TradingEnv(gym.Env):
         self.action_space = action_space(self.config)
         self.observation_space = observation_space(self.config, self.core.n_market)
         self._needs_reset = True
-        self._actions = np.zeros((1, 2))
         self._n_discrete = int(getattr(self.action_space, "n", 0))
+        self._window_layout = self.config.layout == "window"
+        self._bind_views()
+
+    def _bind_views(self) -> None:
+        # bound once (the step is the hot path): the kernel's action cell of env 0 and its
+        # observation buffers (returned as copies: they are reused)
+        core = self.core
+        self._action_cell = core.actions.reshape(-1)
+        self._obs_market = core.obs_market[0]
+        self._obs_account = core.obs_account[0]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in _VIEWS}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # copy and pickle would turn the views into arrays of their own: bind them again
+        self.__dict__.update(state)
+        self._bind_views()
 
     @property
     def dataset(self) -> Dataset:
@@ -84,25 +102,25 @@ class TradingEnv(gym.Env):
         if self._needs_reset:
             raise RuntimeError("TradingEnv.step() called before reset() or after the episode "
                                "ended: call reset()")
+        core = self.core
         n = self._n_discrete
         if n and isinstance(action, _INTEGERS) and 0 <= action < n:
-            actions = self._actions  # fast path: a valid discrete action
-            actions[0, 0] = action
+            self._action_cell[0] = action  # fast path: a valid discrete action
         else:
-            actions, bad = check_actions(self.config, action, 1)
+            _, bad = check_actions(self.config, action, 1, out=core.actions)
             if bad is not None:
-                self.core.env[bad, EK.E_INVALID] += 1.0
-        core = self.core
-        core.step(actions)
-        row = core.report[0].tolist()
-        terminated = row[EK.Q_TERMINATED] != 0.0
-        truncated = row[EK.Q_TRUNCATED] != 0.0
+                core.env[bad, EK.E_INVALID] += 1.0
+        reward, terminated, truncated, info = core.step_single()
         if terminated or truncated:
             self._needs_reset = True
-        return self._obs(), row[EK.Q_REWARD], terminated, truncated, core.step_info(row)
+        if self._window_layout:
+            obs = {"market": self._obs_market.copy(), "account": self._obs_account.copy()}
+        else:
+            obs = self._obs()
+        return obs, reward, terminated, truncated, info
 
     def _obs(self) -> Any:
-        return observation(self.config, self.core.obs_market[0], self.core.obs_account[0])
+        return observation(self.config, self._obs_market, self._obs_account)
 
     # -- convenience ------------------------------------------------------------------------
     @property

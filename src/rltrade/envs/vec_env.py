@@ -87,7 +87,8 @@ class VecTradingEnv(VecEnv):
         if not self._rngs:
             raise RuntimeError("VecTradingEnv.step() called before reset()")
         core = self.core
-        actions, bad = check_actions(self.config, self._actions, self.num_envs)
+        actions, bad = check_actions(self.config, self._actions, self.num_envs,
+                                     out=core.actions)
         if bad is not None:
             core.env[bad, EK.E_INVALID] += 1.0
         core.step(actions)

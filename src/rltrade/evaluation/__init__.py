@@ -5,7 +5,10 @@ Deflated Sharpe Ratios and the minimum track record length in
 :mod:`rltrade.evaluation.significance`.
 """
 
+from rltrade.evaluation.backtest import BacktestResult, run_backtest
 from rltrade.evaluation.metrics import compute_metrics
+from rltrade.evaluation.plots import write_plots
+from rltrade.evaluation.report import write_report
 from rltrade.evaluation.significance import (
     deflated_sharpe_ratio,
     expected_max_sharpe,
@@ -15,10 +18,14 @@ from rltrade.evaluation.significance import (
 )
 
 __all__ = [
+    "BacktestResult",
     "compute_metrics",
     "deflated_sharpe_ratio",
     "expected_max_sharpe",
     "min_track_record_length",
     "probabilistic_sharpe_ratio",
+    "run_backtest",
     "sharpe_stats",
+    "write_plots",
+    "write_report",
 ]

@@ -1,0 +1,701 @@
+"""The backtest runner: one pass of a policy through the trading environment, logged.
+
+::
+
+    from rltrade.evaluation import run_backtest
+
+    result = run_backtest(model, test_ds, env_config, normalizer=norm,
+                          out_dir="runs/ppo1/backtests")
+    result.steps          # one row per bar (DataFrame indexed by UTC timestamp)
+    result.trades         # the engine's closed-trade records
+    result.summary        # initial / final equity, returns, bankrupt, force-close flag...
+    result.metrics        # compute_metrics(...), buy-and-hold as the benchmark
+    result.path           # runs/ppo1/backtests/bt_YYYYMMDD_HHMMSS/
+
+The pass goes through :class:`rltrade.envs.EnvCore` in ``eval`` mode: the same numba kernel as
+training (action -> target -> the execution engine's fill -> reward), from the close of bar
+``window - 1`` to the last bar (or until the episode terminates: bankruptcy, ``equity_floor``).
+Every fill, cost and PnL figure is the engine's; the runner records, it does not recompute.
+
+Three paths, same numbers (the tests compare them):
+
+* a planned policy (``plan(dataset, config)``, every baseline): the actions of all bars are
+  known, and one numba loop steps the environment kernel; the observation's market window is not
+  built (nothing reads it);
+* :class:`rltrade.agents.NumpyMlpPolicy`: the market window's share of the first layer is one
+  matrix product per window row over all bars, the rest of the network runs inside the same
+  numba loop, on the account block the kernel writes;
+* anything else with SB3's ``predict`` (an SB3 model, a recurrent policy, a callable wrapper):
+  a Python loop, one ``predict`` per bar on the environment's observation.
+
+A risk manager in the config (``risk=``) is Python code, so with one the first two paths use the
+Python loop too (still without building observations for planned policies).
+
+Files (``out_dir`` given): ``out_dir/bt_YYYYMMDD_HHMMSS/`` (UTC; ``_2``, ``_3``... when taken)
+with ``steps.csv`` (and ``steps.parquet`` beyond 100,000 rows), ``trades.csv``,
+``summary.json``, ``metrics.json`` and, with ``state_debug=True``, ``state_debug.csv``. Each file
+is written atomically (temporary file + rename). Columns are documented in ``docs/evaluation.md``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from loguru import logger
+from numba import njit
+
+from rltrade.agents.policy import NumpyMlpPolicy, is_planned, mlp_action
+from rltrade.data.store import atomic_write_bytes
+from rltrade.envs import kernels as EK
+from rltrade.envs.config import EnvConfig
+from rltrade.envs.core import EnvCore, market_matrix
+from rltrade.envs.spaces import check_actions, observation
+from rltrade.errors import ConfigError, RLTradeError
+from rltrade.evaluation.metrics import compute_metrics
+from rltrade.features.dataset import Dataset
+from rltrade.features.normalize import Normalizer
+from rltrade.sim import kernels as K
+from rltrade.sim.engine import (
+    ADJUSTMENTS,
+    EXIT_REASONS,
+    REJECTION_REASONS,
+    _counts,
+    _trade_table,
+)
+
+__all__ = ["BacktestResult", "run_backtest"]
+
+log = logger.bind(component="backtest")
+
+#: steps beyond this many rows are also written as steps.parquet
+PARQUET_ROWS = 100_000
+
+# engine state slots recorded after every step, then the report values
+_SLOTS = np.array([K.BAR, K.CASH, K.POS, K.EQUITY, K.REALIZED, K.UNREALIZED, K.FEES,
+                   K.SPREAD_COST, K.SLIPPAGE_COST, K.N_FILLS, K.N_STOP_EXITS, K.N_TP_EXITS,
+                   K.N_LIQUIDATIONS, K.DRAWDOWN, K.BANKRUPT], dtype=np.int64)
+(_R_BAR, _R_CASH, _R_POS, _R_EQUITY, _R_REALIZED, _R_UNREALIZED, _R_FEES, _R_SPREAD, _R_SLIP,
+ _R_FILLS, _R_STOPS, _R_TPS, _R_LIQ, _R_DRAWDOWN, _R_BANKRUPT) = range(len(_SLOTS))
+_R_REWARD, _R_TERMINATED, _R_TRUNCATED, _R_INVALID = range(len(_SLOTS), len(_SLOTS) + 4)
+_N_REC = len(_SLOTS) + 4
+_CHUNK = 65_536  # bars per first-layer block of the MLP path (bounds its memory)
+_TRADE_ROWS = 4096  # trade records before the buffer first grows
+
+
+@dataclass
+class BacktestResult:
+    """What :func:`run_backtest` returns (columns in ``docs/evaluation.md``).
+
+    :param steps: one row per bar from the start bar to the last one processed, indexed by the
+        bar's UTC timestamp.
+    :param trades: the engine's closed-trade records.
+    :param summary: initial and final equity, returns, bankruptcy, force close, counts.
+    :param metrics: :func:`~rltrade.evaluation.compute_metrics` of the run (``None`` when not
+        asked for).
+    :param path: the folder the files were written to (``None`` without ``out_dir``).
+    :param state_debug: the observation per bar (``state_debug=True``), else ``None``.
+    :param timings: seconds spent per phase (``setup``, ``loop``, ``frames``, ``benchmark``,
+        ``metrics``, ``write``); not written to the files, which stay reproducible.
+    """
+
+    steps: pd.DataFrame
+    trades: pd.DataFrame
+    summary: dict[str, Any]
+    metrics: dict[str, Any] | None
+    path: Path | None = None
+    state_debug: pd.DataFrame | None = field(default=None, repr=False)
+    timings: dict[str, float] = field(default_factory=dict, repr=False)
+
+
+# ------------------------------------------------------------------------------- kernels
+_jit = njit(cache=False, error_model="numpy", **K._NO_NRT)
+
+
+@_jit
+def _record(st: np.ndarray, report: np.ndarray, obs_account: np.ndarray, slots: np.ndarray,
+            rec: np.ndarray, rec_account: np.ndarray, k: int) -> None:
+    for j in range(slots.shape[0]):
+        rec[k, j] = st[0, slots[j]]
+    n = slots.shape[0]
+    rec[k, n] = report[0, EK.Q_REWARD]
+    rec[k, n + 1] = report[0, EK.Q_TERMINATED]
+    rec[k, n + 2] = report[0, EK.Q_TRUNCATED]
+    rec[k, n + 3] = report[0, EK.Q_INVALID]
+    if rec_account.shape[0] > 0:
+        for j in range(obs_account.shape[1]):
+            rec_account[k, j] = obs_account[0, j]
+
+
+@_jit
+def _fused(args: Any, st: np.ndarray, env: np.ndarray, actions: np.ndarray, report: np.ndarray,
+           obs_account: np.ndarray, trades: np.ndarray, margin: float, mode: int,
+           plan: np.ndarray, pre: np.ndarray, pre_lo: int, wa: np.ndarray, b1: np.ndarray,
+           act1: np.ndarray, wt: np.ndarray, bt: np.ndarray, dims: np.ndarray,
+           acts: np.ndarray, kind: int, low: np.ndarray, high: np.ndarray, h: np.ndarray,
+           g: np.ndarray, k: int, k_end: int,
+           slots: np.ndarray, rec: np.ndarray, rec_actions: np.ndarray,
+           rec_account: np.ndarray) -> int:
+    """Step env 0 of a core from row ``k`` up to ``k_end``; stops early when the episode is
+    done or the trades buffer needs to grow. ``mode`` 0: actions from ``plan[bar]``; 1: from
+    the MLP (first-layer market part ``pre[bar - pre_lo]``)."""
+    while k < k_end:
+        bar = int(st[0, K.BAR])
+        if mode == 0:
+            actions[0, 0] = plan[bar, 0]
+            actions[0, 1] = plan[bar, 1]
+        else:
+            mlp_action(pre[bar - pre_lo], obs_account[0], wa, b1, act1, wt, bt, dims, acts,
+                       kind, low, high, h, g, actions[0])
+        rec_actions[k, 0] = actions[0, 0]
+        rec_actions[k, 1] = actions[0, 1]
+        EK.step_envs(*args)
+        k += 1
+        _record(st, report, obs_account, slots, rec, rec_account, k)
+        if env[0, EK.E_DONE] != 0.0:
+            return k
+        if trades.shape[0] > 0 and trades.shape[0] - st[0, K.N_RECORDS] < margin:
+            return k
+    return k
+
+
+# ------------------------------------------------------------------------------- the core
+class _Run:
+    """One env of an :class:`EnvCore` with a trade-record buffer attached."""
+
+    def __init__(self, dataset: Dataset, config: EnvConfig, normalizer: Normalizer | None,
+                 light: bool, start: int, seed: int, records: bool = True) -> None:
+        if light:
+            # nothing reads the observation's market window: run the same kernel on the bars
+            # only (no feature columns, window 1) and start at the agent's first bar
+            t_len = len(dataset)
+            dataset = replace(
+                dataset, features=np.zeros((t_len, 0), np.float32), feature_names=[],
+                feature_norms=[], signals=np.zeros((t_len, 0), np.float32), signal_names=[])
+            config = EnvConfig.build(config, window=1)
+            normalizer = Normalizer([], [], "default")
+        self.core = core = EnvCore(dataset, config, 1, normalizer)
+        self.st, self.lots, self.orders, _, self.mkt, self.cfg = core.engine.kernel_arrays()
+        eng = config.engine
+        self.margin = float(eng.lot_capacity + 2 * eng.order_capacity + 8)
+        self.records = records
+        self.trades = core._trades
+        if records:
+            self._attach(np.zeros((_TRADE_ROWS + int(self.margin), K.N_TRADE)))
+        core.reset_env(0, start, core.last_bar, seed)
+
+    def _attach(self, buf: np.ndarray) -> None:
+        """Give the env kernel a trade-record buffer (the batch engine under EnvCore keeps
+        none): every argument tuple of the core holding the old buffer gets the new one."""
+        core = self.core
+        old = core._trades
+        found = False
+        for key, value in list(vars(core).items()):
+            if isinstance(value, tuple) and any(v is old for v in value):
+                setattr(core, key, tuple(buf if v is old else v for v in value))
+                found = True
+        if not found:
+            raise RLTradeError("internal error: EnvCore's kernel arguments were not found; "
+                               "the backtest runner must be updated with EnvCore")
+        core._trades = buf
+        self.trades = buf
+
+    def ensure_room(self) -> None:
+        """Grow the trade buffer when one more bar's records might not fit."""
+        n = int(self.st[0, K.N_RECORDS])
+        if self.records and self.trades.shape[0] - n < self.margin:
+            grown = np.zeros((2 * self.trades.shape[0], K.N_TRADE))
+            grown[:n] = self.trades[:n]
+            self._attach(grown)
+
+    def kernel_args(self) -> tuple[tuple[Any, ...], np.ndarray]:
+        """The env kernel's argument tuple, as :meth:`EnvCore.step` passes it, and the action
+        array inside it."""
+        core = self.core
+        args = getattr(core, "_args", None)
+        if args is not None:
+            return args, core.actions
+        actions = np.zeros((1, 2))
+        return (*core._head, actions, False, *core._middle, *core._tail), actions
+
+
+# ------------------------------------------------------------------------------- helpers
+def _validated_plan(policy: Any, dataset: Dataset, config: EnvConfig) -> tuple[np.ndarray,
+                                                                                np.ndarray]:
+    """The plan as float64 ``[T, 2]`` kernel actions, and the rows that had to be clipped."""
+    raw = np.asarray(policy.plan(dataset, config))
+    t_len = len(dataset)
+    discrete = config.action_scheme != "exposure_sl"
+    if discrete and raw.shape in ((t_len,), (t_len, 1)):
+        flat = raw.reshape(t_len)
+    elif not discrete and raw.shape == (t_len, 2):
+        flat = raw
+    else:
+        want = f"({t_len},)" if discrete else f"({t_len}, 2)"
+        raise ValueError(f"plan of {getattr(policy, 'name', type(policy).__name__)}: expected "
+                         f"shape {want} for {config.action_scheme!r}, got {raw.shape}")
+    actions, bad = check_actions(config, flat, t_len)
+    return np.ascontiguousarray(actions), (np.zeros(t_len, bool) if bad is None else bad)
+
+
+def _json_safe(obj: Any) -> Any:
+    """Plain JSON types; non-finite floats become ``None``."""
+    if obj is None or isinstance(obj, str | bool):
+        return obj
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, int | np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    if isinstance(obj, pd.Timestamp | datetime):
+        return obj.isoformat()
+    if isinstance(obj, Mapping):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [_json_safe(v) for v in obj]
+    return str(obj)
+
+
+def _write_frame_csv(path: Path, frame: pd.DataFrame, index: bool = True) -> None:
+    atomic_write_bytes(path, frame.to_csv(index=index).encode())
+
+
+def _write_parquet(path: Path, frame: pd.DataFrame) -> None:
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, compression="zstd")
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _new_folder(out_dir: str | Path) -> Path:
+    root = Path(out_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("bt_%Y%m%d_%H%M%S")
+    for i in range(1, 10_000):
+        folder = root / (stamp if i == 1 else f"{stamp}_{i}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue
+        return folder
+    raise RLTradeError(f"{root}: no free backtest folder name for {stamp}")  # pragma: no cover
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = self.laps.get(name, 0.0) + now - self._t
+        self._t = now
+
+
+def _policy_name(policy: Any) -> str:
+    name = getattr(policy, "name", None)
+    return name if isinstance(name, str) and name else type(policy).__name__
+
+
+# ------------------------------------------------------------------------------- the runner
+def run_backtest(
+    policy: Any,
+    dataset: Dataset,
+    config: EnvConfig | Mapping[str, Any] | None = None,
+    *,
+    normalizer: Normalizer | None = None,
+    out_dir: str | Path | None = None,
+    force_close: bool = False,
+    state_debug: bool = False,
+    name: str | None = None,
+    benchmark: bool | np.ndarray | pd.Series = True,
+    metrics: bool = True,
+    seed: int | None = None,
+    deterministic: bool = True,
+) -> BacktestResult:
+    """Backtest ``policy`` on ``dataset``: one pass through the environment, logged.
+
+    :param policy: an object with SB3's ``predict`` (an SB3 model, :class:`NumpyMlpPolicy`) or
+        a planned policy with ``plan(dataset, config)`` (every baseline); see
+        :mod:`rltrade.agents.policy`.
+    :param dataset: the bars, features and signals to trade (the held-out slice).
+    :param config: the agent's env config (:class:`EnvConfig` or a mapping); ``mode`` is set to
+        ``eval``. A planned policy with an ``action_scheme`` attribute (the baselines:
+        ``discrete3``) runs under this config with that scheme.
+    :param normalizer: the normalizer fitted at training (required for z-score specs).
+    :param out_dir: write the files into ``out_dir/bt_YYYYMMDD_HHMMSS/``.
+    :param force_close: close the position still open at the last bar at its close, through the
+        engine (a taker fill; its trades are flagged ``forced_close``).
+    :param state_debug: also return (and write) the observation per bar: raw and normalised
+        features of the bar and the account block.
+    :param name: the run's name (summary, ``metrics.run.id``); default the policy's name.
+    :param benchmark: ``True``: buy-and-hold at 1x equity through the engine with the same
+        costs, from the same bar, as ``metrics.benchmark``; ``False``: none; or an equity curve
+        aligned with the steps.
+    :param metrics: compute :func:`~rltrade.evaluation.compute_metrics` (``False`` skips it).
+    :param seed: seed of the engine's random draws (default ``config.engine.seed``).
+    :param deterministic: passed to ``predict``.
+    :returns: a :class:`BacktestResult`.
+    """
+    if not isinstance(dataset, Dataset):
+        raise ConfigError(f"run_backtest needs a Dataset, got {type(dataset).__name__}")
+    clock = _Clock()
+    cfg = EnvConfig.build(config, mode="eval")
+    planned = is_planned(policy)
+    scheme = getattr(policy, "action_scheme", None) if planned else None
+    if scheme and scheme != cfg.action_scheme:
+        cfg = EnvConfig.build(cfg, action_scheme=scheme)
+    if not planned and not callable(getattr(policy, "predict", None)):
+        raise ConfigError(
+            f"run_backtest: {type(policy).__name__} is not a policy: it needs SB3's "
+            "predict(obs, state=None, episode_start=None, deterministic=True) or "
+            "plan(dataset, config)"
+        )
+    seed = cfg.engine.seed if seed is None else int(seed)
+    start = cfg.window - 1
+    last = len(dataset) - 1
+    if last <= start:
+        raise ConfigError(f"run_backtest: {len(dataset)} rows leave no step after the first "
+                          f"window of {cfg.window} bars")
+    mlp = isinstance(policy, NumpyMlpPolicy) and not planned
+    fused = cfg.risk is None and (planned or mlp)
+    light = planned or (mlp and fused)
+    market: np.ndarray | None = None
+    if (mlp and fused) or state_debug:
+        if normalizer is None:
+            normalizer = Normalizer.for_dataset(dataset)
+            if not normalizer.fitted:
+                raise ConfigError(
+                    "run_backtest: the dataset's spec uses z-score normalisation; pass the "
+                    "normalizer fitted on the training slice as normalizer="
+                )
+        market = market_matrix(dataset, normalizer, cfg.obs_clip)
+    run = _Run(dataset, cfg, normalizer, light, start, seed)
+    core = run.core
+    n_max = last - start + 1
+    rec = np.zeros((n_max, _N_REC))
+    rec_actions = np.full((n_max, 2), np.nan)
+    rec_account = np.zeros((n_max if state_debug else 0, EK.N_ACCOUNT))
+    reasons: list[str] | None = [""] * n_max if cfg.risk is not None else None
+    plan: np.ndarray | None = None
+    plan_bad: np.ndarray | None = None
+    _record(run.st, core.report, core.obs_account, _SLOTS, rec, rec_account, 0)
+    rec[0, _R_REWARD:] = 0.0
+    if planned:
+        plan, plan_bad = _validated_plan(policy, dataset, cfg)
+    clock.lap("setup")
+    if fused:
+        k = _run_fused(run, None if planned else policy, plan, market, cfg, rec, rec_actions,
+                       rec_account)
+    else:
+        k = _run_python(run, policy, plan, cfg, rec, rec_actions, rec_account, reasons,
+                        deterministic)
+    n = k + 1
+    forced = False
+    if force_close and run.st[0, K.POS] != 0.0 and run.st[0, K.BANKRUPT] == 0.0:
+        run.ensure_room()
+        K.close_all(run.st[0], run.lots[0], run.orders[0], run.trades, run.mkt, run.cfg, True)
+        _record(run.st, core.report, core.obs_account, _SLOTS, rec, rec_account, k)
+        forced = True
+    clock.lap("loop")
+    st = run.st[0]
+    n_records = int(st[K.N_RECORDS])
+    if st[K.DROPPED_RECORDS] or n_records != int(st[K.N_TRADES]):
+        raise RLTradeError("internal error: the engine's trade records are incomplete")
+
+    initial = float(st[K.INITIAL_EQUITY])
+    steps = _steps_frame(dataset, cfg, rec[:n], rec_actions[:n], reasons, plan_bad, forced,
+                         initial)
+    trades = _trades_frame(run.trades[:n_records], dataset.timestamps)
+    clock.lap("frames")
+    bench: np.ndarray | None = None
+    if benchmark is True:
+        bench = _buy_and_hold(dataset, cfg, start, n, seed)
+    elif benchmark is not False and benchmark is not None:
+        bench = np.asarray(benchmark, dtype=np.float64)
+    clock.lap("benchmark")
+    summary = _summary(policy, name, dataset, cfg, steps, trades, run, initial, forced,
+                       force_close, bench)
+    costs = {"fees": float(st[K.FEES]), "spread_cost": float(st[K.SPREAD_COST]),
+             "slippage_cost": float(st[K.SLIPPAGE_COST])}
+    result_metrics = None
+    if metrics:
+        result_metrics = compute_metrics(
+            steps, trades, timeframe=dataset.timeframe, initial_capital=initial,
+            benchmark_equity=bench, costs=costs,
+            interventions=_risk_counts(core) if cfg.risk is not None else None,
+            run_id=summary["name"])
+    clock.lap("metrics")
+    debug = None
+    if state_debug:
+        assert market is not None
+        debug = _state_debug(dataset, market, rec[:n, _R_BAR].astype(np.int64), rec_account[:n])
+    path = None
+    if out_dir is not None:
+        path = _new_folder(out_dir)
+        summary["backtest_id"] = path.name
+        _write(path, steps, trades, summary, result_metrics, debug)
+    clock.lap("write")
+    log.info("backtest {}: {} bars, {} trades, equity {:.2f} -> {:.2f}{}", summary["name"], n,
+             len(trades), initial, summary["final_equity"], f" ({path})" if path else "")
+    return BacktestResult(steps, trades, summary, result_metrics, path, debug, clock.laps)
+
+
+def _run_fused(run: _Run, mlp: NumpyMlpPolicy | None, plan: np.ndarray | None,
+               market: np.ndarray | None, cfg: EnvConfig, rec: np.ndarray,
+               rec_actions: np.ndarray, rec_account: np.ndarray) -> int:
+    core = run.core
+    n_max = rec.shape[0]
+    k = 0
+    if mlp is None:
+        assert plan is not None
+        mode = 0
+        wm = np.zeros((1, 1, 1), np.float32)
+        kernel: tuple[Any, ...] = (np.zeros((1, 1)), np.zeros(1), np.zeros(2),
+                                   np.zeros((0, 1, 1)), np.zeros((0, 1)),
+                                   np.zeros((0, 2), dtype=np.int64), np.zeros((0, 2)), 0,
+                                   np.zeros(1), np.zeros(1), np.zeros(1), np.zeros(1))
+    else:
+        assert market is not None
+        mode = 1
+        plan = np.zeros((1, 2))
+        wm, kernel = mlp.fast_parts(cfg.layout, cfg.window, market.shape[1], EK.N_ACCOUNT)
+    pre = np.zeros((1, 1))
+    pre_lo = 0
+    while True:
+        args, actions = run.kernel_args()
+        k_end = n_max - 1
+        if mode == 1:
+            bar = int(run.st[0, K.BAR])
+            hi = min(bar + _CHUNK, core.last_bar)
+            pre = mlp.market_preactivation(market, wm, bar, hi, mlp.backend)  # type: ignore
+            pre_lo = bar
+            k_end = min(k_end, k + (hi - bar))
+        k = _fused(args, run.st, core.env, actions, core.report, core.obs_account, run.trades,
+                   run.margin, mode, plan, pre, pre_lo, *kernel, k, k_end, _SLOTS, rec,
+                   rec_actions, rec_account)
+        if core.env[0, EK.E_DONE] != 0.0 or k >= n_max - 1:
+            return k
+        run.ensure_room()
+
+
+def _run_python(run: _Run, policy: Any, plan: np.ndarray | None, cfg: EnvConfig,
+                rec: np.ndarray, rec_actions: np.ndarray, rec_account: np.ndarray,
+                reasons: list[str] | None, deterministic: bool) -> int:
+    core = run.core
+    st = run.st
+    k = 0
+    state = None
+    episode_start = np.ones(1, dtype=bool)
+    while True:
+        if plan is not None:
+            actions = plan[int(st[0, K.BAR])][None, :]
+        else:
+            obs = observation(cfg, core.obs_market[0], core.obs_account[0])
+            action, state = policy.predict(obs, state=state, episode_start=episode_start,
+                                           deterministic=deterministic)
+            episode_start = np.zeros(1, dtype=bool)
+            actions, bad = check_actions(cfg, action, 1)
+            if bad is not None:
+                core.env[bad, EK.E_INVALID] += 1.0
+        rec_actions[k] = actions[0]
+        core.step(actions)
+        if reasons is not None:
+            reasons[k] = ";".join(core.last_reasons[0])
+        k += 1
+        _record(st, core.report, core.obs_account, _SLOTS, rec, rec_account, k)
+        if core.env[0, EK.E_DONE] != 0.0 or k >= rec.shape[0] - 1:
+            return k
+        run.ensure_room()
+
+
+def _steps_frame(dataset: Dataset, cfg: EnvConfig, rec: np.ndarray, rec_actions: np.ndarray,
+                 reasons: list[str] | None, plan_bad: np.ndarray | None,
+                 forced: bool, initial: float) -> pd.DataFrame:
+    n = rec.shape[0]
+    bars = rec[:, _R_BAR].astype(np.int64)
+    index = pd.DatetimeIndex(dataset.timestamps[bars].astype("datetime64[ns]"), tz="UTC",
+                             name="timestamp")
+
+    def changed(col: int) -> np.ndarray:
+        return np.diff(rec[:, col], prepend=rec[0, col]) > 0
+
+    data: dict[str, Any] = {"bar": bars}
+    if cfg.action_scheme == "exposure_sl":
+        data["action_0"] = rec_actions[:, 0]
+        data["action_1"] = rec_actions[:, 1]
+    else:
+        none = np.isnan(rec_actions[:, 0])  # the last bar: no decision
+        data["action"] = pd.arrays.IntegerArray(
+            np.nan_to_num(rec_actions[:, 0]).astype(np.int64), none)
+    pos = rec[:, _R_POS]
+    costs = rec[:, _R_FEES] + rec[:, _R_SPREAD] + rec[:, _R_SLIP]
+    invalid = changed(_R_INVALID)
+    if plan_bad is not None:
+        invalid |= plan_bad[bars] & ~np.isnan(rec_actions[:, 0])
+    done = np.zeros(n, dtype=bool)
+    done[-1] = True
+    data |= {
+        "trade_executed": changed(_R_FILLS),
+        "position_change": np.diff(pos, prepend=pos[0]),
+        "cash": rec[:, _R_CASH],
+        "position": pos,
+        "equity": rec[:, _R_EQUITY],
+        "realized_equity": initial + rec[:, _R_REALIZED],
+        "unrealized_pnl": rec[:, _R_UNREALIZED],
+        "close": dataset.ohlcv[bars, 3],
+        "costs": np.diff(costs, prepend=costs[0]),
+        "reward": rec[:, _R_REWARD],
+        "stop_triggered": changed(_R_STOPS),
+        "take_profit": changed(_R_TPS),
+        "liquidated": changed(_R_LIQ),
+        "drawdown": rec[:, _R_DRAWDOWN],
+        "risk_reason": (pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[""])
+                        if reasons is None else pd.Categorical(reasons[:n])),
+        "invalid_action": invalid,
+        "forced_close": np.zeros(n, dtype=bool),
+        "done": done,
+    }
+    if forced:
+        data["forced_close"][-1] = True
+    return pd.DataFrame(data, index=index, copy=False)
+
+
+def _trades_frame(buf: np.ndarray, timestamps: np.ndarray) -> pd.DataFrame:
+    table = _trade_table(buf, timestamps)
+    frame = pd.DataFrame({
+        "entry_time": pd.DatetimeIndex(table["entry_time"], tz="UTC"),
+        "exit_time": pd.DatetimeIndex(table["exit_time"], tz="UTC"),
+        "entry_bar": table["entry_bar"],
+        "exit_bar": table["exit_bar"],
+        "side": pd.Categorical.from_codes((table["side"] > 0).astype(np.int8),
+                                          categories=["short", "long"]),
+        "qty": table["qty"],
+        "entry_price": table["entry_price"],
+        "exit_price": table["exit_price"],
+        "gross_pnl": table["gross_pnl"],
+        "fees": table["fees"],
+        "spread_cost": table["spread_cost"],
+        "slippage_cost": table["slippage_cost"],
+        "net_pnl": table["net_pnl"],
+        "duration_bars": table["duration_bars"],
+        "exit_reason": pd.Categorical(table["exit_reason"], categories=list(EXIT_REASONS)),
+        "stop_triggered": table["stop_loss"],
+        "take_profit": table["take_profit"],
+        "liquidation": table["liquidation"],
+        "forced_close": table["forced_close"],
+    })
+    frame.index.name = "trade"
+    return frame
+
+
+def _buy_and_hold(dataset: Dataset, cfg: EnvConfig, start: int, n: int, seed: int) -> np.ndarray:
+    """Equity of buy-and-hold at 1x equity through the engine (same costs and start bar)."""
+    bench_cfg = EnvConfig.build(cfg, action_scheme="discrete3", risk=None, equity_floor=0.0,
+                                max_exposure=min(1.0, 1.0 / cfg.engine.leverage))
+    run = _Run(dataset, bench_cfg, None, True, start, seed, records=False)
+    plan = np.zeros((len(dataset), 2))
+    plan[:, 0] = 2.0
+    rec = np.zeros((n, _N_REC))
+    rec_actions = np.zeros((n, 2))
+    no_account = np.zeros((0, EK.N_ACCOUNT))
+    _record(run.st, run.core.report, run.core.obs_account, _SLOTS, rec, no_account, 0)
+    k = _run_fused(run, None, plan, None, bench_cfg, rec, rec_actions, no_account) if n > 1 else 0
+    equity = rec[:, _R_EQUITY].copy()
+    equity[k + 1:] = equity[k]  # frozen after a bankruptcy
+    return equity
+
+
+def _risk_counts(core: EnvCore) -> dict[str, int]:
+    return dict(core.risk_counts[0])
+
+
+def _summary(policy: Any, name: str | None, dataset: Dataset, cfg: EnvConfig,
+             steps: pd.DataFrame, trades: pd.DataFrame, run: _Run, initial: float,
+             forced: bool, force_close: bool, bench: np.ndarray | None) -> dict[str, Any]:
+    st = run.st[0]
+    report = run.core.report[0]
+    final = float(st[K.EQUITY])
+    realized_final = float(steps["realized_equity"].iloc[-1])
+    fees, spread, slip = float(st[K.FEES]), float(st[K.SPREAD_COST]), float(st[K.SLIPPAGE_COST])
+    invalid = int(steps["invalid_action"].sum())
+    summary: dict[str, Any] = {
+        "backtest_id": None,  # the folder's name once written
+        "name": name or _policy_name(policy),
+        "policy": _policy_name(policy),
+        "perfect_foresight": bool(getattr(policy, "perfect_foresight", False)),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dataset": {
+            "symbol": dataset.symbol,
+            "timeframe": dataset.timeframe,
+            "rows": len(dataset),
+            "fingerprint": dataset.fingerprint,
+            "spec_hash": dataset.spec_hash,
+        },
+        "start": steps.index[0],
+        "end": steps.index[-1],
+        "start_bar": int(steps["bar"].iloc[0]),
+        "end_bar": int(steps["bar"].iloc[-1]),
+        "bars": len(steps),
+        "initial_equity": initial,
+        "final_equity": final,
+        "final_realized_equity": realized_final,
+        "total_return": final / initial - 1.0,
+        "realized_return": realized_final / initial - 1.0,
+        "unrealized_pnl": float(st[K.UNREALIZED]),
+        "open_position": float(st[K.POS]),
+        "bankrupt": bool(st[K.BANKRUPT]),
+        "terminated": bool(report[EK.Q_TERMINATED]),
+        "truncated": bool(report[EK.Q_TRUNCATED]),
+        "force_close": bool(force_close),
+        "force_closed": forced,
+        "n_trades": len(trades),
+        "n_fills": int(st[K.N_FILLS]),
+        "costs": {"fees": fees, "spread_cost": spread, "slippage_cost": slip,
+                  "total": fees + spread + slip},
+        "rejections": {k: v for k, v in _counts(st, REJECTION_REASONS).items() if v},
+        "adjustments": {k: v for k, v in _counts(st, ADJUSTMENTS).items() if v},
+        "risk_interventions": _risk_counts(run.core) if cfg.risk is not None else {},
+        "invalid_actions": invalid,
+        "benchmark_final_equity": float(bench[-1]) if bench is not None and len(bench) else None,
+        "config": cfg.model_dump(mode="json"),
+    }
+    return _json_safe(summary)
+
+
+def _state_debug(dataset: Dataset, market: np.ndarray, bars: np.ndarray,
+                 account: np.ndarray) -> pd.DataFrame:
+    index = pd.DatetimeIndex(dataset.timestamps[bars].astype("datetime64[ns]"), tz="UTC",
+                             name="timestamp")
+    data: dict[str, Any] = {"bar": bars}
+    for j, col in enumerate(dataset.feature_names):
+        data[f"raw.{col}"] = dataset.features[bars, j]
+    for j, col in enumerate([*dataset.feature_names, *dataset.signal_names]):
+        data[f"norm.{col}"] = market[bars, j]
+    for j, col in enumerate(EK.ACCOUNT_FIELDS):
+        data[f"account.{col}"] = account[:, j]
+    return pd.DataFrame(data, index=index, copy=False)
+
+
+def _write(folder: Path, steps: pd.DataFrame, trades: pd.DataFrame, summary: dict[str, Any],
+           metrics: dict[str, Any] | None, debug: pd.DataFrame | None) -> None:
+    _write_frame_csv(folder / "steps.csv", steps)
+    if len(steps) > PARQUET_ROWS:
+        _write_parquet(folder / "steps.parquet", steps)
+    _write_frame_csv(folder / "trades.csv", trades)
+    atomic_write_bytes(folder / "summary.json",
+                       (json.dumps(summary, indent=2, allow_nan=False) + "\n").encode())
+    if metrics is not None:
+        atomic_write_bytes(folder / "metrics.json",
+                           (json.dumps(metrics, indent=2, allow_nan=False) + "\n").encode())
+    if debug is not None:
+        _write_frame_csv(folder / "state_debug.csv", debug)
