@@ -185,7 +185,8 @@ def test_risk_manager_reasons_are_logged(ds):
     hour = int((ds.timestamps[200] // 3_600_000_000_000) % 24)
     window = [f"{hour:02d}:00", f"{(hour + 1) % 24:02d}:00"]
     cfg = EnvConfig.build(CFG, risk={"no_trade": {"times": [window]}})
-    result = run_backtest(PlanPolicy(np.full(len(ds), 2)), ds, cfg)
+    flips = np.where(np.arange(len(ds)) % 2 == 0, 2, 0)  # a trade every bar, in the window too
+    result = run_backtest(PlanPolicy(flips), ds, cfg)
     reasons = result.steps["risk_reason"].astype(str)
     assert (reasons == "no_trade_window").sum() >= 1
     assert result.summary["risk_interventions"]["no_trade_window"] == (reasons != "").sum()

@@ -347,9 +347,23 @@ def test_risk_manager_in_the_loop(ds):
     hour = int((ds.timestamps[200] // 3_600_000_000_000) % 24)
     window = [f"{hour:02d}:00", f"{(hour + 1) % 24:02d}:00"]
     env = TradingEnv(ds, window=16, mode="eval", risk={"no_trade": {"times": [window]}})
-    steps = rollout(env, [2] * 400)
+    steps = rollout(env, [2, 0] * 200)  # a trade every bar, inside the window too
     counts = steps[-1][4]["risk_interventions"]
     assert counts.get("no_trade_window", 0) >= 1
+
+
+def test_discrete3_holds_its_position_while_the_side_is_unchanged(ds):
+    env = TradingEnv(ds, window=16, mode="eval")
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(2)
+    units = info["position"]
+    assert units > 0
+    for _ in range(50):  # prices and equity move; a re-sizing trade would cost fees every bar
+        _, _, _, _, info = env.step(2)
+        assert info["position"] == units
+    assert info["trade_count"] == 0  # nothing closed
+    _, _, _, _, info = env.step(0)  # the other side: a flip
+    assert info["position"] < 0
 
 
 def test_config_errors_name_the_key(ds):

@@ -16,6 +16,13 @@ from rltrade.features import FEATURES, STRATEGIES, BarArrays, FeatureSpec, build
 from rltrade.features.dataset import compute_features, compute_signals
 
 N = 1400
+# Parameters for groups whose defaults would make the test slow or leave it trivial (the
+# forecast's first model would come after ~1000 bars): small, walk-forward exercised often.
+TRUNCATION_PARAMS = {
+    "forecast": {"horizon": 3, "refit_every": 97, "min_train": 200, "max_train": 600,
+                 "embargo": 2, "max_iter": 10, "max_leaf_nodes": 7, "min_samples_leaf": 20,
+                 "extra_inputs": ["alpha_signal", "funding_rate"]},
+}
 
 
 @pytest.fixture(scope="module")
@@ -50,18 +57,19 @@ def test_every_feature_applies_to_the_test_bars(bars):
 @pytest.mark.parametrize("name", list(FEATURES))
 def test_feature_truncation(name, bars):
     definition = FEATURES[name]
-    full = definition.compute(bars)
+    params = TRUNCATION_PARAMS.get(name)
+    full = definition.compute(bars, params)
     first_valid = min(
         (int(np.argmax(np.isfinite(v))) for v in full.values() if np.isfinite(v).any()),
         default=0,
     )
     for t in _cut_points(first_valid, len(bars), np.random.default_rng(hash(name) % 2**32)):
-        part = definition.compute(bars.slice(0, t + 1))
+        part = definition.compute(bars.slice(0, t + 1), params)
         for col, values in full.items():
             assert _same(part[col][-1], values[t]), f"{name}.{col} differs at t={t}"
     # and the whole prefix, at one point
     t = (first_valid + len(bars)) // 2
-    part = definition.compute(bars.slice(0, t + 1))
+    part = definition.compute(bars.slice(0, t + 1), params)
     for col, values in full.items():
         assert _same(part[col], values[: t + 1]), f"{name}.{col} prefix differs"
 

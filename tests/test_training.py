@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,7 +268,7 @@ train(cfg, "crash", runs_root=sys.argv[2])
 
 
 def test_sigkill_mid_training_then_resume_completes(tmp_path):
-    cfg = small(training={"total_steps": 6000, "checkpoint_freq": 256, "eval_freq": 1024})
+    cfg = small(training={"total_steps": 30000, "checkpoint_freq": 256, "eval_freq": 8192})
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(cfg.to_yaml())
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(cfg_path), str(tmp_path)],
@@ -292,10 +291,10 @@ def test_sigkill_mid_training_then_resume_completes(tmp_path):
     killed_at = run.state["steps_done"]
     assert 0 < killed_at < planned_steps(cfg)
     res = resume(run_dir)
-    assert res.steps == planned_steps(cfg) == 6016
+    assert res.steps == planned_steps(cfg) == 30080
     assert run.state["status"] == "completed"
     manifest = run.manifest
-    assert manifest["resumed"] is True and manifest["steps"] == 6016
+    assert manifest["resumed"] is True and manifest["steps"] == 30080
     # every artifact in the directory is readable
     for path in run_dir.rglob("*"):
         if path.suffix == ".json":

@@ -534,6 +534,105 @@ def _after_training(result) -> None:
                 data.backtest, run.config.env)})]))
 
 
+@app.command("backtest")
+def backtest_cmd(
+    run: Annotated[Path, typer.Option("--run", help="The trained run, e.g. runs/NAME.")],
+    data: Annotated[str | None, typer.Option("--data", help="Bars (default: the run's "
+                                             "source).")] = None,
+    start: Annotated[str | None, typer.Option("--start", help="First decision bar (UTC).")
+                     ] = None,
+    end: Annotated[str | None, typer.Option("--end", help="End (exclusive, UTC).")] = None,
+    model: Annotated[str, typer.Option("--model", help="final, best or last.")] = "final",
+    force_close: Annotated[bool, typer.Option("--force-close",
+                                              help="Close the open position at the end.")
+                           ] = False,
+    baselines: Annotated[bool, typer.Option("--baselines/--no-baselines",
+                                            help="Compare with every baseline in the report.")
+                         ] = True,
+    state_debug: Annotated[bool, typer.Option("--state-debug",
+                                              help="Also write the observations.")] = False,
+) -> None:
+    """Backtest a trained run (checks that the data fits the model first)."""
+    from rltrade.evaluation.judge import backtest_run
+
+    result = backtest_run(run, source=data, start=start, end=end, model=model,
+                          force_close=force_close, baselines=baselines,
+                          state_debug=state_debug)
+    _print_backtest(result)
+
+
+def _print_backtest(result) -> None:
+    s = result.summary
+    m = result.metrics or {}
+    perf = m.get("performance") or {}
+    sig = m.get("significance") or {}
+    bench = m.get("benchmark") or {}
+    table = Table(title=f"Backtest {s.get('name')}", title_justify="left", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("range", f"{s.get('start')} -> {s.get('end')} ({s.get('bars'):,} bars)")
+    table.add_row("equity", f"{s['initial_equity']:,.2f} -> {s['final_equity']:,.2f}")
+    table.add_row("total return", _fmt_pct(_num(s.get("total_return"))))
+    table.add_row("buy and hold", _fmt_pct(_num(bench.get("total_return"))))
+    table.add_row("Sharpe (annualised)", f"{_num(perf.get('sharpe')):.2f}")
+    table.add_row("max drawdown", _fmt_pct(_num(perf.get("max_drawdown"))))
+    table.add_row("trades", str(s.get("n_trades")))
+    table.add_row("PSR / DSR", f"{_num(sig.get('psr')):.3f} / {_num(sig.get('dsr')):.3f}")
+    if result.path is not None:
+        table.add_row("files", str(result.path))
+        report = result.path / "report.html"
+        if report.exists():
+            table.add_row("report", str(report))
+    console.print(table)
+
+
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def _comparison_table(title: str, table) -> Table:
+    out = Table(title=title, title_justify="left")
+    for col in ("policy", "total return", "Sharpe", "max DD", "win rate", "PF", "trades",
+                "PSR", "DSR"):
+        out.add_column(col, justify="left" if col == "policy" else "right")
+    for r in table.to_dict("records"):
+        style = "bold" if r["kind"] == "agent" else None
+        out.add_row(str(r["name"]), _fmt_pct(_num(r["total_return"])),
+                    f"{_num(r['sharpe']):.2f}", _fmt_pct(_num(r["max_drawdown"])),
+                    _fmt_pct(_num(r["win_rate"])).lstrip("+"), f"{_num(r['profit_factor']):.2f}",
+                    str(r["trades"]), f"{_num(r['psr']):.3f}", f"{_num(r['dsr']):.3f}",
+                    style=style)
+    return out
+
+
+@app.command("compare")
+def compare_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Trained runs (runs/NAME ...).")],
+    data: Annotated[str | None, typer.Option("--data", help="Bars (default: the first run's "
+                                             "source).")] = None,
+    start: Annotated[str | None, typer.Option("--start", help="First decision bar (UTC).")
+                     ] = None,
+    end: Annotated[str | None, typer.Option("--end", help="End (exclusive, UTC).")] = None,
+    baselines: Annotated[str, typer.Option("--baselines", help="all, none, or a comma list "
+                                           "(buy_and_hold,oracle,...).")] = "all",
+    out: Annotated[Path | None, typer.Option("--out", help="Folder for comparison.csv/.md "
+                                             "and equity.png.")] = None,
+) -> None:
+    """Every run and baseline over the same data with the same costs: one table, one chart."""
+    from datetime import UTC, datetime
+
+    from rltrade.evaluation.judge import compare
+
+    chosen: list[str] | str | None
+    chosen = None if baselines == "none" else (
+        "all" if baselines == "all" else [b.strip() for b in baselines.split(",") if b.strip()])
+    out = out or Path("comparisons") / datetime.now(UTC).strftime("cmp_%Y%m%d_%H%M%S")
+    result = compare(list(runs), source=data, start=start, end=end, baselines=chosen,
+                     out_dir=out)
+    console.print(_comparison_table("Comparison (same data, same costs)", result.table))
+    console.print(f"wrote {out}/comparison.csv, comparison.md, equity.png")
+
+
 @app.command("demo")
 def demo_cmd(
     steps: Annotated[int | None, typer.Option("--steps", help="Training steps "
@@ -549,9 +648,15 @@ def demo_cmd(
 
     result = run_demo(runs_root=runs_dir, name=name, steps=steps or DEMO_STEPS, source=source,
                       progress=progress)
-    _after_training(result.train)
-    if result.report is not None:
-        console.print(f"report: {result.report}")
+    train = result.train
+    console.print(f"run {train.run.path}: {train.steps:,} steps in {train.wall_seconds:.1f} s "
+                  f"({train.steps_per_second:,.0f} steps/s)")
+    if result.comparison is not None:
+        console.print(_comparison_table(
+            "Out of sample: the last 25 % of the bars, same engine and costs",
+            result.comparison))
+    if result.backtest is not None:
+        _print_backtest(result.backtest)
 
 
 # ------------------------------------------------------------------------------------------

@@ -38,14 +38,22 @@ class DemoResult:
     train: Any
     comparison: Any = None
     report: Path | None = None
+    backtest: Any = None
 
 
 def run_demo(*, runs_root: str | Path = "runs", name: str | None = None,
              steps: int = DEMO_STEPS, source: str = "sample:EURUSD-1h",
              progress: bool = True) -> DemoResult:
-    """Train, then judge the agent on the held-out last 25 % against the baselines."""
+    """Train, then judge the final model (not the one selected on the evaluation slice, so
+    the slice stays out of sample) on the held-out last 25 % against every baseline, and write
+    the backtest with its report into the run."""
     from rltrade.agents.training import train
+    from rltrade.evaluation.judge import backtest_run, compare_baselines
 
     name = name or "demo_" + datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
     result = train(demo_config(steps, source), name, runs_root=runs_root, progress=progress)
-    return DemoResult(result.run.path, result)
+    bt = backtest_run(result.run, result.data.eval, model="final", baselines=True)
+    comparison, _ = compare_baselines(result.data.eval, result.run.config.env,
+                                      result.data.normalizer, agent=(name, bt))
+    report = bt.path / "report.html" if bt.path is not None else None
+    return DemoResult(result.run.path, result, comparison, report, bt)

@@ -10,10 +10,13 @@ from rltrade.agents.algorithms import (
     save_model,
 )
 from rltrade.agents.baselines import BASELINES, baseline_names, make_baseline
+from rltrade.agents.encoders import ENCODERS, CnnLstmAttention
 from rltrade.agents.policy import NumpyMlpPolicy
 
 __all__ = [
     "BASELINES",
+    "ENCODERS",
+    "CnnLstmAttention",
     "NumpyMlpPolicy",
     "SpacesEnv",
     "algorithm_class",

@@ -122,6 +122,8 @@ def _target(st: np.ndarray, mkt: np.ndarray, atr: np.ndarray, env: np.ndarray, a
     full = p[P_LEVERAGE] * eq / c if eq > 0.0 else 0.0
     if scheme == S_DISCRETE3:
         side = int(a0) - 1  # 0 short, 1 flat, 2 long
+        if side != 0 and pos * side > 0.0:
+            return pos, nan, nan  # already on that side: hold, no re-sizing trade
         target = side * p[P_MAX_EXPOSURE] * full
         return target, (0.0 if side == 0 else nan), nan
     if scheme == S_EXPOSURE_SL:

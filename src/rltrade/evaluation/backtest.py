@@ -423,6 +423,8 @@ def run_backtest(
     elif benchmark is not False and benchmark is not None:
         bench = np.asarray(benchmark, dtype=np.float64)
     clock.lap("benchmark")
+    if bench is not None and len(bench) == len(steps):
+        steps["benchmark_equity"] = bench  # buy-and-hold through the engine, same bars
     summary = _summary(policy, name, dataset, cfg, steps, trades, run, initial, forced,
                        force_close, bench)
     costs = {"fees": float(st[K.FEES]), "spread_cost": float(st[K.SPREAD_COST]),

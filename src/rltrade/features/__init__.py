@@ -4,6 +4,7 @@ Importing this package registers every built-in feature group (:data:`FEATURES`)
 (:data:`STRATEGIES`).
 """
 
+from rltrade.features import forecast as _forecast  # noqa: F401  (registers; sklearn lazily)
 from rltrade.features import indicators as _indicators  # noqa: F401  (registers)
 from rltrade.features import market as _market  # noqa: F401  (registers)
 from rltrade.features.base import FEATURES, BarArrays, FeatureDef, register_feature
