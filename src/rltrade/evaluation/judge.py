@@ -25,7 +25,7 @@ from loguru import logger
 from rltrade.data.loaders import load_bars
 from rltrade.data.store import atomic_write_bytes
 from rltrade.envs.config import EnvConfig
-from rltrade.errors import ConfigError
+from rltrade.errors import CompatibilityError, ConfigError, DataError
 from rltrade.evaluation.backtest import BacktestResult, run_backtest
 from rltrade.features.dataset import Dataset, build_dataset
 from rltrade.features.normalize import Normalizer
@@ -71,8 +71,12 @@ def run_dataset(run: Run, source: str | None = None, start: str | None = None,
     src = source or dc.source
     bars = load_bars(src, timeframe=dc.timeframe, policy=dc.policy, symbol=dc.symbol,
                      end=end)
-    dataset = build_dataset(bars, config.feature_spec, timeframe=dc.timeframe,
-                            symbol=dc.symbol)
+    try:
+        dataset = build_dataset(bars, config.feature_spec, timeframe=dc.timeframe,
+                                symbol=dc.symbol)
+    except DataError as exc:
+        raise CompatibilityError(f"{src} cannot give the features model {run.name} was trained "
+                                 f"on: {exc}") from exc
     if start is not None:
         inside = dataset.between(start, None)
         if len(inside) == 0:
