@@ -39,7 +39,7 @@ features_app = typer.Typer(
 )
 app.add_typer(features_app, name="features")
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 150)
 err_console = Console(stderr=True)
 
 DEFAULT_SOURCE = "sample:EURUSD-1h"

@@ -17,7 +17,7 @@ from rltrade.config import RunConfig
 __all__ = ["DEMO_STEPS", "DemoResult", "demo_config", "run_demo"]
 
 #: Training steps of the demo: a few minutes on two CPU cores.
-DEMO_STEPS = 65_536
+DEMO_STEPS = 196_608
 
 
 def demo_config(steps: int = DEMO_STEPS, source: str = "sample:EURUSD-1h") -> RunConfig:
