@@ -306,3 +306,18 @@ def test_sigkill_mid_training_then_resume_completes(tmp_path):
     assert not list(run_dir.rglob("*.tmp"))
     with pytest.raises(ConfigError, match="already complete"):
         resume(run_dir)
+
+
+def test_forecast_diagnostics_are_written_with_the_run(tmp_path):
+    cfg = RunConfig.from_dict({
+        **SMALL,
+        "features": {"features": [
+            {"name": "returns", "params": {"periods": [1]}},
+            {"name": "forecast", "params": {"horizon": 1, "refit_every": 400, "min_train": 300,
+                                            "max_iter": 10}}], "strategies": []},
+        "training": {"total_steps": 128, "n_envs": 2, "eval_freq": 0, "checkpoint_freq": 0},
+    })
+    res = train(cfg, "fc", runs_root=tmp_path)
+    diag = json.loads((res.run.path / "forecast_diagnostics.json").read_text())
+    assert diag["n_predictions"] > 0 and 0.0 <= diag["brier"] <= 2.0
+    assert "reliability" in diag

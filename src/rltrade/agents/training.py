@@ -48,7 +48,7 @@ __all__ = ["PreparedData", "TrainResult", "evaluate", "prepare_data", "resume", 
 
 log = logger.bind(component="train")
 dlog = logger.bind(component="data")
-_ON_POLICY = ("ppo", "a2c", "recurrent_ppo")
+_ON_POLICY = ("ppo", "a2c", "recurrent_ppo", "a3c")
 
 
 # -- data ---------------------------------------------------------------------------------
@@ -348,10 +348,14 @@ class _Trainer:
 
 def planned_steps(config: RunConfig) -> int:
     """The steps a run will make: ``total_steps`` rounded up to whole rollouts (on-policy) or
-    to a multiple of ``n_envs`` (off-policy)."""
+    to a multiple of ``n_envs`` (off-policy); for A3C to a multiple of ``n_steps × n_workers``
+    (its ``learn`` stops exactly at the budget it is given)."""
     tc = config.training
-    if config.agent.algorithm in _ON_POLICY:
-        chunk = int(config.agent.resolved_hyperparams["n_steps"]) * tc.n_envs
+    hp = config.agent.resolved_hyperparams
+    if config.agent.algorithm == "a3c":  # a3c: rollouts of n_steps by each of n_workers
+        chunk = int(hp["n_steps"]) * int(hp["n_workers"])
+    elif config.agent.algorithm in _ON_POLICY:
+        chunk = int(hp["n_steps"]) * tc.n_envs
     else:
         chunk = tc.n_envs
     return int(math.ceil(tc.total_steps / chunk) * chunk)
@@ -508,7 +512,24 @@ def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
             run.write_state(status="failed", error="data preparation failed")
             raise
         data.normalizer.save(run.normalizer_path)
+        _write_forecast_diagnostics(run, config, data)
         return _fit(run, config, data, progress, resume_from=None, mode=mode)
+
+
+def _write_forecast_diagnostics(run: Run, config: RunConfig, data: PreparedData) -> None:
+    """With the ``forecast`` feature group in the spec: its calibration (reliability curve,
+    Brier score) over the training slice's out-of-sample predictions, as
+    ``forecast_diagnostics.json``."""
+    items = [f for f in config.features.get("features", []) if f.get("name") == "forecast"]
+    if not items:
+        return
+    from rltrade.data.store import atomic_write_json
+    from rltrade.features.forecast import forecast_diagnostics
+
+    diag = forecast_diagnostics(data.train, items[0].get("params"))
+    atomic_write_json(run.path / "forecast_diagnostics.json", diag)
+    dlog.info("forecast diagnostics: Brier {} over {} predictions",
+              diag.get("brier"), diag.get("n_predictions"))
 
 
 def resume(path: str | Path, *, progress: bool = False) -> TrainResult:
