@@ -122,12 +122,13 @@ def test_cli_train_then_compare(tmp_path, capsys):
              str(tmp_path / "runs"), "--no-progress", "--backtest-start", "2020-02-21"])
     out = capsys.readouterr().out
     assert "Evaluation on the held-out slice" in out and "buy and hold" in out
-    assert "Backtest range" in out
+    assert "Backtest range (out of sample)" in out and "report.html" in out
     main_ok(["compare", str(tmp_path / "runs" / "cli_run"), "--baselines",
              "buy_and_hold,oracle", "--out", str(tmp_path / "cmp"), "--start", "2020-02-21"])
     assert "oracle" in capsys.readouterr().out
     meta = json.loads((tmp_path / "runs" / "cli_run" / "metadata.json").read_text())
     assert meta["run_mode"] == "train+backtest"
+    assert len(meta["backtests"]) == 1 and meta["backtests"][0]["overlaps_training"] is False
 
 
 def test_cli_config_example_and_validate(tmp_path, capsys):

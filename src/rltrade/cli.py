@@ -525,13 +525,13 @@ def _after_training(result) -> None:
         data.eval, run.config.env)}))
     console.print(_eval_table("Evaluation on the held-out slice", rows))
     if data.backtest is not None:
-        from rltrade.agents.training import evaluate
+        from rltrade.evaluation.judge import backtest_run
 
-        bt = evaluate(result.model, data.backtest, run.config.env, data.normalizer)
-        console.print(_eval_table("Backtest range", [
-            ("agent (final)", bt),
-            ("buy and hold", {"total_return": buy_and_hold_return(
-                data.backtest, run.config.env)})]))
+        cfg_bt = run.config.backtest
+        bt = backtest_run(run, data.backtest, model="final",
+                          force_close=bool(cfg_bt and cfg_bt.force_close))
+        console.print("Backtest range (out of sample):")
+        _print_backtest(bt)
 
 
 @app.command("backtest")
