@@ -20,8 +20,8 @@ threads for all three (the training default is 1; see ``TrainingConfig.torch_thr
 ``--planted`` instead measures wall-clock to the learning target of the slow test
 (``tests/test_learning.py``: capture half of the planted oracle's out-of-sample log growth, 12,000
 hourly bars) for the default config (``n_steps`` 512 × 8 envs, batch 64, 10 epochs) and a
-throughput preset (``n_steps`` 128 × 32 envs, batch 256, 10 epochs, learning rate 6e-4): the evaluation every 8,192
-steps gives the first step at which the target is met, and its time.
+throughput preset (``n_steps`` 128 × 32 envs, batch 256, 10 epochs, learning rate 6e-4): the
+evaluation every 8,192 steps gives the first step at which the target is met, and its time.
 """
 
 from __future__ import annotations
