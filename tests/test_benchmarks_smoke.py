@@ -20,6 +20,7 @@ BENCH = Path(__file__).parents[1] / "benchmarks"
         ("bench_envs.py", ["--quick"]),
         ("bench_backtest.py", ["--bars", "3000", "--repeat", "1", "--sb3-bars", "300"]),
         ("bench_train.py", ["--quick"]),
+        ("bench_a3c.py", ["--quick"]),
     ],
 )
 def test_benchmark_script_runs(script, args):

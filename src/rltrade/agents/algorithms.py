@@ -67,9 +67,10 @@ def algorithm_class(name: str) -> type[BaseAlgorithm]:
         from sb3_contrib import RecurrentPPO
 
         return RecurrentPPO
-    if name == "a3c":
-        raise ConfigError("agent.algorithm a3c is not a Stable-Baselines3 algorithm: it is "
-                          "trained by rltrade.agents.a3c")
+    if name == "a3c":  # rltrade's own, with the same interface (rltrade.agents.a3c)
+        from rltrade.agents.a3c import A3C
+
+        return A3C  # type: ignore[return-value]
     raise ConfigError(f"agent.algorithm: unknown algorithm {name!r}")
 
 
