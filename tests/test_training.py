@@ -220,6 +220,11 @@ def test_backtest_range_after_the_training_range(tmp_path):
     # the backtest slice: window - 1 context bars, then the range
     assert data.backtest.timestamps[cfg.env.window - 1] == ds.timestamps[1000]
     assert res.run.metadata["training"]["overlaps_backtest"] is False
+    # a crash: the resumed run asks for the same ranges (same data, same slices)
+    res.run.write_state(status="running")
+    again = resume(res.run.path)
+    assert again.steps == res.steps
+    assert np.array_equal(again.data.backtest.timestamps, data.backtest.timestamps)
 
 
 @pytest.mark.parametrize(

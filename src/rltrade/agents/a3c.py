@@ -71,7 +71,6 @@ from rltrade.envs.core import EnvCore
 from rltrade.errors import ConfigError, RLTradeError
 from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
-from rltrade.sim import kernels as K
 from rltrade.sim.risk import Decision, RiskConfig, RiskManager, RiskState
 
 __all__ = [
@@ -376,18 +375,8 @@ def _check_array(space: spaces.Space, value: Any, name: str) -> str | None:
 
 # -- risk gating --------------------------------------------------------------------------------
 def risk_state(core: EnvCore, i: int = 0) -> RiskState:
-    """The :class:`RiskState` of env ``i`` at its current bar, built exactly as the env builds
-    it before checking a target (``EnvCore._risk_adjust``)."""
-    s = core._st[i]
-    bar = int(s[K.BAR])
-    return RiskState(
-        timestamp=int(core.dataset.timestamps[bar]),
-        price=float(core._mkt[bar, K.M_CLOSE]),
-        position=float(s[K.POS]),
-        equity=float(s[K.EQUITY]),
-        atr=float(core.atr[bar]),
-        spread_bps=float(core._mkt[bar, K.M_HALF_SPREAD] * 2e4),
-    )
+    """The :class:`RiskState` of env ``i`` at its current bar, as the env checks targets."""
+    return core.risk_state(i)
 
 
 def action_targets(core: EnvCore, i: int = 0) -> np.ndarray:

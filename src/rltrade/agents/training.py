@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from loguru import logger
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -35,7 +34,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 from rltrade.agents.algorithms import load_into, make_agent, save_model
 from rltrade.config import RunConfig
 from rltrade.data.loaders import load_bars
-from rltrade.data.timeframes import parse_timeframe, to_utc
+from rltrade.data.timeframes import to_utc
 from rltrade.envs import TradingEnv, VecTradingEnv
 from rltrade.envs.config import EnvConfig
 from rltrade.errors import ConfigError, DataError, StoreError
@@ -62,6 +61,9 @@ class PreparedData:
     backtest: Dataset | None
     normalizer: Normalizer
     overlap: bool = False
+    #: the backtest range as asked for (``start``, ``end``, ``allow_overlap``): what a resumed
+    #: run asks for again
+    backtest_request: dict[str, Any] = field(default_factory=dict)
 
 
 def _range(ds: Dataset) -> dict[str, Any]:
@@ -127,7 +129,8 @@ def prepare_data(config: RunConfig, *, backtest_start: str | None = None,
         normalizer = normalizer.fit(train_ds)
     dlog.info("train {} | eval {} | backtest {}", _range(train_ds), _range(eval_ds),
               _range(backtest) if backtest is not None else None)
-    return PreparedData(dataset, train_ds, eval_ds, backtest, normalizer, overlap)
+    request = {"start": bs, "end": be, "allow_overlap": allow_overlap} if bs is not None else {}
+    return PreparedData(dataset, train_ds, eval_ds, backtest, normalizer, overlap, request)
 
 
 def _split(ds: Dataset, config: RunConfig) -> tuple[Dataset, Dataset]:
@@ -425,6 +428,7 @@ def _metadata(run: Run, config: RunConfig, data: PreparedData, model: BaseAlgori
             "range": _range(data.train),
             "eval_range": _range(data.eval),
             "backtest_range": _range(data.backtest) if data.backtest is not None else None,
+            "backtest_request": data.backtest_request or None,
             "overlaps_backtest": data.overlap,
             "split": {"train": config.split.train, "eval": config.split.eval},
             "dataset_range": _range(ds),
@@ -545,10 +549,9 @@ def resume(path: str | Path, *, progress: bool = False) -> TrainResult:
     config = run.config
     with run_log_files(run.path / "logs"):
         meta = run.metadata
-        bt = meta.get("training", {}).get("backtest_range") or {}
-        data = prepare_data(config, backtest_start=bt.get("start"),
-                            backtest_end=_after(bt.get("end"), meta),
-                            allow_overlap=bool(meta.get("training", {}).get("overlaps_backtest")))
+        bt = meta.get("training", {}).get("backtest_request") or {}
+        data = prepare_data(config, backtest_start=bt.get("start"), backtest_end=bt.get("end"),
+                            allow_overlap=bool(bt.get("allow_overlap")))
         want = meta.get("data", {}).get("fingerprint")
         if want and want != data.dataset.fingerprint:
             raise StoreError(f"run {run.name}: the data changed since training started "
@@ -560,14 +563,6 @@ def resume(path: str | Path, *, progress: bool = False) -> TrainResult:
         log.info("resuming {} from {}", run.name, resume_from.name if resume_from else "scratch")
         return _fit(run, config, data, progress, resume_from=resume_from,
                     mode=meta.get("run_mode", "train"))
-
-
-def _after(end: str | None, meta: dict[str, Any]) -> str | None:
-    """The exclusive end time just after the backtest range's last bar."""
-    if end is None:
-        return None
-    tf = meta.get("data", {}).get("timeframe")
-    return (pd.Timestamp(end) + pd.Timedelta(seconds=parse_timeframe(tf).seconds)).isoformat()
 
 
 def _fit(run: Run, config: RunConfig, data: PreparedData, progress: bool,

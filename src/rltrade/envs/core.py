@@ -36,6 +36,22 @@ def market_matrix(dataset: Dataset, normalizer: Normalizer, clip: float) -> np.n
     return out
 
 
+def resolve_normalizer(dataset: Dataset, normalizer: Normalizer | None,
+                       owner: str) -> Normalizer:
+    """``normalizer``, or the dataset's default scheme when it needs no fitting. A z-score spec
+    without a fitted normalizer is refused: fitting it here, on data the agent is judged on,
+    would leak."""
+    if normalizer is not None:
+        return normalizer
+    normalizer = Normalizer.for_dataset(dataset)
+    if not normalizer.fitted:
+        raise ConfigError(
+            f"{owner}: the dataset's spec uses z-score normalisation; fit a Normalizer on the "
+            "training slice and pass it as normalizer="
+        )
+    return normalizer
+
+
 class EnvCore:
     """The state and the stepping of ``n_envs`` environments (see the module docstring).
 
@@ -54,13 +70,7 @@ class EnvCore:
         n_envs: int = 1,
         normalizer: Normalizer | None = None,
     ) -> None:
-        if normalizer is None:
-            normalizer = Normalizer.for_dataset(dataset)
-            if not normalizer.fitted:
-                raise ConfigError(
-                    "env: the dataset's spec uses z-score normalisation; fit a Normalizer on the "
-                    "training slice and pass it as normalizer="
-                )
+        normalizer = resolve_normalizer(dataset, normalizer, "env")
         self.dataset = dataset
         self.config = config
         self.normalizer = normalizer
@@ -243,19 +253,23 @@ class EnvCore:
             "invalid_actions": invalid,
         }
 
-    def _risk_adjust(self, i: int, target: float) -> float:
-        assert self.risk is not None
+    def risk_state(self, i: int = 0) -> RiskState:
+        """What the risk manager sees of env ``i`` at its current bar (price = the close, the
+        spread in bps)."""
         s = self._st[i]
         bar = int(s[K.BAR])
-        spread = self._mkt[bar, K.M_HALF_SPREAD] * 2e4  # fraction of price -> bps
-        state = RiskState(
+        return RiskState(
             timestamp=int(self.dataset.timestamps[bar]),
             price=float(self._mkt[bar, K.M_CLOSE]),
             position=float(s[K.POS]),
             equity=float(s[K.EQUITY]),
             atr=float(self.atr[bar]),
-            spread_bps=float(spread),
+            spread_bps=float(self._mkt[bar, K.M_HALF_SPREAD] * 2e4),  # fraction -> bps
         )
+
+    def _risk_adjust(self, i: int, target: float) -> float:
+        assert self.risk is not None
+        state = self.risk_state(i)
         decision = self.risk[i].check_target(state, float(target))
         self.last_reasons[i] = decision.reasons
         for reason in decision.reasons:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -58,10 +57,10 @@ from rltrade.agents.policy import NumpyMlpPolicy, is_planned, mlp_action
 from rltrade.data.store import atomic_write_bytes
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
-from rltrade.envs.core import EnvCore, market_matrix
+from rltrade.envs.core import EnvCore, market_matrix, resolve_normalizer
 from rltrade.envs.spaces import check_actions, observation
 from rltrade.errors import ConfigError, RLTradeError
-from rltrade.evaluation.metrics import compute_metrics
+from rltrade.evaluation.metrics import _json_ready, compute_metrics
 from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
 from rltrade.sim import kernels as K
@@ -248,22 +247,8 @@ def _validated_plan(policy: Any, dataset: Dataset, config: EnvConfig) -> tuple[n
 
 
 def _json_safe(obj: Any) -> Any:
-    """Plain JSON types; non-finite floats become ``None``."""
-    if obj is None or isinstance(obj, str | bool):
-        return obj
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    if isinstance(obj, int | np.integer):
-        return int(obj)
-    if isinstance(obj, float | np.floating):
-        return float(obj) if math.isfinite(obj) else None
-    if isinstance(obj, pd.Timestamp | datetime):
-        return obj.isoformat()
-    if isinstance(obj, Mapping):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [_json_safe(v) for v in obj]
-    return str(obj)
+    """Plain JSON types; non-finite floats become ``None``, anything else its ``str``."""
+    return _json_ready(obj, "", [], fallback=str)
 
 
 def _write_frame_csv(path: Path, frame: pd.DataFrame, index: bool = True) -> None:
@@ -371,13 +356,7 @@ def run_backtest(
     light = planned or (mlp and fused)
     market: np.ndarray | None = None
     if (mlp and fused) or state_debug:
-        if normalizer is None:
-            normalizer = Normalizer.for_dataset(dataset)
-            if not normalizer.fitted:
-                raise ConfigError(
-                    "run_backtest: the dataset's spec uses z-score normalisation; pass the "
-                    "normalizer fitted on the training slice as normalizer="
-                )
+        normalizer = resolve_normalizer(dataset, normalizer, "run_backtest")
         market = market_matrix(dataset, normalizer, cfg.obs_clip)
     run = _Run(dataset, cfg, normalizer, light, start, seed)
     core = run.core

@@ -149,7 +149,8 @@ comparable.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -473,8 +474,10 @@ def _costs_section(
 # --------------------------------------------------------------------------------------------
 
 
-def _json_ready(obj: Any, path: str, undefined: list[str]) -> Any:
-    """Plain Python types only; non-finite floats become None and their path is recorded."""
+def _json_ready(obj: Any, path: str, undefined: list[str],
+                fallback: Callable[[Any], Any] | None = None) -> Any:
+    """Plain Python types only; non-finite floats become None and their path is recorded.
+    Other types raise ``TypeError``, or go through ``fallback`` when given (e.g. ``str``)."""
     if obj is None or isinstance(obj, str | bool):
         return obj
     if isinstance(obj, np.bool_):
@@ -487,15 +490,17 @@ def _json_ready(obj: Any, path: str, undefined: list[str]) -> Any:
             return value
         undefined.append(path)
         return None
-    if isinstance(obj, pd.Timestamp):
+    if isinstance(obj, datetime):  # pd.Timestamp included
         return obj.isoformat()
     if isinstance(obj, Mapping):
         return {
-            str(k): _json_ready(v, f"{path}.{k}" if path else str(k), undefined)
+            str(k): _json_ready(v, f"{path}.{k}" if path else str(k), undefined, fallback)
             for k, v in obj.items()
         }
-    if isinstance(obj, list | tuple):
-        return [_json_ready(v, f"{path}[{i}]", undefined) for i, v in enumerate(obj)]
+    if isinstance(obj, list | tuple | np.ndarray):
+        return [_json_ready(v, f"{path}[{i}]", undefined, fallback) for i, v in enumerate(obj)]
+    if fallback is not None:
+        return fallback(obj)
     raise TypeError(f"metrics value at {path!r} has unsupported type {type(obj).__name__}")
 
 

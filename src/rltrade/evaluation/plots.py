@@ -42,6 +42,8 @@ from loguru import logger
 from rltrade.data.store import atomic_write_bytes
 from rltrade.data.timeframes import SECONDS_PER_YEAR, parse_timeframe
 from rltrade.errors import DataError
+from rltrade.evaluation.metrics import _numeric as numeric
+from rltrade.evaluation.metrics import _simple_returns as simple_returns
 
 __all__ = ["PLOTS", "PlotSkipped", "write_plots"]
 
@@ -114,25 +116,6 @@ class Curves:
         out[~(np.isfinite(self.equity) & (self.equity > 0))] = np.nan
         out[self.position == 0] = 0.0
         return out
-
-
-def numeric(values: Any) -> np.ndarray:
-    """A float64 array; anything non-numeric becomes NaN."""
-    series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values).ravel())
-    if series.dtype == object or isinstance(series.dtype, pd.StringDtype):
-        series = pd.to_numeric(series, errors="coerce")
-    return series.to_numpy(dtype=float, na_value=np.nan)
-
-
-def simple_returns(curve: np.ndarray) -> np.ndarray:
-    """``curve[1:] / curve[:-1] - 1``, NaN where the previous value is not finite or ``<= 0``."""
-    prev, cur = curve[:-1], curve[1:]
-    ok = np.isfinite(prev) & (prev > 0) & np.isfinite(cur)
-    out = np.full(cur.shape, np.nan)
-    with np.errstate(all="ignore"):
-        out[ok] = cur[ok] / prev[ok] - 1.0
-    out[~np.isfinite(out)] = np.nan
-    return out
 
 
 def drawdown(curve: np.ndarray) -> np.ndarray:
