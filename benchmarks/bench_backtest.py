@@ -1,7 +1,7 @@
 """Benchmark of the backtest runner (rltrade.evaluation.run_backtest).
 
 Usage: python benchmarks/bench_backtest.py [--bars 1000000] [--repeat 3] [--sb3-bars 5000]
-                                            [--skip-backtesting]
+                                            [--part all|mlp|rule] [--skip-backtesting]
 
 Times, numba caches warm, median of ``--repeat`` runs (backtesting.py: one run):
 
@@ -15,7 +15,8 @@ Times, numba caches warm, median of ``--repeat`` runs (backtesting.py: one run):
   the buy-and-hold benchmark; and the SB3 model itself (``model.predict`` once per bar, the
   generic path) on the first ``--sb3-bars`` bars.
 * **Rule strategy.** SMA 10/30 crossover (long after the fast SMA crosses above the slow one,
-  short after it crosses below; pandas rolling means, as in backtesting.py's example) on
+  short after it crosses below; TA-Lib's SMA on both sides, ``self.I(talib.SMA, ...)`` in
+  backtesting.py, the same values, so the same crossing bars) on
   ``--bars`` bars of ``synthetic_market("ou")``, 0.1 % commission, next-open fills, 100 units a
   trade: a planned policy through ``run_backtest`` (engine in ``ideal`` mode, the size fixed by
   ``max_position``), and backtesting.py 0.6.6 (``position.close()`` then ``buy``/``sell(size=
@@ -34,7 +35,7 @@ import warnings
 
 import numba
 import numpy as np
-import pandas as pd
+import talib
 
 from common import timeit
 from rltrade.agents import NumpyMlpPolicy
@@ -55,16 +56,21 @@ COMMISSION = 0.001
 
 def sma_sides(close: np.ndarray, fast: int = 10, slow: int = 30) -> np.ndarray:
     """+1 after the fast SMA crosses above the slow one, -1 after it crosses below, flat
-    before the first cross (backtesting.py's ``crossover`` on pandas rolling means)."""
-    s1 = pd.Series(close).rolling(fast).mean().to_numpy()
-    s2 = pd.Series(close).rolling(slow).mean().to_numpy()
-    event = np.zeros(len(close), dtype=np.int8)
-    with np.errstate(invalid="ignore"):
-        event[1:][(s1[:-1] < s2[:-1]) & (s1[1:] > s2[1:])] = 1
-        event[1:][(s2[:-1] < s1[:-1]) & (s2[1:] > s1[1:])] = -1
-    idx = np.where(event != 0, np.arange(len(close)), -1)
-    last = np.maximum.accumulate(idx)
-    return np.where(last >= 0, event[np.maximum(last, 0)], 0).astype(np.int8)
+    before the first cross (backtesting.py's ``crossover``, on TA-Lib's SMA as the
+    backtesting.py strategy below uses: the same indicator values on both sides, so the
+    crossings are the same bars; pandas' rolling mean differs from it by ~1e-12)."""
+    d = talib.SMA(close, fast) - talib.SMA(close, slow)  # NaN in the warm-up
+    # the sign of a difference of two floats is exact: d < 0 iff fast < slow
+    below, above = d < 0, d > 0
+    up = below[:-1] & above[1:]  # crossover(fast, slow) at bar t + 1
+    down = above[:-1] & below[1:]
+    events = np.flatnonzero(up | down)
+    sides = np.zeros(len(close), dtype=np.int8)
+    if len(events):
+        starts = events + 1
+        values = np.where(up[events], 1, -1).astype(np.int8)
+        sides[starts[0]:] = np.repeat(values, np.diff(np.append(starts, len(close))))
+    return sides
 
 
 def sma_policy() -> PlanPolicy:
@@ -78,13 +84,10 @@ def backtesting_sma(ds) -> tuple[float, int, float]:
     from backtesting import Backtest, Strategy
     from backtesting.lib import crossover
 
-    def sma(values: np.ndarray, n: int) -> pd.Series:
-        return pd.Series(values).rolling(n).mean()
-
     class SmaCross(Strategy):
         def init(self) -> None:
-            self.s1 = self.I(sma, self.data.Close, 10)
-            self.s2 = self.I(sma, self.data.Close, 30)
+            self.s1 = self.I(talib.SMA, self.data.Close, 10)
+            self.s2 = self.I(talib.SMA, self.data.Close, 30)
 
         def next(self) -> None:
             if crossover(self.s1, self.s2):
@@ -110,6 +113,8 @@ def main() -> None:
     parser.add_argument("--bars", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--sb3-bars", type=int, default=5000)
+    parser.add_argument("--part", choices=("all", "mlp", "rule"), default="all",
+                        help="run only the MLP policy part or only the rule strategy part")
     parser.add_argument("--skip-backtesting", action="store_true",
                         help="leave out the backtesting.py comparison (about 10 s per 1M bars)")
     args = parser.parse_args()
@@ -117,74 +122,84 @@ def main() -> None:
 
     rows: list[tuple[str, str, str]] = []
 
-    # -- (a) an MLP policy --------------------------------------------------------------------
-    ds = build_dataset(synthetic_market("planted", args.bars, seed=0, timeframe="1h"))
-    cfg = EnvConfig.build(None, window=32, layout="flat", equity_floor=0.0)
-    model = PPO("MlpPolicy", TradingEnv(ds.slice(0, 2000), cfg), seed=0, device="cpu")
-    mlp = NumpyMlpPolicy.from_sb3(model)
-    n_bars = len(ds) - cfg.window + 1
-    run_backtest(mlp, ds.slice(0, 500), cfg, benchmark=False, metrics=False)  # warm
-    for backend in ("auto", "numpy"):
-        mlp.backend = backend
-        t = timeit(lambda: run_backtest(mlp, ds, cfg, benchmark=False, metrics=False),
-                   args.repeat)
-        rate = n_bars / t
-        label = "torch conv1d" if backend == "auto" else "numpy matmul"
-        rows.append((f"MLP policy, NumpyMlpPolicy, first layer by {label}",
-                     f"{rate:,.0f} bars/s",
-                     f"target >= {TARGET_BARS_PER_S:,}: "
-                     + ("met" if rate >= TARGET_BARS_PER_S else "MISSED")))
-    mlp.backend = "auto"
-    t0 = time.perf_counter()
-    full = run_backtest(mlp, ds, cfg)
-    t_full = time.perf_counter() - t0
-    rows.append(("  same, with metrics and the buy-and-hold benchmark",
-                 f"{n_bars / t_full:,.0f} bars/s",
-                 ", ".join(f"{k} {v:.2f} s" for k, v in full.timings.items())))
-    small = ds.slice(0, min(len(ds), args.sb3_bars))
-    t_sb3 = timeit(lambda: run_backtest(model, small, cfg, benchmark=False, metrics=False), 1)
-    sb3_rate = (len(small) - cfg.window + 1) / t_sb3
-    check = run_backtest(mlp, small, cfg, benchmark=False, metrics=False)
-    ref = run_backtest(model, small, cfg, benchmark=False, metrics=False)
-    same = bool((check.steps["action"] == ref.steps["action"]).all())
-    rows.append((f"  SB3 model.predict per bar (generic path), {len(small):,} bars",
-                 f"{sb3_rate:,.0f} bars/s",
-                 f"NumpyMlpPolicy {n_bars / t_full:,.0f} / {sb3_rate:,.0f} = "
-                 f"{n_bars / t_full / sb3_rate:.0f}x; same actions: {same}"))
+    if args.part in ("all", "mlp"):
+        # -- (a) an MLP policy --------------------------------------------------------------------
+        ds = build_dataset(synthetic_market("planted", args.bars, seed=0, timeframe="1h"))
+        cfg = EnvConfig.build(None, window=32, layout="flat", equity_floor=0.0)
+        model = PPO("MlpPolicy", TradingEnv(ds.slice(0, 2000), cfg), seed=0, device="cpu")
+        mlp = NumpyMlpPolicy.from_sb3(model)
+        n_bars = len(ds) - cfg.window + 1
+        run_backtest(mlp, ds.slice(0, 500), cfg, benchmark=False, metrics=False)  # warm
+        for backend in ("auto", "numpy"):
+            mlp.backend = backend
+            t = timeit(lambda: run_backtest(mlp, ds, cfg, benchmark=False, metrics=False),
+                       args.repeat)
+            rate = n_bars / t
+            label = "torch conv1d" if backend == "auto" else "numpy matmul"
+            rows.append((f"MLP policy, NumpyMlpPolicy, first layer by {label}",
+                         f"{rate:,.0f} bars/s",
+                         f"target >= {TARGET_BARS_PER_S:,}: "
+                         + ("met" if rate >= TARGET_BARS_PER_S else "MISSED")))
+        mlp.backend = "auto"
+        t0 = time.perf_counter()
+        full = run_backtest(mlp, ds, cfg)
+        t_full = time.perf_counter() - t0
+        rows.append(("  same, with metrics and the buy-and-hold benchmark",
+                     f"{n_bars / t_full:,.0f} bars/s",
+                     ", ".join(f"{k} {v:.2f} s" for k, v in full.timings.items())))
+        small = ds.slice(0, min(len(ds), args.sb3_bars))
+        t_sb3 = timeit(lambda: run_backtest(model, small, cfg, benchmark=False, metrics=False), 1)
+        sb3_rate = (len(small) - cfg.window + 1) / t_sb3
+        check = run_backtest(mlp, small, cfg, benchmark=False, metrics=False)
+        ref = run_backtest(model, small, cfg, benchmark=False, metrics=False)
+        same = bool((check.steps["action"] == ref.steps["action"]).all())
+        rows.append((f"  SB3 model.predict per bar (generic path), {len(small):,} bars",
+                     f"{sb3_rate:,.0f} bars/s",
+                     f"NumpyMlpPolicy {n_bars / t_full:,.0f} / {sb3_rate:,.0f} = "
+                     f"{n_bars / t_full / sb3_rate:.0f}x; same actions: {same}"))
 
-    # -- (b) a rule strategy against backtesting.py ------------------------------------------
-    spec = FeatureSpec.from_dict({"features": {"returns": {"periods": [1]}}, "strategies": []})
-    bars = build_dataset(synthetic_market("ou", args.bars + 1, seed=0, timeframe="1h"), spec)
-    engine = EngineConfig.ideal(COMMISSION, initial_cash=1e7, max_position=SIZE)
-    sma_cfg = EnvConfig.build(None, window=1, equity_floor=0.0, engine=engine)
-    policy = sma_policy()
-    run_backtest(policy, bars.slice(0, 500), sma_cfg, benchmark=False, metrics=False)  # warm
-    results = []
+    if args.part in ("all", "rule"):
+        # -- (b) a rule strategy against backtesting.py ------------------------------------------
+        spec = FeatureSpec.from_dict({"features": {"returns": {"periods": [1]}}, "strategies": []})
+        bars = build_dataset(synthetic_market("ou", args.bars + 1, seed=0, timeframe="1h"), spec)
+        engine = EngineConfig.ideal(COMMISSION, initial_cash=1e7, max_position=SIZE)
+        sma_cfg = EnvConfig.build(None, window=1, equity_floor=0.0, engine=engine)
+        policy = sma_policy()
+        # warm: numba, and this process's first touch of ~200 MB (on this VM, memory a process
+        # touches for the first time costs up to 1 s per 500 MB; both tools run after this)
+        run_backtest(policy, bars, sma_cfg, benchmark=False, metrics=False)
+        # only the last result is kept: a result holds ~150 MB, and keeping every one alive
+        # would make each run touch memory this process never used (see the warm-up)
+        loops: list[float] = []
+        last: list = []
 
-    def once() -> None:
-        results.append(run_backtest(policy, bars, sma_cfg, benchmark=False, metrics=False))
+        def once() -> None:
+            last[:] = []
+            last.append(run_backtest(policy, bars, sma_cfg, benchmark=False, metrics=False))
+            loops.append(last[0].timings["loop"])
 
-    t_ours = timeit(once, args.repeat)
-    result = results[-1]
-    t_loop = float(np.median([r.timings["loop"] for r in results]))
-    n_trades = len(result.trades) + int(result.summary["open_position"] != 0)
-    rows.append((f"SMA 10/30 crossover, run_backtest (steps + trades + summary), "
-                 f"{len(bars):,} bars", f"{t_ours:.3f} s", f"{n_trades:,} trades"))
-    rows.append(("  its engine pass (the env kernel loop)", f"{t_loop:.3f} s", ""))
-    if not args.skip_backtesting:
-        bt_seconds, bt_trades, bt_equity = backtesting_sma(bars)
-        equity = float(result.steps["equity"].iloc[-2])
-        agree = abs(equity - bt_equity) <= 1e-6 * abs(bt_equity)
-        assert bt_trades == n_trades, f"trades differ: backtesting.py {bt_trades}, ours {n_trades}"
-        assert agree, f"final equity differs: backtesting.py {bt_equity}, ours {equity}"
-        ratio = bt_seconds / t_ours
-        rows.append(("  backtesting.py 0.6.6, same bars, orders and commission",
-                     f"{bt_seconds:.3f} s",
-                     f"same trades: {bt_trades == n_trades}, equity agrees: {agree}"))
-        rows.append(("  ratio, whole run_backtest", f"{ratio:.1f}x",
-                     f"target >= {TARGET_RATIO:.0f}x: "
-                     + ("met" if ratio >= TARGET_RATIO else "MISSED")))
-        rows.append(("  ratio, engine pass alone", f"{bt_seconds / t_loop:.1f}x", ""))
+        t_ours = timeit(once, args.repeat)
+        result = last[0]
+        t_loop = float(np.median(loops))
+        n_trades = len(result.trades) + int(result.summary["open_position"] != 0)
+        rows.append((f"SMA 10/30 crossover, run_backtest (steps + trades + summary), "
+                     f"{len(bars):,} bars", f"{t_ours:.3f} s", f"{n_trades:,} trades"))
+        rows.append(("  its engine pass (the env kernel loop)", f"{t_loop:.3f} s", ""))
+        if not args.skip_backtesting:
+            bt_seconds, bt_trades, bt_equity = backtesting_sma(bars)
+            equity = float(result.steps["equity"].iloc[-2])
+            agree = abs(equity - bt_equity) <= 1e-6 * abs(bt_equity)
+            assert bt_trades == n_trades, (f"trades differ: backtesting.py {bt_trades}, "
+                                           f"ours {n_trades}")
+            assert agree, f"final equity differs: backtesting.py {bt_equity}, ours {equity}"
+            ratio = bt_seconds / t_ours
+            rows.append(("  backtesting.py 0.6.6, same bars, orders and commission",
+                         f"{bt_seconds:.3f} s",
+                         f"same trades: {bt_trades == n_trades}, equity agrees: {agree}"))
+            rows.append(("  ratio, whole run_backtest", f"{ratio:.1f}x",
+                         f"target >= {TARGET_RATIO:.0f}x: "
+                         + ("met" if ratio >= TARGET_RATIO else "MISSED")))
+            rows.append(("  ratio, engine pass alone", f"{bt_seconds / t_loop:.1f}x", ""))
 
     print(f"# rltrade backtest benchmark ({platform.processor() or platform.machine()}, "
           f"numba {numba.__version__}, {numba.get_num_threads()} threads; {args.bars:,} bars, "

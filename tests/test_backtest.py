@@ -126,6 +126,7 @@ def test_force_close(ds):
     assert last["forced_close"] and last["exit_reason"] == "end"
     assert last["exit_time"] == closed.steps.index[-1]
     assert closed.steps["forced_close"].iloc[-1] and closed.steps["position"].iloc[-1] == 0
+    assert closed.steps["trade_executed"].iloc[-1]  # the close's fill is the last row's event
     assert closed.metrics["trades"]["forced_closes"] >= 1
 
 

@@ -570,6 +570,38 @@ def test_trades_frame_carries_utc_times() -> None:
     assert frame["exit_time"].iloc[0].hour == 2
 
 
+@pytest.mark.parametrize("bad", [
+    (np.nan, 101, 99, 100), (100, np.nan, 99, 100), (100, 101, np.nan, 100),
+    (100, 101, 99, np.nan), (np.inf, np.inf, 99, 100), (100, 101, -np.inf, 100),
+    (0.0, 101, 0.0, 100), (-1.0, 101, -2.0, 100), (100, 101, 99, 0.0),
+    (100, 99.5, 99, 99.8),  # high < open
+    (100, 101, 99, 101.5),  # close > high
+    (100, 101, 100.5, 100.7),  # low > open
+    (100.5, 101, 99, 98.0),  # close < low
+    (100, 99, 101, 100),  # low > high
+])
+@pytest.mark.parametrize("where", [0, 3, 6])
+def test_every_kind_of_bad_bar_is_refused_with_its_index(bad, where) -> None:
+    rows = [FLAT] * 7
+    rows[where] = bad
+    data = ohlcv(rows)
+    with pytest.raises(DataError, match=rf"ohlcv bar {where} is not a valid bar"):
+        ExecutionEngine(data)
+    # the same check on float32 and on a strided view (no contiguous float64 copy given)
+    with pytest.raises(DataError, match=rf"bar {where} "):
+        ExecutionEngine(data.astype(np.float32))
+    wide = np.zeros((7, 10))
+    wide[:, ::2] = data
+    with pytest.raises(DataError, match=rf"bar {where} "):
+        ExecutionEngine(wide[:, ::2])
+
+
+def test_valid_bars_at_the_edges_are_accepted() -> None:
+    # equalities are valid: open == high == low == close, low == open, close == high
+    eng = ExecutionEngine(ohlcv([(100, 100, 100, 100), (100, 101, 100, 101), FLAT]))
+    assert eng.close.tolist() == [100.0, 101.0, 100.0]
+
+
 def test_bad_bars_and_config_are_clear_errors() -> None:
     with pytest.raises(DataError, match="bar 1"):
         ExecutionEngine(ohlcv([FLAT, (100, 99, 98, 100.5)]))
@@ -692,3 +724,52 @@ def test_from_dataset_uses_its_arrays_and_spread_column() -> None:
     batch = BatchEngine.from_dataset(ds, EngineConfig(costs=costs), n_accounts=2)
     batch.step(np.array([10.0, 10.0]))
     np.testing.assert_allclose(batch.equity, eng.equity)
+
+
+@pytest.mark.parametrize("lag", [0, 2])
+def test_a_hold_submits_nothing_and_changes_nothing_else(lag) -> None:
+    """K.step skips the order queue for a hold (target == position, levels kept, nothing
+    pending, no lag). Replayed against the same targets always submitted, the accounts and
+    trade records must be identical except for the order-id counters."""
+    rng = np.random.default_rng(3)
+    t_len = 3000
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, t_len)))
+    opens = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, 0.002, t_len))
+    high = np.maximum(opens, close) * (1 + rng.uniform(0, 0.01, t_len))
+    low = np.minimum(opens, close) * (1 - rng.uniform(0, 0.01, t_len))
+    data = np.column_stack([opens, high, low, close, np.ones(t_len)])
+    config = EngineConfig(costs=CostModel(slippage="random", slippage_bps=3), leverage=2,
+                          maintenance_margin=0.05, decision_lag=lag)
+    fast, slow = ExecutionEngine(data, config), ExecutionEngine(data, config)
+    held = 0
+    for _ in range(t_len - 1):
+        pos = fast.position
+        r = rng.random()
+        if r < 0.8:
+            target, sl = pos, None  # hold
+        elif r < 0.9:
+            target, sl = float(rng.integers(-50, 51)), None
+        else:
+            target = float(rng.integers(1, 51))
+            sl = fast.close[fast.bar] * 0.97  # a level makes it an order, never a hold
+        held += target == pos and sl is None
+        fast.step(target, sl)
+        # the reference: always through the queue
+        K.submit_one(slow._st, slow._orders, slow._mkt, slow._cfg, K.K_TARGET, target,
+                     np.nan, np.nan if sl is None else sl, np.nan, K._GTC)
+        K.advance_one(slow._st, slow._lots, slow._orders, slow._trades, slow._mkt, slow._cfg)
+        if len(slow._trades) - slow._st[K.N_RECORDS] < 64:
+            slow._after(K.F_GROW)
+    assert held > 1500 and len(fast.trades) > 100
+    ids = {K.NEXT_ORDER_ID, K.LAST_ORDER_ID, K.LAST_CODE}
+    same = np.array([i not in ids for i in range(K.N_STATE)])
+    np.testing.assert_array_equal(fast._st[same], slow._st[same])
+    np.testing.assert_array_equal(fast._lots, slow._lots)
+    a, b = fast.trades, slow.trades
+    assert a.dtype == b.dtype and len(a) == len(b)
+    for name in a.dtype.names:
+        np.testing.assert_array_equal(a[name], b[name])
+    if lag == 0:  # holds took no order id
+        assert fast._st[K.NEXT_ORDER_ID] < slow._st[K.NEXT_ORDER_ID]
+    else:  # with a decision lag every target is queued
+        assert fast._st[K.NEXT_ORDER_ID] == slow._st[K.NEXT_ORDER_ID]

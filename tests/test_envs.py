@@ -418,3 +418,26 @@ def test_vec_env_trains_with_sb3_ppo(ds):
     model = PPO("MlpPolicy", venv, n_steps=32, batch_size=64, n_epochs=1, seed=0, device="cpu")
     model.learn(total_timesteps=256)
     assert isinstance(venv.action_space, gym.spaces.Discrete)
+
+
+def test_core_records_trades_into_an_attached_buffer(ds):
+    from rltrade.envs import EnvConfig, EnvCore
+    from rltrade.sim import kernels as K
+
+    cfg = EnvConfig.build(None, window=4, mode="eval")
+    core = EnvCore(ds, cfg, 1)
+    assert core.trades.shape == (0, K.N_TRADE)  # counts only by default
+    with pytest.raises(ValueError, match="float64"):
+        core.attach_trades(np.zeros((10, K.N_TRADE), dtype=np.float32))
+    with pytest.raises(ValueError, match=str(K.N_TRADE)):
+        core.attach_trades(np.zeros((10, K.N_TRADE + 1)))
+    buf = np.zeros((500, K.N_TRADE))
+    core.attach_trades(buf)
+    core.reset_env(0, core.first_bar, core.last_bar, 0)
+    for t in range(300):
+        core.actions[0, 0] = 2.0 if (t // 5) % 2 else 0.0  # long / short every 5 bars
+        core.step(core.actions)
+    st = core.engine.kernel_arrays()[0][0]
+    n = int(st[K.N_RECORDS])
+    assert n == int(st[K.N_TRADES]) > 20 and st[K.DROPPED_RECORDS] == 0
+    assert core.trades is buf and (buf[:n, K.T_EXIT_BAR] > 0).all()

@@ -87,13 +87,11 @@ class EnvCore:
         (self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg) = (
             self.engine.kernel_arrays()
         )
-        ohlcv = dataset.ohlcv
-        self.atr = K.atr_filled(
-            np.ascontiguousarray(ohlcv[:, 1]),
-            np.ascontiguousarray(ohlcv[:, 2]),
-            np.ascontiguousarray(ohlcv[:, 3]),
-            config.atr_period,
-        )
+        # the ATR sizes discrete6's stops and feeds the risk manager; nothing else reads it,
+        # so otherwise the kernels get an empty array (`kernel_atr`; `atr` still computes it)
+        self._atr: np.ndarray | None = None
+        needs_atr = config.action_scheme == "discrete6" or config.risk is not None
+        self.kernel_atr = self.atr if needs_atr else np.zeros(0)
         self.env = np.zeros((self.n_envs, EK.N_ENV))
         self.rets = np.zeros((self.n_envs, config.sharpe_window))
         self.obs_market = np.zeros((self.n_envs, self.window, self.n_market), dtype=np.float32)
@@ -133,7 +131,7 @@ class EnvCore:
         self.actions = np.zeros((self.n_envs, 2))
         # the kernel's arguments, bound once (the step is the hot path)
         self._head = (self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg,
-                      self.atr, self.env, self.rets)
+                      self.kernel_atr, self.env, self.rets)
         self._middle = (self._targets, self._sl, self._tp)
         self._tail = (self.scheme, self.reward_id, self.weights, self.params, self.market,
                       self.window, self.obs_market, self.obs_account, self.rewards,
@@ -156,6 +154,40 @@ class EnvCore:
         self._packed = EK.pack_step_args(self._args) if self.n_envs == 1 else None
         self._step_one = (EK.step_one if self._packed is None
                           else EK.entry_point(EK.step_one, self._packed))
+
+    @property
+    def atr(self) -> np.ndarray:
+        """The ATR of every bar (``config.atr_period``, warm-up filled), computed once."""
+        if self._atr is None:
+            ohlcv = self.dataset.ohlcv
+            self._atr = K.atr_filled(
+                np.ascontiguousarray(ohlcv[:, 1]),
+                np.ascontiguousarray(ohlcv[:, 2]),
+                np.ascontiguousarray(ohlcv[:, 3]),
+                self.config.atr_period,
+            )
+        return self._atr
+
+    @property
+    def trades(self) -> np.ndarray:
+        """The closed-trade record buffer the kernel writes into (``[rows, K.N_TRADE]``; no rows
+        by default: the batch engine under the envs keeps counts and sums only)."""
+        return self._trades
+
+    def attach_trades(self, buffer: np.ndarray) -> None:
+        """Record closed trades into ``buffer`` (float64, C order, ``[rows, K.N_TRADE]``), from
+        the next step on. The engine writes ``st[K.N_RECORDS]`` rows and counts what did not fit
+        in ``st[K.DROPPED_RECORDS]``; a caller that wants every record keeps room for one more
+        bar's worth (``lot_capacity + 2 * order_capacity`` rows) and attaches a larger copy when
+        it runs short. Used by the backtest runner."""
+        if (not isinstance(buffer, np.ndarray) or buffer.dtype != np.float64 or buffer.ndim != 2
+                or buffer.shape[1] != K.N_TRADE or not buffer.flags.c_contiguous
+                or not buffer.flags.writeable):
+            raise ValueError(f"attach_trades: expected a writable C-order float64 array "
+                             f"[rows, {K.N_TRADE}]")
+        self._trades = buffer
+        self._head = (*self._head[:3], buffer, *self._head[4:])
+        self._bind_kernels()
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._BOUND}
@@ -217,7 +249,7 @@ class EnvCore:
                 self.actions[...] = actions  # the compiled kernel takes exactly this array
             self._step_kernel(*self._args)
             return
-        EK.compute_targets(self._st, self._mkt, self.atr, self.env, actions, self.scheme,
+        EK.compute_targets(self._st, self._mkt, self.kernel_atr, self.env, actions, self.scheme,
                            self.params, self._targets, self._sl, self._tp)
         for i in range(self.n_envs):
             if self.env[i, EK.E_DONE]:

@@ -91,6 +91,7 @@ ACCOUNT_FIELDS = (
 # Like the engine's kernels: nothing here allocates, so numba's reference counting is off (about
 # 2x less call overhead); see rltrade.sim.kernels.
 _jit = njit(cache=True, error_model="numpy", **K._NO_NRT)
+_inline = njit(cache=True, error_model="numpy", inline="always", **K._NO_NRT)
 
 
 def entry_point(kernel: Any, args: tuple[Any, ...]) -> Callable[..., Any]:
@@ -119,13 +120,16 @@ def _target(st: np.ndarray, mkt: np.ndarray, atr: np.ndarray, env: np.ndarray, a
     eq = st[K.EQUITY]
     pos = st[K.POS]
     nan = np.nan
-    full = p[P_LEVERAGE] * eq / c if eq > 0.0 else 0.0
     if scheme == S_DISCRETE3:
         side = int(a0) - 1  # 0 short, 1 flat, 2 long
         if side != 0 and pos * side > 0.0:
             return pos, nan, nan  # already on that side: hold, no re-sizing trade
+        if side == 0:  # flat: clear the levels (a flat account has none: keep, a hold)
+            return 0.0, (0.0 if pos != 0.0 else nan), nan
+        full = p[P_LEVERAGE] * eq / c if eq > 0.0 else 0.0
         target = side * p[P_MAX_EXPOSURE] * full
-        return target, (0.0 if side == 0 else nan), nan
+        return target, nan, nan
+    full = p[P_LEVERAGE] * eq / c if eq > 0.0 else 0.0
     if scheme == S_EXPOSURE_SL:
         target = a0 * full
         pct = p[P_MIN_STOP] + (a1 + 1.0) * 0.5 * (p[P_MAX_STOP] - p[P_MIN_STOP])
@@ -184,7 +188,7 @@ def _ring_stats(e: np.ndarray, size: int) -> tuple[float, float, int]:
     return m, math.sqrt(var) if var > 1e-30 else 0.0, n
 
 
-@_jit
+@_inline
 def _push_return(e: np.ndarray, ring: np.ndarray, ret: float) -> None:
     """Write ``ret`` into the ring, keeping the running sums (recomputed exactly on each wrap
     so rounding cannot accumulate)."""
@@ -197,7 +201,7 @@ def _push_return(e: np.ndarray, ring: np.ndarray, ret: float) -> None:
     ring[head] = ret
     e[E_RET_SUM] += ret
     e[E_RET_SUMSQ] += ret * ret
-    e[E_RET_HEAD] = (head + 1) % size
+    e[E_RET_HEAD] = head + 1 if head + 1 < size else 0  # not %: an integer division a step
     e[E_RET_COUNT] += 1.0
     if head == size - 1:
         total = 0.0
@@ -285,7 +289,7 @@ def observe(st: np.ndarray, mkt: np.ndarray, env: np.ndarray, rets: np.ndarray,
         obs_account[i, k] = min(clip, max(-clip, v))
 
 
-@_jit
+@_inline
 def _reward(s: np.ndarray, e: np.ndarray, ring: np.ndarray, ret: float, costs_delta: float,
             c: float, reward_id: int, w: np.ndarray, p: np.ndarray) -> float:
     eq = s[K.EQUITY]
@@ -321,6 +325,38 @@ def _reward(s: np.ndarray, e: np.ndarray, ring: np.ndarray, ret: float, costs_de
     return ret - w[2] * max(0.0, -cvar)
 
 
+@_inline
+def transition(s: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.ndarray,
+               mkt: np.ndarray, cfg: np.ndarray, e: np.ndarray, ring: np.ndarray, target: float,
+               stop: float, take: float, reward_id: int, w: np.ndarray,
+               p: np.ndarray) -> tuple[float, bool, bool]:
+    """One env's bar after its action became ``(target, stop, take)``: the engine's fill and
+    mark, the return ring, the reward, the termination flags (``e[E_DONE]`` set when either
+    holds). Returns ``(scaled reward, terminated, truncated)``; the observation is not written
+    (:func:`observe`). Shared by :func:`step_envs` and the backtest runner's loop."""
+    costs_before = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
+    K.step(s, lots, orders, trades, mkt, cfg, target, stop, take)
+    bar = int(s[K.BAR])
+    c = mkt[bar, K.M_CLOSE]
+    eq = s[K.EQUITY]
+    prev = e[E_PREV_EQUITY]
+    ret = eq / prev - 1.0 if prev > 0.0 else 0.0
+    _push_return(e, ring, ret)
+    sign = 1.0 if s[K.POS] > 0.0 else (-1.0 if s[K.POS] < 0.0 else 0.0)
+    e[E_IN_POSITION] = e[E_IN_POSITION] + 1.0 if sign != 0.0 and sign == e[E_POS_SIGN] else (
+        1.0 if sign != 0.0 else 0.0)
+    e[E_POS_SIGN] = sign
+    costs_delta = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST] - costs_before
+    r = _reward(s, e, ring, ret, costs_delta, c, reward_id, w, p) * p[P_REWARD_SCALE]
+    e[E_PREV_EQUITY] = eq
+    e[E_PREV_DRAWDOWN] = s[K.DRAWDOWN]
+    term = s[K.BANKRUPT] != 0.0 or eq <= p[P_EQUITY_FLOOR] * s[K.INITIAL_EQUITY]
+    trunc = (not term) and bar >= int(e[E_END])
+    if term or trunc:
+        e[E_DONE] = 1.0
+    return r, term, trunc
+
+
 @_jit
 def step_envs(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.ndarray,
               mkt: np.ndarray, cfg: np.ndarray, atr: np.ndarray, env: np.ndarray,
@@ -341,40 +377,21 @@ def step_envs(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.n
             target, stop, take = targets[i], sl[i], tp[i]
         else:
             target, stop, take = _target(s, mkt, atr, e, actions[i, 0], actions[i, 1], scheme, p)
-        costs_before = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
-        K.step(s, lots[i], orders[i], trades, mkt, cfg, target, stop, take)
-        bar = int(s[K.BAR])
-        c = mkt[bar, K.M_CLOSE]
-        eq = s[K.EQUITY]
-        prev = e[E_PREV_EQUITY]
-        ret = eq / prev - 1.0 if prev > 0.0 else 0.0
-        ring = rets[i]
-        _push_return(e, ring, ret)
-        sign = 1.0 if s[K.POS] > 0.0 else (-1.0 if s[K.POS] < 0.0 else 0.0)
-        e[E_IN_POSITION] = e[E_IN_POSITION] + 1.0 if sign != 0.0 and sign == e[E_POS_SIGN] else (
-            1.0 if sign != 0.0 else 0.0)
-        e[E_POS_SIGN] = sign
-        costs_delta = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST] - costs_before
-        r = _reward(s, e, ring, ret, costs_delta, c, reward_id, w, p)
-        rewards[i] = r * p[P_REWARD_SCALE]
-        e[E_PREV_EQUITY] = eq
-        e[E_PREV_DRAWDOWN] = s[K.DRAWDOWN]
-        term = s[K.BANKRUPT] != 0.0 or eq <= p[P_EQUITY_FLOOR] * s[K.INITIAL_EQUITY]
-        trunc = (not term) and bar >= int(e[E_END])
+        r, term, trunc = transition(s, lots[i], orders[i], trades, mkt, cfg, e, rets[i], target,
+                                    stop, take, reward_id, w, p)
+        rewards[i] = r
         terminated[i] = term
         truncated[i] = trunc
-        if term or trunc:
-            e[E_DONE] = 1.0
         observe(st, mkt, env, rets, market, window, p, obs_market, obs_account, i)
         q = report[i]
         n = s[K.N_TRADES]
         q[Q_REWARD] = rewards[i]
         q[Q_TERMINATED] = 1.0 if term else 0.0
         q[Q_TRUNCATED] = 1.0 if trunc else 0.0
-        q[Q_BAR] = bar
-        q[Q_EQUITY] = eq
+        q[Q_BAR] = s[K.BAR]
+        q[Q_EQUITY] = s[K.EQUITY]
         q[Q_POSITION] = s[K.POS]
-        q[Q_PNL] = eq - s[K.INITIAL_EQUITY]
+        q[Q_PNL] = s[K.EQUITY] - s[K.INITIAL_EQUITY]
         q[Q_TRADES] = n
         q[Q_WIN_RATE] = s[K.N_WINS] / n if n > 0.0 else 0.0
         q[Q_MAX_DRAWDOWN] = s[K.MAX_DRAWDOWN]

@@ -79,14 +79,18 @@ log = logger.bind(component="backtest")
 #: steps beyond this many rows are also written as steps.parquet
 PARQUET_ROWS = 100_000
 
-# engine state slots recorded after every step, then the report values
-_SLOTS = np.array([K.BAR, K.CASH, K.POS, K.EQUITY, K.REALIZED, K.UNREALIZED, K.FEES,
-                   K.SPREAD_COST, K.SLIPPAGE_COST, K.N_FILLS, K.N_STOP_EXITS, K.N_TP_EXITS,
-                   K.N_LIQUIDATIONS, K.DRAWDOWN, K.BANKRUPT], dtype=np.int64)
-(_R_BAR, _R_CASH, _R_POS, _R_EQUITY, _R_REALIZED, _R_UNREALIZED, _R_FEES, _R_SPREAD, _R_SLIP,
- _R_FILLS, _R_STOPS, _R_TPS, _R_LIQ, _R_DRAWDOWN, _R_BANKRUPT) = range(len(_SLOTS))
-_R_REWARD, _R_TERMINATED, _R_TRUNCATED, _R_INVALID = range(len(_SLOTS), len(_SLOTS) + 4)
-_N_REC = len(_SLOTS) + 4
+# What is recorded after every step: one row per value, one column per bar (each column of the
+# steps table is then a contiguous row; 9 values, 72 bytes a bar). The bar of column k is the
+# start bar + k (a pass steps one bar at a time).
+(_R_CASH, _R_POS, _R_EQUITY, _R_REALIZED, _R_UNREALIZED, _R_COSTS, _R_DRAWDOWN, _R_REWARD,
+ _R_FLAGS) = range(9)
+_N_REC = 9
+# _R_FLAGS: bits of what happened in the step (the engine's counters moved) and its end flags
+(_F_FILL, _F_STOP, _F_TP, _F_LIQ, _F_INVALID, _F_TERMINATED, _F_TRUNCATED) = (
+    1, 2, 4, 8, 16, 32, 64)
+# the counters behind the first five bits, in bit order (the invalid count lives in the env)
+_COUNTERS = np.array([K.N_FILLS, K.N_STOP_EXITS, K.N_TP_EXITS, K.N_LIQUIDATIONS],
+                     dtype=np.int64)
 _CHUNK = 65_536  # bars per first-layer block of the MLP path (bounds its memory)
 _TRADE_ROWS = 4096  # trade records before the buffer first grows
 
@@ -121,58 +125,96 @@ _jit = njit(cache=False, error_model="numpy", **K._NO_NRT)
 
 
 @_jit
-def _record(st: np.ndarray, report: np.ndarray, obs_account: np.ndarray, slots: np.ndarray,
-            rec: np.ndarray, rec_account: np.ndarray, k: int) -> None:
-    for j in range(slots.shape[0]):
-        rec[k, j] = st[0, slots[j]]
-    n = slots.shape[0]
-    rec[k, n] = report[0, EK.Q_REWARD]
-    rec[k, n + 1] = report[0, EK.Q_TERMINATED]
-    rec[k, n + 2] = report[0, EK.Q_TRUNCATED]
-    rec[k, n + 3] = report[0, EK.Q_INVALID]
-    if rec_account.shape[0] > 0:
-        for j in range(obs_account.shape[1]):
-            rec_account[k, j] = obs_account[0, j]
+def _record(s: np.ndarray, counters: np.ndarray, prev: np.ndarray, rec: np.ndarray, k: int,
+            reward: float, terminated: bool, truncated: bool, invalid: float) -> None:
+    """Column ``k`` of the records: the account after the step and the step's values; the
+    event bits compare the engine's counters (and the env's invalid count) with ``prev``, the
+    values at the previous record, which they then replace."""
+    rec[_R_CASH, k] = s[K.CASH]
+    rec[_R_POS, k] = s[K.POS]
+    rec[_R_EQUITY, k] = s[K.EQUITY]
+    rec[_R_REALIZED, k] = s[K.REALIZED]
+    rec[_R_UNREALIZED, k] = s[K.UNREALIZED]
+    rec[_R_COSTS, k] = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
+    rec[_R_DRAWDOWN, k] = s[K.DRAWDOWN]
+    rec[_R_REWARD, k] = reward
+    flags = 0
+    bit = 1
+    for j in range(counters.shape[0]):
+        v = s[counters[j]]
+        if v > prev[j]:
+            flags |= bit
+        prev[j] = v
+        bit *= 2
+    n = counters.shape[0]
+    if invalid > prev[n]:
+        flags |= _F_INVALID
+    prev[n] = invalid
+    if terminated:
+        flags |= _F_TERMINATED
+    if truncated:
+        flags |= _F_TRUNCATED
+    rec[_R_FLAGS, k] = flags
 
 
 @_jit
-def _fused(args: Any, st: np.ndarray, env: np.ndarray, actions: np.ndarray, report: np.ndarray,
-           obs_account: np.ndarray, trades: np.ndarray, margin: float, mode: int,
-           plan: np.ndarray, pre: np.ndarray, pre_lo: int, wa: np.ndarray, b1: np.ndarray,
-           act1: np.ndarray, wt: np.ndarray, bt: np.ndarray, dims: np.ndarray,
-           acts: np.ndarray, kind: int, low: np.ndarray, high: np.ndarray, h: np.ndarray,
-           g: np.ndarray, k: int, k_end: int,
-           slots: np.ndarray, rec: np.ndarray, rec_actions: np.ndarray,
+def _fused(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.ndarray,
+           mkt: np.ndarray, kcfg: np.ndarray, atr: np.ndarray, env: np.ndarray,
+           rets: np.ndarray, scheme: int, reward_id: int, w: np.ndarray, p: np.ndarray,
+           market: np.ndarray, obs_market: np.ndarray, obs_account: np.ndarray, account: bool,
+           margin: float, mode: int, plan: np.ndarray, pre: np.ndarray, pre_lo: int,
+           wa: np.ndarray, b1: np.ndarray, act1: np.ndarray, wt: np.ndarray, bt: np.ndarray,
+           dims: np.ndarray, acts: np.ndarray, kind: int, low: np.ndarray, high: np.ndarray,
+           h: np.ndarray, g: np.ndarray, action: np.ndarray, k: int, k_end: int,
+           counters: np.ndarray, prev: np.ndarray, rec: np.ndarray, rec_actions: np.ndarray,
            rec_account: np.ndarray) -> int:
-    """Step env 0 of a core from row ``k`` up to ``k_end``; stops early when the episode is
-    done or the trades buffer needs to grow. ``mode`` 0: actions from ``plan[bar]``; 1: from
-    the MLP (first-layer market part ``pre[bar - pre_lo]``)."""
+    """Step env 0 of a core from column ``k`` up to ``k_end`` with the environment's own step
+    functions (``_target``, ``transition``; ``observe`` only when something reads the account
+    block: the MLP, ``state_debug``); stops early when the episode is done or the trades buffer
+    needs to grow. ``mode`` 0: actions from ``plan[bar]``; 1: from the MLP (first-layer market
+    part ``pre[bar - pre_lo]``)."""
+    s = st[0]
+    e = env[0]
+    ring = rets[0]
     while k < k_end:
-        bar = int(st[0, K.BAR])
+        bar = int(s[K.BAR])
         if mode == 0:
-            actions[0, 0] = plan[bar, 0]
-            actions[0, 1] = plan[bar, 1]
+            a0 = plan[bar, 0]
+            a1 = plan[bar, 1]
         else:
             mlp_action(pre[bar - pre_lo], obs_account[0], wa, b1, act1, wt, bt, dims, acts,
-                       kind, low, high, h, g, actions[0])
-        rec_actions[k, 0] = actions[0, 0]
-        rec_actions[k, 1] = actions[0, 1]
-        EK.step_envs(*args)
+                       kind, low, high, h, g, action)
+            a0 = action[0]
+            a1 = action[1]
+        rec_actions[0, k] = a0
+        if rec_actions.shape[0] > 1:
+            rec_actions[1, k] = a1
+        target, stop, take = EK._target(s, mkt, atr, e, a0, a1, scheme, p)
+        r, term, trunc = EK.transition(s, lots[0], orders[0], trades, mkt, kcfg, e, ring,
+                                       target, stop, take, reward_id, w, p)
+        if account:
+            EK.observe(st, mkt, env, rets, market, 1, p, obs_market, obs_account, 0)
         k += 1
-        _record(st, report, obs_account, slots, rec, rec_account, k)
-        if env[0, EK.E_DONE] != 0.0:
+        _record(s, counters, prev, rec, k, r, term, trunc, e[EK.E_INVALID])
+        if rec_account.shape[1] > 0:
+            for j in range(obs_account.shape[1]):
+                rec_account[j, k] = obs_account[0, j]
+        if term or trunc:
             return k
-        if trades.shape[0] > 0 and trades.shape[0] - st[0, K.N_RECORDS] < margin:
+        if trades.shape[0] > 0 and trades.shape[0] - s[K.N_RECORDS] < margin:
             return k
     return k
 
 
 # ------------------------------------------------------------------------------- the core
 class _Run:
-    """One env of an :class:`EnvCore` with a trade-record buffer attached."""
+    """One env of an :class:`EnvCore` and its trade-record buffer. The fused loop is handed the
+    buffer; with ``bound`` (the Python loop, which calls :meth:`EnvCore.step`) it is also
+    attached to the core."""
 
     def __init__(self, dataset: Dataset, config: EnvConfig, normalizer: Normalizer | None,
-                 light: bool, start: int, seed: int, records: bool = True) -> None:
+                 light: bool, start: int, seed: int, records: bool = True,
+                 bound: bool = False) -> None:
         if light:
             # nothing reads the observation's market window: run the same kernel on the bars
             # only (no feature columns, window 1) and start at the agent's first bar
@@ -187,26 +229,17 @@ class _Run:
         eng = config.engine
         self.margin = float(eng.lot_capacity + 2 * eng.order_capacity + 8)
         self.records = records
-        self.trades = core._trades
+        self.bound = bound
+        self.prev = np.zeros(len(_COUNTERS) + 1)  # the counters at the last record
+        self.trades = core.trades  # no rows: the engine counts, records nothing
         if records:
-            self._attach(np.zeros((_TRADE_ROWS + int(self.margin), K.N_TRADE)))
+            self._use(np.zeros((_TRADE_ROWS + int(self.margin), K.N_TRADE)))
         core.reset_env(0, start, core.last_bar, seed)
 
-    def _attach(self, buf: np.ndarray) -> None:
-        """Give the env kernel a trade-record buffer (the batch engine under EnvCore keeps
-        none): every argument tuple of the core holding the old buffer gets the new one."""
-        core = self.core
-        old = core._trades
-        found = False
-        for key, value in list(vars(core).items()):
-            if isinstance(value, tuple) and any(v is old for v in value):
-                setattr(core, key, tuple(buf if v is old else v for v in value))
-                found = True
-        if not found:
-            raise RLTradeError("internal error: EnvCore's kernel arguments were not found; "
-                               "the backtest runner must be updated with EnvCore")
-        core._trades = buf
-        self.trades = buf
+    def _use(self, buffer: np.ndarray) -> None:
+        self.trades = buffer
+        if self.bound:
+            self.core.attach_trades(buffer)
 
     def ensure_room(self) -> None:
         """Grow the trade buffer when one more bar's records might not fit."""
@@ -214,17 +247,20 @@ class _Run:
         if self.records and self.trades.shape[0] - n < self.margin:
             grown = np.zeros((2 * self.trades.shape[0], K.N_TRADE))
             grown[:n] = self.trades[:n]
-            self._attach(grown)
+            self._use(grown)
 
-    def kernel_args(self) -> tuple[tuple[Any, ...], np.ndarray]:
-        """The env kernel's argument tuple, as :meth:`EnvCore.step` passes it, and the action
-        array inside it."""
+    def record(self, rec: np.ndarray, rec_account: np.ndarray, k: int, reward: float,
+               terminated: bool, truncated: bool) -> None:
+        """Column ``k`` of the records from the core's current state (column 0: the start,
+        no events)."""
         core = self.core
-        args = getattr(core, "_args", None)
-        if args is not None:
-            return args, core.actions
-        actions = np.zeros((1, 2))
-        return (*core._head, actions, False, *core._middle, *core._tail), actions
+        if k == 0:
+            self.prev[:-1] = self.st[0, _COUNTERS]
+            self.prev[-1] = core.env[0, EK.E_INVALID]
+        _record(self.st[0], _COUNTERS, self.prev, rec, k, reward, terminated, truncated,
+                core.env[0, EK.E_INVALID])
+        if rec_account.shape[1] > 0:
+            rec_account[:, k] = core.obs_account[0]
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -358,23 +394,22 @@ def run_backtest(
     if (mlp and fused) or state_debug:
         normalizer = resolve_normalizer(dataset, normalizer, "run_backtest")
         market = market_matrix(dataset, normalizer, cfg.obs_clip)
-    run = _Run(dataset, cfg, normalizer, light, start, seed)
+    run = _Run(dataset, cfg, normalizer, light, start, seed, bound=not fused)
     core = run.core
     n_max = last - start + 1
-    rec = np.zeros((n_max, _N_REC))
-    rec_actions = np.full((n_max, 2), np.nan)
-    rec_account = np.zeros((n_max if state_debug else 0, EK.N_ACCOUNT))
+    rec = np.zeros((_N_REC, n_max))
+    rec_actions = np.full((2 if cfg.action_scheme == "exposure_sl" else 1, n_max), np.nan)
+    rec_account = np.zeros((EK.N_ACCOUNT, n_max if state_debug else 0))
     reasons: list[str] | None = [""] * n_max if cfg.risk is not None else None
     plan: np.ndarray | None = None
     plan_bad: np.ndarray | None = None
-    _record(run.st, core.report, core.obs_account, _SLOTS, rec, rec_account, 0)
-    rec[0, _R_REWARD:] = 0.0
+    run.record(rec, rec_account, 0, 0.0, False, False)
     if planned:
         plan, plan_bad = _validated_plan(policy, dataset, cfg)
     clock.lap("setup")
     if fused:
-        k = _run_fused(run, None if planned else policy, plan, market, cfg, rec, rec_actions,
-                       rec_account)
+        k = _run_fused(run, None if planned else policy, plan, market, cfg, rec,
+                       rec_actions, rec_account)
     else:
         k = _run_python(run, policy, plan, cfg, rec, rec_actions, rec_account, reasons,
                         deterministic)
@@ -383,7 +418,10 @@ def run_backtest(
     if force_close and run.st[0, K.POS] != 0.0 and run.st[0, K.BANKRUPT] == 0.0:
         run.ensure_room()
         K.close_all(run.st[0], run.lots[0], run.orders[0], run.trades, run.mkt, run.cfg, True)
-        _record(run.st, core.report, core.obs_account, _SLOTS, rec, rec_account, k)
+        flags = int(rec[_R_FLAGS, k])  # the step's own events stay, the close's are added
+        run.record(rec, rec_account, k, rec[_R_REWARD, k], bool(flags & _F_TERMINATED),
+                   bool(flags & _F_TRUNCATED))
+        rec[_R_FLAGS, k] = flags | int(rec[_R_FLAGS, k])
         forced = True
     clock.lap("loop")
     st = run.st[0]
@@ -392,8 +430,8 @@ def run_backtest(
         raise RLTradeError("internal error: the engine's trade records are incomplete")
 
     initial = float(st[K.INITIAL_EQUITY])
-    steps = _steps_frame(dataset, cfg, rec[:n], rec_actions[:n], reasons, plan_bad, forced,
-                         initial)
+    steps = _steps_frame(dataset, cfg, start, rec[:, :n], rec_actions[:, :n], reasons,
+                         plan_bad, forced, initial)
     trades = _trades_frame(run.trades[:n_records], dataset.timestamps)
     clock.lap("frames")
     bench: np.ndarray | None = None
@@ -405,7 +443,7 @@ def run_backtest(
     if bench is not None and len(bench) == len(steps):
         steps["benchmark_equity"] = bench  # buy-and-hold through the engine, same bars
     summary = _summary(policy, name, dataset, cfg, steps, trades, run, initial, forced,
-                       force_close, bench)
+                       force_close, bench, rec[:, n - 1])
     costs = {"fees": float(st[K.FEES]), "spread_cost": float(st[K.SPREAD_COST]),
              "slippage_cost": float(st[K.SLIPPAGE_COST])}
     result_metrics = None
@@ -419,7 +457,8 @@ def run_backtest(
     debug = None
     if state_debug:
         assert market is not None
-        debug = _state_debug(dataset, market, rec[:n, _R_BAR].astype(np.int64), rec_account[:n])
+        debug = _state_debug(dataset, market, np.arange(start, start + n),
+                             rec_account[:, :n])
     path = None
     if out_dir is not None:
         path = _new_folder(out_dir)
@@ -434,8 +473,10 @@ def run_backtest(
 def _run_fused(run: _Run, mlp: NumpyMlpPolicy | None, plan: np.ndarray | None,
                market: np.ndarray | None, cfg: EnvConfig, rec: np.ndarray,
                rec_actions: np.ndarray, rec_account: np.ndarray) -> int:
+    """``cfg``: the policy's config (its layout and window shape the MLP's input; the core
+    itself may be the light one, window 1)."""
     core = run.core
-    n_max = rec.shape[0]
+    n_max = rec.shape[1]
     k = 0
     if mlp is None:
         assert plan is not None
@@ -450,10 +491,12 @@ def _run_fused(run: _Run, mlp: NumpyMlpPolicy | None, plan: np.ndarray | None,
         mode = 1
         plan = np.zeros((1, 2))
         wm, kernel = mlp.fast_parts(cfg.layout, cfg.window, market.shape[1], EK.N_ACCOUNT)
+    # the account block is needed by the MLP and by state_debug; a plan reads nothing
+    account = mode == 1 or rec_account.shape[1] > 0
+    action = np.zeros(2)
     pre = np.zeros((1, 1))
     pre_lo = 0
     while True:
-        args, actions = run.kernel_args()
         k_end = n_max - 1
         if mode == 1:
             bar = int(run.st[0, K.BAR])
@@ -461,8 +504,10 @@ def _run_fused(run: _Run, mlp: NumpyMlpPolicy | None, plan: np.ndarray | None,
             pre = mlp.market_preactivation(market, wm, bar, hi, mlp.backend)  # type: ignore
             pre_lo = bar
             k_end = min(k_end, k + (hi - bar))
-        k = _fused(args, run.st, core.env, actions, core.report, core.obs_account, run.trades,
-                   run.margin, mode, plan, pre, pre_lo, *kernel, k, k_end, _SLOTS, rec,
+        k = _fused(run.st, run.lots, run.orders, run.trades, run.mkt, run.cfg, core.kernel_atr,
+                   core.env, core.rets, core.scheme, core.reward_id, core.weights, core.params,
+                   core.market, core.obs_market, core.obs_account, account, run.margin, mode,
+                   plan, pre, pre_lo, *kernel, action, k, k_end, _COUNTERS, run.prev, rec,
                    rec_actions, rec_account)
         if core.env[0, EK.E_DONE] != 0.0 or k >= n_max - 1:
             return k
@@ -488,58 +533,66 @@ def _run_python(run: _Run, policy: Any, plan: np.ndarray | None, cfg: EnvConfig,
             actions, bad = check_actions(cfg, action, 1)
             if bad is not None:
                 core.env[bad, EK.E_INVALID] += 1.0
-        rec_actions[k] = actions[0]
+        rec_actions[:, k] = actions[0, :rec_actions.shape[0]]
         core.step(actions)
         if reasons is not None:
             reasons[k] = ";".join(core.last_reasons[0])
         k += 1
-        _record(st, core.report, core.obs_account, _SLOTS, rec, rec_account, k)
-        if core.env[0, EK.E_DONE] != 0.0 or k >= rec.shape[0] - 1:
+        report = core.report[0]
+        run.record(rec, rec_account, k, report[EK.Q_REWARD], bool(report[EK.Q_TERMINATED]),
+                   bool(report[EK.Q_TRUNCATED]))
+        if core.env[0, EK.E_DONE] != 0.0 or k >= rec.shape[1] - 1:
             return k
         run.ensure_room()
 
 
-def _steps_frame(dataset: Dataset, cfg: EnvConfig, rec: np.ndarray, rec_actions: np.ndarray,
-                 reasons: list[str] | None, plan_bad: np.ndarray | None,
-                 forced: bool, initial: float) -> pd.DataFrame:
-    n = rec.shape[0]
-    bars = rec[:, _R_BAR].astype(np.int64)
-    index = pd.DatetimeIndex(dataset.timestamps[bars].astype("datetime64[ns]"), tz="UTC",
+def _steps_frame(dataset: Dataset, cfg: EnvConfig, start: int, rec: np.ndarray,
+                 rec_actions: np.ndarray, reasons: list[str] | None,
+                 plan_bad: np.ndarray | None, forced: bool, initial: float) -> pd.DataFrame:
+    n = rec.shape[1]
+    take = slice(start, start + n)  # a pass steps one bar at a time
+    index = pd.DatetimeIndex(dataset.timestamps[take].astype("datetime64[ns]"), tz="UTC",
                              name="timestamp")
+    flags = rec[_R_FLAGS].astype(np.uint8)
 
-    def changed(col: int) -> np.ndarray:
-        return np.diff(rec[:, col], prepend=rec[0, col]) > 0
+    def delta(values: np.ndarray) -> np.ndarray:
+        out = np.empty_like(values)
+        out[0] = 0.0
+        np.subtract(values[1:], values[:-1], out=out[1:])
+        return out
 
-    data: dict[str, Any] = {"bar": bars}
+    def event(bit: int) -> np.ndarray:
+        return (flags & bit) != 0
+
+    data: dict[str, Any] = {"bar": np.arange(start, start + n)}
     if cfg.action_scheme == "exposure_sl":
-        data["action_0"] = rec_actions[:, 0]
-        data["action_1"] = rec_actions[:, 1]
+        data["action_0"] = rec_actions[0]
+        data["action_1"] = rec_actions[1]
     else:
-        none = np.isnan(rec_actions[:, 0])  # the last bar: no decision
+        none = np.isnan(rec_actions[0])  # the last bar: no decision
         data["action"] = pd.arrays.IntegerArray(
-            np.nan_to_num(rec_actions[:, 0]).astype(np.int64), none)
-    pos = rec[:, _R_POS]
-    costs = rec[:, _R_FEES] + rec[:, _R_SPREAD] + rec[:, _R_SLIP]
-    invalid = changed(_R_INVALID)
+            np.nan_to_num(rec_actions[0]).astype(np.int64), none)
+    pos = rec[_R_POS]
+    invalid = event(_F_INVALID)
     if plan_bad is not None:
-        invalid |= plan_bad[bars] & ~np.isnan(rec_actions[:, 0])
+        invalid |= plan_bad[take] & ~np.isnan(rec_actions[0])
     done = np.zeros(n, dtype=bool)
     done[-1] = True
     data |= {
-        "trade_executed": changed(_R_FILLS),
-        "position_change": np.diff(pos, prepend=pos[0]),
-        "cash": rec[:, _R_CASH],
+        "trade_executed": event(_F_FILL),
+        "position_change": delta(pos),
+        "cash": rec[_R_CASH],
         "position": pos,
-        "equity": rec[:, _R_EQUITY],
-        "realized_equity": initial + rec[:, _R_REALIZED],
-        "unrealized_pnl": rec[:, _R_UNREALIZED],
-        "close": dataset.ohlcv[bars, 3],
-        "costs": np.diff(costs, prepend=costs[0]),
-        "reward": rec[:, _R_REWARD],
-        "stop_triggered": changed(_R_STOPS),
-        "take_profit": changed(_R_TPS),
-        "liquidated": changed(_R_LIQ),
-        "drawdown": rec[:, _R_DRAWDOWN],
+        "equity": rec[_R_EQUITY],
+        "realized_equity": initial + rec[_R_REALIZED],
+        "unrealized_pnl": rec[_R_UNREALIZED],
+        "close": dataset.ohlcv[take, 3],
+        "costs": delta(rec[_R_COSTS]),
+        "reward": rec[_R_REWARD],
+        "stop_triggered": event(_F_STOP),
+        "take_profit": event(_F_TP),
+        "liquidated": event(_F_LIQ),
+        "drawdown": rec[_R_DRAWDOWN],
         "risk_reason": (pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[""])
                         if reasons is None else pd.Categorical(reasons[:n])),
         "invalid_action": invalid,
@@ -569,7 +622,9 @@ def _trades_frame(buf: np.ndarray, timestamps: np.ndarray) -> pd.DataFrame:
         "slippage_cost": table["slippage_cost"],
         "net_pnl": table["net_pnl"],
         "duration_bars": table["duration_bars"],
-        "exit_reason": pd.Categorical(table["exit_reason"], categories=list(EXIT_REASONS)),
+        # from the engine's codes (EXIT_REASONS is indexed by them): no string round trip
+        "exit_reason": pd.Categorical.from_codes(buf[:, K.T_REASON].astype(np.int8),
+                                                 categories=list(EXIT_REASONS)),
         "stop_triggered": table["stop_loss"],
         "take_profit": table["take_profit"],
         "liquidation": table["liquidation"],
@@ -586,12 +641,13 @@ def _buy_and_hold(dataset: Dataset, cfg: EnvConfig, start: int, n: int, seed: in
     run = _Run(dataset, bench_cfg, None, True, start, seed, records=False)
     plan = np.zeros((len(dataset), 2))
     plan[:, 0] = 2.0
-    rec = np.zeros((n, _N_REC))
-    rec_actions = np.zeros((n, 2))
-    no_account = np.zeros((0, EK.N_ACCOUNT))
-    _record(run.st, run.core.report, run.core.obs_account, _SLOTS, rec, no_account, 0)
-    k = _run_fused(run, None, plan, None, bench_cfg, rec, rec_actions, no_account) if n > 1 else 0
-    equity = rec[:, _R_EQUITY].copy()
+    rec = np.zeros((_N_REC, n))
+    rec_actions = np.zeros((1, n))
+    no_account = np.zeros((EK.N_ACCOUNT, 0))
+    run.record(rec, no_account, 0, 0.0, False, False)
+    k = (_run_fused(run, None, plan, None, bench_cfg, rec, rec_actions, no_account) if n > 1
+         else 0)
+    equity = rec[_R_EQUITY].copy()
     equity[k + 1:] = equity[k]  # frozen after a bankruptcy
     return equity
 
@@ -602,9 +658,9 @@ def _risk_counts(core: EnvCore) -> dict[str, int]:
 
 def _summary(policy: Any, name: str | None, dataset: Dataset, cfg: EnvConfig,
              steps: pd.DataFrame, trades: pd.DataFrame, run: _Run, initial: float,
-             forced: bool, force_close: bool, bench: np.ndarray | None) -> dict[str, Any]:
+             forced: bool, force_close: bool, bench: np.ndarray | None,
+             last: np.ndarray) -> dict[str, Any]:
     st = run.st[0]
-    report = run.core.report[0]
     final = float(st[K.EQUITY])
     realized_final = float(steps["realized_equity"].iloc[-1])
     fees, spread, slip = float(st[K.FEES]), float(st[K.SPREAD_COST]), float(st[K.SLIPPAGE_COST])
@@ -635,8 +691,8 @@ def _summary(policy: Any, name: str | None, dataset: Dataset, cfg: EnvConfig,
         "unrealized_pnl": float(st[K.UNREALIZED]),
         "open_position": float(st[K.POS]),
         "bankrupt": bool(st[K.BANKRUPT]),
-        "terminated": bool(report[EK.Q_TERMINATED]),
-        "truncated": bool(report[EK.Q_TRUNCATED]),
+        "terminated": bool(int(last[_R_FLAGS]) & _F_TERMINATED),
+        "truncated": bool(int(last[_R_FLAGS]) & _F_TRUNCATED),
         "force_close": bool(force_close),
         "force_closed": forced,
         "n_trades": len(trades),
@@ -663,7 +719,7 @@ def _state_debug(dataset: Dataset, market: np.ndarray, bars: np.ndarray,
     for j, col in enumerate([*dataset.feature_names, *dataset.signal_names]):
         data[f"norm.{col}"] = market[bars, j]
     for j, col in enumerate(EK.ACCOUNT_FIELDS):
-        data[f"account.{col}"] = account[:, j]
+        data[f"account.{col}"] = account[j]
     return pd.DataFrame(data, index=index, copy=False)
 
 

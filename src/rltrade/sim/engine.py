@@ -286,17 +286,14 @@ def _market(ohlcv: Any, config: EngineConfig, spread: Any, atr: Any) -> np.ndarr
     t_len = arr.shape[0]
     if t_len < 2:
         raise DataError(f"the engine needs at least 2 bars, got {t_len}")
-    o, h, lo, c = arr[:, 0], arr[:, 1], arr[:, 2], arr[:, 3]
-    bad = ~(np.isfinite(arr[:, :4]).all(axis=1) & (arr[:, :4] > 0).all(axis=1))
-    bad |= (h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (lo > h)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
+    mkt = np.zeros((t_len, K.N_MKT))
+    first = int(K.copy_bars(arr, mkt))
+    if first >= 0:
         raise DataError(
             f"ohlcv bar {first} is not a valid bar (prices must be finite, > 0, "
             f"low <= open, close <= high): {arr[first, :4].tolist()}; repair the bars first"
         )
-    mkt = np.zeros((t_len, K.N_MKT))
-    mkt[:, :4] = arr[:, :4]
+    h, lo, c = arr[:, 1], arr[:, 2], arr[:, 3]
     costs = config.costs
     source = config.effective_spread
     if spread is not None and costs.spread != "column":
@@ -505,7 +502,10 @@ class ExecutionEngine(_Base):
             self._after(flag)
 
     def step(self, target: float, sl: float | None = None, tp: float | None = None) -> None:
-        """Submit ``Order.target(target, sl=sl, tp=tp)`` and :meth:`advance` (the hot path)."""
+        """Submit ``Order.target(target, sl=sl, tp=tp)`` and :meth:`advance` (the hot path).
+
+        A hold (``target`` equal to the position, no ``sl``/``tp``, no order pending, no
+        decision lag) submits no order: it could only fill as a no-op."""
         if sl is None and tp is None:
             try:
                 target = float(target)

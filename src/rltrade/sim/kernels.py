@@ -816,13 +816,28 @@ def _room(st: np.ndarray, trades: np.ndarray, lots: np.ndarray, orders: np.ndarr
     return F_GROW if trades.shape[0] - st[N_RECORDS] < worst else 0
 
 
+@_inline
+def _submit_target(st: np.ndarray, orders: np.ndarray, mkt: np.ndarray, cfg: np.ndarray,
+                   target: float, sl: float, tp: float) -> None:
+    """Queue a market order for ``target`` units, unless it is a hold (see :func:`step`)."""
+    if not (target == st[POS] and st[ORDER_COUNT] == 0.0 and cfg[C_LAG] == 0.0
+            and math.isnan(sl) and math.isnan(tp)):
+        submit_one(st, orders, mkt, cfg, K_TARGET, target, np.nan, sl, tp, _GTC)
+
+
 @_jit
 def step(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.ndarray,
          mkt: np.ndarray, cfg: np.ndarray, target: float, sl: float, tp: float) -> int:
-    """Submit a market order for ``target`` units and process the next bar (the env hot path)."""
+    """Submit a market order for ``target`` units and process the next bar (the env hot path).
+
+    A hold submits nothing: a target equal to the position, with both levels NaN (keep), no
+    order pending and no decision lag, would fill at the next open before anything else can
+    move the position, so its order is a no-op; skipping the queue halves the cost of a bar
+    (it takes no order id and, on a bankrupt account, is not counted as a rejection).
+    """
     if int(st[BAR]) + 1 >= mkt.shape[0]:
         return F_END
-    submit_one(st, orders, mkt, cfg, K_TARGET, target, np.nan, sl, tp, _GTC)
+    _submit_target(st, orders, mkt, cfg, target, sl, tp)
     advance_one(st, lots, orders, trades, mkt, cfg)
     return _room(st, trades, lots, orders)
 
@@ -855,7 +870,7 @@ def _batch_range(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: n
             ends += 1
             continue
         o = orders[i]
-        submit_one(s, o, mkt, cfg, K_TARGET, targets[i], np.nan, sl[i], tp[i], _GTC)
+        _submit_target(s, o, mkt, cfg, targets[i], sl[i], tp[i])
         advance_one(s, lots[i], o, trades, mkt, cfg)
     return ends
 
@@ -899,6 +914,28 @@ def batch_close_all(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades
 
 
 # ------------------------------------------------------------------------------- inputs
+@_jit
+def copy_bars(ohlcv: np.ndarray, mkt: np.ndarray) -> int:
+    """Copy the open, high, low and close of every bar into ``mkt[:, :4]`` after checking it
+    (finite, > 0, ``low <= open, close <= high``); returns the first bar that fails, else -1
+    (one pass instead of a temporary array per check)."""
+    for t in range(ohlcv.shape[0]):
+        o = ohlcv[t, 0]
+        h = ohlcv[t, 1]
+        lo = ohlcv[t, 2]
+        c = ohlcv[t, 3]
+        # written so that a NaN fails every comparison it is in
+        if not (o > 0.0 and h > 0.0 and lo > 0.0 and c > 0.0 and math.isfinite(o)
+                and math.isfinite(h) and math.isfinite(lo) and math.isfinite(c)
+                and h >= o and h >= c and lo <= o and lo <= c and lo <= h):
+            return t
+        mkt[t, M_OPEN] = o
+        mkt[t, M_HIGH] = h
+        mkt[t, M_LOW] = lo
+        mkt[t, M_CLOSE] = c
+    return -1
+
+
 @njit(cache=True)
 def atr_filled(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
     """TA-Lib's ATR (Wilder smoothing of the true range) with its warm-up filled.
