@@ -184,7 +184,7 @@ def main() -> None:
         n_trades = len(result.trades) + int(result.summary["open_position"] != 0)
         rows.append((f"SMA 10/30 crossover, run_backtest (steps + trades + summary), "
                      f"{len(bars):,} bars", f"{t_ours:.3f} s", f"{n_trades:,} trades"))
-        rows.append(("  its engine pass (the env kernel loop)", f"{t_loop:.3f} s", ""))
+        rows.append(("  its engine pass (the loop of env step functions)", f"{t_loop:.3f} s", ""))
         if not args.skip_backtesting:
             bt_seconds, bt_trades, bt_equity = backtesting_sma(bars)
             equity = float(result.steps["equity"].iloc[-2])

@@ -19,12 +19,13 @@ Every fill, cost and PnL figure is the engine's; the runner records, it does not
 
 Three paths, same numbers (the tests compare them):
 
-* a planned policy (``plan(dataset, config)``, every baseline): the actions of all bars are
-  known, and one numba loop steps the environment kernel; the observation's market window is not
-  built (nothing reads it);
+* a planned policy (``plan(dataset, config)``, every baseline, a rule strategy): the actions
+  of all bars are known, and one numba loop runs the environment's own step functions on them
+  (``_target``: action -> target; ``transition``: the engine's fill and mark, the reward, the
+  termination flags); no observation is built, since nothing reads it;
 * :class:`rltrade.agents.NumpyMlpPolicy`: the market window's share of the first layer is one
   matrix product per window row over all bars, the rest of the network runs inside the same
-  numba loop, on the account block the kernel writes;
+  numba loop, on the account block the environment's ``observe`` writes;
 * anything else with SB3's ``predict`` (an SB3 model, a recurrent policy, a callable wrapper):
   a Python loop, one ``predict`` per bar on the environment's observation.
 
