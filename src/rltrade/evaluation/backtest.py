@@ -162,7 +162,8 @@ def _record(s: np.ndarray, counters: np.ndarray, prev: np.ndarray, rec: np.ndarr
 def _fused(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.ndarray,
            mkt: np.ndarray, kcfg: np.ndarray, atr: np.ndarray, env: np.ndarray,
            rets: np.ndarray, scheme: int, reward_id: int, w: np.ndarray, p: np.ndarray,
-           market: np.ndarray, obs_market: np.ndarray, obs_account: np.ndarray, account: bool,
+           market: np.ndarray, window: int, obs_market: np.ndarray, obs_account: np.ndarray,
+           account: bool,
            margin: float, mode: int, plan: np.ndarray, pre: np.ndarray, pre_lo: int,
            wa: np.ndarray, b1: np.ndarray, act1: np.ndarray, wt: np.ndarray, bt: np.ndarray,
            dims: np.ndarray, acts: np.ndarray, kind: int, low: np.ndarray, high: np.ndarray,
@@ -194,7 +195,7 @@ def _fused(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.ndar
         r, term, trunc = EK.transition(s, lots[0], orders[0], trades, mkt, kcfg, e, ring,
                                        target, stop, take, reward_id, w, p)
         if account:
-            EK.observe(st, mkt, env, rets, market, 1, p, obs_market, obs_account, 0)
+            EK.observe(st, mkt, env, rets, market, window, p, obs_market, obs_account, 0)
         k += 1
         _record(s, counters, prev, rec, k, r, term, trunc, e[EK.E_INVALID])
         if rec_account.shape[1] > 0:
@@ -507,9 +508,9 @@ def _run_fused(run: _Run, mlp: NumpyMlpPolicy | None, plan: np.ndarray | None,
             k_end = min(k_end, k + (hi - bar))
         k = _fused(run.st, run.lots, run.orders, run.trades, run.mkt, run.cfg, core.kernel_atr,
                    core.env, core.rets, core.scheme, core.reward_id, core.weights, core.params,
-                   core.market, core.obs_market, core.obs_account, account, run.margin, mode,
-                   plan, pre, pre_lo, *kernel, action, k, k_end, _COUNTERS, run.prev, rec,
-                   rec_actions, rec_account)
+                   core.market, core.window, core.obs_market, core.obs_account, account,
+                   run.margin, mode, plan, pre, pre_lo, *kernel, action, k, k_end, _COUNTERS,
+                   run.prev, rec, rec_actions, rec_account)
         if core.env[0, EK.E_DONE] != 0.0 or k >= n_max - 1:
             return k
         run.ensure_room()
