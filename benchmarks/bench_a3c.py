@@ -26,7 +26,6 @@ thread per process. ``--quick`` is a smoke test.
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import statistics
 import sys
@@ -36,6 +35,7 @@ from typing import Any
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
 
+from common import machine
 from rltrade.agents.algorithms import make_agent
 from rltrade.agents.training import (
     buy_and_hold_return,
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         for name, algorithm, n in contestants:
             rows[name].append(run_one(args.source, algorithm, n, seed, args.steps, args.quick,
                                       prepared))
-    print(f"# bench_a3c: {platform.processor() or platform.machine()}, torch "
+    print(f"# bench_a3c: {machine()}, torch "
           f"{torch.__version__}, 1 torch thread per process, {args.steps} steps, seeds "
           f"{args.seeds}")
     print(f"# command: python benchmarks/bench_a3c.py {shlex.join(sys.argv[1:])}")

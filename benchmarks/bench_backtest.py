@@ -29,7 +29,6 @@ Times, numba caches warm, median of ``--repeat`` runs (backtesting.py: one run):
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 import warnings
 
@@ -37,7 +36,7 @@ import numba
 import numpy as np
 import talib
 
-from common import timeit
+from common import machine, print_rows, timeit
 from rltrade.agents import NumpyMlpPolicy
 from rltrade.agents.baselines import sides_to_actions
 from rltrade.agents.policy import PlanPolicy
@@ -201,12 +200,10 @@ def main() -> None:
                          + ("met" if ratio >= TARGET_RATIO else "MISSED")))
             rows.append(("  ratio, engine pass alone", f"{bt_seconds / t_loop:.1f}x", ""))
 
-    print(f"# rltrade backtest benchmark ({platform.processor() or platform.machine()}, "
+    print(f"# rltrade backtest benchmark ({machine()}, "
           f"numba {numba.__version__}, {numba.get_num_threads()} threads; {args.bars:,} bars, "
           f"median of {args.repeat})")
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>16}  {note}")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -20,14 +20,13 @@ Times, numba caches warm, median of ``--repeat`` runs:
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 import warnings
 
 import numba
 import numpy as np
 
-from common import timeit
+from common import machine, print_rows, timeit
 from rltrade.data import load_bars
 from rltrade.data.synthetic import synthetic_market
 from rltrade.sim import BatchEngine, EngineConfig, ExecutionEngine, Order
@@ -153,12 +152,10 @@ def main() -> None:
     rows.append(("engine (ideal mode), same bars and orders", f"{per_bar * 1e6:.2f} us/bar",
                  f"{per_bar_bt / per_bar:.0f}x faster than backtesting.py"))
 
-    print(f"# rltrade.sim benchmark ({platform.processor() or platform.machine()}, "
+    print(f"# rltrade.sim benchmark ({machine()}, "
           f"numba {numba.__version__}, {threads} threads; {args.bars:,} bars, "
           f"median of {args.repeat})")
-    width = max(len(r[0]) for r in rows)
-    for name, value, note in rows:
-        print(f"{name:<{width}}  {value:>22}  {note}")
+    print_rows(rows)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import shlex
 import statistics
 import sys
@@ -50,6 +49,7 @@ import numba
 import numpy as np
 import pandas as pd
 
+from common import machine, print_rows
 from rltrade.data.synthetic import synthetic_market
 from rltrade.envs import TradingEnv, VecTradingEnv
 from rltrade.features import build_dataset
@@ -382,16 +382,10 @@ def main() -> None:
                      + ("  (NOTE: the episode ended early)" if ended else "")))
 
     # -- report --------------------------------------------------------------------------------
-    print(f"# rltrade.envs benchmark ({platform.processor() or platform.machine()}, "
+    print(f"# rltrade.envs benchmark ({machine()}, "
           f"numba {numba.__version__}, {numba.get_num_threads()} threads; {args.clock} clock; "
           f"median of {args.repeat}; dataset {len(ds):,} 1h bars built in {t_build:.1f} s)")
-    every = [r for _, rs in sections for r in rs]
-    width = max(len(r[0]) for r in every)
-    vwidth = max(len(r[1]) for r in every)
-    for title, rs in sections:
-        print(f"\n## {title}")
-        for name, value, note in rs:
-            print(f"{name:<{width}}  {value:>{vwidth}}  {note}")
+    print_rows([r for _, rs in sections for r in rs], [(t, len(rs)) for t, rs in sections])
     print(f"\n# total {time.perf_counter() - t_start:.1f} s")
 
 

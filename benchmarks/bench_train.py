@@ -27,7 +27,6 @@ evaluation every 8,192 steps gives the first step at which the target is met, an
 from __future__ import annotations
 
 import argparse
-import platform
 import shlex
 import sys
 import time
@@ -36,6 +35,7 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.vec_env import DummyVecEnv
 
+from common import machine
 from rltrade.agents.algorithms import SpacesEnv, make_agent
 from rltrade.agents.training import make_train_env, prepare_data
 from rltrade.config import RunConfig
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.steps, args.repeat, args.n_steps = 256, 1, 32
     rows = run(args.steps, args.repeat, args.threads, args.n_steps, args.source)
-    print(f"# bench_train: {platform.processor() or platform.machine()}, torch "
+    print(f"# bench_train: {machine()}, torch "
           f"{torch.__version__}, {args.threads} torch thread(s)")
     print(f"# command: python benchmarks/bench_train.py {shlex.join(sys.argv[1:])}")
     print("| env | PPO steps/s | vs do-nothing env |")

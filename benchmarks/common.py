@@ -15,3 +15,26 @@ def timeit(fn: Callable[[], object], repeat: int) -> float:
         fn()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def machine() -> str:
+    """The processor as the benchmark headers name it."""
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def print_rows(rows: list[tuple[str, str, str]], sections: list[tuple[str, int]] | None = None,
+               ) -> None:
+    """Print ``(name, value, note)`` rows as aligned columns; ``sections``: ``(title, count)``
+    pairs, each title printed before its next ``count`` rows."""
+    width = max(len(r[0]) for r in rows)
+    vwidth = max(len(r[1]) for r in rows)
+    bounds = sections or [("", len(rows))]
+    i = 0
+    for title, count in bounds:
+        if title:
+            print(f"\n## {title}")
+        for name, value, note in rows[i:i + count]:
+            print(f"{name:<{width}}  {value:>{vwidth}}  {note}".rstrip())
+        i += count

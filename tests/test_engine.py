@@ -30,6 +30,15 @@ def ohlcv(rows) -> np.ndarray:
     return np.array([[o, h, lo, c, 1.0] for o, h, lo, c in rows], dtype=float)
 
 
+def random_bars(rng: np.random.Generator, t_len: int) -> np.ndarray:
+    """A random walk of ``t_len`` valid bars (gapped opens, wicks), float64 ``[T, 5]``."""
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, t_len)))
+    opens = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, 0.002, t_len))
+    high = np.maximum(opens, close) * (1 + rng.uniform(0, 0.01, t_len))
+    low = np.minimum(opens, close) * (1 - rng.uniform(0, 0.01, t_len))
+    return np.column_stack([opens, high, low, close, np.ones(t_len)])
+
+
 def make(rows, costs: CostModel | None = None, **kw) -> ExecutionEngine:
     config = EngineConfig(costs=costs or CostModel.zero(), **kw)
     return ExecutionEngine(ohlcv(rows), config)
@@ -640,11 +649,7 @@ def test_reset_is_a_fresh_account_and_runs_repeat_bit_for_bit() -> None:
 def test_batch_engine_matches_single_engines_step_by_step() -> None:
     rng = np.random.default_rng(7)
     t_len = 400
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, t_len)))
-    opens = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, 0.002, t_len))
-    high = np.maximum(opens, close) * (1 + rng.uniform(0, 0.01, t_len))
-    low = np.minimum(opens, close) * (1 - rng.uniform(0, 0.01, t_len))
-    data = np.column_stack([opens, high, low, close, np.ones(t_len)])
+    data = random_bars(rng, t_len)
     config = EngineConfig(costs=CostModel(slippage="random", slippage_bps=3), leverage=3,
                           maintenance_margin=0.02, lot_capacity=4, dead_zone=0.001)
     n = 6
@@ -733,11 +738,7 @@ def test_a_hold_submits_nothing_and_changes_nothing_else(lag) -> None:
     trade records must be identical except for the order-id counters."""
     rng = np.random.default_rng(3)
     t_len = 3000
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, t_len)))
-    opens = np.r_[close[0], close[:-1]] * np.exp(rng.normal(0, 0.002, t_len))
-    high = np.maximum(opens, close) * (1 + rng.uniform(0, 0.01, t_len))
-    low = np.minimum(opens, close) * (1 - rng.uniform(0, 0.01, t_len))
-    data = np.column_stack([opens, high, low, close, np.ones(t_len)])
+    data = random_bars(rng, t_len)
     config = EngineConfig(costs=CostModel(slippage="random", slippage_bps=3), leverage=2,
                           maintenance_margin=0.05, decision_lag=lag)
     fast, slow = ExecutionEngine(data, config), ExecutionEngine(data, config)

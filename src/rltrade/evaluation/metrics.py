@@ -219,14 +219,20 @@ def _nonzero_count(values: Any) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _utc_index(steps: pd.DataFrame) -> pd.DatetimeIndex:
-    index = steps.index
+def _utc(frame: pd.DataFrame | pd.Series) -> pd.DatetimeIndex:
+    """The frame's DatetimeIndex in UTC (a naive one is taken as UTC)."""
+    index = frame.index
     if not isinstance(index, pd.DatetimeIndex):
         raise DataError(
             "steps must be indexed by bar timestamps (a DatetimeIndex in UTC), got "
             f"{type(index).__name__}; set the index with steps.set_index('timestamp')"
         )
-    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+    return index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
+
+
+def _utc_index(steps: pd.DataFrame) -> pd.DatetimeIndex:
+    """:func:`_utc` of the steps, which must be sorted bars without gaps in the index."""
+    index = _utc(steps)
     if index.hasnans:
         raise DataError("steps index has missing timestamps (NaT)")
     if not index.is_monotonic_increasing or not index.is_unique:
@@ -381,6 +387,26 @@ def _trades_section(trades: pd.DataFrame) -> tuple[dict[str, Any], int]:
     return section, count
 
 
+def _align_benchmark(benchmark_equity: Any, index: pd.DatetimeIndex) -> np.ndarray:
+    """A benchmark curve on the steps' ``index``: a Series on timestamps is reindexed onto it
+    (missing bars NaN), anything else must have one value per bar."""
+    if isinstance(benchmark_equity, pd.DataFrame):
+        if benchmark_equity.shape[1] != 1:
+            raise DataError("benchmark_equity must be one equity curve (a Series or 1-D array)")
+        benchmark_equity = benchmark_equity.iloc[:, 0]
+    if isinstance(benchmark_equity, pd.Series) and isinstance(
+        benchmark_equity.index, pd.DatetimeIndex
+    ):
+        return _numeric(benchmark_equity.set_axis(_utc(benchmark_equity)).reindex(index))
+    bench = _numeric(benchmark_equity)
+    if bench.size != index.size:
+        raise DataError(
+            f"benchmark_equity has {bench.size} values but steps has {index.size} bars; "
+            "align the benchmark curve with the steps"
+        )
+    return bench
+
+
 def _benchmark_section(
     benchmark_equity: Any,
     index: pd.DatetimeIndex,
@@ -391,23 +417,7 @@ def _benchmark_section(
     nan_counts: dict[str, int],
     inf_counts: dict[str, int],
 ) -> dict[str, Any]:
-    if isinstance(benchmark_equity, pd.DataFrame):
-        if benchmark_equity.shape[1] != 1:
-            raise DataError("benchmark_equity must be one equity curve (a Series or 1-D array)")
-        benchmark_equity = benchmark_equity.iloc[:, 0]
-    if isinstance(benchmark_equity, pd.Series) and isinstance(
-        benchmark_equity.index, pd.DatetimeIndex
-    ):
-        b_index = benchmark_equity.index
-        b_index = b_index.tz_localize("UTC") if b_index.tz is None else b_index.tz_convert("UTC")
-        bench = _numeric(pd.Series(benchmark_equity.to_numpy(), index=b_index).reindex(index))
-    else:
-        bench = _numeric(benchmark_equity)
-    if bench.size != index.size:
-        raise DataError(
-            f"benchmark_equity has {bench.size} values but steps has {index.size} bars; "
-            "align the benchmark curve with the steps"
-        )
+    bench = _align_benchmark(benchmark_equity, index)
     nan_counts["benchmark"] = int(np.isnan(bench).sum())
     inf_counts["benchmark"] = int(np.isinf(bench).sum())
     b = _simple_returns(bench)

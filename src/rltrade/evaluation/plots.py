@@ -42,8 +42,10 @@ from loguru import logger
 from rltrade.data.store import atomic_write_bytes
 from rltrade.data.timeframes import SECONDS_PER_YEAR, parse_timeframe
 from rltrade.errors import DataError
+from rltrade.evaluation.metrics import _align_benchmark as align_benchmark
 from rltrade.evaluation.metrics import _numeric as numeric
 from rltrade.evaluation.metrics import _simple_returns as simple_returns
+from rltrade.evaluation.metrics import _utc as utc_index
 
 __all__ = ["PLOTS", "PlotSkipped", "write_plots"]
 
@@ -127,16 +129,6 @@ def drawdown(curve: np.ndarray) -> np.ndarray:
     return out
 
 
-def utc_index(frame: pd.DataFrame | pd.Series) -> pd.DatetimeIndex:
-    index = frame.index
-    if not isinstance(index, pd.DatetimeIndex):
-        raise DataError(
-            "steps must be indexed by bar timestamps (a DatetimeIndex in UTC), got "
-            f"{type(index).__name__}; set the index with steps.set_index('timestamp')"
-        )
-    return index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-
-
 def _bars_per_year(index: pd.DatetimeIndex, timeframe: Any) -> tuple[float, str]:
     if timeframe is not None:
         return float(parse_timeframe(timeframe).bars_per_year), "timeframe"
@@ -145,25 +137,6 @@ def _bars_per_year(index: pd.DatetimeIndex, timeframe: Any) -> tuple[float, str]
         if step > 0:
             return SECONDS_PER_YEAR / step, "inferred"
     return float("nan"), "inferred"
-
-
-def align_benchmark(benchmark_equity: Any, index: pd.DatetimeIndex) -> np.ndarray:
-    """A benchmark curve (Series on timestamps, or array of the steps' length) on ``index``."""
-    if isinstance(benchmark_equity, pd.DataFrame):
-        if benchmark_equity.shape[1] != 1:
-            raise DataError("benchmark_equity must be one equity curve (a Series or 1-D array)")
-        benchmark_equity = benchmark_equity.iloc[:, 0]
-    if isinstance(benchmark_equity, pd.Series) and isinstance(
-        benchmark_equity.index, pd.DatetimeIndex
-    ):
-        return numeric(benchmark_equity.set_axis(utc_index(benchmark_equity)).reindex(index))
-    bench = numeric(benchmark_equity)
-    if bench.size != index.size:
-        raise DataError(
-            f"benchmark_equity has {bench.size} values but steps has {index.size} bars; "
-            "align the benchmark curve with the steps"
-        )
-    return bench
 
 
 def prepare_curves(
