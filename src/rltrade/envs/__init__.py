@@ -6,7 +6,7 @@ Stable-Baselines3 ``VecEnv`` stepped by one numba call; both share :class:`EnvCo
 
 from rltrade.envs.config import REWARD_DEFAULTS, REWARD_NAMES, EnvConfig
 from rltrade.envs.core import EnvCore
-from rltrade.envs.spaces import ACTION_SCHEMES
+from rltrade.envs.schemes import ACTION_SCHEMES, ActionScheme
 from rltrade.envs.trading_env import TradingEnv
 from rltrade.envs.vec_env import VecTradingEnv
 
@@ -17,6 +17,7 @@ __all__ = [
     "ACTION_SCHEMES",
     "REWARDS",
     "REWARD_NAMES",
+    "ActionScheme",
     "EnvConfig",
     "EnvCore",
     "TradingEnv",

@@ -17,7 +17,6 @@ from rltrade.sim.config import EngineConfig
 from rltrade.sim.risk import RiskConfig
 from rltrade.strict import StrictModel
 
-ACTION_SCHEME_NAMES = ("discrete3", "discrete6", "exposure_sl")
 REWARD_NAMES = (
     "log_return",
     "asymmetric_drawdown",

@@ -18,6 +18,7 @@ import numpy as np
 
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
+from rltrade.envs.schemes import ACTION_SCHEMES
 from rltrade.errors import ConfigError, DataError
 from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
@@ -90,7 +91,7 @@ class EnvCore:
         # the ATR sizes discrete6's stops and feeds the risk manager; nothing else reads it,
         # so otherwise the kernels get an empty array (`kernel_atr`; `atr` still computes it)
         self._atr: np.ndarray | None = None
-        needs_atr = config.action_scheme == "discrete6" or config.risk is not None
+        needs_atr = config.action_scheme == "discrete6" or config.risk is not None  # sizes stops
         self.kernel_atr = self.atr if needs_atr else np.zeros(0)
         self.env = np.zeros((self.n_envs, EK.N_ENV))
         self.rets = np.zeros((self.n_envs, config.sharpe_window))
@@ -103,7 +104,8 @@ class EnvCore:
         self._targets = np.zeros(self.n_envs)
         self._sl = np.zeros(self.n_envs)
         self._tp = np.zeros(self.n_envs)
-        self.scheme = EK.SCHEME_IDS[config.action_scheme]
+        self.action_scheme = ACTION_SCHEMES[config.action_scheme]
+        self.scheme = self.action_scheme.kernel_id
         self.reward_id = EK.REWARD_IDS[config.reward]
         weights = config.weights
         self.weights = np.array([weights[k] for k in EK.REWARD_WEIGHT_ORDER[config.reward]])
@@ -284,6 +286,29 @@ class EnvCore:
             "risk_interventions": {},  # no risk manager on this path
             "invalid_actions": invalid,
         }
+
+    def preview_targets(self, i: int, actions: np.ndarray) -> np.ndarray:
+        """What env ``i`` would ask the engine for now, for each of ``actions``, without stepping.
+
+        :param actions: float64 ``[n, 2]`` in the kernel's layout (discrete: the index in column
+            0; ``exposure_sl``: exposure and stop tightness).
+        :return: float64 ``[n, 3]``: target units, stop-loss level, take-profit level per action
+            (NaN level = keep the current one, 0 = clear it; NaN target: the env is done).
+
+        Computed by the env's own kernel on copies of its state: nothing in the env changes
+        (not even the count of actions that do not apply). A3C's risk gating and the
+        backtesting.py bridge read targets through this.
+        """
+        actions = np.ascontiguousarray(actions, dtype=np.float64).reshape(-1, 2)
+        n = actions.shape[0]
+        st = np.repeat(self._st[i : i + 1], n, axis=0)
+        env = np.repeat(self.env[i : i + 1], n, axis=0)
+        out = np.empty((n, 3))
+        targets, sl, tp = np.empty(n), np.empty(n), np.empty(n)
+        EK.compute_targets(st, self._mkt, self.atr, env, actions, self.scheme, self.params,
+                           targets, sl, tp)
+        out[:, 0], out[:, 1], out[:, 2] = targets, sl, tp
+        return out
 
     def risk_state(self, i: int = 0) -> RiskState:
         """What the risk manager sees of env ``i`` at its current bar (price = the close, the

@@ -76,7 +76,6 @@ REWARD_WEIGHT_ORDER: dict[str, tuple[str, ...]] = {
 REWARD_IDS = {"log_return": R_LOG_RETURN, "asymmetric_drawdown": R_ASYMMETRIC_DRAWDOWN,
               "risk_adjusted": R_RISK_ADJUSTED, "differential_sharpe": R_DIFFERENTIAL_SHARPE,
               "cvar_penalized": R_CVAR_PENALIZED}
-SCHEME_IDS = {"discrete3": S_DISCRETE3, "discrete6": S_DISCRETE6, "exposure_sl": S_EXPOSURE_SL}
 
 N_ACCOUNT = 9
 # the step report row: reward, flags and the info values, read back by Python in one go

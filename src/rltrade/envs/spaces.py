@@ -1,6 +1,7 @@
 """Action schemes and observation layouts: the spaces, and actions checked before they count.
 
-``ACTION_SCHEMES`` (the kernel in :mod:`rltrade.envs.kernels` turns an action into an order):
+The schemes (records in :mod:`rltrade.envs.schemes`; the kernel in :mod:`rltrade.envs.kernels`
+turns an action into an order):
 
 ``discrete3``
     ``Discrete(3)``: 0 short, 1 flat, 2 long; long/short use ``max_exposure`` of the leverage
@@ -31,20 +32,14 @@ import numpy as np
 
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
-
-ACTION_SCHEMES: dict[str, str] = {
-    "discrete3": "Discrete(3): short / flat / long at max_exposure of the leverage limit",
-    "discrete6": "Discrete(6): hold, enter long, enter short, exit, scale in 50%, scale out 50%",
-    "exposure_sl": "Box([-1,1]^2): target exposure (fraction of leverage) and stop tightness",
-}
-_N = {"discrete3": 3, "discrete6": 6}
-_NEUTRAL = {"discrete3": 1.0, "discrete6": float(EK.HOLD)}
+from rltrade.envs.schemes import ACTION_SCHEMES
 
 
 def action_space(config: EnvConfig) -> gym.Space:
-    if config.action_scheme in _N:
-        return gym.spaces.Discrete(_N[config.action_scheme])
-    return gym.spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+    s = ACTION_SCHEMES[config.action_scheme]
+    if s.discrete:
+        return gym.spaces.Discrete(s.n_actions)
+    return gym.spaces.Box(-1.0, 1.0, shape=(s.width,), dtype=np.float32)
 
 
 def observation_space(config: EnvConfig, n_market: int) -> gym.Space:
@@ -80,14 +75,15 @@ def check_actions(config: EnvConfig, actions: Any, n: int,
     when the actions are accepted) and a boolean mask of the actions that had to be clipped
     (``None`` when all were valid), or raises ``ValueError``.
     """
-    scheme = config.action_scheme
+    spec = ACTION_SCHEMES[config.action_scheme]
+    scheme, n_actions = spec.name, spec.n_actions
     raise_ = config.invalid_action == "raise"
     if out is None:
         out = np.zeros((n, 2))
-    if (scheme in _N and isinstance(actions, np.ndarray) and actions.dtype.kind in "iu"
+    if (spec.discrete and isinstance(actions, np.ndarray) and actions.dtype.kind in "iu"
             and actions.size == n):  # fast path: integer actions, as SB3 passes them
         flat = actions.reshape(n)
-        if flat.min() >= 0 and flat.max() < _N[scheme]:
+        if flat.min() >= 0 and flat.max() < n_actions:
             out[:, 0] = flat
             out[:, 1] = 0.0
             return out, None
@@ -96,20 +92,20 @@ def check_actions(config: EnvConfig, actions: Any, n: int,
     except (TypeError, ValueError):
         raise ValueError(
             f"action {actions!r} is not numeric: expected "
-            + ("an integer" if scheme in _N else "two floats in [-1, 1]")
+            + ("an integer" if spec.discrete else "two floats in [-1, 1]")
         ) from None
-    if scheme in _N:
+    if spec.discrete:
         if arr.size != n:
             raise ValueError(f"expected {n} discrete action(s), got shape {arr.shape}")
         a = arr.reshape(n)
-        bad = ~np.isfinite(a) | (a != np.round(a)) | (a < 0) | (a > _N[scheme] - 1)
+        bad = ~np.isfinite(a) | (a != np.round(a)) | (a < 0) | (a > n_actions - 1)
         if bad.any():
             if raise_:
                 raise ValueError(
                     f"invalid {scheme} action(s) {a[bad].tolist()}: expected integers "
-                    f"0..{_N[scheme] - 1}"
+                    f"0..{n_actions - 1}"
                 )
-            a = np.where(np.isfinite(a), np.clip(np.round(a), 0, _N[scheme] - 1), _NEUTRAL[scheme])
+            a = np.where(np.isfinite(a), np.clip(np.round(a), 0, n_actions - 1), spec.neutral)
         out[:, 0] = a
         out[:, 1] = 0.0
         return out, bad if bad.any() else None
