@@ -426,11 +426,11 @@ def test_lot_size_rounds_toward_zero_and_min_notional_rejects() -> None:
     eng = make([FLAT] * 5, lot_size=0.5, min_notional=300)
     eng.step(3.7)  # 3.7 -> 3.5 (toward zero)
     assert eng.position == 3.5 and eng.adjustments["lot_rounded"] == 1
-    before = eng._st.copy()
+    before = eng.kernel_arrays().state.copy()
     eng.step(5.2, sl=90)  # +1.7 -> +1.5 = 150 < 300: rejected, the stop not set either
     assert eng.position == 3.5 and eng.account.stop_loss is None
     assert eng.rejections["min_notional"] == 1
-    changed = np.flatnonzero(before != eng._st)
+    changed = np.flatnonzero(before != eng.kernel_arrays().state)
     assert set(changed) <= {K.BAR, K.EQUITY, K.UNREALIZED, K.MARGIN, K.PEAK, K.DRAWDOWN,
                             K.MAX_DRAWDOWN, K.COUNTS + K.R_MIN_NOTIONAL, K.NEXT_ORDER_ID,
                             K.LAST_ORDER_ID}
@@ -441,7 +441,7 @@ def test_lot_size_rounds_toward_zero_and_min_notional_rejects() -> None:
 def test_invalid_orders_are_rejected_with_a_reason_and_change_nothing() -> None:
     eng = make([FLAT] * 4, order_capacity=2)
     eng.step(3)
-    before = (eng._st.copy(), eng._orders.copy(), eng._lots.copy())
+    before = tuple(a.copy() for a in eng.kernel_arrays()[:3])  # state, lots, orders
     bad = {
         "bad_quantity": [Order.target(math.nan), Order.delta(math.inf), Order.target("x"),
                          Order.limit(99, 0)],
@@ -455,14 +455,14 @@ def test_invalid_orders_are_rejected_with_a_reason_and_change_nothing() -> None:
             assert eng.submit(order) is None
             assert eng.last_rejection == reason
         assert eng.rejections[reason] == len(orders)
-    st, orders, lots = before
+    st, lots, orders = before
     counts = slice(K.COUNTS, K.COUNTS + K.N_CODES)
     keep = np.ones(K.N_STATE, bool)
     keep[counts] = False
     keep[[K.LAST_CODE, K.LAST_ORDER_ID]] = False
-    np.testing.assert_array_equal(eng._st[keep], st[keep])
-    np.testing.assert_array_equal(eng._orders, orders)
-    np.testing.assert_array_equal(eng._lots, lots)
+    np.testing.assert_array_equal(eng.kernel_arrays().state[keep], st[keep])
+    np.testing.assert_array_equal(eng.kernel_arrays().orders, orders)
+    np.testing.assert_array_equal(eng.kernel_arrays().lots, lots)
     # queue full, end of data
     assert eng.submit(Order.limit(50, 1)) is not None
     assert eng.submit(Order.limit(50, 1)) is not None
@@ -639,7 +639,7 @@ def test_reset_is_a_fresh_account_and_runs_repeat_bit_for_bit() -> None:
         eng.reset(10)
         for x in targets:
             eng.step(x, sl=None)
-        return eng._st.copy(), eng._trades[:len(eng.trades)].copy()
+        return eng.kernel_arrays().state.copy(), eng.kernel_arrays().trades[:len(eng.trades)].copy()
 
     a, b = run(), run()
     np.testing.assert_array_equal(a[0], b[0])
@@ -678,15 +678,17 @@ def test_batch_engine_matches_single_engines_step_by_step() -> None:
             eng.step(targets[i], s, p)
         for i, eng in enumerate(singles):
             same = np.arange(K.N_STATE) != K.N_RECORDS  # the batch keeps no records
-            np.testing.assert_array_equal(batch._state[i][same], eng._st[same])
-            np.testing.assert_array_equal(batch._lot_rows[i], eng._lots)
+            np.testing.assert_array_equal(batch.kernel_arrays().state[i][same],
+                                          eng.kernel_arrays().state[same])
+            np.testing.assert_array_equal(batch.kernel_arrays().lots[i], eng.kernel_arrays().lots)
     assert (batch.n_trades > 10).all()
     assert batch.rejections["bad_quantity"] > 0
     # resetting a subset leaves the others alone
-    before = batch._state.copy()
+    before = batch.kernel_arrays().state.copy()
     batch.reset([1, 3], starts=[5, 6])
     assert batch.bar[1] == 5 and batch.bar[3] == 6
-    np.testing.assert_array_equal(batch._state[[0, 2, 4, 5]], before[[0, 2, 4, 5]])
+    np.testing.assert_array_equal(batch.kernel_arrays().state[[0, 2, 4, 5]],
+                                  before[[0, 2, 4, 5]])
     assert batch.account(1).equity == config.initial_cash
 
 
@@ -756,21 +758,23 @@ def test_a_hold_submits_nothing_and_changes_nothing_else(lag) -> None:
         held += target == pos and sl is None
         fast.step(target, sl)
         # the reference: always through the queue
-        K.submit_one(slow._st, slow._orders, slow._mkt, slow._cfg, K.K_TARGET, target,
+        ref = slow.kernel_arrays()  # re-read: the trade buffer grows
+        K.submit_one(ref.state, ref.orders, ref.market, ref.config, K.K_TARGET, target,
                      np.nan, np.nan if sl is None else sl, np.nan, K._GTC)
-        K.advance_one(slow._st, slow._lots, slow._orders, slow._trades, slow._mkt, slow._cfg)
-        if len(slow._trades) - slow._st[K.N_RECORDS] < 64:
+        K.advance_one(ref.state, ref.lots, ref.orders, ref.trades, ref.market, ref.config)
+        if len(ref.trades) - ref.state[K.N_RECORDS] < 64:
             slow._after(K.F_GROW)
     assert held > 1500 and len(fast.trades) > 100
     ids = {K.NEXT_ORDER_ID, K.LAST_ORDER_ID, K.LAST_CODE}
     same = np.array([i not in ids for i in range(K.N_STATE)])
-    np.testing.assert_array_equal(fast._st[same], slow._st[same])
-    np.testing.assert_array_equal(fast._lots, slow._lots)
+    fast_st, slow_st = fast.kernel_arrays().state, slow.kernel_arrays().state
+    np.testing.assert_array_equal(fast_st[same], slow_st[same])
+    np.testing.assert_array_equal(fast.kernel_arrays().lots, slow.kernel_arrays().lots)
     a, b = fast.trades, slow.trades
     assert a.dtype == b.dtype and len(a) == len(b)
     for name in a.dtype.names:
         np.testing.assert_array_equal(a[name], b[name])
     if lag == 0:  # holds took no order id
-        assert fast._st[K.NEXT_ORDER_ID] < slow._st[K.NEXT_ORDER_ID]
+        assert fast_st[K.NEXT_ORDER_ID] < slow_st[K.NEXT_ORDER_ID]
     else:  # with a decision lag every target is queued
-        assert fast._st[K.NEXT_ORDER_ID] == slow._st[K.NEXT_ORDER_ID]
+        assert fast_st[K.NEXT_ORDER_ID] == slow_st[K.NEXT_ORDER_ID]

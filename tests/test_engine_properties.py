@@ -191,14 +191,14 @@ def run_and_check(data: np.ndarray, config: EngineConfig, plan: list[tuple],
             for p in eng.pending[:1]:
                 assert eng.cancel(p["id"])
         elif order is not None:
-            before = (eng._st.copy(), eng._orders.copy(), eng._lots.copy())
+            before = tuple(a.copy() for a in eng.kernel_arrays()[:3])  # state, lots, orders
             oid = eng.submit(order)
             if oid is None:
                 assert eng.last_rejection is not None
-                np.testing.assert_array_equal(eng._st[_UNCHANGED_ON_REJECT],
+                np.testing.assert_array_equal(eng.kernel_arrays().state[_UNCHANGED_ON_REJECT],
                                               before[0][_UNCHANGED_ON_REJECT])
-                np.testing.assert_array_equal(eng._orders, before[1])
-                np.testing.assert_array_equal(eng._lots, before[2])
+                np.testing.assert_array_equal(eng.kernel_arrays().orders, before[2])
+                np.testing.assert_array_equal(eng.kernel_arrays().lots, before[1])
         eng.advance()
         costs = check_account(eng, config, costs)
         if constant_equity is not None:
@@ -259,8 +259,9 @@ def test_batch_equals_single_engines(data: np.ndarray, config: EngineConfig,
         for i, eng in enumerate(singles):
             if not eng.done:
                 eng.step(row[i])
-            np.testing.assert_array_equal(batch._state[i][same], eng._st[same])
-            np.testing.assert_array_equal(batch._lot_rows[i], eng._lots)
+            np.testing.assert_array_equal(batch.kernel_arrays().state[i][same],
+                                          eng.kernel_arrays().state[same])
+            np.testing.assert_array_equal(batch.kernel_arrays().lots[i], eng.kernel_arrays().lots)
 
 
 @SETTINGS

@@ -15,6 +15,7 @@ from rltrade.sim.engine import (
     BatchEngine,
     EngineError,
     ExecutionEngine,
+    KernelArrays,
     Order,
 )
 from rltrade.sim.risk import Decision, RiskConfig, RiskManager, RiskState
@@ -31,6 +32,7 @@ __all__ = [
     "EngineConfig",
     "EngineError",
     "ExecutionEngine",
+    "KernelArrays",
     "Order",
     "RiskConfig",
     "RiskManager",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -399,6 +399,25 @@ def _trade_table(buf: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray:
     return out
 
 
+class KernelArrays(NamedTuple):
+    """The arrays the engine's kernels work on, by name: for code that fuses its own numba loop
+    around :func:`rltrade.sim.kernels.step` (the trading envs) and for white-box tests of the
+    account state. Mutating them outside the kernels voids every guarantee."""
+
+    #: account state ``[N_STATE]`` (single engine) or ``[n, N_STATE]`` (batch); see ``K.*`` slots
+    state: np.ndarray
+    #: open FIFO lots
+    lots: np.ndarray
+    #: the order queue
+    orders: np.ndarray
+    #: the trade records (the batch engine keeps none: an empty array)
+    trades: np.ndarray
+    #: per-bar market matrix (prices, spread, ATR)
+    market: np.ndarray
+    #: the config vector
+    config: np.ndarray
+
+
 class _Base:
     """What the single and the batch engine share: inputs, config, state arrays."""
 
@@ -466,6 +485,12 @@ class ExecutionEngine(_Base):
         config = config or EngineConfig()
         spread = dataset.extras.get("spread") if config.costs.spread == "column" else None
         return cls(dataset.ohlcv, config, timestamps=dataset.timestamps, spread=spread, atr=atr)
+
+    def kernel_arrays(self) -> KernelArrays:
+        """The :class:`KernelArrays` of this account (``state`` is ``[N_STATE]``; ``trades``
+        the record buffer, of which ``len(self.trades)`` rows are filled)."""
+        return KernelArrays(self._st, self._lots, self._orders, self._trades, self._mkt,
+                            self._cfg)
 
     # -- lifecycle ---------------------------------------------------------------------------
     def reset(self, start: int = 0, *, seed: int | None = None) -> Account:
@@ -696,12 +721,10 @@ class BatchEngine(_Base):
         K.batch_reset(self._state, self._lot_rows, self._order_rows, self._mkt, self._cfg, idx,
                       st, sd)
 
-    def kernel_arrays(self) -> tuple[np.ndarray, ...]:
-        """``(state, lots, orders, trades, market, config)``: the arrays the kernels work on,
-        for code that fuses its own numba loop around :func:`rltrade.sim.kernels.step` (the
-        trading envs). Mutating them outside the kernels voids every guarantee."""
-        return (self._state, self._lot_rows, self._order_rows, self._no_trades, self._mkt,
-                self._cfg)
+    def kernel_arrays(self) -> KernelArrays:
+        """The :class:`KernelArrays` of every account (``state`` is ``[n, N_STATE]``)."""
+        return KernelArrays(self._state, self._lot_rows, self._order_rows, self._no_trades,
+                            self._mkt, self._cfg)
 
     def step(self, targets: np.ndarray, sl: np.ndarray | None = None,
              tp: np.ndarray | None = None) -> int:
