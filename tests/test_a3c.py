@@ -3,7 +3,9 @@ risk gating and the shared optimizer."""
 
 from __future__ import annotations
 
+import copy
 import functools
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -26,6 +28,8 @@ from rltrade.agents.algorithms import algorithm_class, load_model, make_agent, r
 from rltrade.agents.training import make_train_env, planned_steps, prepare_data, resume, train
 from rltrade.config import RunConfig
 from rltrade.envs import TradingEnv
+from rltrade.envs.schemes import ACTION_SCHEMES
+from rltrade.errors import ConfigError
 from rltrade.runs import Run
 
 SMALL = {
@@ -274,6 +278,56 @@ def test_risk_gate_volatility_scaling_and_no_gate(prepared):
     assert allowed.all() and reasons == {}
 
 
+@pytest.mark.parametrize("scheme,risk", [
+    ("discrete3", {"spread": {"max_spread_bps": 0.5}}),
+    ("discrete3", {"drawdown": {"max_drawdown": 0.005, "action": "cut"},
+                   "no_trade": {"times": [["10:00", "14:00"]]}}),
+    ("discrete6", {"drawdown": {"max_drawdown": 0.01}, "no_trade": {"weekdays": ["mon"]}}),
+    ("discrete6", {"volatility": {"max_atr_pct": 0.002, "mode": "factor", "factor": 0.5}}),
+])
+def test_risk_gate_predicts_what_the_env_does_to_each_action(prepared, scheme, risk):
+    """On every state of a random walk, an action is masked exactly when the env's own risk
+    manager changes its target on stepping it (the gate's definition), with the same reasons;
+    and probing leaves the manager's records as they were."""
+    env = _env(prepared, scheme, risk)
+    env.reset(seed=1)
+    manager = env.core.risk[0]
+    gated = ACTION_SCHEMES[scheme].gated_actions
+    rng = np.random.default_rng(0)
+    masked = 0
+    for _ in range(40):
+        interventions, counts = list(manager.interventions), manager.counts()
+        allowed, reasons = risk_gate(env.core, manager)
+        assert manager.interventions == interventions and manager.counts() == counts
+        for a in range(env.action_space.n):
+            if a not in gated:
+                assert allowed[a]
+                continue
+            probe = copy.deepcopy(env)
+            probe.step(a)
+            expected = probe.core.last_reasons[0]
+            assert allowed[a] == (not expected) and reasons.get(a, ()) == expected
+        masked += len(reasons)
+        _, _, term, trunc, _ = env.step(int(rng.integers(env.action_space.n)))
+        if term or trunc:
+            env.reset()
+    assert masked > 0
+
+
+def test_risk_probes_leave_the_managers_records_unchanged(prepared):
+    env = _env(prepared, "discrete3", {"spread": {"max_spread_bps": 0.5}})
+    env.reset(seed=0)
+    manager = env.core.risk[0]
+    env.step(2)  # a real long entry: the env's manager records its intervention
+    assert manager.counts() == {"spread": 1} and len(manager.interventions) == 1
+    before = list(manager.interventions)
+    allowed, reasons = risk_gate(env.core, manager)
+    assert allowed.tolist() == [False, True, False] and set(reasons) == {0, 2}
+    assert manager.counts() == {"spread": 1} and manager.interventions == before
+    with pytest.raises(ConfigError, match="not discrete"):
+        action_targets(_env(prepared, "exposure_sl", None).core)
+
+
 def test_training_with_a_risk_manager_never_samples_a_masked_action(prepared):
     cfg, data = prepared
     risky = cfg.with_overrides(env={"risk": {"spread": {"max_spread_bps": 0.5}}})
@@ -339,3 +393,11 @@ def test_default_env_factory_chooses_env_and_engine_mode(prepared):
     assert env.step(1)[1] == env.step(1)[1] == 0.0  # flat, no costs: nothing happens
     train_env = factory(0, 0)
     assert train_env.config.mode == "train" and train_env.config.engine.mode == "retail"
+
+
+def test_a3c_is_a_package_of_small_modules():
+    import rltrade.agents.a3c as package
+
+    sizes = {p.name: len(p.read_text().splitlines())
+             for p in Path(package.__file__).parent.glob("*.py")}
+    assert len(sizes) >= 8 and max(sizes.values()) <= 400, sizes

@@ -17,11 +17,16 @@ from rltrade.sim.risk import (
     RiskConfig,
     RiskManager,
     RiskState,
-    effect_of,
 )
 
-TABLE = ["hold", "open", "exit", "reduce"]  # hold, increase, flatten, reduce
 HOLD, OPEN, EXIT, REDUCE = range(4)
+
+
+def targets(position: float) -> list[float]:
+    """The targets of four discrete actions from ``position``: hold, open one more unit on the
+    current side (long from flat), exit, halve."""
+    side = 1.0 if position >= 0 else -1.0
+    return [position, position + side, 0.0, position / 2]
 
 
 def ns(iso: str) -> int:
@@ -49,7 +54,7 @@ def test_no_gates_pass_everything_through() -> None:
     m = RiskManager()
     s = state(position=1.0, atr=50.0, spread_bps=1e6)
     assert m.check_target(s, 7.5) == Decision(7.5, ())
-    assert m.mask(s, TABLE).all()
+    assert m.mask(s, targets(1.0)).allowed.all()
     assert m.interventions == [] and m.counts() == {}
 
 
@@ -364,89 +369,69 @@ def test_nan_target_is_rejected() -> None:
 # --------------------------------------------------------------------------- discrete actions
 
 
-def test_effect_of() -> None:
-    assert effect_of(1.0, 1.0) == "hold"
-    assert effect_of(1.0, 0.0) == "flatten"
-    assert effect_of(2.0, 1.0) == "reduce"
-    assert effect_of(-2.0, -1.0) == "reduce"
-    assert effect_of(1.0, 2.0) == "increase"
-    assert effect_of(1.0, -1.0) == "increase"
-    assert effect_of(0.0, -1.0) == "increase"
-
-
 def test_mask_blocks_only_increases_for_spread_and_windows() -> None:
     m = RiskManager({"spread": {"max_spread_bps": 10}, "no_trade": {"weekdays": ["sat"]}})
-    assert m.mask(state(spread_bps=5.0), TABLE).tolist() == [True] * 4
-    expected = [True, False, True, True]
-    assert m.mask(state(spread_bps=50.0, position=1.0), TABLE).tolist() == expected
-    assert m.mask(state("2024-01-06T12:00"), TABLE).tolist() == expected
+    assert m.mask(state(spread_bps=5.0), targets(1.0)).allowed.tolist() == [True] * 4
+    wide = m.mask(state(spread_bps=50.0, position=1.0), targets(1.0))
+    assert wide.allowed.tolist() == [True, False, True, True]
+    assert wide.reasons == {OPEN: ("spread",)}
+    saturday = m.mask(state("2024-01-06T12:00", position=-2.0), targets(-2.0))
+    assert saturday.allowed.tolist() == [True, False, True, True]
+    assert saturday.reasons == {OPEN: ("no_trade_window",)}
+    # a reversal is an exit plus an entry: blocked too; from flat every entry is blocked
+    flat = m.mask(state("2024-01-06T12:00"), [0.0, 1.0, -1.0])
+    assert flat.allowed.tolist() == [True, False, False]
 
 
 def test_mask_forces_exit_under_kill_switch() -> None:
     m = RiskManager({"daily_loss": {"max_daily_loss": 0.05}})
     m.update(ns("2024-01-03T00:00"), 1_000.0)
     open_pos = state(equity=900.0, position=2.0)
-    assert m.mask(open_pos, TABLE).tolist() == [False, False, True, True]
-    # already flat: hold, exit and reduce are all no-ops and stay allowed
-    assert m.mask(state(equity=900.0), TABLE).tolist() == [True, False, True, True]
-    # no exit or reduce action in the table: hold is the fallback, never all blocked
-    assert m.mask(open_pos, ["hold", "increase", "increase"]).tolist() == [True, False, False]
+    gate = m.mask(open_pos, targets(2.0))
+    assert gate.allowed.tolist() == [False, False, True, False]  # only the exit is left
+    assert gate.reasons == {HOLD: ("daily_loss",), OPEN: ("daily_loss",),
+                            REDUCE: ("daily_loss",)}
+    # already flat: hold, exit and halve are all no-ops (target 0) and stay allowed
+    assert m.mask(state(equity=900.0), targets(0.0)).allowed.tolist() == [True, False, True, True]
+    # only the gated actions are checked: hold (0) stays allowed when it is not gated
+    assert m.mask(open_pos, targets(2.0), gated=[1]).allowed.tolist() == [True, False, True, True]
 
 
-def test_mask_forces_exit_under_drawdown_flatten_but_not_under_scaling() -> None:
+def test_mask_under_drawdown_flatten_and_scaling() -> None:
     m = RiskManager({"drawdown": {"max_drawdown": 0.2}, "volatility": {"max_atr_pct": 0.01}})
     m.update(ns("2024-01-03T10:00"), 1_000.0)
-    # volatility only scales sizes: the mask is untouched
-    assert m.mask(state(position=1.0, atr=5.0), TABLE).all()
-    assert m.mask(state(equity=700.0, position=1.0), TABLE).tolist() == [
+    # volatility scales every non-zero target: all but the exit would be shrunk
+    scaled = m.mask(state(position=1.0, atr=5.0), targets(1.0))
+    assert scaled.allowed.tolist() == [False, False, True, False]
+    assert set(scaled.reasons.values()) == {("volatility",)}
+    assert m.mask(state(equity=700.0, position=1.0), targets(1.0)).allowed.tolist() == [
         False,
         False,
         True,
-        True,
+        False,
     ]
 
 
-def test_bad_action_tables_raise() -> None:
-    m = RiskManager()
-    with pytest.raises(ConfigError, match=r"action_effects\[1\]"):
-        m.mask(state(), ["hold", "buy"])
-    with pytest.raises(ConfigError, match="hold"):
-        m.mask(state(), ["increase", "reduce"])
-
-
-def test_gate_logits_single_and_batched() -> None:
+def test_mask_skips_nan_targets_and_rejects_bad_input() -> None:
     m = RiskManager({"spread": {"max_spread_bps": 10}})
-    s = state(spread_bps=50.0, position=1.0)
-    one = np.array([0.1, 9.0, -0.3, 0.2], dtype=np.float32)
-    out = m.gate_logits(one, s, TABLE)
-    assert out.dtype == np.float32 and out.shape == (4,)
-    assert out[OPEN] == -np.inf and np.isfinite(out[[HOLD, EXIT, REDUCE]]).all()
-    assert one[OPEN] == np.float32(9.0)  # input untouched
-    assert int(np.argmax(out)) != OPEN
-
-    batch = np.random.default_rng(0).normal(size=(5, 4))
-    out = m.gate_logits(batch, s, TABLE)
-    assert out.shape == (5, 4) and out.dtype == np.float64
-    assert np.isneginf(out[:, OPEN]).all()
-    np.testing.assert_array_equal(out[:, [HOLD, EXIT, REDUCE]], batch[:, [HOLD, EXIT, REDUCE]])
-    probs = np.exp(out - out.max(axis=1, keepdims=True))
-    probs /= probs.sum(axis=1, keepdims=True)
-    assert (probs[:, OPEN] == 0).all() and np.allclose(probs.sum(axis=1), 1.0)
-
-    deep = m.gate_logits(np.zeros((2, 3, 4), dtype=np.int64), s, TABLE)
-    assert deep.shape == (2, 3, 4) and deep.dtype == np.float64
-    assert np.isneginf(deep[..., OPEN]).all() and (deep[..., HOLD] == 0).all()
-
-    with pytest.raises(ConfigError, match="last axis"):
-        m.gate_logits(np.zeros((5, 3)), s, TABLE)
+    s = state(spread_bps=50.0)
+    assert m.mask(s, [math.nan, 1.0]).allowed.tolist() == [True, False]
+    with pytest.raises(ConfigError, match="gated action"):
+        m.mask(s, [0.0, 1.0], gated=[2])
+    with pytest.raises(ConfigError, match="one-dimensional"):
+        m.mask(s, np.zeros((2, 2)))
 
 
-def test_gate_logits_keep_at_least_one_action() -> None:
-    m = RiskManager({"daily_loss": {"max_daily_loss": 0.05}})
-    m.update(ns("2024-01-03T00:00"), 1_000.0)
-    s = state(equity=900.0, position=1.0)
-    out = m.gate_logits(np.zeros((3, 2)), s, ["hold", "increase"])
-    assert np.isfinite(out).any(axis=1).all()
+def test_mask_and_unrecorded_checks_leave_no_record() -> None:
+    m = RiskManager({"spread": {"max_spread_bps": 10}, "drawdown": {"max_drawdown": 0.1}})
+    m.update(ns("2024-01-03T10:00"), 1_000.0)
+    s = state(equity=850.0, position=1.0, spread_bps=50.0)
+    assert not m.mask(s, targets(1.0)).allowed[OPEN]
+    d = m.check_target(s, 3.0, record=False)
+    assert d == Decision(0.0, ("max_drawdown",))
+    assert m.interventions == [] and m.counts() == {}
+    assert m.check_target(s, 3.0) == d  # the recorded check decides the same
+    assert m.counts() == {"max_drawdown": 1} and len(m.interventions) == 1
 
 
 # --------------------------------------------------------------------------- records
@@ -469,11 +454,10 @@ def test_interventions_record_reasons_and_counts() -> None:
         Intervention(s.timestamp, "volatility", 4.0, 2.0),
         Intervention(s.timestamp, "spread", 2.0, 1.5),
     ]
-    m.mask(s, TABLE)
-    assert m.interventions[-1] == Intervention(s.timestamp, "spread", 4.0, 3.0, "mask")
-    assert m.counts() == {"max_drawdown": 1, "volatility": 1, "spread": 2}
-    assert m.counts("target") == {"max_drawdown": 1, "volatility": 1, "spread": 1}
-    assert m.counts("mask") == {"spread": 1}
+    # 4 -> 2 (drawdown) -> 1 (volatility); 1 is within the position: the spread gate passes
+    assert m.check_target(s, 4.0) == Decision(1.0, ("max_drawdown", "volatility"))
+    assert m.interventions[-1] == Intervention(s.timestamp, "volatility", 2.0, 1.0)
+    assert m.counts() == {"max_drawdown": 2, "volatility": 2, "spread": 1}
     assert set(m.counts()) <= set(REASONS)
     m.reset()
     assert m.interventions == [] and m.counts() == {}
@@ -598,7 +582,7 @@ def test_reductions_are_never_blocked(s: RiskState, fraction: float, spread: flo
     )
     target = s.position * fraction  # between flat and the current position
     assert m.check_target(s, target) == Decision(target, ())
-    allowed = m.mask(s, TABLE)
+    allowed = m.mask(s, targets(s.position)).allowed
     assert allowed[[HOLD, EXIT, REDUCE]].all()
 
 
@@ -606,18 +590,19 @@ def test_reductions_are_never_blocked(s: RiskState, fraction: float, spread: flo
 @given(
     cfg=_configs,
     s=_states,
-    effects=st.lists(st.sampled_from(["hold", "increase", "reduce", "flatten"]), max_size=7),
-    safe=st.sampled_from(["hold", "flatten"]),
+    others=st.lists(_finite, max_size=6),
     prior=st.floats(1.0, 1e7),
 )
-def test_mask_always_leaves_a_safe_action(
-    cfg: dict, s: RiskState, effects: list[str], safe: str, prior: float
+def test_mask_agrees_with_check_target_and_keeps_flat(
+    cfg: dict, s: RiskState, others: list[float], prior: float
 ) -> None:
-    table = [safe, *effects]
+    values = [0.0, *others]
     m = RiskManager(cfg)
     m.update(s.timestamp - 3_600 * 10**9, prior)
-    allowed = m.mask(s, table)
-    assert allowed.shape == (len(table),) and allowed.any()
-    assert all(table[i] in ("hold", "reduce", "flatten") for i in np.flatnonzero(allowed)) or (
-        allowed.all()
-    )
+    gate = m.mask(s, values)
+    assert gate.allowed.shape == (len(values),) and gate.allowed[0]  # flat is never blocked
+    for a, target in enumerate(values):
+        d = m.check_target(s, target, record=False)
+        assert gate.allowed[a] == (d.target == target)
+        assert gate.reasons.get(a, ()) == d.reasons
+    assert m.interventions == [] and m.counts() == {}

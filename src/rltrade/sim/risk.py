@@ -20,10 +20,10 @@ Conventions
   sessions are all UTC.
 - **Account tracking.** The manager tracks the running peak equity and the session's starting
   equity itself from :meth:`RiskManager.update` ``(timestamp, equity)``. Every
-  :meth:`~RiskManager.check_target`, :meth:`~RiskManager.mask` and
-  :meth:`~RiskManager.gate_logits` call first does ``update(state.timestamp, state.equity)``
-  (idempotent for the same bar), so calling ``update`` explicitly is needed only on bars where
-  nothing is checked. Timestamps must not decrease (:class:`~rltrade.errors.DataError`).
+  :meth:`~RiskManager.check_target` and :meth:`~RiskManager.mask` call first does
+  ``update(state.timestamp, state.equity)`` (idempotent for the same bar), so calling ``update``
+  explicitly is needed only on bars where nothing is checked. Timestamps must not decrease
+  (:class:`~rltrade.errors.DataError`).
 - **Limits are inclusive**: a limit of ``0.2`` triggers at a loss of exactly 20%.
 - Missing inputs switch a gate off for that bar: ``atr`` or ``spread_bps`` NaN (indicator
   warm-up, no quote), a non-positive price, peak or session equity.
@@ -66,24 +66,23 @@ Gates, in the order they are applied (each sees the target left by the previous 
      ``[t - pad_minutes, t + pad_minutes]`` (an exact bar match when ``pad_minutes == 0``).
 
 Continuous actions: :meth:`RiskManager.check_target` returns a :class:`Decision` (adjusted
-target and the reasons that changed it).
-
-Discrete actions: an *action table* gives each action's effect on exposure, one of
-``"hold"``, ``"increase"`` (alias ``"open"``: opens, increases or reverses), ``"reduce"`` or
-``"flatten"`` (aliases ``"exit"``, ``"close"``); it must contain a ``"hold"`` or a
-``"flatten"``. :meth:`RiskManager.mask` returns the allowed actions: blocking gates (spread,
-no-trade window, and the flattening gates below when already flat) disallow ``"increase"``;
-flattening gates (kill switch, drawdown ``"flatten"``, volatility scale 0) with an open position
-also disallow ``"hold"``, leaving ``"flatten"`` and ``"reduce"`` (or ``"hold"`` when the table
-has neither).
-Size-scaling gates (drawdown ``"cut"``, a volatility scale in ``(0, 1)``) do not change the
-mask: they shrink sizes, so pass the chosen action's target through ``check_target`` too.
-:meth:`RiskManager.gate_logits` sets disallowed logits to ``-inf``, for any ``[..., n_actions]``
-array; at least one action (hold or exit) always stays allowed.
-
-Every change is recorded as an :class:`Intervention` (bar timestamp, reason code, before,
-after; for masks, the number of allowed actions before and after the gate), counted by
+target and the reasons that changed it), and records every change as an :class:`Intervention`
+(bar timestamp, reason code, target before and after the gate), counted by
 :meth:`RiskManager.counts`. Reason codes are the stable strings in :data:`REASONS`.
+``check_target(state, target, record=False)`` decides the same way without recording: a probe of
+a target the agent might ask for.
+
+Discrete actions: the one gating call is :meth:`RiskManager.mask` ``(state, targets, gated=)``.
+It takes the target position each action would produce on this bar (an env computes them with
+:meth:`~rltrade.envs.core.EnvCore.preview_targets`) and returns an :class:`ActionMask`: an action
+of ``gated`` (default: every action) is disallowed when ``check_target`` would change its target
+(reduce, scale or block it), with the reasons why. It never records: the probes are hypothetical,
+and the target of the action actually taken is checked (and recorded) when the env steps. A
+target of ``0`` is never changed, so a flat or exit action always stays allowed; an agent sets
+the logits of the disallowed actions to ``-inf`` before sampling (A3C does, see
+:mod:`rltrade.agents.a3c.gating`). Size-scaling gates (drawdown ``"cut"``, a volatility scale
+in ``(0, 1)``) disallow the actions they would shrink too.
+
 The per-bar path is plain Python on floats; the manager holds no global state.
 """
 
@@ -102,8 +101,8 @@ from rltrade.errors import ConfigError, DataError
 from rltrade.strict import StrictModel
 
 __all__ = [
-    "ACTION_EFFECTS",
     "REASONS",
+    "ActionMask",
     "DailyLossConfig",
     "Decision",
     "DrawdownConfig",
@@ -114,7 +113,6 @@ __all__ = [
     "RiskState",
     "SpreadConfig",
     "VolatilityConfig",
-    "effect_of",
 ]
 
 DAILY_LOSS = "daily_loss"
@@ -124,19 +122,6 @@ SPREAD = "spread"
 NO_TRADE_WINDOW = "no_trade_window"
 #: Stable reason codes, in the order the gates are applied.
 REASONS: tuple[str, ...] = (DAILY_LOSS, MAX_DRAWDOWN, VOLATILITY, SPREAD, NO_TRADE_WINDOW)
-
-HOLD, INCREASE, REDUCE, FLATTEN = "hold", "increase", "reduce", "flatten"
-#: Canonical action effects of an action table.
-ACTION_EFFECTS: tuple[str, ...] = (HOLD, INCREASE, REDUCE, FLATTEN)
-_EFFECT_ALIASES = {
-    HOLD: HOLD,
-    INCREASE: INCREASE,
-    "open": INCREASE,
-    REDUCE: REDUCE,
-    FLATTEN: FLATTEN,
-    "exit": FLATTEN,
-    "close": FLATTEN,
-}
 
 _NS = 1_000_000_000
 _DAY_NS = 86_400 * _NS
@@ -457,33 +442,26 @@ class Intervention:
 
     :param timestamp: bar timestamp (int64 UTC ns).
     :param reason: reason code, one of :data:`REASONS`.
-    :param before: target before the gate (``kind="target"``) or number of allowed actions
-        before it (``kind="mask"``).
-    :param after: the same after the gate.
-    :param kind: ``"target"`` (from :meth:`RiskManager.check_target`) or ``"mask"``.
+    :param before: target before the gate.
+    :param after: target after the gate.
     """
 
     timestamp: int
     reason: str
     before: float
     after: float
-    kind: str = "target"
 
 
-def effect_of(position: float, target: float) -> str:
-    """The action effect of moving from ``position`` to ``target`` (for building tables).
+class ActionMask(NamedTuple):
+    """Result of :meth:`RiskManager.mask`.
 
-    :param position: current signed position.
-    :param target: the position the action would lead to.
-    :return: ``"hold"``, ``"flatten"``, ``"reduce"`` or ``"increase"``.
+    :param allowed: ``bool[n_actions]``, True where the action may be taken.
+    :param reasons: for each disallowed action, the reason codes of the gates that would change
+        its target, in order applied.
     """
-    if target == position:
-        return HOLD
-    if target == 0:
-        return FLATTEN
-    if position * target > 0 and abs(target) < abs(position):
-        return REDUCE
-    return INCREASE
+
+    allowed: np.ndarray
+    reasons: dict[int, tuple[str, ...]]
 
 
 def _clamp_no_increase(target: float, position: float) -> float:
@@ -521,7 +499,6 @@ class RiskManager:
             config = RiskConfig.from_dict(config)
         self.config: RiskConfig = config
         self.keep_records = keep_records
-        self._tables: dict[tuple[Any, ...], tuple[tuple[str, ...], np.ndarray]] = {}
         nt = config.no_trade
         self._nt_times = (
             tuple((_seconds_of_day(a), _seconds_of_day(b)) for a, b in nt.times) if nt else ()
@@ -544,7 +521,7 @@ class RiskManager:
         self._day_start = math.nan
         self._killed = False
         self.interventions: list[Intervention] = []
-        self._counts: dict[tuple[str, str], int] = {}
+        self._counts: dict[str, int] = {}
 
     def reset_peak(self, equity: float | None = None) -> None:
         """Restart drawdown tracking from ``equity`` (default: the last equity seen).
@@ -611,23 +588,14 @@ class RiskManager:
         ):
             self._killed = True
 
-    def counts(self, kind: str | None = None) -> dict[str, int]:
-        """Number of interventions by reason code.
+    def counts(self) -> dict[str, int]:
+        """Number of recorded interventions by reason code."""
+        return dict(self._counts)
 
-        :param kind: ``"target"`` or ``"mask"`` to count one kind only; ``None`` for both.
-        """
-        if kind is None:
-            out: dict[str, int] = {}
-            for (_, reason), n in self._counts.items():
-                out[reason] = out.get(reason, 0) + n
-            return out
-        return {reason: n for (k, reason), n in self._counts.items() if k == kind}
-
-    def _record(self, ts: int, reason: str, before: float, after: float, kind: str) -> None:
-        key = (kind, reason)
-        self._counts[key] = self._counts.get(key, 0) + 1
+    def _record(self, ts: int, reason: str, before: float, after: float) -> None:
+        self._counts[reason] = self._counts.get(reason, 0) + 1
         if self.keep_records:
-            self.interventions.append(Intervention(ts, reason, before, after, kind))
+            self.interventions.append(Intervention(ts, reason, before, after))
 
     # ---------------------------------------------------------------- gates
 
@@ -695,115 +663,90 @@ class RiskManager:
 
     # ---------------------------------------------------------------- continuous
 
-    def check_target(self, state: RiskState, target: float) -> Decision:
+    def check_target(self, state: RiskState, target: float, *, record: bool = True) -> Decision:
         """Clamp a desired target position; record what changed it.
 
         :param state: the bar's :class:`RiskState`.
         :param target: desired signed position in units.
+        :param record: record each change as an :class:`Intervention` and count it; ``False``
+            decides the same way and leaves :attr:`interventions` and :meth:`counts` as they
+            are (the tracked equity is still updated, as by every check).
         :return: the adjusted target (between 0 and ``target``) and the reasons that changed it.
+        :raises DataError: ``target`` is NaN.
         """
         gates = self._gates(state)
-        ts = int(state.timestamp)
         value = float(target)
         if value != value:
             raise DataError("risk manager: target is NaN")
-        reasons: list[str] = []
+        changes = self._apply(gates, value, float(state.position))
+        if record:
+            ts = int(state.timestamp)
+            for reason, before, after in changes:
+                self._record(ts, reason, before, after)
+        final = changes[-1][2] if changes else value
+        return Decision(final + 0.0, tuple(c[0] for c in changes))  # + 0.0: -0.0 becomes 0.0
+
+    @staticmethod
+    def _apply(gates: _Gates, target: float, position: float) -> list[tuple[str, float, float]]:
+        """The gates' changes to ``target``, in order: ``(reason, before, after)`` each."""
+        changes: list[tuple[str, float, float]] = []
+        value = target
 
         def apply(reason: str, new: float) -> None:
             nonlocal value
             if new != value:
-                self._record(ts, reason, value, new, "target")
-                reasons.append(reason)
+                changes.append((reason, value, new))
                 value = new
 
         if gates.flatten is not None:
             apply(gates.flatten, 0.0)
         for reason, scale in gates.scales:
             apply(reason, value * scale)
-        position = float(state.position)
         for reason in gates.blocks:
             apply(reason, _clamp_no_increase(value, position))
-        return Decision(value + 0.0, tuple(reasons))  # + 0.0 turns -0.0 into 0.0
+        return changes
 
     # ---------------------------------------------------------------- discrete
 
-    def _table(self, action_effects: Sequence[str]) -> tuple[tuple[str, ...], np.ndarray]:
-        key = tuple(action_effects)
-        cached = self._tables.get(key)
-        if cached is not None:
-            return cached
-        effects = []
-        for i, e in enumerate(key):
-            canon = _EFFECT_ALIASES.get(str(e).lower()) if isinstance(e, str) else None
-            if canon is None:
-                raise ConfigError(
-                    f"action_effects[{i}]: unknown effect {e!r}; use one of "
-                    f"{sorted(_EFFECT_ALIASES)}"
-                )
-            effects.append(canon)
-        if not any(e in (HOLD, FLATTEN) for e in effects):
-            raise ConfigError(
-                "action_effects: the table needs a 'hold' or 'flatten' action so that one "
-                "action always stays allowed"
-            )
-        table = (tuple(effects), np.array([e == INCREASE for e in effects]))
-        self._tables[key] = table
-        return table
+    def mask(
+        self,
+        state: RiskState,
+        targets: Sequence[float] | np.ndarray,
+        *,
+        gated: Sequence[int] | None = None,
+    ) -> ActionMask:
+        """Which discrete actions may be taken this bar, from the target each would produce.
 
-    def mask(self, state: RiskState, action_effects: Sequence[str]) -> np.ndarray:
-        """Allowed actions for this bar.
+        An action is disallowed when :meth:`check_target` would change its target (flatten,
+        scale or block it). Nothing is recorded: these are probes of actions the agent might
+        take. A target of ``0`` is never changed, so an action that goes (or stays) flat always
+        stays allowed.
 
         :param state: the bar's :class:`RiskState`.
-        :param action_effects: one effect per action: ``"hold"``, ``"increase"``/``"open"``,
-            ``"reduce"``, ``"flatten"``/``"exit"``/``"close"``; with at least one hold or flatten.
-        :return: ``bool[n_actions]``, True where allowed; never all False.
+        :param targets: ``[n_actions]`` signed target positions in units, one per action (NaN:
+            nothing to check, the action stays allowed).
+        :param gated: the actions to check (e.g. the scheme's ``gated_actions``, those that
+            open or increase exposure); the others stay allowed. ``None`` checks every action.
+        :return: the allowed actions and, for each disallowed one, the reasons.
         """
-        effects, increases = self._table(action_effects)
+        values = np.asarray(targets, dtype=np.float64)
+        if values.ndim != 1:
+            raise ConfigError(f"mask: targets must be one-dimensional, got shape {values.shape}")
+        n = values.shape[0]
+        check = range(n) if gated is None else [int(a) for a in gated]
+        bad = [a for a in check if not 0 <= a < n]
+        if bad:
+            raise ConfigError(f"mask: gated action(s) {bad} are not among the {n} actions")
         gates = self._gates(state)
-        ts = int(state.timestamp)
-        allowed = np.ones(len(effects), dtype=bool)
-        n = len(effects)
-
-        def restrict(reason: str, keep: np.ndarray) -> None:
-            nonlocal allowed, n
-            new = allowed & keep
-            m = int(new.sum())
-            if m != n:
-                self._record(ts, reason, float(n), float(m), "mask")
-                allowed, n = new, m
-
-        if gates.flatten is not None:
-            if state.position != 0:
-                keep = np.array([e in (FLATTEN, REDUCE) for e in effects])
-                if not keep.any():
-                    keep = np.array([e == HOLD for e in effects])
-            else:
-                keep = ~increases
-            restrict(gates.flatten, keep)
-        for reason in gates.blocks:
-            restrict(reason, ~increases)
-        return allowed
-
-    def gate_logits(
-        self, logits: np.ndarray, state: RiskState, action_effects: Sequence[str]
-    ) -> np.ndarray:
-        """Logits with disallowed actions set to ``-inf`` (never sampled, never argmax).
-
-        :param logits: array ``[..., n_actions]`` (``[n]`` or batched ``[B, n]``); one mask
-            for this state is broadcast over the leading dimensions. Not modified.
-        :param state: the bar's :class:`RiskState`.
-        :param action_effects: action table, as for :meth:`mask`.
-        :return: a new float array of the same shape (float dtype kept, integers become
-            float64).
-        """
-        arr = np.asarray(logits)
-        n_actions = len(action_effects)
-        if arr.ndim == 0 or arr.shape[-1] != n_actions:
-            raise ConfigError(
-                f"gate_logits: logits have shape {arr.shape} but the action table has "
-                f"{n_actions} actions; the last axis must match"
-            )
-        if not np.issubdtype(arr.dtype, np.floating):
-            arr = arr.astype(np.float64)
-        allowed = self.mask(state, action_effects)
-        return np.where(allowed, arr, np.array(-np.inf, dtype=arr.dtype))
+        position = float(state.position)
+        allowed = np.ones(n, dtype=bool)
+        reasons: dict[int, tuple[str, ...]] = {}
+        for a in check:
+            target = float(values[a])
+            if target != target:
+                continue
+            changes = self._apply(gates, target, position)
+            if changes:
+                allowed[a] = False
+                reasons[a] = tuple(c[0] for c in changes)
+        return ActionMask(allowed, reasons)
