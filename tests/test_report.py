@@ -458,3 +458,18 @@ def test_report_renders_in_headless_chromium(backtest, tmp_path):
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy2(shot, Path(keep) / "report.png")
+
+
+def test_plots_annualise_with_the_bars_per_year_observed_in_the_data():
+    from rltrade.data import load_bars
+
+    index = load_bars("sample:EURUSD-1h").index
+    steps, _ = make_backtest(len(index), seed=9)
+    steps.index = index
+    curves = plots_module.prepare_curves(steps, initial_equity=CAPITAL, timeframe="1h")
+    assert curves.bars_per_year == pytest.approx(6200, rel=0.02)  # 24/5, not 8,766
+    assert curves.bars_per_year_source.startswith("observed")
+    metrics = compute_metrics(steps, None, timeframe="1h", initial_capital=CAPITAL)
+    assert curves.bars_per_year == metrics["run"]["bars_per_year"]
+    given = plots_module.prepare_curves(steps, timeframe="1h", bars_per_year=252.0)
+    assert (given.bars_per_year, given.bars_per_year_source) == (252.0, "override")

@@ -45,13 +45,11 @@ from rltrade.data.store import atomic_write_bytes
 from rltrade.evaluation.plots import (
     Curves,
     default_subtitle,
-    drawdown,
     minmax_indices,
-    numeric,
     prepare_curves,
     stride_indices,
-    utc_index,
 )
+from rltrade.evaluation.series import drawdown, numeric, utc_index
 
 __all__ = ["MAX_CHART_POINTS", "MAX_TRADE_ROWS", "write_report"]
 
