@@ -130,6 +130,16 @@ class Curves:
     def has_benchmark(self) -> bool:
         return bool(np.isfinite(self.benchmark).any())
 
+    @property
+    def equity_drawdown(self) -> np.ndarray:
+        """The agent's drawdown per bar, measured from the initial equity on."""
+        return drawdown(np.concatenate([[self.initial_equity], self.equity]))[1:]
+
+    @property
+    def benchmark_drawdown(self) -> np.ndarray:
+        """Buy-and-hold's drawdown per bar (NaN without a benchmark)."""
+        return drawdown(self.benchmark)
+
 
 #: The column of backtest steps holding the buy-and-hold equity the runner recorded.
 BENCHMARK_COLUMN = "benchmark_equity"
@@ -315,8 +325,7 @@ def _plot_equity(
 def _plot_drawdown(
     fig: Any, curves: Curves, steps: pd.DataFrame, trades: pd.DataFrame | None, ctx: _Context
 ) -> None:
-    dd = drawdown(np.concatenate([[curves.initial_equity], curves.equity]))[1:]
-    bench_dd = drawdown(curves.benchmark)
+    dd, bench_dd = curves.equity_drawdown, curves.benchmark_drawdown
     idx = minmax_indices(MAX_LINE_POINTS, dd, bench_dd)
     x = _x(curves, idx)
     ax = fig.add_subplot(1, 1, 1)
