@@ -606,15 +606,23 @@ def default_subtitle(steps: pd.DataFrame, summary: Mapping[str, Any] | None = No
     ):
         start, end = steps.index[0], steps.index[-1]
     if start is not None and end is not None:
-        parts.append(f"{_short_time(start)} → {_short_time(end)}")
+        parts.append(f"{format_time(start)} → {format_time(end)}")
     parts.append(f"{len(steps):,} bars")
     return " · ".join(parts)
 
 
-def _short_time(value: Any) -> str:
+def format_time(value: Any) -> str:
+    """A timestamp as ``YYYY-MM-DD HH:MM UTC`` (a naive one is taken as UTC); anything that is
+    not a timestamp as its text.
+
+    :param value: a timestamp, an ISO string, or anything else.
+    :return: the formatted time.
+    """
     try:
         ts = pd.Timestamp(value)
     except (TypeError, ValueError):
+        return str(value)
+    if ts is pd.NaT:
         return str(value)
     ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
     return ts.strftime("%Y-%m-%d %H:%M UTC")

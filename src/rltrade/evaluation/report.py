@@ -49,9 +49,11 @@ from loguru import logger
 
 import rltrade
 from rltrade.data.store import atomic_write_bytes
+from rltrade.evaluation.metrics import json_ready
 from rltrade.evaluation.plots import (
     Curves,
     default_subtitle,
+    format_time,
     minmax_indices,
     prepare_curves,
     stride_indices,
@@ -219,21 +221,11 @@ def _mask_secrets(obj: Any) -> Any:
     return obj
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, pd.Timestamp | datetime):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
 def _pretty_json(obj: Any) -> str:
     if hasattr(obj, "model_dump"):  # a pydantic model (RunConfig)
         obj = obj.model_dump(mode="json")
-    return json.dumps(_mask_secrets(obj), indent=2, sort_keys=True, default=_json_default,
-                      ensure_ascii=False)
+    plain = json_ready(_mask_secrets(obj), "", [], fallback=str)
+    return json.dumps(plain, indent=2, sort_keys=True, ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,18 +237,6 @@ def _card(label: str, value: str, hint: str = "", css: str = "") -> str:
     hint_html = f'<div class="hint">{_esc(hint)}</div>' if hint else ""
     return (f'<div class="card"><div class="label">{_esc(label)}</div>'
             f'<div class="value {css}">{_esc(value)}</div>{hint_html}</div>')
-
-
-def _when(value: Any) -> str:
-    """A timestamp as ``YYYY-MM-DD HH:MM UTC`` (the value as text when it is not one)."""
-    try:
-        ts = pd.Timestamp(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if ts is pd.NaT:
-        return str(value)
-    ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
-    return ts.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _bars_run(summary: Mapping[str, Any], steps: pd.DataFrame) -> tuple[Any, Any]:
@@ -272,7 +252,7 @@ def _early_stop(summary: Mapping[str, Any], steps: pd.DataFrame) -> str:
     run, requested = _bars_run(summary, steps)
     of = f" of {_fmt_number(requested)}" if requested is not None else ""
     end = summary.get("end_time", summary.get("end"))
-    on = f" on {_when(end)}" if end is not None else ""
+    on = f" on {format_time(end)}" if end is not None else ""
     reason = summary.get("stop_reason") or "reason not recorded"
     text = (f"Stopped early at bar {_fmt_number(run)}{of}{on}: {reason}. The metrics cover "
             "only the bars that were run.")

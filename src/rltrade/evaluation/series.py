@@ -252,8 +252,9 @@ def source_kind(source: str) -> str:
 
 
 def _timestamps_ns(timestamps_ns: Any) -> np.ndarray:
-    """Sorted, unique int64 nanoseconds of bar open times."""
+    """Sorted, unique int64 nanoseconds of bar open times (missing ones, NaT, left out)."""
     values = np.asarray(as_ns(timestamps_ns), dtype=np.int64)
+    values = values[values != np.iinfo(np.int64).min]  # NaT
     if values.size > 1 and np.any(np.diff(values) <= 0):
         values = np.unique(values)
     return values
