@@ -399,6 +399,11 @@ def _plot_target_exposure(fig: Any, curves: Curves, action: np.ndarray, finite: 
     ax = fig.add_subplot(gs[0])
     idx = minmax_indices(MAX_LINE_POINTS, action)
     ax.step(_x(curves, idx), action[idx], where="post", color=_AGENT_COLOR, lw=0.8)
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    locator = AutoDateLocator(maxticks=6)  # a narrower panel than the other plots
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
     ax.axhline(0, color="#999999", lw=0.6)
     ax.set_ylabel("target exposure (fraction of the limit)")
     ax.set_xlabel("time (UTC)" + _thin_note(action.size, idx.size))
