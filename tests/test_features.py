@@ -329,3 +329,103 @@ def test_bad_feature_parameters_name_the_feature_and_key(features, match):
     bars = synthetic_market("gbm", 300, seed=0, derivatives=True)
     with pytest.raises(ConfigError, match=match):
         build_dataset(bars, FeatureSpec.from_dict({"features": features}))
+
+
+# -- every feature reaches the agent with information -----------------------------------------
+
+
+def _vix_like(index: pd.DatetimeIndex) -> pd.DataFrame:
+    """A daily VIX-like level between 10 and 80 over the days of ``index`` (and a week before)."""
+    days = pd.date_range(index[0].normalize() - pd.Timedelta(days=7), index[-1].normalize(),
+                         freq="D", tz="UTC")
+    rng = np.random.default_rng(11)
+    level = 10 + 70 * (0.5 + 0.5 * np.sin(np.arange(len(days)) / 25.0))
+    close = np.clip(level + rng.normal(0, 2, len(days)), 10, 80)
+    return pd.DataFrame({"close": close}, index=days)
+
+
+@pytest.fixture
+def warnings_logged():
+    """The warnings rltrade logs while the test runs, as (component, message)."""
+    from loguru import logger
+
+    seen: list[tuple[str, str]] = []
+    handler = logger.add(lambda m: seen.append((m.record["extra"].get("component", ""),
+                                                m.record["message"])), level="WARNING")
+    logger.enable("rltrade")
+    yield seen
+    logger.disable("rltrade")
+    logger.remove(handler)
+
+
+def test_an_external_series_reaches_the_agent_with_its_variance(eurusd, warnings_logged):
+    from rltrade.envs import EnvConfig, TradingEnv
+
+    spec = FeatureSpec.from_dict({"features": {"rsi": {"period": 14}},
+                                  "external": [{"name": "vix", "source": "inline"}]})
+    ds = build_dataset(eurusd, spec, external_frames={"vix": _vix_like(eurusd.index)})
+    j = ds.feature_names.index("ext_vix")
+    raw = ds.features[:, j].astype(np.float64)
+    assert raw.min() >= 10 and raw.max() <= 80 and raw.std() > 5
+    assert ds.feature_norms[j] == "fitted"
+    norm = Normalizer.for_dataset(ds)
+    assert not norm.fitted  # the scale of VIX is learnt from the training rows, not assumed
+    with pytest.raises(ConfigError, match="fitted"):
+        TradingEnv(ds, EnvConfig())
+    train = len(ds) * 3 // 4
+    norm.fit(ds, 0, train)
+    assert norm.mean[j] == pytest.approx(raw[:train].mean())  # training rows only
+    assert norm.std[j] == pytest.approx(raw[:train].std())
+    env = TradingEnv(ds, EnvConfig(), normalizer=norm)
+    seen = env.core.market[:, j].astype(np.float64)  # what the agent observes
+    assert seen.std() > 0.5
+    assert np.mean(np.abs(seen) >= EnvConfig().obs_clip) < 0.01  # not flattened at the clip
+    assert np.corrcoef(seen, raw)[0, 1] == pytest.approx(1.0, abs=1e-6)
+    assert not [m for _, m in warnings_logged if "ext_vix" in m]
+    back = norm.inverse_transform(norm.transform(ds), ds.close)[:, j]
+    np.testing.assert_allclose(back, raw, rtol=1e-5)
+    loaded = Normalizer.from_dict(norm.to_dict())
+    np.testing.assert_array_equal(loaded.transform(ds), norm.transform(ds))
+
+
+def _bars_with_bad_columns(eurusd: pd.DataFrame) -> pd.DataFrame:
+    bars = eurusd.copy()
+    bars["flat_signal"] = 3.0  # the same value on every bar
+    # about ±50 bps: far beyond the ±10 clip when passed through as is
+    bars["funding_rate"] = np.random.default_rng(5).normal(0.0, 0.005, len(bars))
+    bars.attrs = dict(eurusd.attrs)
+    return bars
+
+
+def test_fit_warns_naming_constant_and_clipped_features(eurusd, warnings_logged):
+    spec = FeatureSpec.from_dict({"features": [{"name": "rsi"}, {"name": "funding"},
+                                               {"name": "column",
+                                                "params": {"name": "flat_signal"}}]})
+    ds = build_dataset(_bars_with_bad_columns(eurusd), spec)
+    norm = Normalizer.for_dataset(ds)
+    norm.fit(ds, 0, len(ds) // 2)
+    problems = norm.check(ds, 0, len(ds) // 2)
+    assert set(problems) == {"col_flat_signal", "funding_bps"}
+    assert "constant" in problems["col_flat_signal"]
+    assert "clipped at ±10 on 8" in problems["funding_bps"]  # 84 % of the rows
+    assert "constant" not in problems["funding_bps"]
+    messages = [m for component, m in warnings_logged if component == "features"]
+    assert any(m.startswith("feature col_flat_signal: constant") for m in messages)
+    assert any(m.startswith("feature funding_bps: clipped") for m in messages)
+    assert not [m for m in messages if "rsi_14" in m]
+
+
+def test_training_checks_the_normalised_training_slice(eurusd, tmp_path, warnings_logged):
+    from rltrade.agents.training import prepare_data
+    from rltrade.config import RunConfig
+
+    path = tmp_path / "bars.parquet"
+    _bars_with_bad_columns(eurusd).to_parquet(path)
+    config = RunConfig.from_dict({
+        "data": {"source": str(path)},
+        "features": {"features": [{"name": "rsi"},
+                                  {"name": "column", "params": {"name": "flat_signal"}}],
+                     "strategies": []},
+    })
+    prepare_data(config)
+    assert any(m.startswith("feature col_flat_signal: constant") for _, m in warnings_logged)

@@ -631,3 +631,105 @@ def test_benchmark_series_is_aligned_on_timestamps() -> None:
     b = _metrics(steps, initial_capital=1000.0, benchmark_equity=shuffled)
     assert a["benchmark"] == b["benchmark"]
     assert a["benchmark"]["total_return"] == pytest.approx(0.03)
+
+
+# ------------------------------------------------------------ bars per year from the data
+
+NYSE_HOLIDAYS_2023 = ("2023-01-02", "2023-01-16", "2023-02-20", "2023-04-07", "2023-05-29",
+                      "2023-06-19", "2023-07-04", "2023-09-04", "2023-11-23", "2023-12-25")
+
+
+def _regular_hours_minutes(start: str, end: str,
+                           holidays: tuple[str, ...] = ()) -> pd.DatetimeIndex:
+    """SPY-like bars: 390 one-minute bars (09:30-16:00 New York) on each weekday but holidays."""
+    days = pd.bdate_range(start, end).difference(pd.DatetimeIndex(holidays))
+    minutes = pd.to_timedelta(np.arange(390), unit="min") + pd.Timedelta(hours=9, minutes=30)
+    local = (days.values[:, None] + minutes.values[None, :]).ravel()
+    return pd.DatetimeIndex(local).tz_localize("America/New_York").tz_convert("UTC")
+
+
+def _flat_steps(index: pd.DatetimeIndex) -> pd.DataFrame:
+    n = len(index)
+    rng = np.random.default_rng(n)
+    return pd.DataFrame({"equity": CAPITAL * np.cumprod(1 + rng.normal(0, 1e-3, n)),
+                         "position": 1.0, "close": 100.0}, index=index)
+
+
+def test_bars_per_year_of_eurusd_is_24_5_not_24_7() -> None:
+    from rltrade.data import load_bars
+    from rltrade.evaluation.series import infer_bars_per_year
+
+    bars = load_bars("sample:EURUSD-1h")
+    value, source = infer_bars_per_year(bars.index, "1h")
+    assert value == pytest.approx(24 * 5 * 52, rel=0.02)  # about 6,200, not 8,766
+    assert source.startswith("observed")
+    m = _metrics(_flat_steps(bars.index), timeframe="1h")
+    assert m["run"]["bars_per_year"] == pytest.approx(value)
+    assert m["run"]["bars_per_year_source"] == "observed"
+    assert m["run"]["bars_per_year_basis"] == source
+    curve = np.concatenate([[CAPITAL], _flat_steps(bars.index)["equity"].to_numpy()])
+    r = curve[1:] / curve[:-1] - 1
+    assert m["performance"]["sharpe"] == pytest.approx(
+        r.mean() / r.std(ddof=1) * math.sqrt(value), rel=1e-9)
+
+
+def test_bars_per_year_of_regular_hours_minutes() -> None:
+    from rltrade.evaluation.series import infer_bars_per_year
+
+    index = _regular_hours_minutes("2023-01-01", "2023-12-31", NYSE_HOLIDAYS_2023)
+    value, source = infer_bars_per_year(index.as_unit("ns").asi8, "1m")
+    assert value == pytest.approx(98_000, rel=0.02)  # 390 × ~251 days, not 525,960
+    assert source.startswith("observed")
+    m = _metrics(_flat_steps(index), timeframe="1m")
+    assert m["run"]["bars_per_year"] == pytest.approx(value)
+    assert m["performance"]["years"] == pytest.approx(len(index) / value)
+
+
+def test_bars_per_year_counts_whole_weeks() -> None:
+    """Monday open to Friday close of three weeks: the weekends at both ends are not lost."""
+    from rltrade.evaluation.series import infer_bars_per_year
+
+    index = _regular_hours_minutes("2024-04-01", "2024-04-19")  # Mon .. Fri, no holiday or DST
+    value, _ = infer_bars_per_year(index, "1m")
+    assert value == pytest.approx(390 * 5 * 365.25 / 7, rel=1e-9)
+    gapless = pd.date_range("2024-01-01 13:00", periods=24 * 40, freq="h", tz="UTC")
+    assert infer_bars_per_year(gapless, "1h")[0] == pytest.approx(8766.0, rel=1e-12)
+
+
+def test_short_samples_fall_back_to_the_timeframe_and_say_so() -> None:
+    from rltrade.evaluation.series import infer_bars_per_year
+
+    index = _regular_hours_minutes("2024-03-04", "2024-03-12")  # 7 trading days
+    value, source = infer_bars_per_year(index, "1m")
+    assert value == pytest.approx(525_960)
+    assert source.startswith("timeframe") and "shorter than 2 whole weeks" in source
+    m = _metrics(_flat_steps(index), timeframe="1m")
+    assert m["run"]["bars_per_year_source"] == "timeframe"
+    assert "24/7" in m["run"]["bars_per_year_basis"]
+
+
+def test_bars_per_year_override_wins() -> None:
+    index = _regular_hours_minutes("2023-01-01", "2023-03-31", NYSE_HOLIDAYS_2023)
+    m = _metrics(_flat_steps(index), timeframe="1m", bars_per_year=252 * 390)
+    assert m["run"]["bars_per_year"] == 252 * 390
+    assert m["run"]["bars_per_year_source"] == "override"
+
+
+@pytest.mark.shared_data
+def test_bars_per_year_of_spy_regular_hours_from_shared_data() -> None:
+    from pathlib import Path
+
+    from rltrade.data import load_bars
+    from rltrade.evaluation.series import infer_bars_per_year
+
+    path = (Path(__file__).resolve().parents[1].parent / "shared" / "data"
+            / "spy_1m_2024-02_2024-05_ext_hours.csv.gz")
+    if not path.is_file():
+        pytest.skip("../shared/data has no SPY 1-minute file")
+    bars = load_bars(path)
+    local = bars.index.tz_convert("America/New_York")
+    minute = local.hour * 60 + local.minute
+    regular = bars[(minute >= 9 * 60 + 30) & (minute < 16 * 60)]
+    value, source = infer_bars_per_year(regular.index, "1m")
+    assert value == pytest.approx(98_000, rel=0.05)
+    assert source.startswith("observed")

@@ -458,3 +458,154 @@ def test_report_renders_in_headless_chromium(backtest, tmp_path):
     if keep:
         Path(keep).mkdir(parents=True, exist_ok=True)
         shutil.copy2(shot, Path(keep) / "report.png")
+
+
+def test_plots_annualise_with_the_bars_per_year_observed_in_the_data():
+    from rltrade.data import load_bars
+
+    index = load_bars("sample:EURUSD-1h").index
+    steps, _ = make_backtest(len(index), seed=9)
+    steps.index = index
+    curves = plots_module.prepare_curves(steps, initial_equity=CAPITAL, timeframe="1h")
+    assert curves.bars_per_year == pytest.approx(6200, rel=0.02)  # 24/5, not 8,766
+    assert curves.bars_per_year_source.startswith("observed")
+    metrics = compute_metrics(steps, None, timeframe="1h", initial_capital=CAPITAL)
+    assert curves.bars_per_year == metrics["run"]["bars_per_year"]
+    given = plots_module.prepare_curves(steps, timeframe="1h", bars_per_year=252.0)
+    assert (given.bars_per_year, given.bars_per_year_source) == (252.0, "override")
+
+
+# --------------------------------------------------------------------------------------------
+# what the report says: names, benchmark, early stops, actions
+# --------------------------------------------------------------------------------------------
+
+
+def _plotly_call(text: str, div_id: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The data and layout of the ``Plotly.newPlot`` call that draws ``div_id``."""
+    import json
+
+    match = re.search(r'Plotly\.newPlot\(\s*"' + re.escape(div_id) + r'"\s*,\s*', text)
+    assert match, f"no chart {div_id}"
+    decoder = json.JSONDecoder()
+    data, end = decoder.raw_decode(text, match.end())
+    layout, _ = decoder.raw_decode(text, re.compile(r"\s*,\s*").match(text, end).end())
+    return data, layout
+
+
+def test_comparison_chart_is_log_scale_with_the_oracle_hidden(backtest, tmp_path):
+    steps = backtest["steps"]
+    oracle = CAPITAL * np.exp(np.linspace(0, 12, len(steps)))  # grows 160,000-fold
+    out = build_report(backtest, tmp_path / "report.html", comparison_equity={
+        "ppo": steps["equity"], "buy_and_hold": backtest["bench"],
+        "oracle": pd.Series(oracle, index=steps.index)})
+    data, layout = _plotly_call(out.read_text(encoding="utf-8"), "chart-comparison")
+    assert layout["yaxis"]["type"] == "log"
+    visible = {trace["name"]: trace.get("visible", True) for trace in data}
+    assert visible == {"ppo": True, "buy_and_hold": True, "oracle": "legendonly"}
+    assert "oracle hidden" in layout["title"]["text"]
+
+
+def test_the_two_alphas_are_named_apart(backtest, tmp_path):
+    text = build_report(backtest, tmp_path / "report.html").read_text(encoding="utf-8")
+    metrics_html = text[text.index('id="metrics"'):]
+    assert "significance level (α)" in metrics_html
+    assert "CAPM alpha (annualised)" in metrics_html
+    assert not re.search(r"<td[^>]*>alpha</td>", metrics_html)
+
+
+def test_the_report_is_titled_by_the_run_name(backtest, tmp_path):
+    summary = {**backtest["summary"], "name": "eurusd-ppo-7", "policy": "numpy_mlp"}
+    text = build_report(backtest, tmp_path / "report.html",
+                        summary=summary).read_text(encoding="utf-8")
+    assert "<title>Backtest report: eurusd-ppo-7</title>" in text
+    assert "<h1>Backtest report: eurusd-ppo-7</h1>" in text
+
+
+def test_buy_and_hold_is_the_benchmark_the_backtest_recorded(backtest, tmp_path):
+    steps = backtest["steps"].copy()
+    # the engine's buy-and-hold pays costs: it ends below close / close[0]
+    recorded = backtest["bench"].to_numpy() * np.linspace(1.0, 0.8, len(steps))
+    steps["benchmark_equity"] = recorded
+    recorded_return = recorded[-1] / recorded[0] - 1
+    close_return = steps["close"].iloc[-1] / steps["close"].iloc[0] - 1
+    assert abs(recorded_return - close_return) > 0.05
+    metrics = compute_metrics(steps, backtest["trades"], timeframe="1h", initial_capital=CAPITAL)
+    assert metrics["benchmark"] is None  # the card must not fall back to the close
+    out = build_report(backtest, tmp_path / "report.html", steps=steps, metrics=metrics,
+                       benchmark_equity=None)
+    text = out.read_text(encoding="utf-8")
+    cards = text[text.index('<div class="cards">'):text.index('id="comparison"')]
+    assert f"buy-and-hold {recorded_return:.2%}" in cards
+    assert f"{close_return:.2%}" not in cards
+    curves = plots_module.prepare_curves(steps, initial_equity=CAPITAL)
+    np.testing.assert_array_equal(curves.benchmark, recorded)
+    # nothing recorded, nothing given: no buy-and-hold at all, not the close rebuilt
+    bare = steps.drop(columns="benchmark_equity")
+    assert not plots_module.prepare_curves(bare).has_benchmark
+    text = build_report(backtest, tmp_path / "bare.html", steps=bare, metrics=metrics,
+                        benchmark_equity=None).read_text(encoding="utf-8")
+    assert "no buy-and-hold recorded" in text
+    data, _ = _plotly_call(text, "chart-equity")
+    assert [trace["name"] for trace in data] == ["agent"]
+
+
+def test_an_early_stop_is_said_in_words(backtest, tmp_path):
+    steps = backtest["steps"]
+    summary = {**backtest["summary"], "bars_requested": 2188, "bars_run": 1139,
+               "stopped_early": True, "stop_reason": "equity_floor",
+               "end_time": "2024-02-17T10:00:00+00:00"}
+    text = build_report(backtest, tmp_path / "report.html",
+                        summary=summary).read_text(encoding="utf-8")
+    body = _without_plotlyjs(text)
+    assert ('<p class="warning" id="stopped-early" role="alert">Stopped early at bar 1,139 of '
+            "2,188 on 2024-02-17 10:00 UTC: equity_floor.") in body
+    cards = body[body.index('<div class="cards">'):body.index('id="charts"')]
+    assert "Bars run" in cards and "1,139" in cards and "of 2,188 requested" in cards
+    ran_all = {**summary, "stopped_early": False, "stop_reason": None, "bars_run": len(steps),
+               "bars_requested": len(steps)}
+    body = _without_plotlyjs(build_report(backtest, tmp_path / "ok.html", summary=ran_all)
+                             .read_text(encoding="utf-8"))
+    assert 'id="stopped-early"' not in body and "Stopped early" not in body
+
+
+def _action_axes_text(steps: pd.DataFrame, tmp_path: Path, monkeypatch,
+                      **kwargs: Any) -> dict[str, Any]:
+    """Draw the action plot and return its first axes' tick labels, x label and title."""
+    seen: dict[str, Any] = {}
+    original = plots_module.PLOTS["actions"]
+
+    def spy(fig: Any, *args: Any) -> None:
+        original(fig, *args)
+        ax = fig.axes[0]
+        seen.update(ticks=[t.get_text() for t in ax.get_xticklabels()],
+                    xlabel=ax.get_xlabel(), ylabel=ax.get_ylabel(), n_axes=len(fig.axes),
+                    header=fig.texts[0].get_text() if fig.texts else "")
+
+    monkeypatch.setitem(plots_module.PLOTS, "actions", spy)
+    written = write_plots(steps, None, tmp_path, initial_equity=CAPITAL, **kwargs)
+    seen["written"] = "actions" in written
+    return seen
+
+
+def test_discrete_actions_are_labelled_by_name(backtest, tmp_path, monkeypatch):
+    steps = backtest["steps"].copy()
+    steps["action"] = pd.array([*steps["action"].astype(int).tolist()[:-1], None],
+                               dtype="Int64")  # the last bar has no decision
+    seen = _action_axes_text(steps, tmp_path, monkeypatch, action_scheme="discrete3")
+    assert seen["written"]
+    assert seen["ticks"] == ["short", "flat", "long"]
+    assert "discrete3" in seen["xlabel"]
+
+
+def test_continuous_actions_plot_the_target_exposure(backtest, tmp_path, monkeypatch,
+                                                     log_messages):
+    steps = backtest["steps"].drop(columns="action")  # what exposure_sl backtests record
+    rng = np.random.default_rng(2)
+    steps["action_0"] = np.clip(rng.normal(0.2, 0.5, len(steps)), -1, 1)
+    steps["action_1"] = rng.uniform(-1, 1, len(steps))
+    seen = _action_axes_text(steps, tmp_path, monkeypatch, action_scheme="exposure_sl")
+    assert seen["written"], "the action plot was skipped"
+    assert "target exposure" in seen["ylabel"]
+    assert "target exposure" in seen["header"]
+    assert seen["n_axes"] == 2  # over time, and its histogram
+    assert not [m for level, m in log_messages if level in ("WARNING", "ERROR")]

@@ -124,9 +124,9 @@ def prepare_data(config: RunConfig, *, backtest_start: str | None = None,
                 f"{_range(train_ds)['end']}): move --backtest-start after the training slice "
                 f"or set data.end, or pass --allow-overlap (the run is then marked)"
             )
-    normalizer = Normalizer.for_dataset(train_ds)
-    if not normalizer.fitted:
-        normalizer = normalizer.fit(train_ds)
+    # fitted on the training slice only; fit() also warns about features that reach the agent
+    # constant or clipped
+    normalizer = Normalizer.for_dataset(train_ds).fit(train_ds)
     dlog.info("train {} | eval {} | backtest {}", _range(train_ds), _range(eval_ds),
               _range(backtest) if backtest is not None else None)
     request = {"start": bs, "end": be, "allow_overlap": allow_overlap} if bs is not None else {}

@@ -47,8 +47,9 @@ def resolve_normalizer(dataset: Dataset, normalizer: Normalizer | None,
     normalizer = Normalizer.for_dataset(dataset)
     if not normalizer.fitted:
         raise ConfigError(
-            f"{owner}: the dataset's spec uses z-score normalisation; fit a Normalizer on the "
-            "training slice and pass it as normalizer="
+            f"{owner}: the dataset's normalisation is fitted (a z-score spec, or an external "
+            "series or bars column); fit a Normalizer on the training slice and pass it as "
+            "normalizer="
         )
     return normalizer
 

@@ -61,7 +61,7 @@ from rltrade.envs.config import EnvConfig
 from rltrade.envs.core import EnvCore, market_matrix, resolve_normalizer
 from rltrade.envs.spaces import check_actions, observation
 from rltrade.errors import ConfigError, RLTradeError
-from rltrade.evaluation.metrics import _json_ready, compute_metrics
+from rltrade.evaluation.metrics import compute_metrics, json_ready
 from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
 from rltrade.sim import kernels as K
@@ -286,7 +286,7 @@ def _validated_plan(policy: Any, dataset: Dataset, config: EnvConfig) -> tuple[n
 
 def _json_safe(obj: Any) -> Any:
     """Plain JSON types; non-finite floats become ``None``, anything else its ``str``."""
-    return _json_ready(obj, "", [], fallback=str)
+    return json_ready(obj, "", [], fallback=str)
 
 
 def _write_frame_csv(path: Path, frame: pd.DataFrame, index: bool = True) -> None:

@@ -209,18 +209,20 @@ def write_backtest_report(result: BacktestResult, *, run: Run | None = None,
     subtitle = (f"{result.path.name} · {start:%Y-%m-%d %H:%M} → {end:%Y-%m-%d %H:%M} · "
                 f"agent {s.get('policy', '')}" + (" · IN-SAMPLE (overlaps training)"
                                                   if overlap else ""))
-    timeframe = (result.metrics or {}).get("run", {}).get("timeframe")
+    metrics_run = (result.metrics or {}).get("run", {})
     plots = write_plots(result.steps, result.trades, result.path / "plots",
-                        benchmark_equity=bench, title=str(s.get("policy", "agent")),
-                        subtitle=subtitle, timeframe=timeframe,
-                        initial_equity=s.get("initial_equity"))
+                        benchmark_equity=bench,
+                        title=str(s.get("name") or s.get("policy", "agent")),
+                        subtitle=subtitle, timeframe=metrics_run.get("timeframe"),
+                        initial_equity=s.get("initial_equity"),
+                        action_scheme=(s.get("config") or {}).get("action_scheme"),
+                        bars_per_year=metrics_run.get("bars_per_year"))
     return write_report(
         result.path / "report.html", steps=result.steps, trades=result.trades, summary=s,
         metrics=result.metrics or {}, benchmark_equity=bench, comparison=comparison,
         comparison_equity=comparison_equity,
         config=run.config.to_dict() if run is not None else None,
         metadata=run.metadata if run is not None else None, plots=plots,
-        title=f"Backtest {s.get('policy', '')}",
     )
 
 

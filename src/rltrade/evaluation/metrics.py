@@ -19,10 +19,15 @@ Returns and annualization
   state, ``r_0`` is simply 0.) A return whose previous equity is not finite or ``<= 0``
   (after a bankruptcy) is undefined and left out of every return statistic; how many were left
   out is ``data_quality.nonfinite_returns``.
-* **Annualization factor** ``A`` = bars per year = ``parse_timeframe(timeframe).bars_per_year``
-  (calendar time: 365.25 days of 24 h, right for crypto trading 24/7, e.g. 8766 for ``1h``,
-  365.25 for ``1d``). Markets with sessions differ (US equities: 252 daily bars, 252 × 6.5 hourly
-  bars): pass ``bars_per_year=`` to override; ``run.bars_per_year_source`` says which was used.
+* **Annualization factor** ``A`` = bars per year, **observed in the data**
+  (:func:`rltrade.evaluation.series.infer_bars_per_year`): the bars in the whole weeks from the
+  first bar, per week, times the weeks of a year. So a 24/7 market gets its calendar value
+  (8,766 for ``1h``), EURUSD 1h about 6,200 (24/5), SPY regular-hours 1-minute bars about
+  98,000, daily US stocks about 252. A sample shorter than two whole weeks falls back to the
+  timeframe's 24/7 calendar (``parse_timeframe(timeframe).bars_per_year``) and says so. Pass
+  ``bars_per_year=`` to override. ``run.bars_per_year_source`` is ``"observed"``,
+  ``"timeframe"`` or ``"override"``; ``run.bars_per_year_basis`` says what it was based on
+  (``"observed: 4,993 bars in 42 whole weeks from 2017-04-19"``).
   The number of years of a run is ``bars / A`` (as in empyrical and quantstats), not calendar time.
 * **Risk-free rate**: ``risk_free_rate`` is annual (default 0); per bar it is
   ``rf = (1 + risk_free_rate) ** (1 / A) - 1``.
@@ -32,7 +37,8 @@ run
 ``id``, ``timeframe`` (canonical), ``start`` (timestamp of the first bar, its open), ``end``
 (close of the last bar = its timestamp + one bar), ``duration_days`` (``end - start`` in days),
 ``bars``, ``initial_capital``, ``bars_per_year`` (``A``), ``bars_per_year_source``
-(``"timeframe"`` or ``"override"``), ``risk_free_rate`` (annual). Timestamps are UTC ISO 8601.
+(``"observed"``, ``"timeframe"`` or ``"override"``), ``bars_per_year_basis`` (the sentence
+behind it), ``risk_free_rate`` (annual). Timestamps are UTC ISO 8601.
 
 performance
 -----------
@@ -150,6 +156,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -158,16 +165,29 @@ import pandas as pd
 
 from rltrade.data.timeframes import Timeframe, parse_timeframe
 from rltrade.errors import ConfigError, DataError
+from rltrade.evaluation.series import (
+    align_benchmark,
+    drawdown,
+    equity_returns,
+    gross_exposure,
+    numeric,
+    resolve_bars_per_year,
+    running_peak,
+    simple_returns,
+    source_kind,
+    steps_index,
+    total_return,
+)
 from rltrade.evaluation.significance import (
-    _is_zero_dispersion,
-    _resolve_trials,
     expected_max_sharpe,
+    is_zero_dispersion,
     min_track_record_length,
     probabilistic_sharpe_ratio,
+    resolve_trials,
     sharpe_stats,
 )
 
-__all__ = ["compute_metrics"]
+__all__ = ["compute_metrics", "json_ready"]
 
 _REQUIRED_STEPS = ("equity", "position", "close")
 _SECONDS_PER_DAY = 86400.0
@@ -177,14 +197,6 @@ NAN = math.nan
 # --------------------------------------------------------------------------------------------
 # small numeric helpers: all take finite-filtered float arrays and return NaN when undefined
 # --------------------------------------------------------------------------------------------
-
-
-def _numeric(values: Any) -> np.ndarray:
-    """A float64 array; anything non-numeric becomes NaN."""
-    series = values if isinstance(values, pd.Series) else pd.Series(np.asarray(values).ravel())
-    if series.dtype == object or isinstance(series.dtype, pd.StringDtype):
-        series = pd.to_numeric(series, errors="coerce")
-    return series.to_numpy(dtype=float, na_value=np.nan)
 
 
 def _finite(x: np.ndarray) -> np.ndarray:
@@ -200,7 +212,7 @@ def _std(x: np.ndarray) -> float:
     if x.size < 2:
         return NAN
     sd = float(np.std(x, ddof=1))
-    return NAN if _is_zero_dispersion(sd, x) else sd
+    return NAN if is_zero_dispersion(sd, x) else sd
 
 
 def _div(a: float, b: float) -> float:
@@ -210,43 +222,8 @@ def _div(a: float, b: float) -> float:
 
 
 def _nonzero_count(values: Any) -> int:
-    v = _numeric(values)
+    v = numeric(values)
     return int(np.sum(np.isfinite(v) & (v != 0)))
-
-
-# --------------------------------------------------------------------------------------------
-# input handling
-# --------------------------------------------------------------------------------------------
-
-
-def _utc(frame: pd.DataFrame | pd.Series) -> pd.DatetimeIndex:
-    """The frame's DatetimeIndex in UTC (a naive one is taken as UTC)."""
-    index = frame.index
-    if not isinstance(index, pd.DatetimeIndex):
-        raise DataError(
-            "steps must be indexed by bar timestamps (a DatetimeIndex in UTC), got "
-            f"{type(index).__name__}; set the index with steps.set_index('timestamp')"
-        )
-    return index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-
-
-def _utc_index(steps: pd.DataFrame) -> pd.DatetimeIndex:
-    """:func:`_utc` of the steps, which must be sorted bars without gaps in the index."""
-    index = _utc(steps)
-    if index.hasnans:
-        raise DataError("steps index has missing timestamps (NaT)")
-    if not index.is_monotonic_increasing or not index.is_unique:
-        raise DataError("steps index must be strictly increasing (sorted, no duplicate bars)")
-    return index
-
-
-def _resolve_bars_per_year(tf: Timeframe, bars_per_year: float | None) -> tuple[float, str]:
-    if bars_per_year is None:
-        return float(tf.bars_per_year), "timeframe"
-    value = float(bars_per_year)
-    if not (math.isfinite(value) and value > 0):
-        raise ConfigError(f"bars_per_year must be a positive number, got {bars_per_year!r}")
-    return value, "override"
 
 
 def _nonfinite_counts(
@@ -267,17 +244,6 @@ def _nonfinite_counts(
         inf_counts[f"{prefix}.{column}"] = int(np.isinf(values).sum())
 
 
-def _simple_returns(curve: np.ndarray) -> np.ndarray:
-    """``curve[1:] / curve[:-1] - 1``, NaN where the previous value is not finite or ``<= 0``."""
-    prev, cur = curve[:-1], curve[1:]
-    ok = np.isfinite(prev) & (prev > 0) & np.isfinite(cur)
-    out = np.full(cur.shape, NAN)
-    with np.errstate(all="ignore"):
-        out[ok] = cur[ok] / prev[ok] - 1.0
-    out[~np.isfinite(out)] = NAN
-    return out
-
-
 # --------------------------------------------------------------------------------------------
 # sections
 # --------------------------------------------------------------------------------------------
@@ -290,15 +256,14 @@ def _historical_cvar(r: np.ndarray, level: float) -> float:
     return float(np.mean(np.partition(r, k)[: k + 1]))
 
 
-def _drawdown(curve: np.ndarray, times_ns: np.ndarray) -> dict[str, Any]:
+def _drawdown_stats(curve: np.ndarray, times_ns: np.ndarray) -> dict[str, Any]:
     """Max drawdown and longest drawdown duration of ``curve`` (NaN points are skipped)."""
     ok = np.isfinite(curve)
     values, idx, times = curve[ok], np.flatnonzero(ok), times_ns[ok]
     if values.size == 0:
         return {"max_drawdown": NAN, "bars": 0, "days": 0.0, "recovered": True}
-    peak = np.maximum.accumulate(values)
-    with np.errstate(all="ignore"):
-        dd = values / peak - 1.0
+    peak = running_peak(values)
+    dd = drawdown(values)
     max_dd = float(np.min(dd[np.isfinite(dd)])) if np.isfinite(dd).any() else NAN
     is_high = values >= peak
     last_high = np.maximum.accumulate(np.where(is_high, np.arange(values.size), 0))
@@ -332,7 +297,7 @@ def _trades_section(trades: pd.DataFrame) -> tuple[dict[str, Any], int]:
             "trades must have a net_pnl column (PnL after costs per closed trade); "
             f"got columns {list(trades.columns)}"
         )
-    pnl_all = _numeric(trades["net_pnl"])
+    pnl_all = numeric(trades["net_pnl"])
     valid = np.isfinite(pnl_all)
     pnl = pnl_all[valid]
     wins, losses = pnl[pnl > 0], pnl[pnl < 0]
@@ -341,7 +306,7 @@ def _trades_section(trades: pd.DataFrame) -> tuple[dict[str, Any], int]:
     def column_sum(name: str) -> float | None:
         if name not in trades.columns:
             return None
-        return float(np.sum(_finite(_numeric(trades[name]))))
+        return float(np.sum(_finite(numeric(trades[name]))))
 
     avg_duration_days: float | None = None
     if {"entry_time", "exit_time"} <= set(trades.columns):
@@ -375,7 +340,7 @@ def _trades_section(trades: pd.DataFrame) -> tuple[dict[str, Any], int]:
         "avg_loss": _mean(losses),
         "largest_win": float(np.max(wins)) if wins.size else NAN,
         "largest_loss": float(np.min(losses)) if losses.size else NAN,
-        "avg_duration_bars": _mean(_finite(_numeric(trades["duration_bars"])))
+        "avg_duration_bars": _mean(_finite(numeric(trades["duration_bars"])))
         if "duration_bars" in trades.columns
         else None,
         "avg_duration_days": avg_duration_days,
@@ -387,62 +352,40 @@ def _trades_section(trades: pd.DataFrame) -> tuple[dict[str, Any], int]:
     return section, count
 
 
-def _align_benchmark(benchmark_equity: Any, index: pd.DatetimeIndex) -> np.ndarray:
-    """A benchmark curve on the steps' ``index``: a Series on timestamps is reindexed onto it
-    (missing bars NaN), anything else must have one value per bar."""
-    if isinstance(benchmark_equity, pd.DataFrame):
-        if benchmark_equity.shape[1] != 1:
-            raise DataError("benchmark_equity must be one equity curve (a Series or 1-D array)")
-        benchmark_equity = benchmark_equity.iloc[:, 0]
-    if isinstance(benchmark_equity, pd.Series) and isinstance(
-        benchmark_equity.index, pd.DatetimeIndex
-    ):
-        return _numeric(benchmark_equity.set_axis(_utc(benchmark_equity)).reindex(index))
-    bench = _numeric(benchmark_equity)
-    if bench.size != index.size:
-        raise DataError(
-            f"benchmark_equity has {bench.size} values but steps has {index.size} bars; "
-            "align the benchmark curve with the steps"
-        )
-    return bench
-
-
 def _benchmark_section(
     benchmark_equity: Any,
     index: pd.DatetimeIndex,
     equity: np.ndarray,
-    total_return: float,
+    strategy_total: float,
     rf: float,
     a: float,
     nan_counts: dict[str, int],
     inf_counts: dict[str, int],
 ) -> dict[str, Any]:
-    bench = _align_benchmark(benchmark_equity, index)
+    bench = align_benchmark(benchmark_equity, index)
     nan_counts["benchmark"] = int(np.isnan(bench).sum())
     inf_counts["benchmark"] = int(np.isinf(bench).sum())
-    b = _simple_returns(bench)
-    r = _simple_returns(equity)
+    b = simple_returns(bench)
+    r = simple_returns(equity)
     both = np.isfinite(b) & np.isfinite(r)
     r_x, b_x = r[both] - rf, b[both] - rf
     beta = alpha_pp = NAN
     if b_x.size >= 2:
         b_res = b_x - np.mean(b_x)
         var_b = float(np.mean(b_res * b_res))
-        if not _is_zero_dispersion(math.sqrt(var_b), b_x):
+        if not is_zero_dispersion(math.sqrt(var_b), b_x):
             beta = float(np.mean(b_res * r_x)) / var_b
             alpha_pp = float(np.mean(r_x - beta * b_x))
     active = r[both] - b[both]
     sd_active = _std(active)
     finite_bench = bench[np.isfinite(bench)]
-    b_total = NAN
-    if bench.size and np.isfinite(bench[0]) and bench[0] > 0 and np.isfinite(bench[-1]):
-        b_total = float(bench[-1] / bench[0] - 1.0)
+    b_total = total_return(bench)
     correlation = NAN
     if both.sum() >= 2 and not math.isnan(_std(r[both])) and not math.isnan(_std(b[both])):
         correlation = float(np.corrcoef(r[both], b[both])[0, 1])
     return {
         "total_return": b_total,
-        "excess_total_return": total_return - b_total,
+        "excess_total_return": strategy_total - b_total,
         "alpha": alpha_pp * a,
         "alpha_per_period": alpha_pp,
         "beta": beta,
@@ -484,10 +427,21 @@ def _costs_section(
 # --------------------------------------------------------------------------------------------
 
 
-def _json_ready(obj: Any, path: str, undefined: list[str],
-                fallback: Callable[[Any], Any] | None = None) -> Any:
-    """Plain Python types only; non-finite floats become None and their path is recorded.
-    Other types raise ``TypeError``, or go through ``fallback`` when given (e.g. ``str``)."""
+def json_ready(obj: Any, path: str, undefined: list[str],
+               fallback: Callable[[Any], Any] | None = None) -> Any:
+    """``obj`` as plain Python types that ``json.dumps(..., allow_nan=False)`` accepts.
+
+    Non-finite floats become ``None`` and their dotted path is appended to ``undefined``;
+    numpy scalars become Python numbers, datetimes ISO strings, mappings dicts with string keys,
+    sequences lists. Other types raise ``TypeError``, or go through ``fallback`` when given.
+
+    :param obj: the value to convert.
+    :param path: the dotted path of ``obj`` (``""`` at the top).
+    :param undefined: receives the paths of the non-finite floats.
+    :param fallback: converts a value of any other type (e.g. ``str``).
+    :return: the JSON-ready value.
+    :raises TypeError: for an unsupported type without ``fallback``.
+    """
     if obj is None or isinstance(obj, str | bool):
         return obj
     if isinstance(obj, np.bool_):
@@ -504,11 +458,11 @@ def _json_ready(obj: Any, path: str, undefined: list[str],
         return obj.isoformat()
     if isinstance(obj, Mapping):
         return {
-            str(k): _json_ready(v, f"{path}.{k}" if path else str(k), undefined, fallback)
+            str(k): json_ready(v, f"{path}.{k}" if path else str(k), undefined, fallback)
             for k, v in obj.items()
         }
     if isinstance(obj, list | tuple | np.ndarray):
-        return [_json_ready(v, f"{path}[{i}]", undefined, fallback) for i, v in enumerate(obj)]
+        return [json_ready(v, f"{path}[{i}]", undefined, fallback) for i, v in enumerate(obj)]
     if fallback is not None:
         return fallback(obj)
     raise TypeError(f"metrics value at {path!r} has unsupported type {type(obj).__name__}")
@@ -544,7 +498,8 @@ def compute_metrics(
     :param trades: closed trades, one row each, with at least ``net_pnl``; used when present:
         ``gross_pnl``, ``fees``, ``duration_bars``, ``entry_time``, ``exit_time``, ``side``,
         ``stop_triggered``, ``forced_close``.
-    :param timeframe: bar timeframe (``"1h"``...), used for the annualization factor.
+    :param timeframe: bar timeframe (``"1h"``...): the bars' close times, and the annualization
+        factor of samples too short to observe one.
     :param initial_capital: account value before the first bar (> 0).
     :param benchmark_equity: an equity curve aligned with ``steps`` (e.g. buy-and-hold).
     :param n_trials: number of trials the strategy was selected from (for the DSR); defaults to
@@ -554,8 +509,8 @@ def compute_metrics(
     :param costs: cost totals in money: ``fees``, ``spread_cost``, ``slippage_cost`` (and more).
     :param interventions: risk-manager intervention counts by reason.
     :param run_id: identifier of the run, copied to ``run.id``.
-    :param bars_per_year: annualization factor override (e.g. 252 for daily equity bars); default
-        from the timeframe, calendar time 24/7.
+    :param bars_per_year: annualization factor override (e.g. 252 for daily equity bars);
+        default: observed in the steps' timestamps (see the module docstring).
     :param risk_free_rate: annual risk-free rate for Sharpe/Sortino/alpha/PSR (default 0).
     :param alpha: significance level of the minimum track record length (default 0.05).
     :return: the metrics dict, with the list of undefined keys under ``"undefined"``.
@@ -582,200 +537,204 @@ def compute_metrics(
     if not 0.0 < alpha < 1.0:
         raise ConfigError(f"alpha must be in (0, 1), got {alpha!r}")
     tf = parse_timeframe(timeframe)
-    a, a_source = _resolve_bars_per_year(tf, bars_per_year)
-    n_trials_used, var_trials_used = _resolve_trials(n_trials, trial_sharpes, var_trials)
-    index = _utc_index(steps)
+    n_trials_used, var_trials_used = resolve_trials(n_trials, trial_sharpes, var_trials)
+    index = steps_index(steps)
+    a, a_source = resolve_bars_per_year(index, tf, bars_per_year)
 
     sr0 = expected_max_sharpe(n_trials_used, var_trials_used)
-    trials = (n_trials_used, var_trials_used, sr0)
     with np.errstate(all="ignore"):
+        bars = _bar_series(steps, index, tf, capital, a, rf_annual)
         result = _compute(
+            bars,
             steps,
             trades,
-            index,
-            tf,
-            a,
             a_source,
-            capital,
             rf_annual,
             alpha,
             benchmark_equity,
-            trials,
+            (n_trials_used, var_trials_used, sr0),
             costs,
             interventions,
             run_id,
         )
     undefined: list[str] = []
-    clean = _json_ready(result, "", undefined)
+    clean = json_ready(result, "", undefined)
     clean["undefined"] = undefined
     return clean
 
 
-def _compute(
-    steps: pd.DataFrame,
-    trades: pd.DataFrame | None,
-    index: pd.DatetimeIndex,
-    tf: Timeframe,
-    a: float,
-    a_source: str,
-    capital: float,
-    rf_annual: float,
-    alpha: float,
-    benchmark_equity: Any,
-    trials: tuple[float, float, float],
-    costs: Mapping[str, float] | None,
-    interventions: Mapping[str, int] | None,
-    run_id: str | None,
-) -> dict[str, Any]:
-    bars = len(steps)
-    rf = float(np.power(1.0 + rf_annual, 1.0 / a) - 1.0)
-    equity = _numeric(steps["equity"])
-    position = _numeric(steps["position"])
-    close = _numeric(steps["close"])
-    curve = np.concatenate([[capital], equity])
-    returns = _simple_returns(curve)
-    r = _finite(returns)
-    excess = r - rf
+# --------------------------------------------------------------------------------------------
+# the steps of compute_metrics
+# --------------------------------------------------------------------------------------------
 
+
+@dataclass(frozen=True)
+class _Bars:
+    """The per-bar arrays every section reads (float64, NaN where unknown)."""
+
+    tf: Timeframe
+    index: pd.DatetimeIndex
+    a: float  # bars per year
+    rf: float  # per-bar risk-free return
+    capital: float
+    equity: np.ndarray
+    position: np.ndarray
+    close: np.ndarray
+    curve: np.ndarray  # the initial capital, then the equity of every bar
+    times_ns: np.ndarray  # time of each curve point: the first open, then each bar's close
+    returns: np.ndarray  # one per bar, NaN where undefined
+    r: np.ndarray  # the finite returns
+    excess: np.ndarray  # r - rf
+
+    @property
+    def n(self) -> int:
+        return len(self.index)
+
+
+def _bar_series(steps: pd.DataFrame, index: pd.DatetimeIndex, tf: Timeframe, capital: float,
+                a: float, rf_annual: float) -> _Bars:
+    rf = float(np.power(1.0 + rf_annual, 1.0 / a) - 1.0)
+    equity = numeric(steps["equity"])
+    returns = equity_returns(equity, capital)
+    r = _finite(returns)
     # Time of each curve point: the initial capital at the first bar's open, bar t at its close.
     open_ns = index.as_unit("ns").asi8
     close_ns = np.asarray(tf.close_times_ns(open_ns), dtype=np.int64)
-    times_ns = np.concatenate([open_ns[:1], close_ns])
-    start, end = index[0], pd.Timestamp(int(close_ns[-1]), unit="ns", tz="UTC")
+    return _Bars(
+        tf=tf, index=index, a=a, rf=rf, capital=capital, equity=equity,
+        position=numeric(steps["position"]), close=numeric(steps["close"]),
+        curve=np.concatenate([[capital], equity]),
+        times_ns=np.concatenate([open_ns[:1], close_ns]),
+        returns=returns, r=r, excess=r - rf,
+    )
 
-    nan_counts: dict[str, int] = {}
-    inf_counts: dict[str, int] = {}
-    _nonfinite_counts(steps, "steps", nan_counts, inf_counts)
-    _nonfinite_counts(trades, "trades", nan_counts, inf_counts)
 
-    # ---- performance
-    last = equity[-1]
-    total_return = float(last / capital - 1.0) if math.isfinite(last) else NAN
-    years = bars / a
-    growth = 1.0 + total_return
+def _performance(b: _Bars, steps: pd.DataFrame, trades: pd.DataFrame | None,
+                 dd: dict[str, Any]) -> dict[str, Any]:
+    a = b.a
+    last = b.equity[-1]
+    total = float(last / b.capital - 1.0) if math.isfinite(last) else NAN
+    years = b.n / a
+    growth = 1.0 + total
     cagr = float(np.power(np.float64(growth), 1.0 / years) - 1.0) if growth >= 0 else NAN
     realized: float | None = None
     if "realized_equity" in steps.columns:
-        realized_eq = _numeric(steps["realized_equity"])
-        realized = float(realized_eq[-1] / capital - 1.0)
+        realized = float(numeric(steps["realized_equity"])[-1] / b.capital - 1.0)
     elif trades is not None and "net_pnl" in trades.columns:
-        realized = float(np.sum(_finite(_numeric(trades["net_pnl"])))) / capital
-    sd = _std(r)
-    sd_excess = _std(excess)
-    downside = float(np.sqrt(np.mean(np.minimum(excess, 0.0) ** 2))) if r.size >= 2 else NAN
-    drawdown = _drawdown(curve, times_ns)
-    max_dd = drawdown["max_drawdown"]
-    performance = {
-        "total_return": total_return,
+        realized = float(np.sum(_finite(numeric(trades["net_pnl"])))) / b.capital
+    excess = b.excess
+    downside = float(np.sqrt(np.mean(np.minimum(excess, 0.0) ** 2))) if b.r.size >= 2 else NAN
+    max_dd = dd["max_drawdown"]
+    return {
+        "total_return": total,
         "total_return_realized": realized,
         "cagr": cagr,
         "years": years,
-        "annual_volatility": sd * math.sqrt(a),
-        "sharpe": _div(_mean(excess), sd_excess) * math.sqrt(a),
+        "annual_volatility": _std(b.r) * math.sqrt(a),
+        "sharpe": _div(_mean(excess), _std(excess)) * math.sqrt(a),
         "sortino": _div(_mean(excess) * a, downside * math.sqrt(a)),
         "max_drawdown": max_dd,
         "calmar": _div(cagr, abs(max_dd)) if max_dd < 0 else NAN,
     }
 
-    # ---- trades (needed by risk and costs)
-    trades_section: dict[str, Any] | None = None
-    n_trades: int | None = None
-    if trades is not None:
-        trades_section, n_trades = _trades_section(trades)
 
-    # ---- risk
-    valid_eq = np.isfinite(equity) & (equity > 0)
-    exposure = np.full(bars, NAN)
-    exposure[valid_eq] = np.abs(position[valid_eq] * close[valid_eq]) / equity[valid_eq]
-    exposure[valid_eq & (position == 0)] = 0.0
-    exposure = _finite(exposure)
-    finite_pos = np.isfinite(position)
-    traded = np.abs(np.diff(position, prepend=0.0) * close)
-    mean_equity = _mean(_finite(equity))
-    turnover = _div(float(np.sum(_finite(traded))), mean_equity) if mean_equity > 0 else NAN
+def _intervention_counts(interventions: Mapping[str, int] | None) -> dict[str, int] | None:
+    if interventions is None:
+        return None
+    reasons: dict[str, int] = {}
+    for reason, count in interventions.items():
+        try:
+            value = int(count)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"interventions[{reason!r}] must be a count") from exc
+        if value != count or value < 0:
+            raise ConfigError(
+                f"interventions[{reason!r}] must be a non-negative count, got {count!r}"
+            )
+        reasons[str(reason)] = value
+    return reasons
+
+
+def _stop_count(steps: pd.DataFrame, trades: pd.DataFrame | None) -> int | None:
     if trades is not None and "stop_triggered" in trades.columns:
-        stop_count: int | None = _nonzero_count(trades["stop_triggered"])
-    elif "stop_triggered" in steps.columns:
-        stop_count = _nonzero_count(steps["stop_triggered"])
-    else:
-        stop_count = None
+        return _nonzero_count(trades["stop_triggered"])
+    if "stop_triggered" in steps.columns:
+        return _nonzero_count(steps["stop_triggered"])
+    return None
+
+
+def _risk(b: _Bars, steps: pd.DataFrame, trades: pd.DataFrame | None, n_trades: int | None,
+          dd: dict[str, Any], interventions: Mapping[str, int] | None) -> dict[str, Any]:
+    exposure = _finite(gross_exposure(b.position, b.close, b.equity))
+    finite_pos = np.isfinite(b.position)
+    traded = np.abs(np.diff(b.position, prepend=0.0) * b.close)
+    mean_equity = _mean(_finite(b.equity))
+    turnover = _div(float(np.sum(_finite(traded))), mean_equity) if mean_equity > 0 else NAN
+    stop_count = _stop_count(steps, trades)
+    sd = _std(b.r)
     tail = NAN
-    if r.size >= 2 and not math.isnan(sd):
-        tail = float(np.mean(np.abs(r - np.mean(r)) > 2.0 * sd))
-    reasons: dict[str, int] | None = None
-    if interventions is not None:
-        reasons = {}
-        for reason, count in interventions.items():
-            try:
-                value = int(count)
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(f"interventions[{reason!r}] must be a count") from exc
-            if value != count or value < 0:
-                raise ConfigError(
-                    f"interventions[{reason!r}] must be a non-negative count, got {count!r}"
-                )
-            reasons[str(reason)] = value
-    risk = {
-        "exposure_time": _div(float(np.sum(position[finite_pos] != 0)), float(finite_pos.sum())),
+    if b.r.size >= 2 and not math.isnan(sd):
+        tail = float(np.mean(np.abs(b.r - np.mean(b.r)) > 2.0 * sd))
+    reasons = _intervention_counts(interventions)
+    return {
+        "exposure_time": _div(float(np.sum(b.position[finite_pos] != 0)),
+                              float(finite_pos.sum())),
         "avg_exposure": _mean(exposure),
         "max_exposure": float(np.max(exposure)) if exposure.size else NAN,
         "turnover": turnover,
-        "annual_turnover": turnover * a / bars,
+        "annual_turnover": turnover * b.a / b.n,
         "stop_loss_count": stop_count,
         "stop_loss_rate": _div(float(stop_count), float(n_trades))
         if stop_count is not None and n_trades is not None
         else None,
-        "cvar_95": _historical_cvar(r, 0.95),
-        "cvar_99": _historical_cvar(r, 0.99),
-        "max_drawdown_duration_bars": drawdown["bars"],
-        "max_drawdown_duration_days": drawdown["days"],
-        "drawdown_recovered": drawdown["recovered"],
+        "cvar_95": _historical_cvar(b.r, 0.95),
+        "cvar_99": _historical_cvar(b.r, 0.99),
+        "max_drawdown_duration_bars": dd["bars"],
+        "max_drawdown_duration_days": dd["days"],
+        "drawdown_recovered": dd["recovered"],
         "tail_hit_rate": tail,
         "interventions": reasons,
         "interventions_total": sum(reasons.values()) if reasons is not None else None,
     }
 
-    # ---- reward
-    reward_section: dict[str, Any] | None = None
-    if "reward" in steps.columns:
-        reward = _numeric(steps["reward"])
-        finite_reward = _finite(reward)
-        both = np.isfinite(reward) & np.isfinite(returns)
-        corr = NAN
-        if both.sum() >= 2 and not (
-            math.isnan(_std(reward[both])) or math.isnan(_std(returns[both]))
-        ):
-            corr = float(np.corrcoef(reward[both], returns[both])[0, 1])
-        reward_section = {
-            "sum": float(np.sum(finite_reward)),
-            "mean": _mean(finite_reward),
-            "std": _std(finite_reward),
-            "corr_with_return": corr,
-        }
 
-    # ---- data quality
-    finite_equity = _finite(equity)
-    data_quality = {
+def _reward(b: _Bars, steps: pd.DataFrame) -> dict[str, Any] | None:
+    if "reward" not in steps.columns:
+        return None
+    reward = numeric(steps["reward"])
+    finite_reward = _finite(reward)
+    both = np.isfinite(reward) & np.isfinite(b.returns)
+    corr = NAN
+    if both.sum() >= 2 and not (
+        math.isnan(_std(reward[both])) or math.isnan(_std(b.returns[both]))
+    ):
+        corr = float(np.corrcoef(reward[both], b.returns[both])[0, 1])
+    return {
+        "sum": float(np.sum(finite_reward)),
+        "mean": _mean(finite_reward),
+        "std": _std(finite_reward),
+        "corr_with_return": corr,
+    }
+
+
+def _data_quality(b: _Bars, nan_counts: dict[str, int],
+                  inf_counts: dict[str, int]) -> dict[str, Any]:
+    finite_equity = _finite(b.equity)
+    return {
         "equity_min": float(np.min(finite_equity)) if finite_equity.size else NAN,
         "equity_max": float(np.max(finite_equity)) if finite_equity.size else NAN,
         "bankrupt": bool(np.any(finite_equity <= 0)),
         "nan_counts": nan_counts,
         "inf_counts": inf_counts,
-        "nonfinite_returns": int(returns.size - r.size),
+        "nonfinite_returns": int(b.returns.size - b.r.size),
     }
 
-    # ---- benchmark
-    benchmark = None
-    if benchmark_equity is not None:
-        benchmark = _benchmark_section(
-            benchmark_equity, index, equity, total_return, rf, a, nan_counts, inf_counts
-        )
 
-    # ---- significance
-    sr, skew, kurt, n = sharpe_stats(r, rf)
+def _significance(b: _Bars, trials: tuple[float, float, float], alpha: float) -> dict[str, Any]:
+    sr, skew, kurt, n = sharpe_stats(b.r, b.rf)
     n_trials, var_trials, sr0 = trials
     min_trl = min_track_record_length(sr, 0.0, skew, kurt, alpha)
-    significance = {
+    return {
         "sharpe_per_period": sr,
         "skew": skew,
         "kurtosis": kurt,
@@ -788,36 +747,66 @@ def _compute(
         "dsr": probabilistic_sharpe_ratio(sr, sr0, n, skew, kurt),
         "alpha": alpha,
         "min_track_record_bars": min_trl,
-        "min_track_record_years": min_trl / a,
+        "min_track_record_years": min_trl / b.a,
         "track_record_sufficient": None if math.isnan(min_trl) else bool(n >= min_trl),
     }
 
-    # ---- costs
-    cost_section = None
-    if costs is not None:
-        net_pnl = float(last - capital) if math.isfinite(last) else NAN
-        cost_section = _costs_section(costs, net_pnl, capital, n_trades)
 
-    run = {
+def _run(b: _Bars, run_id: str | None, a_source: str, rf_annual: float) -> dict[str, Any]:
+    return {
         "id": run_id,
-        "timeframe": tf.name,
-        "start": start,
-        "end": end,
-        "duration_days": float(times_ns[-1] - times_ns[0]) / 1e9 / _SECONDS_PER_DAY,
-        "bars": bars,
-        "initial_capital": capital,
-        "bars_per_year": a,
-        "bars_per_year_source": a_source,
+        "timeframe": b.tf.name,
+        "start": b.index[0],
+        "end": pd.Timestamp(int(b.times_ns[-1]), unit="ns", tz="UTC"),
+        "duration_days": float(b.times_ns[-1] - b.times_ns[0]) / 1e9 / _SECONDS_PER_DAY,
+        "bars": b.n,
+        "initial_capital": b.capital,
+        "bars_per_year": b.a,
+        "bars_per_year_source": source_kind(a_source),
+        "bars_per_year_basis": a_source,
         "risk_free_rate": rf_annual,
     }
+
+
+def _compute(
+    b: _Bars,
+    steps: pd.DataFrame,
+    trades: pd.DataFrame | None,
+    a_source: str,
+    rf_annual: float,
+    alpha: float,
+    benchmark_equity: Any,
+    trials: tuple[float, float, float],
+    costs: Mapping[str, float] | None,
+    interventions: Mapping[str, int] | None,
+    run_id: str | None,
+) -> dict[str, Any]:
+    nan_counts: dict[str, int] = {}
+    inf_counts: dict[str, int] = {}
+    _nonfinite_counts(steps, "steps", nan_counts, inf_counts)
+    _nonfinite_counts(trades, "trades", nan_counts, inf_counts)
+    dd = _drawdown_stats(b.curve, b.times_ns)
+    performance = _performance(b, steps, trades, dd)
+    trades_section, n_trades = _trades_section(trades) if trades is not None else (None, None)
+    data_quality = _data_quality(b, nan_counts, inf_counts)
+    benchmark = None
+    if benchmark_equity is not None:  # adds the benchmark's counts to data_quality
+        benchmark = _benchmark_section(benchmark_equity, b.index, b.equity,
+                                       performance["total_return"], b.rf, b.a, nan_counts,
+                                       inf_counts)
+    cost_section = None
+    if costs is not None:
+        last = b.equity[-1]
+        net_pnl = float(last - b.capital) if math.isfinite(last) else NAN
+        cost_section = _costs_section(costs, net_pnl, b.capital, n_trades)
     return {
-        "run": run,
+        "run": _run(b, run_id, a_source, rf_annual),
         "performance": performance,
-        "risk": risk,
+        "risk": _risk(b, steps, trades, n_trades, dd, interventions),
         "trades": trades_section,
-        "reward": reward_section,
+        "reward": _reward(b, steps),
         "data_quality": data_quality,
         "benchmark": benchmark,
-        "significance": significance,
+        "significance": _significance(b, trials, alpha),
         "costs": cost_section,
     }

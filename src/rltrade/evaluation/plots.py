@@ -2,16 +2,21 @@
 
 Seven pictures, one function each (listed in :data:`PLOTS`, in this order):
 
-* ``equity``: the agent's equity against buy-and-hold (the given ``benchmark_equity``, or the
-  initial equity times ``close / close[0]`` when none is given: holding the asset, no costs).
+* ``equity``: the agent's equity against buy-and-hold: the benchmark the backtest recorded (the
+  steps' ``benchmark_equity`` column: buy-and-hold through the engine at 1x, same costs, same
+  bars) or the given ``benchmark_equity``; without either there is no buy-and-hold line (it is
+  never rebuilt from ``close / close[0]``, which knows no costs).
 * ``drawdown``: ``equity / running peak - 1`` of the agent (and buy-and-hold, dashed).
-* ``actions``: how often each action was chosen (discrete actions), or a histogram of the target
-  exposures (continuous actions), split into bars where a trade was executed and where not.
+* ``actions``: discrete actions: how often each action was chosen, labelled by its name
+  (``short`` / ``flat`` / ``long`` of :data:`rltrade.envs.schemes.ACTION_SCHEMES`); continuous
+  actions (``exposure_sl``: ``action_0`` is the target exposure): the target exposure over time
+  and its histogram. Both split into bars where a trade was executed and where not.
 * ``position``: the close price with trade entries (▲ long, ▼ short) and exits (✕, green for a
   winning trade, red for a losing one) on top; the position (units) and the gross exposure
   ``position × close / equity`` below.
 * ``rolling_sharpe``: the Sharpe ratio of the per-bar returns over a rolling window, annualised
-  with the timeframe's bars per year.
+  with the bars per year observed in the data
+  (:func:`rltrade.evaluation.series.infer_bars_per_year`) unless ``bars_per_year`` is given.
 * ``monthly_returns``: a heatmap of calendar-month returns (UTC) of the equity curve, years by
   months.
 * ``reward_vs_return``: each bar's reward against the same bar's equity return, with their
@@ -40,12 +45,19 @@ import pandas as pd
 from loguru import logger
 
 from rltrade.data.store import atomic_write_bytes
-from rltrade.data.timeframes import SECONDS_PER_YEAR, parse_timeframe
+from rltrade.envs import schemes
+from rltrade.envs.schemes import ActionScheme
 from rltrade.errors import DataError
-from rltrade.evaluation.metrics import _align_benchmark as align_benchmark
-from rltrade.evaluation.metrics import _numeric as numeric
-from rltrade.evaluation.metrics import _simple_returns as simple_returns
-from rltrade.evaluation.metrics import _utc as utc_index
+from rltrade.evaluation.series import (
+    align_benchmark,
+    drawdown,
+    equity_returns,
+    gross_exposure,
+    numeric,
+    resolve_bars_per_year,
+    utc_index,
+)
+from rltrade.evaluation.significance import ZERO_DISPERSION
 
 __all__ = ["PLOTS", "PlotSkipped", "write_plots"]
 
@@ -99,44 +111,40 @@ class Curves:
     equity: np.ndarray
     position: np.ndarray
     initial_equity: float
-    benchmark: np.ndarray
+    benchmark: np.ndarray  # all NaN when no benchmark was recorded or given
     benchmark_label: str
     bars_per_year: float
-    bars_per_year_source: str  # "timeframe" or "inferred"
+    bars_per_year_source: str  # see rltrade.evaluation.series.resolve_bars_per_year
 
     @property
     def returns(self) -> np.ndarray:
         """Per-bar simple returns, the first against the initial equity (as in the metrics)."""
-        curve = np.concatenate([[self.initial_equity], self.equity])
-        return simple_returns(curve)
+        return equity_returns(self.equity, self.initial_equity)
 
     @property
     def exposure(self) -> np.ndarray:
         """Gross exposure ``|position × close| / equity`` (NaN where equity ``<= 0``)."""
-        with np.errstate(all="ignore"):
-            out = np.abs(self.position * self.close) / self.equity
-        out[~(np.isfinite(self.equity) & (self.equity > 0))] = np.nan
-        out[self.position == 0] = 0.0
-        return out
+        return gross_exposure(self.position, self.close, self.equity)
+
+    @property
+    def has_benchmark(self) -> bool:
+        return bool(np.isfinite(self.benchmark).any())
+
+    @property
+    def equity_drawdown(self) -> np.ndarray:
+        """The agent's drawdown per bar, measured from the initial equity on."""
+        return drawdown(np.concatenate([[self.initial_equity], self.equity]))[1:]
+
+    @property
+    def benchmark_drawdown(self) -> np.ndarray:
+        """Buy-and-hold's drawdown per bar (NaN without a benchmark)."""
+        return drawdown(self.benchmark)
 
 
-def drawdown(curve: np.ndarray) -> np.ndarray:
-    """``curve / running peak - 1``; NaN points are skipped by the peak and stay NaN."""
-    peak = pd.Series(curve).cummax().to_numpy(dtype=float, na_value=np.nan)
-    with np.errstate(all="ignore"):
-        out = curve / peak - 1.0
-    out[~np.isfinite(out)] = np.nan
-    return out
-
-
-def _bars_per_year(index: pd.DatetimeIndex, timeframe: Any) -> tuple[float, str]:
-    if timeframe is not None:
-        return float(parse_timeframe(timeframe).bars_per_year), "timeframe"
-    if len(index) >= 2:
-        step = float(np.median(np.diff(index.as_unit("ns").asi8))) / 1e9
-        if step > 0:
-            return SECONDS_PER_YEAR / step, "inferred"
-    return float("nan"), "inferred"
+#: The column of backtest steps holding the buy-and-hold equity the runner recorded.
+BENCHMARK_COLUMN = "benchmark_equity"
+#: The label of the benchmark line.
+BENCHMARK_LABEL = "buy-and-hold"
 
 
 def prepare_curves(
@@ -145,8 +153,21 @@ def prepare_curves(
     benchmark_equity: Any = None,
     initial_equity: float | None = None,
     timeframe: Any = None,
+    bars_per_year: float | None = None,
+    bars_per_year_source: str | None = None,
 ) -> Curves:
-    """Validate ``steps`` and derive the curves the plots and the report draw."""
+    """Validate ``steps`` and derive the curves the plots and the report draw.
+
+    :param steps: one row per bar with ``close`` and ``equity`` (``position`` optional).
+    :param benchmark_equity: buy-and-hold equity aligned with ``steps``; default: the steps'
+        ``benchmark_equity`` column (what the backtest recorded), else none.
+    :param initial_equity: account value before the first bar; default the first equity.
+    :param timeframe: the bars' timeframe, for bars per year (inferred when ``None``).
+    :param bars_per_year: an explicit annualisation factor (e.g. the metrics' value).
+    :param bars_per_year_source: what ``bars_per_year`` came from (default ``"override"``).
+    :return: the curves.
+    :raises DataError: without rows, ``close`` or ``equity``.
+    """
     if not isinstance(steps, pd.DataFrame):
         raise DataError(f"steps must be a pandas DataFrame, got {type(steps).__name__}")
     missing = [c for c in ("close", "equity") if c not in steps.columns]
@@ -164,16 +185,16 @@ def prepare_curves(
     if not (math.isfinite(start) and start > 0):
         finite = equity[np.isfinite(equity)]
         start = float(finite[0]) if finite.size else 1.0
+    if benchmark_equity is None and BENCHMARK_COLUMN in steps.columns:
+        benchmark_equity = steps[BENCHMARK_COLUMN]
     if benchmark_equity is not None:
-        bench, label = align_benchmark(benchmark_equity, index), "buy-and-hold"
+        bench = align_benchmark(benchmark_equity, index)
     else:
-        finite_close = np.flatnonzero(np.isfinite(close) & (close > 0))
         bench = np.full(close.shape, np.nan)
-        if finite_close.size:
-            bench = start * close / close[finite_close[0]]
-        label = "buy-and-hold (close, no costs)"
-    bpy, source = _bars_per_year(index, timeframe)
-    return Curves(index, close, equity, position, start, bench, label, bpy, source)
+    bpy, source = resolve_bars_per_year(index, timeframe, bars_per_year)
+    if bars_per_year is not None and bars_per_year_source:
+        source = str(bars_per_year_source)
+    return Curves(index, close, equity, position, start, bench, BENCHMARK_LABEL, bpy, source)
 
 
 def minmax_indices(max_points: int, *series: np.ndarray) -> np.ndarray:
@@ -228,7 +249,7 @@ def rolling_sharpe(returns: np.ndarray, window: int, bars_per_year: float) -> np
     scale = math.sqrt(bars_per_year) if math.isfinite(bars_per_year) else 1.0
     biggest = r.abs().rolling(window, min_periods=1).max().to_numpy()
     with np.errstate(all="ignore"):
-        tiny = sd <= 1e-12 * biggest
+        tiny = sd <= ZERO_DISPERSION * biggest
         out = mean / sd * scale
     out[tiny | ~np.isfinite(out)] = np.nan
     return out
@@ -263,6 +284,7 @@ class _Context:
     title: str
     subtitle: str
     rolling_window: int | None
+    scheme: ActionScheme | None = None
 
 
 def _x(curves: Curves, idx: np.ndarray) -> np.ndarray:
@@ -286,7 +308,7 @@ def _plot_equity(
     ax = fig.add_subplot(1, 1, 1)
     x = _x(curves, idx)
     ax.plot(x, curves.equity[idx], color=_AGENT_COLOR, lw=1.3, label="agent")
-    if np.isfinite(curves.benchmark).any():
+    if curves.has_benchmark:
         ax.plot(
             x, curves.benchmark[idx], color=_BENCH_COLOR, lw=1.0, ls="--",
             label=curves.benchmark_label,
@@ -296,20 +318,20 @@ def _plot_equity(
     ax.set_xlabel("time (UTC)" + _thin_note(curves.equity.size, idx.size))
     ax.legend(loc="best", fontsize=9)
     ax.grid(alpha=0.3)
-    _header(fig, ctx, "equity vs buy-and-hold")
+    _header(fig, ctx, "equity vs buy-and-hold" if curves.has_benchmark else
+            "equity (no buy-and-hold recorded)")
 
 
 def _plot_drawdown(
     fig: Any, curves: Curves, steps: pd.DataFrame, trades: pd.DataFrame | None, ctx: _Context
 ) -> None:
-    dd = drawdown(np.concatenate([[curves.initial_equity], curves.equity]))[1:]
-    bench_dd = drawdown(curves.benchmark)
+    dd, bench_dd = curves.equity_drawdown, curves.benchmark_drawdown
     idx = minmax_indices(MAX_LINE_POINTS, dd, bench_dd)
     x = _x(curves, idx)
     ax = fig.add_subplot(1, 1, 1)
     ax.fill_between(x, dd[idx] * 100, 0, color=_DOWN_COLOR, alpha=0.35, lw=0, label="agent")
     ax.plot(x, dd[idx] * 100, color=_DOWN_COLOR, lw=0.8)
-    if np.isfinite(bench_dd).any():
+    if curves.has_benchmark:
         ax.plot(x, bench_dd[idx] * 100, color=_BENCH_COLOR, lw=0.9, ls="--",
                 label=curves.benchmark_label)
     finite = dd[np.isfinite(dd)]
@@ -324,47 +346,98 @@ def _plot_drawdown(
     _header(fig, ctx, "drawdown")
 
 
+def _executed(steps: pd.DataFrame) -> np.ndarray:
+    if "trade_executed" in steps.columns:
+        return steps["trade_executed"].fillna(False).to_numpy(dtype=bool)
+    return np.zeros(len(steps), dtype=bool)
+
+
+def _action_values(steps: pd.DataFrame, scheme: ActionScheme | None) -> tuple[np.ndarray, bool]:
+    """The decision per bar and whether it is a discrete action (else a target exposure).
+
+    A continuous scheme (``exposure_sl``) records its target exposure as ``action_0``; a
+    discrete one its action index as ``action``.
+    """
+    if "action" in steps.columns:
+        values = numeric(steps["action"])
+        if scheme is not None:
+            return values, scheme.discrete
+        a = values[np.isfinite(values)]
+        return values, bool(np.all(a == np.round(a))) and np.unique(a).size <= 32
+    if "action_0" in steps.columns:
+        return numeric(steps["action_0"]), False
+    raise PlotSkipped("steps has no action column (action, or action_0 for continuous actions)")
+
+
+def _plot_discrete_actions(fig: Any, a: np.ndarray, ex: np.ndarray,
+                           scheme: ActionScheme | None) -> None:
+    ax = fig.add_subplot(1, 1, 1)
+    uniq = np.unique(a)
+    if scheme is not None and scheme.discrete:
+        uniq = np.union1d(np.arange(scheme.n_actions, dtype=float), uniq)
+    traded = np.array([np.sum((a == u) & ex) for u in uniq])
+    held = np.array([np.sum((a == u) & ~ex) for u in uniq])
+    pos = np.arange(uniq.size)
+    ax.bar(pos, held, color=_AGENT_COLOR, alpha=0.6, label="no trade executed")
+    ax.bar(pos, traded, bottom=held, color="#ff7f0e", alpha=0.8, label="trade executed")
+    for p, total in zip(pos, held + traded, strict=True):
+        ax.text(p, total, f"{total / a.size:.1%}", ha="center", va="bottom", fontsize=8)
+    if scheme is not None:
+        ax.set_xticks(pos, [scheme.action_name(v) for v in uniq])
+        ax.set_xlabel(f"action ({scheme.name})")
+    else:
+        ax.set_xticks(pos, [str(int(v)) for v in uniq])
+        ax.set_xlabel("action (discrete index; action scheme unknown)")
+    ax.set_ylabel("bars")
+    ax.legend(fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
+
+
+def _plot_target_exposure(fig: Any, curves: Curves, action: np.ndarray, finite: np.ndarray,
+                          ex: np.ndarray) -> None:
+    gs = fig.add_gridspec(1, 2, width_ratios=[2.4, 1.0], wspace=0.18)
+    ax = fig.add_subplot(gs[0])
+    idx = minmax_indices(MAX_LINE_POINTS, action)
+    ax.step(_x(curves, idx), action[idx], where="post", color=_AGENT_COLOR, lw=0.8)
+    from matplotlib.dates import AutoDateLocator, ConciseDateFormatter
+
+    locator = AutoDateLocator(maxticks=6)  # a narrower panel than the other plots
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+    ax.axhline(0, color="#999999", lw=0.6)
+    ax.set_ylabel("target exposure (fraction of the limit)")
+    ax.set_xlabel("time (UTC)" + _thin_note(action.size, idx.size))
+    ax.grid(alpha=0.3)
+    a, e = action[finite], ex[finite]
+    hist = fig.add_subplot(gs[1], sharey=ax)
+    bins = np.linspace(a.min(), a.max(), 41) if a.max() > a.min() else 10
+    hist.hist([a[~e], a[e]], bins=bins, stacked=True, orientation="horizontal",
+              color=[_AGENT_COLOR, "#ff7f0e"], alpha=0.7,
+              label=["no trade executed", "trade executed"])
+    hist.set_xlabel("bars")
+    hist.tick_params(labelleft=False)
+    hist.legend(fontsize=8)
+    hist.grid(alpha=0.3)
+
+
 def _plot_actions(
     fig: Any, curves: Curves, steps: pd.DataFrame, trades: pd.DataFrame | None, ctx: _Context
 ) -> None:
-    if "action" not in steps.columns:
-        raise PlotSkipped("steps has no action column")
-    action = numeric(steps["action"])
+    action, discrete = _action_values(steps, ctx.scheme)
     finite = np.isfinite(action)
     if not finite.any():
         raise PlotSkipped("no finite action")
-    executed = (
-        steps["trade_executed"].fillna(False).to_numpy(dtype=bool)
-        if "trade_executed" in steps.columns
-        else np.zeros(action.size, dtype=bool)
-    )
-    a, ex = action[finite], executed[finite]
-    ax = fig.add_subplot(1, 1, 1)
-    uniq = np.unique(a)
-    discrete = bool(np.all(a == np.round(a))) and uniq.size <= 32
+    executed = _executed(steps)
     if discrete:
-        labels = uniq.astype(np.int64)
-        traded = np.array([np.sum((a == u) & ex) for u in uniq])
-        held = np.array([np.sum((a == u) & ~ex) for u in uniq])
-        pos = np.arange(uniq.size)
-        ax.bar(pos, held, color=_AGENT_COLOR, alpha=0.6, label="no trade executed")
-        ax.bar(pos, traded, bottom=held, color="#ff7f0e", alpha=0.8, label="trade executed")
-        for p, total in zip(pos, held + traded, strict=True):
-            ax.text(p, total, f"{total / a.size:.1%}", ha="center", va="bottom", fontsize=8)
-        ax.set_xticks(pos, [str(v) for v in labels])
-        ax.set_xlabel("action (discrete index)")
+        _plot_discrete_actions(fig, action[finite], executed[finite], ctx.scheme)
+        what = "action distribution"
     else:
-        bins = np.linspace(a.min(), a.max(), 41) if a.max() > a.min() else 10
-        ax.hist([a[~ex], a[ex]], bins=bins, stacked=True, color=[_AGENT_COLOR, "#ff7f0e"],
-                alpha=0.7, label=["no trade executed", "trade executed"])
-        ax.set_xlabel("action (target exposure)")
-    ax.set_ylabel("bars")
+        _plot_target_exposure(fig, curves, action, finite, executed)
+        what = "target exposure (continuous actions)"
     skipped = int((~finite).sum())
-    ax.set_title(f"{a.size:,} decisions" + (f", {skipped:,} non-finite left out" if skipped
-                                              else ""), fontsize=10)
-    ax.legend(fontsize=9)
-    ax.grid(alpha=0.3, axis="y")
-    _header(fig, ctx, "action distribution")
+    fig.axes[0].set_title(f"{int(finite.sum()):,} decisions" + (
+        f", {skipped:,} without a decision left out" if skipped else ""), fontsize=10)
+    _header(fig, ctx, what)
 
 
 def _trade_frame(trades: pd.DataFrame | None) -> pd.DataFrame:
@@ -538,15 +611,23 @@ def default_subtitle(steps: pd.DataFrame, summary: Mapping[str, Any] | None = No
     ):
         start, end = steps.index[0], steps.index[-1]
     if start is not None and end is not None:
-        parts.append(f"{_short_time(start)} → {_short_time(end)}")
+        parts.append(f"{format_time(start)} → {format_time(end)}")
     parts.append(f"{len(steps):,} bars")
     return " · ".join(parts)
 
 
-def _short_time(value: Any) -> str:
+def format_time(value: Any) -> str:
+    """A timestamp as ``YYYY-MM-DD HH:MM UTC`` (a naive one is taken as UTC); anything that is
+    not a timestamp as its text.
+
+    :param value: a timestamp, an ISO string, or anything else.
+    :return: the formatted time.
+    """
     try:
         ts = pd.Timestamp(value)
     except (TypeError, ValueError):
+        return str(value)
+    if ts is pd.NaT:
         return str(value)
     ts = ts.tz_localize("UTC") if ts.tz is None else ts.tz_convert("UTC")
     return ts.strftime("%Y-%m-%d %H:%M UTC")
@@ -563,23 +644,31 @@ def write_plots(
     rolling_window: int | None = None,
     timeframe: str | None = None,
     initial_equity: float | None = None,
+    action_scheme: str | None = None,
+    bars_per_year: float | None = None,
 ) -> dict[str, Path]:
     """Draw the seven PNG plots of a backtest into ``out_dir``; return name -> path written.
 
     :param steps: one row per bar, indexed by UTC timestamps, with ``close`` and ``equity``;
-        used when present: ``position``, ``action``, ``trade_executed``, ``reward``.
+        used when present: ``position``, ``action`` (discrete) or ``action_0`` (continuous
+        target exposure), ``trade_executed``, ``reward``, ``benchmark_equity``.
     :param trades: closed trades (``entry_time``, ``entry_price``, ``exit_time``,
         ``exit_price``, ``side``, ``net_pnl``), or ``None`` / empty for none.
     :param out_dir: folder to write ``<name>.png`` into (created if needed).
     :param benchmark_equity: buy-and-hold equity aligned with ``steps`` (a Series on the same
-        timestamps, or an array of the same length); default: initial equity × close / close[0].
+        timestamps, or an array of the same length); default: the steps' ``benchmark_equity``
+        column (the backtest's buy-and-hold), else no benchmark line.
     :param title: first line of every picture.
     :param subtitle: second line (backtest id, range, agent); default: range and bar count.
     :param rolling_window: bars in the rolling Sharpe window; default about a month of bars.
-    :param timeframe: bar timeframe (``"1h"``) for annualising; default: inferred from the
-        median spacing of the timestamps.
+    :param timeframe: bar timeframe (``"1h"``); default: inferred from the timestamps' spacing.
     :param initial_equity: account value before the first bar (returns and drawdown start
         there, as in the metrics); default: the first equity.
+    :param action_scheme: the env's action scheme (``discrete3``...; the backtest summary's
+        ``config.action_scheme``): discrete actions are labelled by name; default: inferred
+        from the columns, discrete actions labelled by index.
+    :param bars_per_year: annualisation factor of the rolling Sharpe ratio; default: observed
+        in the data (:func:`rltrade.evaluation.series.infer_bars_per_year`).
     :return: the plots that were written; a plot that failed is logged and missing.
     :raises DataError: when ``steps`` cannot be plotted at all (no rows, no equity/close).
     """
@@ -588,12 +677,13 @@ def write_plots(
     out.mkdir(parents=True, exist_ok=True)
     curves = prepare_curves(
         steps, benchmark_equity=benchmark_equity, initial_equity=initial_equity,
-        timeframe=timeframe,
+        timeframe=timeframe, bars_per_year=bars_per_year,
     )
     ctx = _Context(
         title=str(title),
         subtitle=default_subtitle(steps) if subtitle is None else str(subtitle),
         rolling_window=rolling_window,
+        scheme=None if action_scheme is None else schemes.scheme(action_scheme),
     )
     written: dict[str, Path] = {}
     for name, function in list(PLOTS.items()):

@@ -4,18 +4,25 @@
 inline; the PNG plots are embedded as base64 ``data:`` images; there is no reference to anything
 on a network. It holds, top to bottom:
 
-* a header (title, backtest id, agent, range, bars) and **summary cards**: total return, Sharpe,
-  max drawdown, win rate, PSR / DSR, trades, final equity, and the return against buy-and-hold;
+* a header (title: the run's name, the summary's ``name``; backtest id, agent, range, bars);
+  a **warning line** in words when the backtest stopped before the end of its range
+  (``stopped early at bar N of M on DATE: equity_floor``); **summary cards**: total return,
+  return against buy-and-hold (the benchmark the backtest recorded: buy-and-hold at 1x through
+  the engine, same costs and bars; never rebuilt from the close), Sharpe ratio (with the bars per
+  year it was annualised with, and their source), max drawdown, win rate, PSR / DSR, trades,
+  bars run (of those requested), final equity;
 * the **comparison table** (agents and baselines, one row each) when given;
 * **interactive charts**: equity against buy-and-hold, drawdown, position over price with the
-  trades marked, and the equity of every compared agent when given. Runs longer than
-  :data:`MAX_CHART_POINTS` bars are thinned (min/max per bucket, so peaks and troughs survive)
-  and the chart title says so;
+  trades marked, and the equity of every compared agent when given, on a log scale with the
+  perfect-foresight oracle hidden until its legend entry is clicked (:data:`HIDDEN_BY_DEFAULT`).
+  Runs longer than :data:`MAX_CHART_POINTS` bars are thinned (min/max per bucket, so peaks and
+  troughs survive) and the chart title says so;
 * the **PNG plots** from :func:`rltrade.evaluation.plots.write_plots` when given;
 * the **trades table** (the first and last :data:`MAX_TRADE_ROWS` ``/ 2`` trades of a longer
   list, with a note saying how many were left out);
 * every **metric** of :func:`rltrade.evaluation.compute_metrics`, one table per section
-  (``—`` marks an undefined value);
+  (``—`` marks an undefined value; the two alphas are labelled apart: ``significance level
+  (α)`` and ``CAPM alpha (annualised)``, :data:`METRIC_LABELS`);
 * the run's **config** and **metadata** as collapsible JSON (values of keys that look like
   secrets are masked).
 
@@ -42,18 +49,19 @@ from loguru import logger
 
 import rltrade
 from rltrade.data.store import atomic_write_bytes
+from rltrade.evaluation.metrics import json_ready
 from rltrade.evaluation.plots import (
     Curves,
     default_subtitle,
-    drawdown,
+    format_time,
     minmax_indices,
-    numeric,
     prepare_curves,
     stride_indices,
-    utc_index,
 )
+from rltrade.evaluation.series import numeric, total_return, utc_index
 
-__all__ = ["MAX_CHART_POINTS", "MAX_TRADE_ROWS", "write_report"]
+__all__ = ["HIDDEN_BY_DEFAULT", "MAX_CHART_POINTS", "MAX_TRADE_ROWS", "METRIC_LABELS",
+           "write_report"]
 
 log = logger.bind(component="backtest")
 
@@ -76,6 +84,16 @@ _PERCENT_COLUMNS = {"total_return", "max_drawdown", "win_rate", "cagr", "annual_
                     "excess_total_return", "exposure_time", "total_return_realized"}
 _SECTIONS = ("run", "performance", "risk", "trades", "reward", "benchmark", "significance",
              "costs", "data_quality")
+#: Row labels of metrics whose key alone is ambiguous, by (section, key); the key is kept in the
+#: row's tooltip. Two different things are called alpha in metrics.json.
+METRIC_LABELS = {
+    ("significance", "alpha"): "significance level (α)",
+    ("benchmark", "alpha"): "CAPM alpha (annualised)",
+    ("benchmark", "alpha_per_period"): "CAPM alpha per bar",
+}
+#: Curves of the comparison chart hidden until their legend entry is clicked: the perfect-
+#: foresight oracle grows so fast that every other line would look flat next to it.
+HIDDEN_BY_DEFAULT = frozenset({"oracle"})
 _CHART_CONFIG = {"displaylogo": False, "responsive": True,
                  "modeBarButtonsToRemove": ["sendDataToCloud"]}
 
@@ -114,6 +132,8 @@ tr.gap td { text-align:center; color:var(--muted); font-style:italic; }
 .metrics td { text-align:left; } .metrics td + td { text-align:right; }
 .chart { width:100%; height:460px; margin-bottom:8px; }
 .note { color:var(--muted); font-size:12px; margin:4px 0 8px; }
+.warning { background:#fdecea; border:1px solid #f5c2c0; color:var(--down); border-radius:8px;
+           padding:10px 14px; margin:0 0 18px; font-weight:600; }
 .plots img { max-width:100%; border:1px solid var(--line); margin:6px 0 14px; display:block; }
 details { margin:6px 0; } summary { cursor:pointer; font-weight:600; }
 pre { background:#f6f8fa; border:1px solid var(--line); padding:10px; overflow:auto;
@@ -201,21 +221,11 @@ def _mask_secrets(obj: Any) -> Any:
     return obj
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, pd.Timestamp | datetime):
-        return obj.isoformat()
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
-
-
 def _pretty_json(obj: Any) -> str:
     if hasattr(obj, "model_dump"):  # a pydantic model (RunConfig)
         obj = obj.model_dump(mode="json")
-    return json.dumps(_mask_secrets(obj), indent=2, sort_keys=True, default=_json_default,
-                      ensure_ascii=False)
+    plain = json_ready(_mask_secrets(obj), "", [], fallback=str)
+    return json.dumps(plain, indent=2, sort_keys=True, ensure_ascii=False)
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,15 +239,35 @@ def _card(label: str, value: str, hint: str = "", css: str = "") -> str:
             f'<div class="value {css}">{_esc(value)}</div>{hint_html}</div>')
 
 
-def _cards(summary: Mapping[str, Any], metrics: Mapping[str, Any], curves: Curves) -> str:
+def _bars_run(summary: Mapping[str, Any], steps: pd.DataFrame) -> tuple[Any, Any]:
+    """``(bars run, bars requested)`` from the summary (the steps' length when unknown)."""
+    run = summary.get("bars_run", summary.get("bars", len(steps)))
+    return run, summary.get("bars_requested")
+
+
+def _early_stop(summary: Mapping[str, Any], steps: pd.DataFrame) -> str:
+    """The warning line of a backtest that stopped before the end of its range, or ``""``."""
+    if not summary.get("stopped_early"):
+        return ""
+    run, requested = _bars_run(summary, steps)
+    of = f" of {_fmt_number(requested)}" if requested is not None else ""
+    end = summary.get("end_time", summary.get("end"))
+    on = f" on {format_time(end)}" if end is not None else ""
+    reason = summary.get("stop_reason") or "reason not recorded"
+    text = (f"Stopped early at bar {_fmt_number(run)}{of}{on}: {reason}. The metrics cover "
+            "only the bars that were run.")
+    return f'<p class="warning" id="stopped-early" role="alert">{_esc(text)}</p>'
+
+
+def _cards(summary: Mapping[str, Any], metrics: Mapping[str, Any], curves: Curves,
+           steps: pd.DataFrame) -> str:
     perf = metrics.get("performance") or {}
     total = perf.get("total_return", summary.get("total_return"))
     bench_total = _get(metrics, "benchmark", "total_return")
-    bench_hint = "benchmark given"
-    if bench_total is None:
-        b = curves.benchmark[np.isfinite(curves.benchmark)]
-        bench_total = float(b[-1] / b[0] - 1) if b.size >= 2 and b[0] > 0 else None
-        bench_hint = "close to close, no costs"
+    if bench_total is None and curves.has_benchmark:
+        bench_total = total_return(curves.benchmark)
+    bench_hint = ("1x through the engine, same costs and bars" if bench_total is not None
+                  else "no buy-and-hold recorded")
     excess = _get(metrics, "benchmark", "excess_total_return")
     if excess is None and _finite(total) is not None and _finite(bench_total) is not None:
         excess = float(total) - float(bench_total)
@@ -248,6 +278,16 @@ def _cards(summary: Mapping[str, Any], metrics: Mapping[str, Any], curves: Curve
         final = float(eq[-1]) if eq.size else None
     initial = summary.get("initial_equity", _get(metrics, "run", "initial_capital"))
     sig = metrics.get("significance") or {}
+    run, requested = _bars_run(summary, steps)
+    stopped = bool(summary.get("stopped_early"))
+    bars_hint = (f"of {_fmt_number(requested)} requested" if requested is not None else "")
+    if stopped:
+        bars_hint = f"{bars_hint}, stopped early: {summary.get('stop_reason') or '?'}".lstrip(", ")
+    bpy = _get(metrics, "run", "bars_per_year")
+    sharpe_hint = "annualised"
+    if _finite(bpy) is not None:
+        sharpe_hint = (f"annualised, {_fmt_number(round(float(bpy)))} bars/year "
+                       f"({_get(metrics, 'run', 'bars_per_year_source') or '?'})")
     cards = [
         _card("Total return", _fmt_number(total, percent=True),
               f"realized {_fmt_number(perf.get('total_return_realized'), percent=True)}",
@@ -255,7 +295,7 @@ def _cards(summary: Mapping[str, Any], metrics: Mapping[str, Any], curves: Curve
         _card("vs buy-and-hold", _fmt_number(excess, percent=True),
               f"buy-and-hold {_fmt_number(bench_total, percent=True)} ({bench_hint})",
               _sign_class(excess)),
-        _card("Sharpe ratio", _fmt_number(perf.get("sharpe"), digits=3), "annualised",
+        _card("Sharpe ratio", _fmt_number(perf.get("sharpe"), digits=3), sharpe_hint,
               _sign_class(perf.get("sharpe"))),
         _card("Max drawdown", _fmt_number(perf.get("max_drawdown"), percent=True), "",
               "neg" if (_finite(perf.get("max_drawdown")) or 0) < 0 else ""),
@@ -267,6 +307,7 @@ def _cards(summary: Mapping[str, Any], metrics: Mapping[str, Any], curves: Curve
         _card("Trades", _fmt_number(trades.get("count")),
               f"{_fmt_number(trades.get('wins'))} won, {_fmt_number(trades.get('losses'))} lost"
               if trades else "no trade list"),
+        _card("Bars run", _fmt_number(run), bars_hint, "neg" if stopped else ""),
         _card("Final equity", _fmt_number(final), f"from {_fmt_number(initial)}",
               _sign_class((_finite(final) or 0) - (_finite(initial) or 0))),
     ]
@@ -300,7 +341,7 @@ def _table(frame: pd.DataFrame, *, percent_columns: AbstractSet[str] = frozenset
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
 
-def _comparison_section(comparison: pd.DataFrame | None, policy: Any) -> str:
+def _comparison_section(comparison: pd.DataFrame | None, highlight: Any) -> str:
     if comparison is None or len(comparison) == 0:
         return ""
     frame = comparison.copy()
@@ -309,7 +350,7 @@ def _comparison_section(comparison: pd.DataFrame | None, policy: Any) -> str:
     return ('<section id="comparison"><h2>Comparison</h2>'
             '<p class="note">One row per agent or baseline on the same bars; '
             "returns and drawdown in %.</p>"
-            f'<div class="scroll">{_table(frame, percent_columns=_PERCENT_COLUMNS, highlight=None if policy is None else str(policy))}'  # noqa: E501
+            f'<div class="scroll">{_table(frame, percent_columns=_PERCENT_COLUMNS, highlight=None if highlight is None else str(highlight))}'  # noqa: E501
             "</div></section>")
 
 
@@ -375,7 +416,9 @@ def _metrics_section(metrics: Mapping[str, Any]) -> str:
                 text = _fmt_number(value, percent=leaf in _PERCENT_KEYS)
                 title = (' title="undefined on this data"'
                          if f"{name}.{key}" in undefined else "")
-                rows.append(f"<tr><td>{_esc(key)}</td><td{title}>{_esc(text)}</td></tr>")
+                label = METRIC_LABELS.get((name, key), key)
+                tip = f' title="{_esc(name)}.{_esc(key)}"' if label != key else ""
+                rows.append(f"<tr><td{tip}>{_esc(label)}</td><td{title}>{_esc(text)}</td></tr>")
             body = f"<table><tbody>{''.join(rows)}</tbody></table>"
         blocks.append(f"<div><h3>{_esc(name)}</h3>{body}</div>")
     note = ("All ratios and returns are fractions shown in %; money in the account currency. "
@@ -472,7 +515,7 @@ def _equity_figure(go: Any, curves: Curves) -> Any:
     fig = go.Figure()
     fig.add_scatter(x=x, y=_array(curves.equity[idx]), name="agent", mode="lines",
                     line={"color": "#1f77b4", "width": 1.6})
-    if np.isfinite(curves.benchmark).any():
+    if curves.has_benchmark:
         fig.add_scatter(x=x, y=_array(curves.benchmark[idx]), name=curves.benchmark_label,
                         mode="lines", line={"color": "#7f7f7f", "width": 1.2, "dash": "dash"})
     fig.update_layout(**_layout(_thin_title("Equity vs buy-and-hold", curves.equity.size,
@@ -482,14 +525,13 @@ def _equity_figure(go: Any, curves: Curves) -> Any:
 
 
 def _drawdown_figure(go: Any, curves: Curves) -> Any:
-    dd = drawdown(np.concatenate([[curves.initial_equity], curves.equity]))[1:]
-    bench_dd = drawdown(curves.benchmark)
+    dd, bench_dd = curves.equity_drawdown, curves.benchmark_drawdown
     idx = minmax_indices(MAX_CHART_POINTS, dd, bench_dd)
     x = _naive(curves.index[idx])
     fig = go.Figure()
     fig.add_scatter(x=x, y=_array(dd[idx]), name="agent", mode="lines", fill="tozeroy",
                     line={"color": "#c62828", "width": 1})
-    if np.isfinite(bench_dd).any():
+    if curves.has_benchmark:
         fig.add_scatter(x=x, y=_array(bench_dd[idx]), name=curves.benchmark_label, mode="lines",
                         line={"color": "#7f7f7f", "width": 1, "dash": "dash"})
     fig.update_layout(**_layout(_thin_title("Drawdown", dd.size, idx.size),
@@ -549,9 +591,11 @@ def _position_figure(go: Any, curves: Curves, trades: pd.DataFrame | None) -> An
     return _date_axes(fig)
 
 
-def _comparison_figure(go: Any, equity: Mapping[str, Any], index: pd.DatetimeIndex) -> Any:
+def _comparison_figure(go: Any, equity: Mapping[str, Any], index: pd.DatetimeIndex,
+                       hidden: AbstractSet[str]) -> Any:
     fig = go.Figure()
     thinned = False
+    hidden_shown: list[str] = []
     for name, series in equity.items():
         if isinstance(series, pd.Series) and isinstance(series.index, pd.DatetimeIndex):
             s_index = utc_index(series)
@@ -563,14 +607,22 @@ def _comparison_figure(go: Any, equity: Mapping[str, Any], index: pd.DatetimeInd
                             values.size, index.size)
                 continue
             s_index = index
+        values = np.where(values > 0, values, np.nan)  # a log axis has no place for <= 0
         idx = minmax_indices(MAX_CHART_POINTS, values)
         thinned = thinned or idx.size < values.size
+        visible: bool | str = True
+        if str(name) in hidden:
+            visible = "legendonly"
+            hidden_shown.append(str(name))
         fig.add_scatter(x=_naive(s_index[idx]), y=_array(values[idx]), name=_esc(name),
-                        mode="lines", line={"width": 1.2})
-    title = "Equity of the compared agents and baselines"
+                        mode="lines", line={"width": 1.2}, visible=visible)
+    title = "Equity of the compared agents and baselines <sup>(log scale"
+    if hidden_shown:
+        title += f"; {_esc(', '.join(hidden_shown))} hidden: click the legend to show"
+    title += ")</sup>"
     if thinned:
         title += " <sup>(downsampled, min/max per bucket)</sup>"
-    fig.update_layout(**_layout(title, yaxis={"title": "equity"},
+    fig.update_layout(**_layout(title, yaxis={"title": "equity (log scale)", "type": "log"},
                                 xaxis={"title": "time (UTC)"}))
     return _date_axes(fig)
 
@@ -583,7 +635,8 @@ def _chart_div(fig: Any, div_id: str) -> str:
 
 
 def _charts_section(go: Any, curves: Curves, trades: pd.DataFrame | None,
-                    comparison_equity: Mapping[str, Any] | None) -> str:
+                    comparison_equity: Mapping[str, Any] | None,
+                    hidden: AbstractSet[str] = HIDDEN_BY_DEFAULT) -> str:
     builders: list[tuple[str, Any]] = [
         ("chart-equity", lambda: _equity_figure(go, curves)),
         ("chart-drawdown", lambda: _drawdown_figure(go, curves)),
@@ -591,7 +644,8 @@ def _charts_section(go: Any, curves: Curves, trades: pd.DataFrame | None,
     ]
     if comparison_equity:
         builders.append(("chart-comparison",
-                         lambda: _comparison_figure(go, comparison_equity, curves.index)))
+                         lambda: _comparison_figure(go, comparison_equity, curves.index,
+                                                    hidden)))
     divs = []
     for div_id, build in builders:
         try:
@@ -630,6 +684,7 @@ def write_report(
     metadata: Mapping[str, Any] | None = None,
     plots: Mapping[str, str | Path] | None = None,
     title: str | None = None,
+    hidden_curves: AbstractSet[str] = HIDDEN_BY_DEFAULT,
 ) -> Path:
     """Write the self-contained HTML report of one backtest to ``path``; return the path.
 
@@ -637,21 +692,27 @@ def write_report(
     :param steps: one row per bar, indexed by UTC timestamps, with ``close``, ``equity`` and
         ``position`` (see the backtest runner).
     :param trades: closed trades, or ``None`` / empty for none.
-    :param summary: the backtest summary (``initial_equity``, ``final_equity``, ``policy``,
-        ``backtest_id``, ``start``, ``end``, ...); missing keys are shown as unknown.
+    :param summary: the backtest summary (``name``, ``initial_equity``, ``final_equity``,
+        ``policy``, ``backtest_id``, ``start``, ``end``, ``bars_requested``, ``bars_run``,
+        ``stopped_early``, ``stop_reason``, ``end_time``...); missing keys are shown as unknown.
+        When ``stopped_early`` is true a warning line says where and why.
     :param metrics: the dict from :func:`rltrade.evaluation.compute_metrics` (None values and
         missing sections are fine).
-    :param benchmark_equity: buy-and-hold equity aligned with ``steps``; default: initial equity
-        × close / close[0] (no costs).
+    :param benchmark_equity: buy-and-hold equity aligned with ``steps``; default: the steps'
+        ``benchmark_equity`` column (the backtest's buy-and-hold through the engine), else none
+        (never rebuilt from the close, which would know no costs).
     :param comparison: one row per agent/baseline (``name``, ``total_return``, ``sharpe``, ...).
     :param comparison_equity: name -> equity curve (a Series on timestamps, or aligned with
-        ``steps``) for the comparison chart.
+        ``steps``) for the comparison chart (log scale).
     :param config: the run's resolved config (a dict or a pydantic model), shown as JSON
         (secret-looking keys masked).
     :param metadata: the run's metadata.json, shown as JSON.
     :param plots: name -> PNG path (from :func:`~rltrade.evaluation.plots.write_plots`),
         embedded as images.
-    :param title: the page title; default ``"Backtest report: <policy>"``.
+    :param title: the page title; default ``"Backtest report: <name>"`` with the summary's
+        ``name`` (the run's name), else its ``policy``.
+    :param hidden_curves: comparison curves hidden until their legend entry is clicked
+        (default: the perfect-foresight ``oracle``).
     :return: the path written.
     :raises DataError: when ``steps`` has no rows or lacks ``close`` / ``equity``.
     """
@@ -661,9 +722,11 @@ def write_report(
     initial = _finite(summary.get("initial_equity")) or _finite(
         _get(metrics, "run", "initial_capital"))
     curves = prepare_curves(steps, benchmark_equity=benchmark_equity, initial_equity=initial,
-                            timeframe=_get(metrics, "run", "timeframe"))
-    policy = summary.get("policy")
-    page_title = title or (f"Backtest report: {policy}" if policy else "Backtest report")
+                            timeframe=_get(metrics, "run", "timeframe"),
+                            bars_per_year=_finite(_get(metrics, "run", "bars_per_year")),
+                            bars_per_year_source=_get(metrics, "run", "bars_per_year_basis"))
+    name = summary.get("name") or summary.get("policy")
+    page_title = title or (f"Backtest report: {name}" if name else "Backtest report")
     subtitle = default_subtitle(steps, summary)
     timeframe = _get(metrics, "run", "timeframe")
     if timeframe:
@@ -671,9 +734,10 @@ def write_report(
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     body = [
-        _cards(summary, metrics, curves),
-        _comparison_section(comparison, policy),
-        _charts_section(go, curves, trades, comparison_equity),
+        _early_stop(summary, steps),
+        _cards(summary, metrics, curves, steps),
+        _comparison_section(comparison, name),
+        _charts_section(go, curves, trades, comparison_equity, hidden_curves),
         _plots_section(plots),
         _trades_section(trades),
         _metrics_section(metrics) if metrics else "",

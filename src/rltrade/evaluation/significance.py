@@ -59,22 +59,31 @@ from rltrade.errors import ConfigError
 
 __all__ = [
     "EULER_GAMMA",
+    "ZERO_DISPERSION",
     "deflated_sharpe_ratio",
     "expected_max_sharpe",
+    "is_zero_dispersion",
     "min_track_record_length",
     "probabilistic_sharpe_ratio",
+    "resolve_trials",
     "sharpe_stats",
 ]
 
 EULER_GAMMA = 0.57721566490153286
 _NORMAL = NormalDist()
-# Dispersion below this share of the largest |value| is rounding noise, not risk.
-_ZERO_DISPERSION = 1e-12
+#: Dispersion below this share of the largest ``|value|`` is rounding noise, not risk.
+ZERO_DISPERSION = 1e-12
 
 
-def _is_zero_dispersion(std: float, values: np.ndarray) -> bool:
+def is_zero_dispersion(std: float, values: np.ndarray) -> bool:
+    """Whether ``std`` is rounding noise: not above :data:`ZERO_DISPERSION` × ``max|values|``.
+
+    :param std: a standard deviation of ``values``.
+    :param values: the values it was computed from.
+    :return: ``True`` when the values have no real dispersion (e.g. a flat equity curve).
+    """
     scale = float(np.max(np.abs(values))) if values.size else 0.0
-    return not std > _ZERO_DISPERSION * scale
+    return not std > ZERO_DISPERSION * scale
 
 
 def sharpe_stats(
@@ -99,7 +108,7 @@ def sharpe_stats(
         dev = dev - np.mean(dev)  # remove the residual offset left by rounding the mean
         std = np.sqrt(np.sum(dev**2) / (n - 1))
         m2 = np.mean(dev**2)
-        if not np.isfinite(std) or _is_zero_dispersion(float(std), r):
+        if not np.isfinite(std) or is_zero_dispersion(float(std), r):
             return math.nan, math.nan, math.nan, n
         sr = float(mean / std)
         skew = float(np.mean(dev**3) / m2**1.5)
@@ -170,12 +179,19 @@ def expected_max_sharpe(n_trials: float, var_trials: float) -> float:
     return math.sqrt(var_trials) * ((1.0 - EULER_GAMMA) * z1 + EULER_GAMMA * z2)
 
 
-def _resolve_trials(
+def resolve_trials(
     n_trials: float | None,
     trial_sharpes: Sequence[float] | np.ndarray | None,
     var_trials: float | None,
 ) -> tuple[float, float]:
-    """``(N, V)`` for the deflation, following the rules in the module docstring."""
+    """``(N, V)`` for the deflation, following the rules in the module docstring.
+
+    :param n_trials: number of trials, or ``None`` for the count of ``trial_sharpes`` (or 1).
+    :param trial_sharpes: per-period Sharpe ratios of all trials.
+    :param var_trials: variance of the trials' per-period Sharpe ratios.
+    :return: ``(N, V)``.
+    :raises ConfigError: for both lists given, bad values, or ``N > 1`` without a variance.
+    """
     if trial_sharpes is not None and var_trials is not None:
         raise ConfigError("pass either trial_sharpes or var_trials, not both")
     if trial_sharpes is not None:
@@ -226,7 +242,7 @@ def deflated_sharpe_ratio(
     :return: DSR in [0, 1], NaN when the returns do not define a Sharpe ratio.
     :raises ConfigError: for ``n_trials > 1`` without a variance, or invalid trial inputs.
     """
-    n, var = _resolve_trials(n_trials, trial_sharpes, var_trials)
+    n, var = resolve_trials(n_trials, trial_sharpes, var_trials)
     sr0 = expected_max_sharpe(n, var)
     sr, skew, kurt, count = sharpe_stats(returns, risk_free)
     return probabilistic_sharpe_ratio(sr, sr0, count, skew, kurt)

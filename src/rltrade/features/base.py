@@ -110,7 +110,9 @@ class BarArrays:
 #   "log_volume"  log1p(x) / 20
 #   "tanh"        squashed: tanh(x / 10)  (turbulence, unbounded positive scores)
 #   "none"        as is (returns, ratios already near unit scale, cyclic time, one-hot)
-NORM_KINDS = ("price", "rel_close", "osc100", "log_volume", "tanh", "none")
+#   "fitted"      (x - mean) / std fitted on the training slice (a scale nobody knows in
+#                 advance: external series such as VIX, a column of the bars)
+NORM_KINDS = ("price", "rel_close", "osc100", "log_volume", "tanh", "none", "fitted")
 
 FeatureFunc = Callable[..., dict[str, np.ndarray]]
 

@@ -267,7 +267,7 @@ def compute_features(
         out = external_series(bars, ext.name, ext.source, ext.column, ext.shift, frame=frame)
         for name, values in out.items():
             columns[name] = values
-            norms[name] = "none"
+            norms[name] = "fitted"  # a level of unknown scale (VIX 10..80): fitted on training
     return columns, norms, skipped
 
 

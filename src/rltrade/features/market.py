@@ -266,7 +266,7 @@ def funding(bars: BarArrays) -> dict[str, np.ndarray]:
     description="A numeric column of the bars as it is (a published signal known at the bar's "
     "close, e.g. the planted market's alpha_signal); the column must exist",
     defaults={"name": "alpha_signal"},
-    norms=lambda p: {f"col_{p['name']}": "none"},
+    norms=lambda p: {f"col_{p['name']}": "fitted"},  # any scale: fitted on the training slice
 )
 def column(bars: BarArrays, name: str) -> dict[str, np.ndarray]:
     if not isinstance(name, str) or not name:

@@ -2,18 +2,27 @@
 
 Two schemes:
 
-``default`` (the source documents' scheme; nothing is fitted)
+``default`` (the source documents' scheme)
     each column by its declared kind: prices relative to close (``x / close - 1``), price
     differences such as MACD or ATR relative to close (``x / close``), oscillators ``x / 100``,
-    volume ``log1p(x) / 20``, turbulence squashed ``tanh(x / 10)``, everything else as is.
+    volume ``log1p(x) / 20``, turbulence squashed ``tanh(x / 10)``, values already near unit
+    scale (returns, ratios, one-hot) as is, and columns of unknown scale (kind ``fitted``:
+    external series such as VIX, a bars column added with the ``column`` feature)
+    ``(x - mean) / std`` with mean and std **fitted on the training slice only**. Without a
+    ``fitted`` column nothing is fitted.
 ``zscore``
-    ``(x - mean) / std`` per column, with mean and std **fitted on the training slice only**
-    (a column with zero spread keeps std 1).
+    ``(x - mean) / std`` for every column, fitted on the training slice only.
 
-Both clip the result to ``[-clip, clip]`` (default 10). Strategy signals are one-hot and are
-never normalised. The fitted normalizer is saved with a model (JSON) and reused unchanged at
-backtest and in paper trading; :meth:`Normalizer.inverse_transform` gives readable values back
-(exact except where clipping bit).
+A column with zero spread on the training slice keeps std 1. Both schemes clip the result to
+``[-clip, clip]`` (default 10). Strategy signals are one-hot and are never normalised. The fitted
+normalizer is saved with a model (JSON) and reused unchanged at backtest and in paper trading;
+:meth:`Normalizer.inverse_transform` gives readable values back (exact except where clipping
+bit).
+
+Every feature must reach the agent with information. :meth:`Normalizer.fit` checks the
+normalised training slice (:meth:`Normalizer.check`) and warns, naming the feature, when a column
+is constant (it tells the agent nothing) or clipped on more than :data:`MAX_CLIPPED_SHARE` of the
+rows (VIX passed through raw was 10.0 on every bar).
 """
 
 from __future__ import annotations
@@ -23,13 +32,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from loguru import logger
 
 from rltrade.data.store import atomic_write_json
 from rltrade.errors import CompatibilityError, ConfigError
 from rltrade.features.base import NORM_KINDS
 
+__all__ = ["MAX_CLIPPED_SHARE", "Normalizer"]
+
+log = logger.bind(component="features")
+
 _TANH_SCALE = 10.0
 _LOG_VOLUME_SCALE = 20.0
+#: A normalised training column clipped on more than this share of its rows is reported.
+MAX_CLIPPED_SHARE = 0.01
 
 
 class Normalizer:
@@ -64,21 +80,79 @@ class Normalizer:
 
     @property
     def fitted(self) -> bool:
-        return self.scheme == "default" or self.mean is not None
+        """Ready to transform: nothing to fit, or fitted."""
+        return self.mean is not None or (self.scheme == "default" and "fitted" not in self.kinds)
+
+    @property
+    def _fitted_columns(self) -> np.ndarray:
+        """Columns scaled by a fitted mean and std."""
+        if self.scheme == "zscore":
+            return np.ones(len(self.kinds), dtype=bool)
+        return np.array([kind == "fitted" for kind in self.kinds], dtype=bool)
 
     def fit(self, dataset: Any, start: int = 0, stop: int | None = None) -> Normalizer:
-        """Fit on rows ``[start:stop]`` of ``dataset`` (the training slice); a no-op for
-        ``default``. Returns ``self``."""
+        """Fit on rows ``[start:stop]`` of ``dataset`` (the training slice) and check them.
+
+        ``zscore`` fits every column, ``default`` its ``fitted`` columns (nothing when it has
+        none). Then :meth:`check` warns about every column that reaches the agent constant or
+        clipped on those rows. Returns ``self``.
+
+        :param dataset: the Dataset (its features and close).
+        :param start: first training row.
+        :param stop: end of the training rows (exclusive); default: the last row.
+        :return: ``self``.
+        :raises ConfigError: with fewer than two training rows to fit on.
+        """
         self._check_names(dataset.feature_names)
-        if self.scheme == "zscore":
+        columns = self._fitted_columns
+        if columns.any():
             rows = dataset.features[start:stop].astype(np.float64)
             if len(rows) < 2:
-                raise ConfigError("normalization: z-score needs at least two training rows")
-            self.mean = rows.mean(axis=0)
-            std = rows.std(axis=0)
-            self.std = np.where(std > 0, std, 1.0)
+                raise ConfigError("normalization: fitting needs at least two training rows")
+            mean = np.zeros(len(self.kinds))
+            std = np.ones(len(self.kinds))
+            mean[columns] = rows[:, columns].mean(axis=0)
+            spread = rows[:, columns].std(axis=0)
+            std[columns] = np.where(spread > 0, spread, 1.0)
+            self.mean, self.std = mean, std
             self.fitted_rows = [int(start), int(stop if stop is not None else len(dataset))]
+        self.check(dataset, start, stop)
         return self
+
+    def check(self, dataset: Any, start: int = 0, stop: int | None = None) -> dict[str, str]:
+        """Warn about normalised columns that reach the agent without information.
+
+        A column is reported when, on rows ``[start:stop]``, it is constant after normalisation
+        or is clipped at ``±clip`` on more than :data:`MAX_CLIPPED_SHARE` of the rows. Each
+        problem is logged as a warning naming the feature.
+
+        :param dataset: the Dataset.
+        :param start: first row checked (the training slice's).
+        :param stop: end of the rows checked (exclusive).
+        :return: feature name -> what is wrong with it (empty when all is well).
+        """
+        self._check_names(dataset.feature_names)
+        scaled = self._scaled(dataset.features[start:stop], dataset.close[start:stop])
+        problems: dict[str, str] = {}
+        n = len(scaled)
+        if n == 0:
+            return problems
+        clipped = np.mean(np.abs(scaled) > self.clip, axis=0)
+        shown = np.clip(scaled, -self.clip, self.clip)
+        constant = np.all(shown == shown[:1], axis=0)
+        for j, name in enumerate(self.feature_names):
+            why = []
+            if clipped[j] > MAX_CLIPPED_SHARE:
+                why.append(f"clipped at ±{self.clip:g} on {clipped[j]:.1%} of the {n:,} training "
+                           "rows after normalisation: its scale is lost")
+            if constant[j]:
+                why.append(f"constant ({shown[0, j]:.6g} on all {n:,} training rows after "
+                           "normalisation): it tells the agent nothing")
+            if why:
+                problems[name] = f"{'; '.join(why)} (normalisation kind {self.kinds[j]!r})"
+        for name, problem in problems.items():
+            log.warning("feature {}: {}", name, problem)
+        return problems
 
     def transform(self, dataset: Any) -> np.ndarray:
         """Normalised features of a Dataset, float32 ``[T, F]``."""
@@ -87,30 +161,36 @@ class Normalizer:
 
     def transform_array(self, features: np.ndarray, close: np.ndarray) -> np.ndarray:
         """Normalise raw ``features [T, F]`` given the bars' ``close [T]``."""
-        if not self.fitted:
-            raise ConfigError("normalization: z-score normalizer used before fit()")
-        x = np.asarray(features, dtype=np.float64)
-        out = np.empty_like(x)
-        if self.scheme == "zscore":
-            out[:] = (x - self.mean) / self.std
-        else:
-            c = np.asarray(close, dtype=np.float64)[:, None]
-            for j, kind in enumerate(self.kinds):
-                col = x[:, j : j + 1]
-                if kind == "price":
-                    out[:, j : j + 1] = col / c - 1.0
-                elif kind == "rel_close":
-                    out[:, j : j + 1] = col / c
-                elif kind == "osc100":
-                    out[:, j : j + 1] = col / 100.0
-                elif kind == "log_volume":
-                    out[:, j : j + 1] = np.log1p(np.maximum(col, 0.0)) / _LOG_VOLUME_SCALE
-                elif kind == "tanh":
-                    out[:, j : j + 1] = np.tanh(col / _TANH_SCALE)
-                else:
-                    out[:, j : j + 1] = col
+        out = self._scaled(features, close)
         np.clip(out, -self.clip, self.clip, out=out)
         return out.astype(np.float32)
+
+    def _scaled(self, features: np.ndarray, close: np.ndarray) -> np.ndarray:
+        """The normalised values before clipping (float64)."""
+        if not self.fitted:
+            raise ConfigError("normalization: a normalizer with fitted columns used before fit()")
+        x = np.asarray(features, dtype=np.float64)
+        if self.scheme == "zscore":
+            return (x - self.mean) / self.std
+        out = np.empty_like(x)
+        c = np.asarray(close, dtype=np.float64)[:, None]
+        for j, kind in enumerate(self.kinds):
+            col = x[:, j : j + 1]
+            if kind == "price":
+                out[:, j : j + 1] = col / c - 1.0
+            elif kind == "rel_close":
+                out[:, j : j + 1] = col / c
+            elif kind == "osc100":
+                out[:, j : j + 1] = col / 100.0
+            elif kind == "log_volume":
+                out[:, j : j + 1] = np.log1p(np.maximum(col, 0.0)) / _LOG_VOLUME_SCALE
+            elif kind == "tanh":
+                out[:, j : j + 1] = np.tanh(col / _TANH_SCALE)
+            elif kind == "fitted":
+                out[:, j : j + 1] = (col - self.mean[j]) / self.std[j]  # type: ignore[index]
+            else:
+                out[:, j : j + 1] = col
+        return out
 
     def inverse_transform(self, normed: np.ndarray, close: np.ndarray) -> np.ndarray:
         """Readable raw values back from normalised ones (float64)."""
@@ -131,6 +211,8 @@ class Normalizer:
                 out[:, j : j + 1] = np.expm1(col * _LOG_VOLUME_SCALE)
             elif kind == "tanh":
                 out[:, j : j + 1] = np.arctanh(np.clip(col, -1 + 1e-12, 1 - 1e-12)) * _TANH_SCALE
+            elif kind == "fitted":
+                out[:, j : j + 1] = col * self.std[j] + self.mean[j]  # type: ignore[index]
             else:
                 out[:, j : j + 1] = col
         return out
