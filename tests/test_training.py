@@ -20,7 +20,13 @@ from rltrade.agents import training
 from rltrade.agents.algorithms import load_model, read_weights
 from rltrade.agents.training import planned_steps, resume, step_plan, train
 from rltrade.config import RunConfig, example_yaml
-from rltrade.errors import CompatibilityError, ConfigError, DataError, RunInUseError
+from rltrade.errors import (
+    CompatibilityError,
+    ConfigError,
+    DataError,
+    RLTradeError,
+    RunInUseError,
+)
 from rltrade.features import build_dataset
 from rltrade.runs import Run
 
@@ -341,7 +347,7 @@ def _garbage(path):
         ("dates outside the data", DataError),
         ("unreadable file", DataError),
         ("unknown hyperparameter", ConfigError),
-        ("backtest range without bars", ConfigError),
+        ("backtest range without bars", RLTradeError),
     ],
 )
 def test_a_run_that_cannot_start_leaves_nothing_behind(case, error, tmp_path, small_config):

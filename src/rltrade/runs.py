@@ -484,4 +484,4 @@ def _same_timeframe(a: str, b: str) -> bool:
 def _strategy_timeframes(signal_names: list[str]) -> list[str]:
     """``name@timeframe`` of each strategy, from its one-hot signal columns
     (``supertrend@1h_FLAT``, ``..._LONG``, ``..._SHORT``, ``..._HOLD``)."""
-    return list(dict.fromkeys(n.rsplit("_", 1)[0] for n in signal_names))
+    return [n.rsplit("_", 1)[0] for n in signal_names[::4]]
