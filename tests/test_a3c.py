@@ -24,7 +24,13 @@ from rltrade.agents.a3c import (
     risk_state,
     trading_env_factory,
 )
-from rltrade.agents.algorithms import algorithm_class, load_model, make_agent, read_weights
+from rltrade.agents.algorithms import (
+    algorithm_class,
+    check_hyperparams,
+    load_model,
+    make_agent,
+    read_weights,
+)
 from rltrade.agents.training import make_train_env, planned_steps, prepare_data, resume, train
 from rltrade.config import RunConfig
 from rltrade.envs import TradingEnv
@@ -32,23 +38,20 @@ from rltrade.envs.schemes import ACTION_SCHEMES
 from rltrade.errors import ConfigError
 from rltrade.runs import Run
 
-SMALL = {
-    "data": {"source": "synthetic:planted?n_bars=1500&seed=3"},
-    "features": {"features": [{"name": "column"}, {"name": "returns", "params": {"periods": [1]}},
-                              {"name": "rsi"}],
-                 "strategies": [{"name": "supertrend", "timeframe": None}]},
-    "env": {"window": 8, "episode_length": 256},
-    "agent": {"algorithm": "a3c",
-              "hyperparams": {"n_steps": 16, "n_workers": 1, "learning_rate": 1e-3},
-              "policy": {"net_arch": [16]}},
-    "training": {"total_steps": 300, "n_envs": 1, "eval_freq": 160, "checkpoint_freq": 96,
-                 "torch_threads": 1},
-}
+A3C_AGENT = {"algorithm": "a3c",
+             "hyperparams": {"n_steps": 16, "n_workers": 1, "learning_rate": 1e-3},
+             "policy": {"net_arch": [16]}}
+A3C_TRAINING = {"total_steps": 300, "n_envs": 1, "eval_freq": 160, "checkpoint_freq": 96,
+                "torch_threads": 1}
 
 
-def small(**sections) -> RunConfig:
-    cfg = RunConfig.from_dict(SMALL)
-    return cfg.with_overrides(**sections) if sections else cfg
+@pytest.fixture(scope="session")
+def small(small_config):
+    """The shared small run (tests/conftest.py) with A3C as its agent."""
+    def make(**sections) -> RunConfig:
+        return small_config(replace={"agent": A3C_AGENT, "training": A3C_TRAINING}, **sections)
+
+    return make
 
 
 def _weights(run: Run, folder: str = "model") -> dict:
@@ -67,20 +70,20 @@ def _same_tensors(a, b) -> bool:
 
 # -- one worker: a whole run, deterministic ----------------------------------------------------
 @pytest.fixture(scope="module")
-def one_worker(tmp_path_factory):
+def one_worker(tmp_path_factory, small):
     return train(small(), "a3c_one", runs_root=tmp_path_factory.mktemp("runs"))
 
 
-def test_registry_and_planned_steps():
+def test_registry_and_planned_steps(small):
     assert algorithm_class("a3c") is A3C
     assert planned_steps(small()) == 304  # rollouts of 16 steps x 1 worker
     two = small(agent={"hyperparams": {"n_workers": 2}})
     assert planned_steps(two) == 320  # 16 x 2
     with pytest.raises(Exception, match="n_stepz"):
-        small(agent={"hyperparams": {"n_stepz": 3}})
+        check_hyperparams(small(agent={"hyperparams": {"n_stepz": 3}}).agent)
 
 
-def test_one_worker_run_directory(one_worker):
+def test_one_worker_run_directory(one_worker, small):
     run = one_worker.run
     assert one_worker.steps == planned_steps(small()) == 304
     assert run.state["status"] == "completed"
@@ -97,7 +100,7 @@ def test_one_worker_run_directory(one_worker):
     assert {float(s["step"]) for s in opt["state"].values()} == {304 / 16}
 
 
-def test_one_worker_is_bit_identical(one_worker, tmp_path):
+def test_one_worker_is_bit_identical(one_worker, tmp_path, small):
     again = train(small(), "a3c_again", runs_root=tmp_path)
     w1, w2 = _weights(one_worker.run), _weights(again.run)
     assert _same_tensors(w1["policy"], w2["policy"])
@@ -126,7 +129,7 @@ def test_safe_weights_load_and_predict_the_same(one_worker):
         assert a1.shape == () and a1 == a2 == a_batch[i]
 
 
-def test_resume_after_a_crash(tmp_path, monkeypatch):
+def test_resume_after_a_crash(tmp_path, monkeypatch, small):
     cfg = small(training={"total_steps": 400, "eval_freq": 0, "checkpoint_freq": 128})
     original = training._Trainer.checkpoint
 
@@ -147,7 +150,7 @@ def test_resume_after_a_crash(tmp_path, monkeypatch):
     assert {float(s["step"]) for s in opt["state"].values()} == {400 / 16}
 
 
-def test_callback_returning_false_stops(tmp_path):
+def test_callback_returning_false_stops(tmp_path, small):
     cfg = small()
     data = prepare_data(cfg)
     model = make_agent(cfg, make_train_env(cfg, data))
@@ -161,7 +164,7 @@ def test_callback_returning_false_stops(tmp_path):
 
 
 # -- several workers ----------------------------------------------------------------------------
-def test_two_workers_train_to_the_planned_steps(tmp_path):
+def test_two_workers_train_to_the_planned_steps(tmp_path, small):
     cfg = small(agent={"hyperparams": {"n_workers": 2}},
                 training={"total_steps": 320, "eval_freq": 0, "checkpoint_freq": 128})
     res = train(cfg, "two", runs_root=tmp_path)
@@ -200,7 +203,7 @@ def bad_factory(dataset, config, normalizer, bad_worker, k, what, worker_id, see
 
 
 @pytest.fixture(scope="module")
-def prepared():
+def prepared(small):
     cfg = small()
     return cfg, prepare_data(cfg)
 
@@ -356,7 +359,7 @@ def test_shared_adam_state_lives_in_shared_memory():
     assert all(torch.equal(s["exp_avg"], before[i]) for i, s in enumerate(other.state.values()))
 
 
-def test_continuous_actions_flat_layout(tmp_path):
+def test_continuous_actions_flat_layout(tmp_path, small):
     cfg = small(env={"action_scheme": "exposure_sl", "layout": "flat"},
                 training={"total_steps": 64, "eval_freq": 0, "checkpoint_freq": 0})
     res = train(cfg, "box", runs_root=tmp_path)

@@ -154,3 +154,120 @@ def test_features_build_from_a_users_csv(tmp_path, capsys):
     code, _, err = run(["features", "build", "--data", str(csv), "--spec", str(bad),
                         "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "unknown parameter" in err and err.count("\n") == 1
+
+
+# -- one error line, nothing else ---------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["data", "import", "a.csv", "b.csv", "--symbol", "X"],
+         "rltrade data import: Got unexpected extra argument(s) (b.csv)"),
+        (["data", "import", "a.csv"], "rltrade data import: Missing option '--symbol'"),
+        (["train", "--no-such-option"], "rltrade train: No such option: --no-such-option"),
+        (["config", "validate"], "rltrade config validate: Missing argument 'file'"),
+        (["train", "--steps", "many"], "rltrade train: Invalid value for '--steps'"),
+        (["no-such-command"], "rltrade: No such command 'no-such-command'"),
+    ],
+)
+def test_usage_errors_are_one_error_line_with_exit_2(argv, needle, capsys):
+    code, out, err = run(argv, capsys)
+    assert code == 2 and out == ""
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert needle in err and "--help" in err
+
+
+def test_no_arguments_still_prints_the_help(capsys):
+    code, out, err = run(["config"], capsys)
+    assert code == 2 and "validate" in out and "error" not in err
+
+
+def _small_yaml(tmp_path, small_config, **sections) -> Path:
+    path = tmp_path / "small.yaml"
+    path.write_text(small_config(**sections).to_yaml())
+    return path
+
+
+def test_a_failing_command_prints_only_its_error_line(tmp_path, small_config):
+    """As a user runs it: the data layer logs INFO lines before training refuses the data."""
+    cfg = _small_yaml(tmp_path, small_config,
+                      data={"source": "synthetic:planted?n_bars=25&seed=3"})
+    argv = ["train", "--config", str(cfg), "--name", "few", "--runs-dir", str(tmp_path / "runs"),
+            "--no-progress"]
+    env = {**os.environ, "NO_COLOR": "1"}
+    quiet = subprocess.run([sys.executable, "-m", "rltrade.cli", *argv], capture_output=True,
+                           text=True, env=env, timeout=300)
+    assert quiet.returncode == 2
+    assert quiet.stderr.startswith("error: ") and quiet.stderr.count("\n") == 1, quiet.stderr
+    assert "too few" in quiet.stderr or "not enough" in quiet.stderr
+    assert not (tmp_path / "runs" / "few").exists()
+    loud = subprocess.run([sys.executable, "-m", "rltrade.cli", "-v", *argv],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert loud.returncode == 2
+    lines = loud.stderr.strip().splitlines()
+    assert any("loaded 25 bars" in line for line in lines)  # -v: every log line, as it came
+    assert lines[-1] == quiet.stderr.strip()
+
+
+def test_log_lines_of_a_command_that_succeeds_are_printed(tmp_path, capsys):
+    argv = ["features", "build", "--data", "synthetic:planted?n_bars=1500&seed=1", "--out"]
+    code, out, err = run([*argv, str(tmp_path / "a")], capsys)
+    assert code == 0 and "Dataset" in out
+    assert "INFO" in err and "dataset: " in err  # held while it ran, printed once it succeeded
+
+
+def test_config_validate_says_how_steps_round(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  total_steps: 4000\n  eval_freq: 20000\n")
+    code, out, err = run(["config", "validate", str(path)], capsys)
+    assert code == 0, err
+    assert "16,384 steps on sample:EURUSD-1h" in out
+    assert ("note: training.total_steps 4,000 becomes 16,384: the run steps in rollouts of 2,048 "
+            "steps x 8 envs (16,384 steps)") in out
+    assert "note: training.eval_freq 20,000 becomes 16,384" in out
+
+
+_HOLD = """
+import sys, time
+from rltrade.runs import Run
+Run.open(sys.argv[1]).acquire_lock()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_train_resume_of_a_run_in_use_exits_2_naming_the_pid(tmp_path, small_config, capsys):
+    from rltrade.runs import Run
+
+    run_ = Run.create("busy", small_config(), tmp_path)
+    run_.release_lock()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_.path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+        code, _out, err = run(["train", "--resume", str(run_.path), "--no-progress"], capsys)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"error: run {run_.path} is in use by process {holder.pid}")
+
+
+def test_train_overwrite_failed_moves_the_failed_run_aside(tmp_path, small_config, capsys):
+    from rltrade.runs import Run
+
+    cfg = _small_yaml(tmp_path, small_config,
+                      training={"total_steps": 128, "eval_freq": 0, "checkpoint_freq": 0})
+    failed = Run.create("again", small_config(), tmp_path / "runs")  # died before training
+    failed.release_lock()
+    argv = ["train", "--config", str(cfg), "--name", "again", "--runs-dir",
+            str(tmp_path / "runs"), "--no-progress"]
+    code, out, err = run(argv, capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert "failed attempt (status created)" in err and "--overwrite-failed" in err
+    code, out, err = run([*argv, "--overwrite-failed"], capsys)
+    assert code == 0, err
+    assert "the failed run of this name was moved aside to" in out
+    assert "128 steps in" in out
+    aside = [p.name for p in (tmp_path / "runs").iterdir() if p.name != "again"]
+    assert len(aside) == 1 and aside[0].startswith("again.failed-")
+    assert "moved the failed run" in err  # the log line, printed once the run started

@@ -15,22 +15,18 @@ from rltrade.errors import CompatibilityError
 from rltrade.evaluation.judge import backtest_run, compare, load_policy, run_dataset
 from rltrade.runs import Run
 
-SMALL = {
-    "data": {"source": "synthetic:planted?n_bars=1500&seed=3", "end": "2020-02-20"},
-    "features": {"features": [{"name": "column"}, {"name": "returns", "params": {"periods": [1]}},
-                              {"name": "rsi"}],
-                 "strategies": [{"name": "supertrend", "timeframe": None}]},
-    "env": {"window": 8, "episode_length": 256},
-    "agent": {"hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 2},
-              "policy": {"net_arch": [16]}},
-    "training": {"total_steps": 512, "n_envs": 2, "eval_freq": 0, "checkpoint_freq": 0},
-}
+
+@pytest.fixture(scope="module")
+def judged_config(small_config) -> RunConfig:
+    """The shared small run (tests/conftest.py), trained on data up to 2020-02-20."""
+    return small_config(data={"end": "2020-02-20"},
+                        training={"eval_freq": 0, "checkpoint_freq": 0})
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Run:
+def run(tmp_path_factory, judged_config) -> Run:
     root = tmp_path_factory.mktemp("runs")
-    return train(RunConfig.from_dict(SMALL), "judged", runs_root=root).run
+    return train(judged_config, "judged", runs_root=root).run
 
 
 def test_backtest_only_path_writes_everything_and_records_it(run):
@@ -55,16 +51,16 @@ def test_a_backtest_over_the_training_range_is_flagged(run):
     assert run.metadata["backtests"][-1]["overlaps_training"] is True
 
 
-def test_mismatched_dataset_is_refused_naming_each_mismatch(run, tmp_path):
+def test_mismatched_dataset_is_refused_naming_each_mismatch(run, tmp_path, judged_config):
     with pytest.raises(CompatibilityError) as err:
         backtest_run(run, source="sample:EURUSD-1h", baselines=False)  # no alpha_signal
     assert "column" in str(err.value) or "alpha_signal" in str(err.value)
     # same bars, a different spec: features and strategies differ, each named
-    other = RunConfig.from_dict({**SMALL, "features": {
-        "features": [{"name": "returns", "params": {"periods": [1]}}], "strategies": []}})
+    other = judged_config.with_overrides(features={
+        "features": [{"name": "returns", "params": {"periods": [1]}}], "strategies": []})
     from rltrade.features import build_dataset
 
-    ds = build_dataset(SMALL["data"]["source"], other.feature_spec)
+    ds = build_dataset(judged_config.data.source, other.feature_spec)
     with pytest.raises(CompatibilityError) as err:
         backtest_run(run, ds, baselines=False)
     msg = str(err.value)
@@ -115,9 +111,9 @@ def test_compare_runs_and_baselines(run, tmp_path):
     assert pd.read_csv(tmp_path / "cmp" / "comparison.csv").shape[0] == 5
 
 
-def test_cli_train_then_compare(tmp_path, capsys):
+def test_cli_train_then_compare(tmp_path, capsys, judged_config):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(RunConfig.from_dict(SMALL).to_yaml())
+    cfg.write_text(judged_config.to_yaml())
     main_ok(["train", "--config", str(cfg), "--name", "cli_run", "--runs-dir",
              str(tmp_path / "runs"), "--no-progress", "--backtest-start", "2020-02-21"])
     out = capsys.readouterr().out

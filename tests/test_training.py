@@ -1,4 +1,6 @@
-"""Training runs: config, run directory, safe weights, determinism, resume after SIGKILL."""
+"""Training runs: config, run directory, safe weights, determinism, resume after SIGKILL, and the
+run lifecycle (nothing left behind by a run that cannot start, failed runs moved aside, one
+process per run, step rounding, the speed of a resumed session)."""
 
 from __future__ import annotations
 
@@ -14,29 +16,19 @@ import pytest
 import torch
 import yaml
 
+from rltrade.agents import training
 from rltrade.agents.algorithms import load_model, read_weights
-from rltrade.agents.training import planned_steps, resume, train
+from rltrade.agents.training import planned_steps, resume, step_plan, train
 from rltrade.config import RunConfig, example_yaml
-from rltrade.errors import CompatibilityError, ConfigError
+from rltrade.errors import (
+    CompatibilityError,
+    ConfigError,
+    DataError,
+    RLTradeError,
+    RunInUseError,
+)
 from rltrade.features import build_dataset
 from rltrade.runs import Run
-
-SMALL = {
-    "data": {"source": "synthetic:planted?n_bars=1500&seed=3"},
-    "features": {"features": [{"name": "column"}, {"name": "returns", "params": {"periods": [1]}},
-                              {"name": "rsi"}],
-                 "strategies": [{"name": "supertrend", "timeframe": None}]},
-    "env": {"window": 8, "episode_length": 256},
-    "agent": {"hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 2},
-              "policy": {"net_arch": [16]}},
-    "training": {"total_steps": 512, "n_envs": 2, "eval_freq": 256, "checkpoint_freq": 128,
-                 "torch_threads": 1},
-}
-
-
-def small(**sections) -> RunConfig:
-    return RunConfig.from_dict(SMALL).with_overrides(**sections) if sections else \
-        RunConfig.from_dict(SMALL)
 
 
 # -- config -----------------------------------------------------------------------------------
@@ -66,7 +58,6 @@ def test_source_document_defaults():
         ({"agent": {"algoritm": "ppo"}}, "agent.algoritm: unknown key"),
         ({"training": {"total_steps": -5}}, "training.total_steps"),
         ({"env": {"window": 0}}, "env.window"),
-        ({"agent": {"hyperparams": {"n_stepz": 3}}}, "n_stepz"),
         ({"agent": {"algorithm": "sac"}}, "exposure_sl"),
         ({"agent": {"algorithm": "dqn"}, "env": {"action_scheme": "exposure_sl"}}, "discrete"),
         ({"split": {"train": 1.5}}, "split.train"),
@@ -81,8 +72,8 @@ def test_bad_config_names_the_key(data, needle):
     assert needle in str(err.value)
 
 
-def test_config_yaml_round_trip(tmp_path):
-    cfg = small()
+def test_config_yaml_round_trip(tmp_path, small_config):
+    cfg = small_config()
     path = tmp_path / "c.yaml"
     path.write_text(cfg.to_yaml())
     assert RunConfig.from_yaml(path) == cfg
@@ -93,22 +84,21 @@ def test_config_yaml_round_trip(tmp_path):
         RunConfig.from_yaml(tmp_path / "bad.yaml")
 
 
-def test_planned_steps_round_to_whole_rollouts():
-    cfg = small(training={"total_steps": 300})
+def test_planned_steps_round_to_whole_rollouts(small_config):
+    cfg = small_config(training={"total_steps": 300})
     assert planned_steps(cfg) == 384  # rollouts of 64 x 2 envs
-    off = RunConfig.from_dict({**SMALL, "agent": {"algorithm": "dqn"}}).with_overrides(
-        training={"total_steps": 301})
+    off = small_config(replace={"agent": {"algorithm": "dqn"}}, training={"total_steps": 301})
     assert planned_steps(off) == 302
 
 
 # -- a trained run ------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, small_config):
     root = tmp_path_factory.mktemp("runs")
-    return train(small(), "base", runs_root=root)
+    return train(small_config(), "base", runs_root=root)
 
 
-def test_run_directory_is_complete(trained):
+def test_run_directory_is_complete(trained, small_config):
     run = trained.run
     p = run.path
     for name in ("config.yaml", "metadata.json", "manifest.json", "state.json",
@@ -118,7 +108,7 @@ def test_run_directory_is_complete(trained):
     assert list((p / "tensorboard").rglob("events.out.tfevents*"))
     assert (p / "logs" / "training.log").read_text().count("eval at step") >= 2
     assert "loaded 1500 bars" in (p / "logs" / "data_pipeline.log").read_text()
-    assert RunConfig.from_yaml(p / "config.yaml") == small()
+    assert RunConfig.from_yaml(p / "config.yaml") == small_config()
     meta = json.loads((p / "metadata.json").read_text())
     for section in ("name", "machine", "description", "created_at", "run_mode", "training", "rl",
                     "env_spec", "environment", "data", "features", "versions", "backtests"):
@@ -138,11 +128,13 @@ def test_run_directory_is_complete(trained):
         "step_000000000128", "step_000000000256", "step_000000000384"]
 
 
-def test_existing_run_is_never_overwritten(trained):
+def test_existing_run_is_never_overwritten(trained, small_config):
     with pytest.raises(ConfigError, match="already exists"):
-        train(small(), "base", runs_root=trained.run.path.parent)
+        train(small_config(), "base", runs_root=trained.run.path.parent)
+    with pytest.raises(ConfigError, match="already exists"):  # not even to replace a failed one
+        train(small_config(), "base", runs_root=trained.run.path.parent, overwrite_failed=True)
     with pytest.raises(ConfigError, match="letters, digits and underscores"):
-        train(small(), "bad name!", runs_root=trained.run.path.parent)
+        train(small_config(), "bad name!", runs_root=trained.run.path.parent)
 
 
 def test_weights_load_without_pickle_and_predict_the_same(trained):
@@ -183,34 +175,34 @@ def test_compatibility_check_names_each_mismatch(trained):
     assert "observation shape differs" in msg
 
 
-def test_same_seed_gives_bit_identical_weights_and_evaluations(trained, tmp_path):
-    again = train(small(), "again", runs_root=tmp_path)
+def test_same_seed_gives_bit_identical_weights_and_evaluations(trained, tmp_path, small_config):
+    again = train(small_config(), "again", runs_root=tmp_path)
     w1 = read_weights(trained.run.path / "model")["policy"]
     w2 = read_weights(again.run.path / "model")["policy"]
     assert w1.keys() == w2.keys()
     for k in w1:
         assert torch.equal(w1[k], w2[k]), k
     assert again.evaluations == trained.evaluations
-    other = train(small(training={"seed": 1}), "other_seed", runs_root=tmp_path)
+    other = train(small_config(training={"seed": 1}), "other_seed", runs_root=tmp_path)
     w3 = read_weights(other.run.path / "model")["policy"]
     assert any(not torch.equal(w1[k], w3[k]) for k in w1)
 
 
-def test_backtest_range_overlapping_training_is_refused_unless_allowed(tmp_path):
-    cfg = small()
+def test_backtest_range_overlapping_training_is_refused_unless_allowed(tmp_path, small_config):
+    cfg = small_config()
     ds = build_dataset("synthetic:planted?n_bars=1500&seed=3", cfg.feature_spec)
     mid = str(ds.index[len(ds) // 3])
     with pytest.raises(ConfigError, match="overlaps the training slice"):
         train(cfg, "overlap", runs_root=tmp_path, backtest_start=mid)
-    assert not (tmp_path / "overlap" / "model" / "weights.pt").exists()
+    assert not (tmp_path / "overlap").exists()  # refused before the run directory exists
     res = train(cfg, "overlap_ok", runs_root=tmp_path, backtest_start=mid, allow_overlap=True)
     meta = res.run.metadata
     assert meta["training"]["overlaps_backtest"] is True
     assert meta["run_mode"] == "train+backtest"
 
 
-def test_backtest_range_after_the_training_range(tmp_path):
-    cfg = small()
+def test_backtest_range_after_the_training_range(tmp_path, small_config):
+    cfg = small_config()
     ds = build_dataset("synthetic:planted?n_bars=1500&seed=3", cfg.feature_spec)
     cut = str(ds.index[1000])
     cfg = cfg.with_overrides(data={"end": cut})
@@ -236,9 +228,9 @@ def test_backtest_range_after_the_training_range(tmp_path):
         ("recurrent_ppo", "discrete3", {"n_steps": 64, "batch_size": 64, "n_epochs": 1}),
     ],
 )
-def test_every_algorithm_trains_saves_and_loads(algorithm, scheme, extra, tmp_path):
-    cfg = RunConfig.from_dict({
-        **SMALL,
+def test_every_algorithm_trains_saves_and_loads(algorithm, scheme, extra, tmp_path,
+                                                small_config):
+    cfg = small_config(replace={
         "env": {"window": 8, "episode_length": 256, "action_scheme": scheme,
                 "layout": "flat" if algorithm == "sac" else "window"},
         "agent": {"algorithm": algorithm, "hyperparams": extra,
@@ -272,8 +264,9 @@ train(cfg, "crash", runs_root=sys.argv[2])
 """
 
 
-def test_sigkill_mid_training_then_resume_completes(tmp_path):
-    cfg = small(training={"total_steps": 30000, "checkpoint_freq": 256, "eval_freq": 8192})
+def test_sigkill_mid_training_then_resume_completes(tmp_path, small_config):
+    cfg = small_config(training={"total_steps": 30000, "checkpoint_freq": 256,
+                                 "eval_freq": 8192})
     cfg_path = tmp_path / "cfg.yaml"
     cfg_path.write_text(cfg.to_yaml())
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(cfg_path), str(tmp_path)],
@@ -288,6 +281,9 @@ def test_sigkill_mid_training_then_resume_completes(tmp_path):
                 break
             time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        # the run is still training: a resume is refused, naming the process that trains it
+        with pytest.raises(RunInUseError, match=f"in use by process {proc.pid}"):
+            resume(run_dir)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
@@ -295,11 +291,21 @@ def test_sigkill_mid_training_then_resume_completes(tmp_path):
     assert run.state["status"] == "running"  # it never got to say anything else
     killed_at = run.state["steps_done"]
     assert 0 < killed_at < planned_steps(cfg)
+    assert run.lock_holder() is None  # the kernel let the killed process's lock go
     res = resume(run_dir)
     assert res.steps == planned_steps(cfg) == 30080
     assert run.state["status"] == "completed"
     manifest = run.manifest
     assert manifest["resumed"] is True and manifest["steps"] == 30080
+    # this session's speed is over this session's steps; the totals count the first session too
+    assert res.resumed_from == killed_at and res.session_steps == 30080 - killed_at
+    assert manifest["session"] == {"resumed_from": killed_at, "steps": 30080 - killed_at,
+                                   "wall_seconds": res.wall_seconds,
+                                   "steps_per_second": res.steps_per_second}
+    assert res.steps_per_second == pytest.approx(res.session_steps / res.wall_seconds)
+    assert manifest["wall_seconds"] == res.total_wall_seconds > res.wall_seconds
+    assert f"resumed at step {killed_at:,}" in res.describe()
+    assert "30,080 steps in all" in res.describe()
     # every artifact in the directory is readable
     for path in run_dir.rglob("*"):
         if path.suffix == ".json":
@@ -313,9 +319,8 @@ def test_sigkill_mid_training_then_resume_completes(tmp_path):
         resume(run_dir)
 
 
-def test_forecast_diagnostics_are_written_with_the_run(tmp_path):
-    cfg = RunConfig.from_dict({
-        **SMALL,
+def test_forecast_diagnostics_are_written_with_the_run(tmp_path, small_config):
+    cfg = small_config(replace={
         "features": {"features": [
             {"name": "returns", "params": {"periods": [1]}},
             {"name": "forecast", "params": {"horizon": 1, "refit_every": 400, "min_train": 300,
@@ -326,3 +331,130 @@ def test_forecast_diagnostics_are_written_with_the_run(tmp_path):
     diag = json.loads((res.run.path / "forecast_diagnostics.json").read_text())
     assert diag["n_predictions"] > 0 and 0.0 <= diag["brier"] <= 2.0
     assert "reliability" in diag
+
+
+# -- lifecycle ----------------------------------------------------------------------------------
+def _garbage(path):
+    path.write_bytes(b"\x00\x1b[31m\xff\xfe" * 50)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("missing file", DataError),
+        ("too few bars", DataError),
+        ("dates outside the data", DataError),
+        ("unreadable file", DataError),
+        ("unknown hyperparameter", ConfigError),
+        ("backtest range without bars", RLTradeError),
+    ],
+)
+def test_a_run_that_cannot_start_leaves_nothing_behind(case, error, tmp_path, small_config):
+    kwargs = {}
+    cfg = {
+        "missing file": lambda: small_config(data={"source": str(tmp_path / "nope.csv")}),
+        "too few bars": lambda: small_config(
+            data={"source": "synthetic:planted?n_bars=25&seed=3"}),
+        "dates outside the data": lambda: small_config(data={"start": "2031-01-01"}),
+        "unreadable file": lambda: small_config(data={"source": _garbage(tmp_path / "b.csv")}),
+        "unknown hyperparameter": lambda: small_config(agent={"hyperparams": {"n_stepz": 3}}),
+        "backtest range without bars": lambda: small_config(),
+    }[case]()
+    if case == "backtest range without bars":
+        kwargs = {"backtest_start": "2031-01-01"}
+    root = tmp_path / "runs"
+    with pytest.raises(error):
+        train(cfg, "doomed", runs_root=root, **kwargs)
+    assert not (root / "doomed").exists()
+    assert not root.exists() or not list(root.iterdir())
+
+
+def test_a_failed_run_is_moved_aside_only_when_asked(tmp_path, small_config, monkeypatch):
+    cfg = small_config(training={"total_steps": 256, "eval_freq": 0, "checkpoint_freq": 0})
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk on fire")
+
+    with monkeypatch.context() as m:  # the final model cannot be written
+        m.setattr(training, "save_model", boom)
+        with pytest.raises(RuntimeError, match="disk on fire"):
+            train(cfg, "flaky", runs_root=tmp_path)
+    failed = Run.open(tmp_path / "flaky")
+    assert failed.state["status"] == "failed" and "disk on fire" in failed.state["error"]
+    assert failed.lock_holder() is None  # the lock went with the failed attempt
+    with pytest.raises(ConfigError, match="--overwrite-failed") as err:
+        train(cfg, "flaky", runs_root=tmp_path)
+    assert "failed attempt" in str(err.value) and "disk on fire" in str(err.value)
+    res = train(cfg, "flaky", runs_root=tmp_path, overwrite_failed=True)
+    assert res.run.state["status"] == "completed" and res.steps == 256
+    moved = res.run.replaced
+    assert moved is not None and moved.parent == tmp_path
+    assert moved.name.startswith("flaky.failed-")
+    assert Run.open(moved).state["error"] == "RuntimeError: disk on fire"  # nothing deleted
+    assert "moved the failed run" in (res.run.path / "logs" / "training.log").read_text()
+
+
+_HOLDER = """
+import sys, time
+from rltrade.runs import Run
+Run.open(sys.argv[1]).acquire_lock()
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_a_run_is_trained_by_one_process_at_a_time(tmp_path, small_config):
+    run = Run.create("busy", small_config(), tmp_path)
+    run.release_lock()
+    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(run.path)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+        assert run.lock_holder() == holder.pid
+        with pytest.raises(RunInUseError) as err:
+            resume(run.path)
+        assert f"process {holder.pid}" in str(err.value) and "train.lock" in str(err.value)
+        with pytest.raises(RunInUseError):
+            run.acquire_lock()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert run.lock_holder() is None
+    with run.locked():  # free again once the holder is gone
+        assert run.lock_holder() == os.getpid()
+
+
+def test_step_counts_round_to_whole_rollouts_and_are_recorded(tmp_path, small_config):
+    default = step_plan(RunConfig.from_dict({"training": {"total_steps": 4000}}))
+    assert default.unit == 2048 * 8
+    assert (default.total_steps, default.eval_freq, default.checkpoint_freq) == (
+        16384, 16384, 16384)
+    assert default.notes()[0] == ("training.total_steps 4,000 becomes 16,384: the run steps in "
+                                  "rollouts of 2,048 steps x 8 envs (16,384 steps)")
+    assert any("training.eval_freq 20,000 becomes 16,384" in n for n in default.notes())
+    exact = step_plan(small_config())
+    assert exact.notes() == [] and exact.asked == exact.actual
+    # an evaluation every 200 steps asked, rollouts of 128: every 256, at fixed multiples
+    cfg = small_config(training={"total_steps": 1000, "eval_freq": 200, "checkpoint_freq": 300})
+    plan = step_plan(cfg)
+    assert plan.actual == {"total_steps": 1024, "eval_freq": 256, "checkpoint_freq": 256}
+    res = train(cfg, "rounded", runs_root=tmp_path)
+    assert [e["step"] for e in res.evaluations] == [256, 512, 768, 1024]
+    assert [c.name for c in res.run.checkpoints()] == [
+        "step_000000000256", "step_000000000512", "step_000000000768"]
+    meta = res.run.metadata["rl"]["step_plan"]
+    assert meta["asked"] == {"total_steps": 1000, "eval_freq": 200, "checkpoint_freq": 300}
+    assert meta["actual"] == {"total_steps": 1024, "eval_freq": 256, "checkpoint_freq": 256}
+    log = (res.run.path / "logs" / "training.log").read_text()
+    assert "training.eval_freq 200 becomes 256" in log and "WARNING" in log
+
+
+def test_timeframe_is_part_of_compatibility(trained):
+    spec = trained.run.config.feature_spec
+    four_hours = build_dataset("synthetic:planted?n_bars=1500&seed=3&timeframe=4h", spec)
+    with pytest.raises(CompatibilityError) as err:
+        trained.run.check_compatible(four_hours)
+    msg = str(err.value)
+    assert "bar timeframe differs: model trained on 1h bars, data has 4h bars" in msg
+    assert "strategy timeframes differ: model supertrend@1h, data supertrend@4h" in msg

@@ -1,7 +1,12 @@
 """The ``rltrade`` command: a thin shell over functions a user can also call from Python.
 
-Every deliberate error (:class:`~rltrade.errors.RLTradeError`) becomes one line on stderr and exit
-code 2; ``rltrade data validate`` uses 1 for "the file was read and has problems".
+Every deliberate error (:class:`~rltrade.errors.RLTradeError`) and every usage error (an unknown
+or missing option, an extra argument) becomes one line on stderr starting with ``error:`` and
+exit code 2; ``rltrade data validate`` uses 1 for "the file was read and has problems".
+
+Log lines are held back while a command runs and printed when it succeeds (or, for training, as
+soon as the run has started), so a command that fails prints only its ``error:`` line; ``-v``
+streams every log line (DEBUG and up) as it happens.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from rich.table import Table
 
 from rltrade import __version__
 from rltrade.errors import RLTradeError, ValidationError
-from rltrade.logs import setup_logging
+from rltrade.logs import discard_deferred_logs, release_deferred_logs, setup_logging
 
 app = typer.Typer(
     name="rltrade",
@@ -70,7 +75,7 @@ def _root(
         bool, typer.Option("--version", callback=_version_callback, is_eager=True)
     ] = False,
 ) -> None:
-    setup_logging("DEBUG" if verbose else "INFO")
+    setup_logging("DEBUG" if verbose else "INFO", defer=not verbose)
     # Data warnings are logged (and shown in reports); don't print them twice.
     from rltrade.data import DataWarning
 
@@ -450,12 +455,20 @@ def config_example(
 def config_validate(
     file: Annotated[Path, typer.Argument(help="A run config YAML file.")],
 ) -> None:
-    """Check a run config: unknown keys and bad values are named (exit 2)."""
+    """Check a run config: unknown keys, bad values and hyperparameters, ranges, credentials
+    (exit 2); says how the step counts round to whole rollouts."""
+    from rltrade.agents.algorithms import check_hyperparams
+    from rltrade.agents.training import step_plan
     from rltrade.config import RunConfig
 
     cfg = RunConfig.from_yaml(file)
+    check_hyperparams(cfg.agent)
+    plan = step_plan(cfg)
     console.print(f"{file}: valid ({cfg.agent.algorithm}, {cfg.env.action_scheme}, "
-                  f"{cfg.env.reward}, {cfg.training.total_steps:,} steps on {cfg.data.source})")
+                  f"{cfg.env.reward}, {plan.total_steps:,} steps on {cfg.data.source})",
+                  markup=False, highlight=False, soft_wrap=True)
+    for note in plan.notes():
+        console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _eval_table(title: str, rows: list[tuple[str, dict]]) -> Table:
@@ -487,17 +500,26 @@ def train_cmd(
         "--allow-overlap", help="Accept a backtest range overlapping training (marked).")] = False,
     steps: Annotated[int | None, typer.Option("--steps",
                                               help="Override training.total_steps.")] = None,
+    overwrite_failed: Annotated[bool, typer.Option(
+        "--overwrite-failed",
+        help="If a failed run holds --name, move it aside to NAME.failed-<time> and train "
+             "under the name again.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Train an agent into runs/NAME (or resume a crashed run)."""
+    """Train an agent into runs/NAME (or resume a crashed run).
+
+    Nothing is written before the data and config are checked; a run is trained by one process
+    at a time (a second one, e.g. a --resume of a run still training, exits 2 naming the pid).
+    """
     from rltrade.agents.training import resume as resume_run
     from rltrade.agents.training import train
     from rltrade.config import RunConfig
     from rltrade.errors import ConfigError
 
     if resume is not None:
-        if config is not None or name is not None:
-            raise ConfigError("--resume continues a run with its own config: drop --config/--name")
+        if config is not None or name is not None or overwrite_failed:
+            raise ConfigError("--resume continues a run with its own config: drop "
+                              "--config/--name/--overwrite-failed")
         result = resume_run(resume, progress=progress)
     else:
         if name is None:
@@ -507,7 +529,7 @@ def train_cmd(
             cfg = cfg.with_overrides(training={"total_steps": steps})
         result = train(cfg, name, runs_root=runs_dir, backtest_start=backtest_start,
                        backtest_end=backtest_end, allow_overlap=allow_overlap,
-                       progress=progress)
+                       progress=progress, overwrite_failed=overwrite_failed)
     _after_training(result)
 
 
@@ -516,8 +538,10 @@ def _after_training(result) -> None:
 
     run = result.run
     data = result.data
-    console.print(f"run {run.path}: {result.steps:,} steps in {result.wall_seconds:.1f} s "
-                  f"({result.steps_per_second:,.0f} steps/s)")
+    if run.replaced is not None:
+        console.print(f"the failed run of this name was moved aside to {run.replaced}",
+                      markup=False, highlight=False, soft_wrap=True)
+    console.print(result.describe(), markup=False, highlight=False, soft_wrap=True)
     rows = [("agent (final)", result.final_eval)]
     if result.best_eval is not None:
         rows.append((f"agent (best, step {result.best_eval['step']:,})", result.best_eval))
@@ -648,9 +672,7 @@ def demo_cmd(
 
     result = run_demo(runs_root=runs_dir, name=name, steps=steps or DEMO_STEPS, source=source,
                       progress=progress)
-    train = result.train
-    console.print(f"run {train.run.path}: {train.steps:,} steps in {train.wall_seconds:.1f} s "
-                  f"({train.steps_per_second:,.0f} steps/s)")
+    console.print(result.train.describe(), markup=False, highlight=False, soft_wrap=True)
     if result.comparison is not None:
         console.print(_comparison_table(
             "Out of sample: the last 25 % of the bars, same engine and costs",
@@ -662,25 +684,55 @@ def demo_cmd(
 # ------------------------------------------------------------------------------------------
 
 
+def _error_line(text: str) -> None:
+    err_console.print(f"error: {' '.join(text.split())}", markup=False, highlight=False,
+                      soft_wrap=True)
+
+
+def _usage_error(exc: typer.TyperException) -> str:
+    """A Typer (click) usage error in one line, naming the command and where to find help."""
+    message = exc.format_message().strip().rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    if ctx is None:
+        return message
+    return f"{ctx.command_path}: {message} (see '{ctx.command_path} --help')"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``rltrade`` console script."""
+    """Entry point of the ``rltrade`` console script.
+
+    Exit codes: 0 done; 1 ``data validate`` found errors (or an internal failure); 2 a user
+    error (:class:`~rltrade.errors.RLTradeError` or a usage error), printed as one ``error:``
+    line and nothing else (held log lines are dropped unless ``-v``); 130 interrupted.
+    """
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, prog_name="rltrade", standalone_mode=False)
+    except typer.TyperException as exc:  # usage: unknown / missing option, extra argument...
+        if type(exc).__name__ == "NoArgsIsHelpError":  # the help is printed already
+            sys.exit(exc.exit_code)
+        discard_deferred_logs()
+        _error_line(_usage_error(exc))
+        sys.exit(2)
+    except typer.Abort:
+        discard_deferred_logs()
+        _error_line("aborted")
+        sys.exit(1)
     except ValidationError as exc:
+        discard_deferred_logs()
         report = exc.report
         text = report.one_line() if report is not None else str(exc).splitlines()[0]
-        err_console.print(
-            f"error: {text} (rerun with --repair to apply the documented fixes)",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
+        _error_line(f"{text} (rerun with --repair to apply the documented fixes)")
         sys.exit(exc.exit_code)
     except RLTradeError as exc:
-        err_console.print(
-            f"error: {' '.join(str(exc).split())}", markup=False, highlight=False, soft_wrap=True
-        )
+        discard_deferred_logs()
+        _error_line(str(exc))
         sys.exit(exc.exit_code)
+    except BaseException:  # a bug: show what was logged before the traceback
+        release_deferred_logs()
+        raise
+    release_deferred_logs()
+    if isinstance(code, int) and code != 0:  # typer.Exit(code), e.g. data validate's 1
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -11,19 +11,25 @@ Sections (every key documented on its model below and in ``rltrade config exampl
 * ``backtest``: an optional out-of-sample range (:class:`BacktestConfig`).
 
 Unknown keys and bad values are one :class:`~rltrade.errors.ConfigError` naming each key
-(``config.agent.algorithm: ...``).
+(``config.agent.algorithm: ...``); so are a range whose start is not before its end, an empty
+file, and any key that looks like a credential (:mod:`rltrade.credentials`: secrets come from
+the environment only). The hyperparameters are checked against the algorithm's constructor by
+:func:`rltrade.agents.algorithms.check_hyperparams` (``train`` and ``rltrade config validate``
+call it): this module imports nothing from ``rltrade.agents``.
 """
 
 from __future__ import annotations
 
-import inspect
+import datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import pandas as pd
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from rltrade.credentials import credential_paths
+from rltrade.data.timeframes import to_utc
 from rltrade.envs.config import EnvConfig
 from rltrade.errors import ConfigError
 from rltrade.features.spec import DEFAULT_SPEC, FeatureSpec
@@ -111,6 +117,13 @@ ALGORITHMS = tuple(ALGORITHM_DEFAULTS)
 _NAME_CHARS = "letters, digits and underscores"
 
 
+def _date_text(value: Any) -> Any:
+    """An unquoted YAML date or time (``start: 2021-03-01``) as the ISO text it was."""
+    if isinstance(value, datetime.date):
+        return value.isoformat()
+    return value
+
+
 def _check_range(value: str | None) -> str | None:
     if value is None:
         return None
@@ -119,6 +132,15 @@ def _check_range(value: str | None) -> str | None:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"not a date/time: {value!r}") from exc
     return str(value)
+
+
+def _check_end(end: str | None, info: ValidationInfo) -> str | None:
+    """A range must start before it ends (both given); ``end`` is validated after ``start``."""
+    start = info.data.get("start")
+    if start is not None and end is not None and to_utc(start) >= to_utc(end):
+        raise ValueError(f"start {start!r} is not before end {end!r} (end is exclusive): "
+                         f"swap them or widen the range")
+    return end
 
 
 class DataConfig(StrictModel):
@@ -142,7 +164,9 @@ class DataConfig(StrictModel):
     symbol: str | None = None
     policy: Literal["strict", "repair"] = "strict"
 
+    _yaml_dates = field_validator("start", "end", mode="before")(_date_text)
     _dates = field_validator("start", "end")(_check_range)
+    _ordered = field_validator("end")(_check_end)
 
 
 class PolicyConfig(StrictModel):
@@ -195,37 +219,6 @@ class AgentConfig(StrictModel):
     def resolved_hyperparams(self) -> dict[str, Any]:
         """The algorithm's defaults overlaid with ``hyperparams``."""
         return {**ALGORITHM_DEFAULTS[self.algorithm], **self.hyperparams}
-
-    @model_validator(mode="after")
-    def _check_hyperparams(self) -> AgentConfig:
-        allowed = _constructor_keys(self.algorithm)
-        if allowed is None:
-            return self
-        unknown = sorted(set(self.hyperparams) - allowed)
-        if unknown:
-            raise ValueError(
-                f"hyperparams: unknown key(s) {unknown} for {self.algorithm}; valid: "
-                f"{sorted(allowed)}"
-            )
-        return self
-
-
-_RESERVED = {"policy", "env", "seed", "verbose", "tensorboard_log", "device", "policy_kwargs",
-             "_init_setup_model", "self"}
-
-
-def _constructor_keys(algorithm: str) -> set[str] | None:
-    """Keyword arguments the algorithm's constructor accepts (minus what the run sets)."""
-    if algorithm == "a3c":
-        return set(ALGORITHM_DEFAULTS["a3c"])
-    try:
-        from rltrade.agents.algorithms import algorithm_class
-
-        cls = algorithm_class(algorithm)
-    except ImportError:  # the rl extra is not installed: check later, when training
-        return None
-    params = set(inspect.signature(cls.__init__).parameters) - _RESERVED
-    return params
 
 
 class TrainingConfig(StrictModel):
@@ -289,7 +282,9 @@ class BacktestConfig(StrictModel):
     end: str | None = None
     force_close: bool = False
 
+    _yaml_dates = field_validator("start", "end", mode="before")(_date_text)
     _dates = field_validator("start", "end")(_check_range)
+    _ordered = field_validator("end")(_check_end)
 
 
 class RunConfig(StrictModel):
@@ -309,6 +304,18 @@ class RunConfig(StrictModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     backtest: BacktestConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        found = credential_paths(data)
+        if found:
+            raise ConfigError(
+                f"config: {', '.join(found)} look(s) like a credential; secrets never go in a "
+                f"config file (it is copied into every run directory): read them from "
+                f"environment variables"
+            )
+        return data
 
     @field_validator("features", mode="before")
     @classmethod
@@ -347,24 +354,37 @@ class RunConfig(StrictModel):
 
     @classmethod
     def from_yaml(cls, source: str | Path) -> RunConfig:
-        """Load from a YAML file (a path) or YAML text."""
+        """Load from a YAML file (a path) or YAML text.
+
+        :raises ConfigError: a missing or unreadable file, invalid YAML, an empty document (no
+            settings at all, or only comments) or one that is not a mapping of sections; each
+            names the file.
+        """
         text: str
+        where = "config"
         if isinstance(source, Path) or ("\n" not in str(source) and
                                         str(source).endswith((".yaml", ".yml"))):
             path = Path(source)
             if not path.is_file():
                 raise ConfigError(f"{path}: no such config file")
-            text = path.read_text()
+            where = str(path)
+            try:
+                text = path.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
         else:
             text = str(source)
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config is not valid YAML: {exc}") from None
+            raise ConfigError(f"{where} is not valid YAML: {exc}") from None
         if data is None:
-            data = {}
+            raise ConfigError(
+                f"{where}: the config is empty (no settings, only blanks or comments); "
+                f"start from `rltrade config example`, or leave out --config for the defaults"
+            )
         if not isinstance(data, dict):
-            raise ConfigError("config: the YAML document must be a mapping of sections")
+            raise ConfigError(f"{where}: the YAML document must be a mapping of sections")
         return cls.from_dict(data)
 
     def with_overrides(self, **sections: dict[str, Any]) -> RunConfig:

@@ -35,6 +35,10 @@ class CompatibilityError(RLTradeError):
     """A model and a dataset (or two artifacts) do not belong together."""
 
 
+class RunInUseError(RLTradeError):
+    """A run directory is held by another process (its training lock is taken)."""
+
+
 class ExchangeError(DataError):
     """An exchange download failed after its retries, or the exchange/symbol is unknown."""
 

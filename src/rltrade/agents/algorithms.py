@@ -2,6 +2,9 @@
 
 * :func:`make_agent` builds the algorithm a :class:`~rltrade.config.RunConfig` names, with its
   hyperparameters and policy network, on a given ``VecEnv``.
+* :func:`check_hyperparams` refuses a hyperparameter the algorithm's constructor does not take,
+  listing the valid ones (``train``, ``make_agent`` and ``rltrade config validate`` call it;
+  the config module itself knows nothing of the algorithm classes).
 * :func:`save_model` / :func:`load_model` store a model so that loading it runs no code: the
   tensors in ``weights.pt`` (read back with ``torch.load(weights_only=True)``, which refuses
   anything but tensors and plain containers) and everything else in ``model.json``. Stable-
@@ -13,6 +16,7 @@ it (``learning_starts`` steps) before learning again.
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -23,7 +27,7 @@ import torch
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from rltrade.config import AgentConfig, RunConfig
+from rltrade.config import ALGORITHM_DEFAULTS, AgentConfig, RunConfig
 from rltrade.data.store import atomic_write_bytes, atomic_write_json
 from rltrade.envs import spaces as S
 from rltrade.envs.config import EnvConfig
@@ -32,6 +36,8 @@ from rltrade.errors import CompatibilityError, ConfigError, StoreError
 __all__ = [
     "SpacesEnv",
     "algorithm_class",
+    "check_hyperparams",
+    "hyperparameter_names",
     "load_model",
     "make_agent",
     "policy_kwargs",
@@ -74,6 +80,36 @@ def algorithm_class(name: str) -> type[BaseAlgorithm]:
     raise ConfigError(f"agent.algorithm: unknown algorithm {name!r}")
 
 
+#: Constructor arguments a run sets itself: never hyperparameters.
+_RESERVED = frozenset({"policy", "env", "seed", "verbose", "tensorboard_log", "device",
+                       "policy_kwargs", "_init_setup_model", "self"})
+
+
+def hyperparameter_names(algorithm: str) -> set[str]:
+    """The hyperparameters ``agent.hyperparams`` may set for ``algorithm``: the keyword
+    arguments of its constructor, minus what the run sets (policy, env, seed, device...); for
+    A3C the keys of its defaults (:data:`rltrade.config.ALGORITHM_DEFAULTS`)."""
+    if algorithm == "a3c":  # its constructor also takes an env factory: not a config value
+        return set(ALGORITHM_DEFAULTS["a3c"])
+    cls = algorithm_class(algorithm)
+    return set(inspect.signature(cls.__init__).parameters) - _RESERVED
+
+
+def check_hyperparams(agent: AgentConfig) -> None:
+    """Refuse hyperparameters the algorithm does not take.
+
+    :param agent: the ``agent`` section of a run config.
+    :raises ConfigError: naming each unknown key and listing the valid ones.
+    """
+    allowed = hyperparameter_names(agent.algorithm)
+    unknown = sorted(set(agent.hyperparams) - allowed)
+    if unknown:
+        raise ConfigError(
+            f"agent.hyperparams: unknown key(s) {unknown} for {agent.algorithm}; valid: "
+            f"{sorted(allowed)}"
+        )
+
+
 def policy_name(algorithm: str, layout: str) -> str:
     """The SB3 policy class name for an algorithm and an observation layout."""
     recurrent = algorithm == "recurrent_ppo"
@@ -110,6 +146,7 @@ def make_agent(config: RunConfig, env: VecEnv | gym.Env, *, tensorboard_log: str
     :raises ConfigError: for a hyperparameter the algorithm rejects (named).
     """
     agent = config.agent
+    check_hyperparams(agent)
     cls = algorithm_class(agent.algorithm)
     hyper = {**agent.resolved_hyperparams, **overrides}
     device = "cpu" if config.training.device == "cpu" else "auto"

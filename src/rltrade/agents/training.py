@@ -7,11 +7,21 @@ fits the normalizer on the training slice only, trains the configured algorithm 
 model is kept), checkpoints crash-safely, and writes the model, metadata and manifest.
 :func:`resume` continues a run from its newest checkpoint after a crash.
 
-Step counts: on-policy algorithms (PPO, A2C, recurrent PPO) collect whole rollouts of
-``n_steps × n_envs`` steps, so a run trains ``planned_steps`` = ``total_steps`` rounded up to a
-whole rollout (off-policy: to a multiple of ``n_envs``). Checkpoints of on-policy runs are taken
-between rollouts, so a resumed run makes exactly the same number of updates and steps as one that
-was never interrupted.
+Lifecycle: :func:`train` checks the run name, the hyperparameters, the data and the model
+*before* the run directory exists, so a run that cannot start leaves nothing behind; the run
+directory is then created holding its training lock (:meth:`rltrade.runs.Run.acquire_lock`), which
+:func:`resume` takes too: one process trains a run at a time. A run that fails after its
+directory exists is marked ``failed``; ``train(..., overwrite_failed=True)`` moves it aside and
+reuses the name.
+
+Step counts (:func:`step_plan`): on-policy algorithms (PPO, A2C, recurrent PPO) collect whole
+rollouts of ``n_steps × n_envs`` steps (A3C: ``n_steps × n_workers``; off-policy: steps of
+``n_envs``), so a run trains ``total_steps`` rounded up to a whole rollout, and evaluates and
+checkpoints every ``eval_freq`` / ``checkpoint_freq`` rounded to the nearest whole number of
+rollouts (at least one). The rounding is logged, printed by ``rltrade config validate`` and
+recorded in ``metadata.json`` (``rl.step_plan``: asked and actual). Checkpoints of on-policy runs
+are taken between rollouts, so a resumed run makes exactly the same number of updates and steps
+as one that was never interrupted.
 """
 
 from __future__ import annotations
@@ -31,7 +41,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from rltrade.agents.algorithms import load_into, make_agent, save_model
+from rltrade.agents.algorithms import check_hyperparams, load_into, make_agent, save_model
 from rltrade.config import RunConfig
 from rltrade.data.loaders import load_bars
 from rltrade.data.timeframes import to_utc
@@ -40,10 +50,11 @@ from rltrade.envs.config import EnvConfig
 from rltrade.errors import ConfigError, DataError, StoreError
 from rltrade.features.dataset import Dataset, build_dataset
 from rltrade.features.normalize import Normalizer
-from rltrade.logs import run_log_files
+from rltrade.logs import hold_run_logs, release_deferred_logs, run_log_files
 from rltrade.runs import Run, machine_info, package_versions, utc_now
 
-__all__ = ["PreparedData", "TrainResult", "evaluate", "prepare_data", "resume", "train"]
+__all__ = ["PreparedData", "StepPlan", "TrainResult", "evaluate", "planned_steps",
+           "prepare_data", "resume", "step_plan", "train"]
 
 log = logger.bind(component="train")
 dlog = logger.bind(component="data")
@@ -218,7 +229,13 @@ class _RunCallback(BaseCallback):
 
 @dataclass
 class TrainResult:
-    """What :func:`train` / :func:`resume` produced."""
+    """What :func:`train` / :func:`resume` produced.
+
+    ``steps`` counts every step of the model; ``wall_seconds`` and ``steps_per_second`` are
+    this session's (the process that returned this), over the ``session_steps`` it made from
+    step ``resumed_from`` on; ``total_wall_seconds`` adds the earlier sessions' training time
+    (up to the checkpoint this one resumed from).
+    """
 
     run: Run
     model: BaseAlgorithm
@@ -229,18 +246,35 @@ class TrainResult:
     final_eval: dict[str, Any]
     evaluations: list[dict[str, Any]] = field(default_factory=list)
     data: PreparedData | None = None
+    resumed_from: int = 0
+    session_steps: int = 0
+    total_wall_seconds: float = 0.0
+
+    def describe(self) -> str:
+        """One line: steps, time and speed of this session, and the totals after a resume."""
+        head = (f"run {self.run.path}: {self.session_steps:,} steps in {self.wall_seconds:.1f} s "
+                f"({self.steps_per_second:,.0f} steps/s)")
+        if not self.resumed_from:
+            return head
+        return (f"{head} this session, resumed at step {self.resumed_from:,}; {self.steps:,} "
+                f"steps in all, {self.total_wall_seconds:.1f} s of training over all sessions")
 
 
 class _Trainer:
-    def __init__(self, run: Run, config: RunConfig, data: PreparedData, progress: bool) -> None:
+    def __init__(self, run: Run, config: RunConfig, data: PreparedData, progress: bool,
+                 prior_wall: float = 0.0) -> None:
         self.run = run
         self.config = config
         self.data = data
         self.on_policy = config.agent.algorithm in _ON_POLICY
-        tc = config.training
-        self.planned = planned_steps(config)
-        self.next_checkpoint = tc.checkpoint_freq or math.inf
-        self.next_eval = tc.eval_freq or math.inf
+        self.plan = step_plan(config)
+        self.planned = self.plan.total_steps
+        self.checkpoint_freq = self.plan.checkpoint_freq
+        self.eval_freq = self.plan.eval_freq
+        self.next_checkpoint: float = self.checkpoint_freq or math.inf
+        self.next_eval: float = self.eval_freq or math.inf
+        #: training seconds of the earlier sessions, up to the checkpoint this one resumed from
+        self.prior_wall = prior_wall
         state = run.state
         self.evaluations: list[dict[str, Any]] = list(state.get("evaluations", []))
         self.best = state.get("best_eval")
@@ -250,14 +284,24 @@ class _Trainer:
         self._t0 = time.perf_counter()
         self._start_steps = 0
 
+    def schedule_after(self, done: int) -> None:
+        """The next checkpoint and evaluation after ``done`` steps (a resumed run)."""
+        if self.checkpoint_freq:
+            self.next_checkpoint = (done // self.checkpoint_freq + 1) * self.checkpoint_freq
+        if self.eval_freq:
+            self.next_eval = (done // self.eval_freq + 1) * self.eval_freq
+
+    def wall_so_far(self) -> float:
+        """Training seconds of the run up to now: earlier sessions plus this one."""
+        return self.prior_wall + (time.perf_counter() - self._t0)
+
     # checkpoints --------------------------------------------------------------------------
     def maybe_checkpoint(self, model: BaseAlgorithm) -> None:
         n = model.num_timesteps
         if n < self.next_checkpoint or n >= self.planned:
             return
-        freq = self.config.training.checkpoint_freq
         while self.next_checkpoint <= n:
-            self.next_checkpoint += freq
+            self.next_checkpoint += self.checkpoint_freq
         self.checkpoint(model)
 
     def checkpoint(self, model: BaseAlgorithm) -> Path:
@@ -268,10 +312,12 @@ class _Trainer:
         tmp = folder.with_name(folder.name + ".tmp")
         if tmp.exists():
             shutil.rmtree(tmp)
-        save_model(model, tmp, evaluations=len(self.evaluations))
+        wall = self.wall_so_far()
+        save_model(model, tmp, evaluations=len(self.evaluations), wall_seconds=wall)
         os.replace(tmp, folder)
         self.run.write_state(status="running", steps_done=n, last_checkpoint=folder.name,
-                             evaluations=self.evaluations, best_eval=self.best)
+                             evaluations=self.evaluations, best_eval=self.best,
+                             wall_seconds=wall)
         log.info("checkpoint at step {} -> {}", n, folder.name)
         for old in self.run.checkpoints()[: -self.config.training.keep_checkpoints]:
             shutil.rmtree(old, ignore_errors=True)
@@ -282,9 +328,8 @@ class _Trainer:
         n = model.num_timesteps
         if n < self.next_eval or n >= self.planned:
             return
-        freq = self.config.training.eval_freq
         while self.next_eval <= n:
-            self.next_eval += freq
+            self.next_eval += self.eval_freq
         self.evaluate(model)
 
     def evaluate(self, model: BaseAlgorithm) -> dict[str, Any]:
@@ -349,19 +394,82 @@ class _Trainer:
             self._progress = None
 
 
+@dataclass(frozen=True)
+class StepPlan:
+    """The step counts a run makes, from the ones its config asks for.
+
+    :param unit: steps between two points where the algorithm can stop, evaluate or
+        checkpoint (a rollout: ``n_steps × n_envs`` on-policy, ``n_steps × n_workers`` for A3C;
+        ``n_envs`` off-policy).
+    :param unit_text: the unit in words (``"rollouts of 64 steps x 2 envs"``).
+    :param asked: ``total_steps``, ``eval_freq``, ``checkpoint_freq`` as configured.
+    :param actual: the same, rounded: ``total_steps`` up to whole units, the frequencies to the
+        nearest whole number of units (at least one; 0 stays 0: only at the end).
+    """
+
+    unit: int
+    unit_text: str
+    asked: dict[str, int]
+    actual: dict[str, int]
+
+    @property
+    def total_steps(self) -> int:
+        return self.actual["total_steps"]
+
+    @property
+    def eval_freq(self) -> int:
+        return self.actual["eval_freq"]
+
+    @property
+    def checkpoint_freq(self) -> int:
+        return self.actual["checkpoint_freq"]
+
+    def notes(self) -> list[str]:
+        """One sentence per rounded count (none when the config's counts are used as asked)."""
+        return [f"training.{key} {self.asked[key]:,} becomes {self.actual[key]:,}: the run "
+                f"steps in {self.unit_text} ({self.unit:,} steps)"
+                for key in self.asked if self.asked[key] != self.actual[key]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"unit": self.unit, "unit_text": self.unit_text, "asked": dict(self.asked),
+                "actual": dict(self.actual)}
+
+
+def step_plan(config: RunConfig) -> StepPlan:
+    """How many steps a run makes, and when it evaluates and checkpoints (see :class:`StepPlan`).
+
+    A3C's ``learn`` stops exactly at the budget it is given; its callbacks come every
+    ``n_steps × n_workers`` steps.
+    """
+    tc = config.training
+    hp = config.agent.resolved_hyperparams
+    algo = config.agent.algorithm
+    if algo == "a3c":  # a3c: rollouts of n_steps by each of n_workers
+        n, k = int(hp["n_steps"]), int(hp["n_workers"])
+        unit, text = n * k, f"rollouts of {n:,} steps x {k} worker{'s' * (k != 1)}"
+    elif algo in _ON_POLICY:
+        n = int(hp["n_steps"])
+        unit = n * tc.n_envs
+        text = f"rollouts of {n:,} steps x {tc.n_envs} env{'s' * (tc.n_envs != 1)}"
+    else:
+        unit, text = tc.n_envs, f"steps of all {tc.n_envs} envs at once"
+
+    def nearest(freq: int) -> int:
+        return 0 if freq == 0 else max(1, math.floor(freq / unit + 0.5)) * unit
+
+    asked = {"total_steps": tc.total_steps, "eval_freq": tc.eval_freq,
+             "checkpoint_freq": tc.checkpoint_freq}
+    actual = {"total_steps": math.ceil(tc.total_steps / unit) * unit,
+              "eval_freq": nearest(tc.eval_freq),
+              "checkpoint_freq": nearest(tc.checkpoint_freq)}
+    return StepPlan(unit, text, asked, actual)
+
+
 def planned_steps(config: RunConfig) -> int:
     """The steps a run will make: ``total_steps`` rounded up to whole rollouts (on-policy) or
     to a multiple of ``n_envs`` (off-policy); for A3C to a multiple of ``n_steps × n_workers``
-    (its ``learn`` stops exactly at the budget it is given)."""
-    tc = config.training
-    hp = config.agent.resolved_hyperparams
-    if config.agent.algorithm == "a3c":  # a3c: rollouts of n_steps by each of n_workers
-        chunk = int(hp["n_steps"]) * int(hp["n_workers"])
-    elif config.agent.algorithm in _ON_POLICY:
-        chunk = int(hp["n_steps"]) * tc.n_envs
-    else:
-        chunk = tc.n_envs
-    return int(math.ceil(tc.total_steps / chunk) * chunk)
+    (see :func:`step_plan`)."""
+    return step_plan(config).total_steps
 
 
 # -- env and model --------------------------------------------------------------------------
@@ -441,6 +549,7 @@ def _metadata(run: Run, config: RunConfig, data: PreparedData, model: BaseAlgori
             "policy_class": type(model.policy).__name__,
             "total_steps": config.training.total_steps,
             "planned_steps": planned_steps(config),
+            "step_plan": step_plan(config).to_dict(),
             "seed": config.training.seed,
             "n_envs": config.training.n_envs,
             "parameters": hp,
@@ -498,113 +607,166 @@ def _metadata(run: Run, config: RunConfig, data: PreparedData, model: BaseAlgori
 # -- public entry points ----------------------------------------------------------------------
 def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
           backtest_start: str | None = None, backtest_end: str | None = None,
-          allow_overlap: bool = False, progress: bool = False) -> TrainResult:
+          allow_overlap: bool = False, progress: bool = False,
+          overwrite_failed: bool = False) -> TrainResult:
     """Train ``config`` into a new run directory ``runs_root/name`` (never overwritten).
+
+    Everything that can be checked is checked before the directory exists (the name, the
+    hyperparameters, the data and its split, the backtest range, the model): a run that cannot
+    start leaves nothing behind. The directory is created holding the run's training lock,
+    released when this returns.
 
     :param backtest_start: with ``backtest_end``, an out-of-sample range kept out of training
         (see :func:`prepare_data`); the CLI backtests it after training.
     :param allow_overlap: accept a backtest range that overlaps training (marked in metadata).
     :param progress: show a progress bar (steps/s, latest evaluation return).
+    :param overwrite_failed: when a failed run holds the name, move it aside to
+        ``<name>.failed-<UTC time>`` and train under the name again (see
+        :meth:`rltrade.runs.Run.create`).
+    :raises ConfigError: the name is taken or invalid, a bad hyperparameter, a backtest range
+        that overlaps training; :class:`~rltrade.errors.DataError` for data that cannot train.
     """
-    run = Run.create(name, config, runs_root)
+    Run.check_name_free(name, runs_root, overwrite_failed=overwrite_failed)
+    check_hyperparams(config.agent)
     mode = "train+backtest" if (backtest_start or backtest_end or config.backtest) else "train"
-    with run_log_files(run.path / "logs"):
+    with hold_run_logs() as held:
+        data = prepare_data(config, backtest_start=backtest_start,
+                            backtest_end=backtest_end, allow_overlap=allow_overlap)
+        diagnostics = _forecast_diagnostics(config, data)
+        env, model = _build(config, data, Path(runs_root) / name / "tensorboard")
         try:
-            data = prepare_data(config, backtest_start=backtest_start,
-                                backtest_end=backtest_end, allow_overlap=allow_overlap)
-        except Exception:
-            run.write_state(status="failed", error="data preparation failed")
+            run = Run.create(name, config, runs_root, overwrite_failed=overwrite_failed)
+        except BaseException:
+            env.close()
             raise
-        data.normalizer.save(run.normalizer_path)
-        _write_forecast_diagnostics(run, config, data)
-        return _fit(run, config, data, progress, resume_from=None, mode=mode)
+    try:
+        with run_log_files(run.path / "logs", replay=held):
+            data.normalizer.save(run.normalizer_path)
+            if diagnostics is not None:
+                from rltrade.data.store import atomic_write_json
+
+                atomic_write_json(run.path / "forecast_diagnostics.json", diagnostics)
+            return _fit(run, config, data, env, model, progress, resume_from=None, mode=mode)
+    except BaseException as exc:
+        if run.state.get("status") == "created":  # failed before training started
+            run.write_state(status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        run.release_lock()
 
 
-def _write_forecast_diagnostics(run: Run, config: RunConfig, data: PreparedData) -> None:
+def _forecast_diagnostics(config: RunConfig, data: PreparedData) -> dict[str, Any] | None:
     """With the ``forecast`` feature group in the spec: its calibration (reliability curve,
-    Brier score) over the training slice's out-of-sample predictions, as
+    Brier score) over the training slice's out-of-sample predictions, written to the run as
     ``forecast_diagnostics.json``."""
     items = [f for f in config.features.get("features", []) if f.get("name") == "forecast"]
     if not items:
-        return
-    from rltrade.data.store import atomic_write_json
+        return None
     from rltrade.features.forecast import forecast_diagnostics
 
     diag = forecast_diagnostics(data.train, items[0].get("params"))
-    atomic_write_json(run.path / "forecast_diagnostics.json", diag)
     dlog.info("forecast diagnostics: Brier {} over {} predictions",
               diag.get("brier"), diag.get("n_predictions"))
+    return diag
+
+
+def _build(config: RunConfig, data: PreparedData,
+           tensorboard: Path) -> tuple[VecEnv, BaseAlgorithm]:
+    """The training env and the (untrained) model; nothing is written yet."""
+    _set_threads(config)
+    env = make_train_env(config, data)
+    try:
+        model = make_agent(config, env, tensorboard_log=str(tensorboard))
+    except BaseException:
+        env.close()
+        raise
+    return env, model
 
 
 def resume(path: str | Path, *, progress: bool = False) -> TrainResult:
     """Continue the run at ``path`` from its newest checkpoint (after a crash or a kill).
 
-    The data is rebuilt from the saved config and must have the same fingerprint; the run then
-    trains to the same planned step count as an uninterrupted run. A completed run is refused.
+    The run's training lock is taken first: a run that another process is training is refused
+    (:class:`~rltrade.errors.RunInUseError`, naming its pid). The data is rebuilt from the
+    saved config and must have the same fingerprint; the run then trains to the same planned
+    step count as an uninterrupted run. A completed run is refused.
     """
     run = Run.open(path)
-    state = run.state
-    if state.get("status") == "completed":
-        raise ConfigError(f"run {run.path} is already complete; nothing to resume")
-    config = run.config
-    with run_log_files(run.path / "logs"):
-        meta = run.metadata
-        bt = meta.get("training", {}).get("backtest_request") or {}
-        data = prepare_data(config, backtest_start=bt.get("start"), backtest_end=bt.get("end"),
-                            allow_overlap=bool(bt.get("allow_overlap")))
-        want = meta.get("data", {}).get("fingerprint")
-        if want and want != data.dataset.fingerprint:
-            raise StoreError(f"run {run.name}: the data changed since training started "
-                             f"(fingerprint {data.dataset.fingerprint[:12]} != {want[:12]})")
-        if run.normalizer_path.is_file():
-            data.normalizer = Normalizer.load(run.normalizer_path)
-        cps = run.checkpoints()
-        resume_from = cps[-1] if cps else None
-        log.info("resuming {} from {}", run.name, resume_from.name if resume_from else "scratch")
-        return _fit(run, config, data, progress, resume_from=resume_from,
-                    mode=meta.get("run_mode", "train"))
+    with run.locked():
+        state = run.state
+        if state.get("status") == "completed":
+            raise ConfigError(f"run {run.path} is already complete; nothing to resume")
+        config = run.config
+        check_hyperparams(config.agent)
+        with run_log_files(run.path / "logs"):
+            meta = run.metadata
+            bt = meta.get("training", {}).get("backtest_request") or {}
+            data = prepare_data(config, backtest_start=bt.get("start"),
+                                backtest_end=bt.get("end"),
+                                allow_overlap=bool(bt.get("allow_overlap")))
+            want = meta.get("data", {}).get("fingerprint")
+            if want and want != data.dataset.fingerprint:
+                raise StoreError(f"run {run.name}: the data changed since training started "
+                                 f"(fingerprint {data.dataset.fingerprint[:12]} != {want[:12]})")
+            if run.normalizer_path.is_file():
+                data.normalizer = Normalizer.load(run.normalizer_path)
+            cps = run.checkpoints()
+            resume_from = cps[-1] if cps else None
+            env, model = _build(config, data, run.path / "tensorboard")
+            prior_wall = 0.0
+            if resume_from is not None:
+                stored = load_into(model, resume_from, optimizers=True)
+                prior_wall = float(stored.get("wall_seconds", 0.0))
+            log.info("resuming {} from {}", run.name,
+                     resume_from.name if resume_from else "scratch")
+            return _fit(run, config, data, env, model, progress, resume_from=resume_from,
+                        mode=meta.get("run_mode", "train"), prior_wall=prior_wall)
 
 
-def _fit(run: Run, config: RunConfig, data: PreparedData, progress: bool,
-         resume_from: Path | None, mode: str) -> TrainResult:
-    _set_threads(config)
-    env = make_train_env(config, data)
-    model = make_agent(config, env, tensorboard_log=str(run.path / "tensorboard"))
-    if resume_from is not None:
-        load_into(model, resume_from, optimizers=True)
+def _fit(run: Run, config: RunConfig, data: PreparedData, env: VecEnv, model: BaseAlgorithm,
+         progress: bool, resume_from: Path | None, mode: str,
+         prior_wall: float = 0.0) -> TrainResult:
+    release_deferred_logs()  # the run is committed: from here on its log lines matter
     done = int(model.num_timesteps)
     if resume_from is None:
         run.write_metadata(_metadata(run, config, data, model, mode))
-    trainer = _Trainer(run, config, data, progress)
+    trainer = _Trainer(run, config, data, progress, prior_wall=prior_wall)
     planned = trainer.planned
-    # next checkpoint / eval after what was already done
+    trainer.schedule_after(done)  # next checkpoint / eval after what was already done
     tc = config.training
-    if tc.checkpoint_freq:
-        trainer.next_checkpoint = (done // tc.checkpoint_freq + 1) * tc.checkpoint_freq
-    if tc.eval_freq:
-        trainer.next_eval = (done // tc.eval_freq + 1) * tc.eval_freq
     run.write_state(status="running", steps_done=done, planned_steps=planned,
-                    pid=os.getpid(), evaluations=trainer.evaluations, best_eval=trainer.best)
+                    pid=os.getpid(), evaluations=trainer.evaluations, best_eval=trainer.best,
+                    error=None)
+    for note in trainer.plan.notes():
+        log.warning("{}", note)
     log.info("training {} ({}) for {} steps ({} planned, {} done) on {} envs",
              run.name, config.agent.algorithm, tc.total_steps, planned, done, tc.n_envs)
     trainer.progress_start(done)
-    t0 = time.perf_counter()
     try:
-        if planned > done:
-            model.learn(total_timesteps=planned - done, callback=_RunCallback(trainer),
-                        reset_num_timesteps=resume_from is None, tb_log_name="train",
-                        progress_bar=False)
+        return _train_and_finish(run, config, data, env, model, trainer, done, resume_from)
     except BaseException as exc:
         trainer.progress_stop()
         run.write_state(status="failed", error=f"{type(exc).__name__}: {exc}")
         log.error("training failed at step {}: {}", model.num_timesteps, exc)
         raise
+
+
+def _train_and_finish(run: Run, config: RunConfig, data: PreparedData, env: VecEnv,
+                      model: BaseAlgorithm, trainer: _Trainer, done: int,
+                      resume_from: Path | None) -> TrainResult:
+    """Learn to the planned steps, evaluate, write the final model, manifest and state."""
+    planned = trainer.planned
+    t0 = time.perf_counter()
+    if planned > done:
+        model.learn(total_timesteps=planned - done, callback=_RunCallback(trainer),
+                    reset_num_timesteps=resume_from is None, tb_log_name="train",
+                    progress_bar=False)
     trainer.progress_stop()
     wall = time.perf_counter() - t0
     steps = int(model.num_timesteps)
     final = trainer.evaluate(model)
     save_model(model, run.path / "model", eval=final)
-    prior_wall = float(run.state.get("wall_seconds", 0.0))
+    total_wall = trainer.prior_wall + wall
     rate = (steps - done) / wall if wall > 0 else 0.0
     manifest = {
         "name": run.name,
@@ -616,19 +778,24 @@ def _fit(run: Run, config: RunConfig, data: PreparedData, progress: bool,
         "algorithm": config.agent.algorithm,
         "steps": steps,
         "planned_steps": planned,
+        "step_plan": trainer.plan.to_dict(),
         "approx_training_flops": approx_training_flops(model, config, steps),
-        "wall_seconds": prior_wall + wall,
+        "wall_seconds": total_wall,
         "steps_per_second": rate,
+        "session": {"resumed_from": done, "steps": steps - done, "wall_seconds": wall,
+                    "steps_per_second": rate},
         "resumed": resume_from is not None,
         "best_eval": trainer.best,
         "final_eval": final,
         "buy_and_hold_eval_return": buy_and_hold_return(data.eval, config.env),
     }
     run.write_manifest(manifest)
-    run.write_state(status="completed", steps_done=steps, wall_seconds=prior_wall + wall,
+    run.write_state(status="completed", steps_done=steps, wall_seconds=total_wall,
                     evaluations=trainer.evaluations, best_eval=trainer.best)
-    log.info("done: {} steps in {:.1f} s ({:,.0f} steps/s); eval return {:+.2%}, best {:+.2%}",
-             steps, wall, rate, final["total_return"], trainer.best["total_return"])
+    result = TrainResult(run, model, steps, wall, rate, trainer.best, final, trainer.evaluations,
+                         data, resumed_from=done, session_steps=steps - done,
+                         total_wall_seconds=total_wall)
+    log.info("done: {}; eval return {:+.2%}, best {:+.2%}", result.describe(),
+             final["total_return"], trainer.best["total_return"])
     env.close()
-    return TrainResult(run, model, steps, wall, rate, trainer.best, final, trainer.evaluations,
-                       data)
+    return result

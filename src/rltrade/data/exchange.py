@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
+from rltrade.credentials import credential_paths
 from rltrade.data.parsing import OHLCV
 from rltrade.data.store import BarStore
 from rltrade.data.timeframes import Timeframe, as_ns, parse_timeframe, to_utc
@@ -71,12 +72,6 @@ log = logger.bind(component="data")
 NS_PER_MS = 1_000_000
 _DAY_NS = 86_400 * 1_000_000_000
 
-# Config keys that carry secrets: refused in ``config`` (they would end up in logs and shell
-# history); read from the environment instead.
-_SECRET_KEYS = frozenset(
-    {"apiKey", "secret", "password", "uid", "privateKey", "walletAddress", "token", "login",
-     "twofa"}
-)
 _ENV_CREDENTIALS = {"API_KEY": "apiKey", "SECRET": "secret", "PASSWORD": "password", "UID": "uid"}
 _POPULAR = ("binance", "binanceusdm", "bybit", "okx", "kraken", "coinbase", "bitstamp", "kucoin")
 
@@ -121,11 +116,14 @@ def make_exchange(name: str, *, config: dict[str, Any] | None = None) -> ccxt.Ex
         )
     env_prefix = f"RLTRADE_{re.sub(r'[^A-Z0-9]', '_', key.upper())}_"
     cfg = copy.deepcopy(config) if config else {}
-    secrets = sorted(k for k in cfg if k in _SECRET_KEYS)
+    # keys that look like credentials, at any depth (headers.X-MBX-APIKEY, options.apiKey):
+    # they would end up in logs and shell history; read from the environment instead
+    secrets = credential_paths(cfg)
     if secrets:
         raise ExchangeError(
             f"credentials ({', '.join(secrets)}) must not be passed in the exchange config: set "
-            f"{env_prefix}API_KEY and {env_prefix}SECRET in the environment instead"
+            f"{env_prefix}API_KEY and {env_prefix}SECRET (and _PASSWORD / _UID where needed) in "
+            f"the environment instead"
         )
     if cfg.get("enableRateLimit") is False:
         log.warning("{}: enableRateLimit=False ignored; ccxt's rate limiter stays on", key)

@@ -36,7 +36,6 @@ import base64
 import html
 import json
 import math
-import re
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
 from datetime import UTC, datetime
@@ -48,6 +47,7 @@ import pandas as pd
 from loguru import logger
 
 import rltrade
+from rltrade.credentials import looks_like_credential
 from rltrade.data.store import atomic_write_bytes
 from rltrade.evaluation.metrics import json_ready
 from rltrade.evaluation.plots import (
@@ -72,8 +72,6 @@ MAX_TRADE_ROWS = 1000
 #: Trade markers drawn on the position chart at most (evenly strided beyond that).
 MAX_CHART_MARKERS = 2000
 
-_SECRET_KEY = re.compile(r"secret|passw|passphrase|api[_-]?key|token|private[_-]?key|credential",
-                         re.IGNORECASE)
 _PERCENT_KEYS = {
     "total_return", "total_return_realized", "cagr", "annual_volatility", "max_drawdown",
     "win_rate", "exposure_time", "avg_exposure", "max_exposure", "cvar_95", "cvar_99",
@@ -212,7 +210,7 @@ def _get(mapping: Mapping[str, Any] | None, *path: str) -> Any:
 def _mask_secrets(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         return {
-            str(k): ("***" if _SECRET_KEY.search(str(k)) and v not in (None, "") else
+            str(k): ("***" if looks_like_credential(k) and v not in (None, "") else
                      _mask_secrets(v))
             for k, v in obj.items()
         }
