@@ -11,7 +11,7 @@ import pytest
 from rltrade.agents.training import train
 from rltrade.cli import main
 from rltrade.config import RunConfig
-from rltrade.errors import CompatibilityError
+from rltrade.errors import CompatibilityError, ConfigError
 from rltrade.evaluation.judge import backtest_run, compare, load_policy, run_dataset
 from rltrade.runs import Run
 
@@ -50,9 +50,25 @@ def test_backtest_only_path_writes_everything_and_records_it(run):
     assert "backtest of judged" in (run.path / "logs" / "backtest.log").read_text()
 
 
-def test_a_backtest_over_the_training_range_is_flagged(run):
-    backtest_run(run, start="2020-01-05", end="2020-01-20", baselines=False, report=False)
-    assert run.metadata["backtests"][-1]["overlaps_training"] is True
+def test_a_backtest_over_the_training_range_is_refused_unless_allowed(run, capsys):
+    before = len(run.metadata["backtests"])
+    with pytest.raises(ConfigError, match="overlaps the training range .* --allow-overlap"):
+        backtest_run(run, start="2020-01-05", end="2020-01-20", baselines=False, report=False)
+    assert len(run.metadata["backtests"]) == before  # nothing ran, nothing recorded
+    backtest_run(run, start="2020-01-05", end="2020-01-20", baselines=False, report=False,
+                 allow_overlap=True)
+    entry = run.metadata["backtests"][-1]
+    assert entry["overlaps_training"] is True and entry["allow_overlap"] is True
+    # the CLI: one error line and exit 2, or --allow-overlap
+    with pytest.raises(SystemExit) as exc:
+        main(["backtest", "--run", str(run.path), "--start", "2020-01-05", "--end",
+              "2020-01-20", "--no-baselines"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error:") and "--allow-overlap" in err[-1]
+    main_ok(["backtest", "--run", str(run.path), "--start", "2020-01-05", "--end",
+             "2020-01-20", "--no-baselines", "--allow-overlap"])
+    assert run.metadata["backtests"][-1]["allow_overlap"] is True
 
 
 def test_mismatched_dataset_is_refused_naming_each_mismatch(run, tmp_path):

@@ -484,7 +484,7 @@ def _costs_section(
 # --------------------------------------------------------------------------------------------
 
 
-def _json_ready(obj: Any, path: str, undefined: list[str],
+def json_ready(obj: Any, path: str, undefined: list[str],
                 fallback: Callable[[Any], Any] | None = None) -> Any:
     """Plain Python types only; non-finite floats become None and their path is recorded.
     Other types raise ``TypeError``, or go through ``fallback`` when given (e.g. ``str``)."""
@@ -504,11 +504,11 @@ def _json_ready(obj: Any, path: str, undefined: list[str],
         return obj.isoformat()
     if isinstance(obj, Mapping):
         return {
-            str(k): _json_ready(v, f"{path}.{k}" if path else str(k), undefined, fallback)
+            str(k): json_ready(v, f"{path}.{k}" if path else str(k), undefined, fallback)
             for k, v in obj.items()
         }
     if isinstance(obj, list | tuple | np.ndarray):
-        return [_json_ready(v, f"{path}[{i}]", undefined, fallback) for i, v in enumerate(obj)]
+        return [json_ready(v, f"{path}[{i}]", undefined, fallback) for i, v in enumerate(obj)]
     if fallback is not None:
         return fallback(obj)
     raise TypeError(f"metrics value at {path!r} has unsupported type {type(obj).__name__}")
@@ -606,7 +606,7 @@ def compute_metrics(
             run_id,
         )
     undefined: list[str] = []
-    clean = _json_ready(result, "", undefined)
+    clean = json_ready(result, "", undefined)
     clean["undefined"] = undefined
     return clean
 
