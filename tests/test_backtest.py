@@ -399,3 +399,47 @@ def test_numpy_mlp_refuses_what_it_cannot_run(ds, sb3_models):
 
     with pytest.raises(ConfigError, match="not an SB3"):
         NumpyMlpPolicy.from_sb3(Odd())
+
+
+def test_the_cli_tables_say_when_a_backtest_stopped_early(ds, capsys):
+    from rltrade.cli import _print_backtest, _print_comparison
+    from rltrade.evaluation.judge import compare_baselines
+
+    cfg = EnvConfig.build(CFG, equity_floor=0.95, engine={"leverage": 5.0})
+    result = run_backtest(make_baseline("random", seed=3), ds, cfg, equity_floor=True)
+    s = result.summary
+    _print_backtest(result)
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"({s['bars_run']:,} of {s['bars_requested']:,} bars)" in out
+    assert "early stop" in out and "equity floor" in out
+    table, _ = compare_baselines(ds, cfg, None, ["buy_and_hold"], agent=("agent", result))
+    assert list(table["bars_run"]) == [s["bars_run"], s["bars_requested"]]
+    _print_comparison("t", table, "agent")
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "policy" in line)
+    assert "bars" in header and "end" in header
+    row = next(line for line in out.splitlines() if line.startswith("│ agent "))
+    assert f"{s['bars_run']:,} of {s['bars_requested']:,}" in row
+    assert f"{result.steps.index[-1]:%Y-%m-%d %H:%M}" in row
+    assert "agent: stopped early at" in " ".join(out.split())
+
+
+def test_a_recurrent_policy_gets_its_state_and_episode_start(ds):
+    class Recurrent:
+        """Checks SB3's recurrent protocol: the state it returned comes back, and
+        ``episode_start`` is true on the first call only."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            if self.calls == 0:
+                assert state is None and episode_start.tolist() == [True]
+            else:
+                assert state == ("h", self.calls) and episode_start.tolist() == [False]
+            self.calls += 1
+            return np.asarray(2 if self.calls % 7 else 0), ("h", self.calls)
+
+    policy = Recurrent()
+    result = run_backtest(policy, ds, CFG, metrics=False)
+    assert policy.calls == len(result.steps) - 1 and len(result.trades) > 0

@@ -619,7 +619,7 @@ def _print_backtest(result) -> None:
         table.add_row("bars per year", f"{run_info['bars_per_year']:,.6g} "
                                        f"({run_info.get('bars_per_year_source')})")
     if s.get("stopped_early"):
-        table.add_row("[bold red]stopped early[/]", stop_text(s))
+        table.add_row("[bold red]early stop[/]", stop_text(s))
     if result.path is not None:
         table.add_row("files", str(result.path))
         report = result.path / "report.html"
@@ -636,13 +636,12 @@ def _comparison_table(title: str, table) -> Table:
     from rltrade.evaluation.judge import end_text
 
     out = Table(title=title, title_justify="left")
-    for col in ("policy", "judged under", "total return", "Sharpe", "max DD", "win rate", "PF",
-                "trades", "PSR", "DSR", "bars", "end"):
-        out.add_column(col, justify="left" if col in ("policy", "judged under") else "right")
+    for col in ("policy", "total return", "Sharpe", "max DD", "win rate", "PF", "trades",
+                "PSR", "DSR", "bars", "end"):
+        out.add_column(col, justify="left" if col == "policy" else "right")
     for r in table.to_dict("records"):
         style = "bold" if r["kind"] == "agent" else None
-        out.add_row(str(r["name"]), str(r.get("judged_under", "")),
-                    _fmt_pct(_num(r["total_return"])),
+        out.add_row(str(r["name"]), _fmt_pct(_num(r["total_return"])),
                     f"{_num(r['sharpe']):.2f}", _fmt_pct(_num(r["max_drawdown"])),
                     _fmt_pct(_num(r["win_rate"])).lstrip("+"), f"{_num(r['profit_factor']):.2f}",
                     str(r["trades"]), f"{_num(r['psr']):.3f}", f"{_num(r['dsr']):.3f}",
@@ -654,11 +653,14 @@ def _print_comparison(title: str, table, baselines_under: str | None) -> None:
     from rltrade.evaluation.judge import early_stops
 
     console.print(_comparison_table(title, table))
+    if (table["kind"] == "agent").sum() > 1:
+        console.print("each run ran under its own settings (action scheme, costs, engine, "
+                      "risk manager, evaluation section)")
     if baselines_under is not None and (table["kind"] == "baseline").any():
         console.print(f"baselines ran under the settings (costs, engine, risk manager) of "
                       f"{baselines_under}")
     for line in early_stops(table):
-        console.print(f"[bold red]stopped early[/] {line}")
+        console.print(line, style="bold red", markup=False, highlight=False)
 
 
 @app.command("compare")

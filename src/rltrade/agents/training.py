@@ -168,7 +168,7 @@ def evaluate(model: Any, dataset: Dataset, env_config: EnvConfig, normalizer: No
     """
     result = run_backtest(model, dataset, env_config, normalizer=normalizer,
                           deterministic=deterministic, bars_per_year=bars_per_year,
-                          equity_floor=equity_floor)
+                          equity_floor=equity_floor, name="evaluation")
     return evaluation_summary(result)
 
 

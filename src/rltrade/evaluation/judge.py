@@ -157,7 +157,8 @@ def backtest_run(run: Run | str | Path, dataset: Dataset | None = None, *,
                  source: str | None = None, start: str | None = None, end: str | None = None,
                  model: str = "final", force_close: bool = False, baselines: bool = True,
                  report: bool = True, state_debug: bool = False, allow_overlap: bool = False,
-                 bars_per_year: float | None = None) -> BacktestResult:
+                 bars_per_year: float | None = None,
+                 equity_floor: bool | None = None) -> BacktestResult:
     """Backtest a trained run on ``dataset`` (or on ``source`` between ``start`` and ``end``).
 
     Compatibility is checked first (feature set and order, strategies, turbulence / VIX flags,
@@ -170,6 +171,8 @@ def backtest_run(run: Run | str | Path, dataset: Dataset | None = None, *,
     :param allow_overlap: accept a range that overlaps training (recorded, marked in-sample).
     :param bars_per_year: annualisation override (default the run's
         ``evaluation.bars_per_year``).
+    :param equity_floor: stop at the env's equity floor (default the run's
+        ``evaluation.equity_floor``: off).
     :raises CompatibilityError: the data does not fit the model.
     :raises ConfigError: the range overlaps training and ``allow_overlap`` is not set.
     """
@@ -184,13 +187,14 @@ def backtest_run(run: Run | str | Path, dataset: Dataset | None = None, *,
                  dataset.index[0], dataset.index[-1])
         result = judge_run(run, dataset, model=model, out_dir=run.path / "backtests",
                            force_close=force_close, state_debug=state_debug,
-                           bars_per_year=bars_per_year)
+                           bars_per_year=bars_per_year, equity_floor=equity_floor)
+        floor = config.evaluation.equity_floor if equity_floor is None else equity_floor
         equity = None
         if baselines:
             result.comparison, equity = compare_baselines(
                 dataset, config.env, run.normalizer(), agent=(result.summary["name"], result),
                 bars_per_year=_bars_per_year(run, bars_per_year),
-                equity_floor=config.evaluation.equity_floor, judged_under=run.name)
+                equity_floor=floor, judged_under=run.name)
         if report and result.path is not None:
             write_backtest_report(result, run=run, comparison=result.comparison,
                                   comparison_equity=equity, overlap=overlap)
