@@ -329,8 +329,10 @@ def test_demo_logs_each_baseline_once(tmp_path, monkeypatch):
     from loguru import logger
 
     import rltrade.demo as demo
+    from rltrade.logs import setup_logging
 
     monkeypatch.setattr(demo, "demo_config", lambda steps, source: RunConfig.from_dict(SMALL))
+    setup_logging("INFO")  # as the CLI does: logging stays on between run log files
     lines: list[str] = []
     sink = logger.add(lambda m: lines.append(m.record["message"]), level="INFO")
     try:

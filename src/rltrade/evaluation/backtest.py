@@ -60,7 +60,7 @@ from rltrade.data.store import atomic_write_bytes
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
 from rltrade.envs.core import EnvCore, market_matrix, resolve_normalizer
-from rltrade.envs.schemes import scheme
+from rltrade.envs.schemes import ACTION_SCHEMES
 from rltrade.envs.spaces import check_actions, observation
 from rltrade.errors import ConfigError, RLTradeError
 from rltrade.evaluation.metrics import compute_metrics, json_ready
@@ -279,7 +279,7 @@ def _validated_plan(policy: Any, dataset: Dataset, config: EnvConfig) -> tuple[n
     """The plan as float64 ``[T, 2]`` kernel actions, and the rows that had to be clipped."""
     raw = np.asarray(policy.plan(dataset, config))
     t_len = len(dataset)
-    sch = scheme(config.action_scheme)
+    sch = ACTION_SCHEMES[config.action_scheme]
     if sch.discrete and raw.shape in ((t_len,), (t_len, 1)):
         flat = raw.reshape(t_len)
     elif sch.continuous and raw.shape == (t_len, sch.width):
@@ -399,12 +399,9 @@ def run_backtest(
     forced = force_close and _force_close(done)
     clock.lap("loop")
     st = done.run.st[0]
-    n_records = int(st[K.N_RECORDS])
-    if st[K.DROPPED_RECORDS] or n_records != int(st[K.N_TRADES]):
-        raise RLTradeError("internal error: the engine's trade records are incomplete")
     initial = float(st[K.INITIAL_EQUITY])
     steps = _steps_frame(dataset, cfg, done, forced, initial)
-    trades = _trades_frame(done.run.trades[:n_records], dataset.timestamps)
+    trades = _trades_frame(_trade_records(done.run), dataset.timestamps)
     clock.lap("frames")
     bench = _benchmark(benchmark, dataset, cfg, done.start, len(steps), seed)
     if bench is not None and len(bench) == len(steps):
@@ -517,7 +514,7 @@ def _run_pass(policy: Any, dataset: Dataset, cfg: EnvConfig, normalizer: Normali
                bound=not fused)
     n_max = last - start + 1
     rec = np.zeros((_N_REC, n_max))
-    rec_actions = np.full((scheme(cfg.action_scheme).width, n_max), np.nan)
+    rec_actions = np.full((ACTION_SCHEMES[cfg.action_scheme].width, n_max), np.nan)
     rec_account = np.zeros((EK.N_ACCOUNT, n_max if state_debug else 0))
     reasons: list[str] | None = [""] * n_max if cfg.risk is not None else None
     plan: np.ndarray | None = None
@@ -548,6 +545,16 @@ def _force_close(done: _Pass) -> bool:
                bool(flags & _F_TRUNCATED))
     rec[_R_FLAGS, k] = flags | int(rec[_R_FLAGS, k])
     return True
+
+
+def _trade_records(run: _Run) -> np.ndarray:
+    """The engine's closed-trade records of the pass (all of them: a dropped record or a count
+    that disagrees is an internal error, never a silently short table)."""
+    st = run.st[0]
+    n_records = int(st[K.N_RECORDS])
+    if st[K.DROPPED_RECORDS] or n_records != int(st[K.N_TRADES]):
+        raise RLTradeError("internal error: the engine's trade records are incomplete")
+    return run.trades[:n_records]
 
 
 def _costs(st: np.ndarray) -> dict[str, float]:
@@ -654,7 +661,7 @@ def _steps_frame(dataset: Dataset, cfg: EnvConfig, done: _Pass, forced: bool,
         return (flags & bit) != 0
 
     data: dict[str, Any] = {"bar": np.arange(start, start + n)}
-    if scheme(cfg.action_scheme).discrete:
+    if ACTION_SCHEMES[cfg.action_scheme].discrete:
         none = np.isnan(rec_actions[0])  # the last bar: no decision
         data["action"] = pd.arrays.IntegerArray(
             np.nan_to_num(rec_actions[0]).astype(np.int64), none)
