@@ -148,13 +148,65 @@ def test_metrics_have_the_benchmark_and_costs(ds):
     assert none.metrics["benchmark"] is None
 
 
-def test_early_termination_ends_the_steps(ds):
+def test_the_equity_floor_stops_a_backtest_only_when_asked_and_the_summary_says_so(ds):
     cfg = EnvConfig.build(CFG, equity_floor=0.95, engine={"leverage": 5.0})
-    result = run_backtest(make_baseline("random", seed=3), ds, cfg)
-    assert result.summary["terminated"] and not result.summary["truncated"]
+    # by default a backtest covers the range it was given, whatever the env's floor
+    full = run_backtest(make_baseline("random", seed=3), ds, cfg)
+    s = full.summary
+    assert s["truncated"] and not s["terminated"] and not s["stopped_early"]
+    assert full.steps["bar"].iloc[-1] == len(ds) - 1
+    assert s["bars_run"] == s["bars_requested"] == len(ds) - 7 == len(full.steps)
+    assert s["stop_reason"] is None and B.stop_text(s) == ""
+    assert s["end_time"] == full.steps.index[-1].isoformat()
+    # asked for: it stops at the floor, as a training episode does, and says so
+    result = run_backtest(make_baseline("random", seed=3), ds, cfg, equity_floor=True)
+    s = result.summary
+    assert s["terminated"] and not s["truncated"]
     assert result.steps["bar"].iloc[-1] < len(ds) - 1
     assert result.steps["done"].iloc[-1]
+    assert s["stopped_early"] and s["stop_reason"] == "equity_floor"
+    assert s["bars_run"] == len(result.steps) < s["bars_requested"] == len(ds) - 7
+    assert s["end_time"] == result.steps.index[-1].isoformat()
+    text = B.stop_text(s)
+    assert "stopped early" in text and "equity floor" in text
+    assert f"{s['bars_run']:,} of {s['bars_requested']:,}" in text
+    # the benchmark covers the same bars as the agent
+    assert len(result.steps["benchmark_equity"]) == len(result.steps)
+    assert result.steps["benchmark_equity"].to_numpy() == pytest.approx(
+        full.steps["benchmark_equity"].to_numpy()[:len(result.steps)], rel=0, abs=0)
     assert len(result.metrics["benchmark"]) > 0
+
+
+def test_buy_and_hold_is_defined_once(ds):
+    """One buy-and-hold (1x equity, the agent's costs, the same bars): the summary, the steps
+    column, the metrics' benchmark and the ``buy_and_hold`` baseline's row are one number."""
+    from rltrade.evaluation.judge import comparison_row
+
+    cfg = EnvConfig.build(CFG, engine={"leverage": 2.0, "costs": {"taker_fee": 0.001}})
+    agent = run_backtest(make_baseline("random", seed=2, hold=24), ds, cfg)
+    baseline = run_backtest(make_baseline("buy_and_hold"), ds, cfg)
+    assert baseline.summary["costs"]["total"] > 0
+    np.testing.assert_array_equal(agent.steps["benchmark_equity"].to_numpy(),
+                                  baseline.steps["equity"].to_numpy())
+    final = baseline.summary["final_equity"]
+    assert agent.summary["benchmark_final_equity"] == final
+    assert agent.steps["benchmark_equity"].iloc[-1] == final
+    row = comparison_row("buy_and_hold", "baseline", baseline)
+    assert row["total_return"] == agent.metrics["benchmark"]["total_return"] == pytest.approx(
+        final / 50_000 - 1, rel=1e-12)
+    # at 1x equity, not at the agent's leverage of 2
+    held = baseline.steps.iloc[2:]
+    exposure = (held["position"] * held["close"]).abs() / held["equity"]
+    assert exposure.max() < 1.01 and exposure.min() > 0.98
+    assert baseline.summary["config"]["risk"] is None
+
+
+def test_bankruptcy_is_an_early_stop(ds):
+    cfg = EnvConfig.build(CFG, engine={"leverage": 50.0})
+    result = run_backtest(flip_plan(ds, 3), ds, cfg, metrics=False)
+    s = result.summary
+    assert s["bankrupt"] and s["stopped_early"] and s["stop_reason"] == "bankrupt"
+    assert "bankrupt" in B.stop_text(s)
 
 
 # -- the three paths give the same numbers -------------------------------------------------
@@ -347,3 +399,47 @@ def test_numpy_mlp_refuses_what_it_cannot_run(ds, sb3_models):
 
     with pytest.raises(ConfigError, match="not an SB3"):
         NumpyMlpPolicy.from_sb3(Odd())
+
+
+def test_the_cli_tables_say_when_a_backtest_stopped_early(ds, capsys):
+    from rltrade.cli import _print_backtest, _print_comparison
+    from rltrade.evaluation.judge import compare_baselines
+
+    cfg = EnvConfig.build(CFG, equity_floor=0.95, engine={"leverage": 5.0})
+    result = run_backtest(make_baseline("random", seed=3), ds, cfg, equity_floor=True)
+    s = result.summary
+    _print_backtest(result)
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"({s['bars_run']:,} of {s['bars_requested']:,} bars)" in out
+    assert "early stop" in out and "equity floor" in out
+    table, _ = compare_baselines(ds, cfg, None, ["buy_and_hold"], agent=("agent", result))
+    assert list(table["bars_run"]) == [s["bars_run"], s["bars_requested"]]
+    _print_comparison("t", table, "agent")
+    out = capsys.readouterr().out
+    header = next(line for line in out.splitlines() if "policy" in line)
+    assert "bars" in header and "end" in header
+    row = next(line for line in out.splitlines() if line.startswith("│ agent "))
+    assert f"{s['bars_run']:,} of {s['bars_requested']:,}" in row
+    assert f"{result.steps.index[-1]:%Y-%m-%d %H:%M}" in row
+    assert "agent: stopped early at" in " ".join(out.split())
+
+
+def test_a_recurrent_policy_gets_its_state_and_episode_start(ds):
+    class Recurrent:
+        """Checks SB3's recurrent protocol: the state it returned comes back, and
+        ``episode_start`` is true on the first call only."""
+
+        def __init__(self):
+            self.calls = 0
+
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            if self.calls == 0:
+                assert state is None and episode_start.tolist() == [True]
+            else:
+                assert state == ("h", self.calls) and episode_start.tolist() == [False]
+            self.calls += 1
+            return np.asarray(2 if self.calls % 7 else 0), ("h", self.calls)
+
+    policy = Recurrent()
+    result = run_backtest(policy, ds, CFG, metrics=False)
+    assert policy.calls == len(result.steps) - 1 and len(result.trades) > 0

@@ -123,9 +123,39 @@ def test_run_directory_is_complete(trained, small_config):
     assert manifest["best_eval"]["total_return"] >= manifest["final_eval"]["total_return"] or (
         manifest["best_eval"]["step"] < 512)
     assert run.state["status"] == "completed"
+    assert not any((p / "backtests").iterdir())  # evaluations write no files
     # checkpoints: only the newest `keep_checkpoints` are kept
     assert [c.name for c in run.checkpoints()] == [
         "step_000000000128", "step_000000000256", "step_000000000384"]
+
+
+def test_evaluation_is_the_backtest_of_the_eval_slice(trained):
+    """Training's evaluation is run_backtest + compute_metrics; its buy-and-hold is the one
+    buy-and-hold (1x, the run's costs, the same bars) in the manifest and the CLI table."""
+    from rltrade.agents import make_baseline
+    from rltrade.agents.training import buy_and_hold_return
+    from rltrade.evaluation import run_backtest
+
+    data, env = trained.data, trained.run.config.env
+    res = run_backtest(trained.model, data.eval, env, normalizer=data.normalizer)
+    final = trained.final_eval
+    perf = res.metrics["performance"]
+    assert final["total_return"] == res.summary["total_return"] == perf["total_return"]
+    assert final["sharpe"] == perf["sharpe"] and final["max_drawdown"] == perf["max_drawdown"]
+    assert final["trades"] == res.summary["n_trades"]
+    assert final["bars"] == len(res.steps) == final["bars_requested"]
+    assert final["stopped_early"] is False and final["stop_reason"] is None
+    assert final["total_reward"] == pytest.approx(res.steps["reward"].sum(), rel=1e-12)
+    assert final["bars_per_year"] == res.metrics["run"]["bars_per_year"]
+    bh = run_backtest(make_baseline("buy_and_hold"), data.eval, env, benchmark=False,
+                      metrics=False).summary["total_return"]
+    manifest = trained.run.manifest
+    assert manifest["buy_and_hold_eval_return"] == final["buy_and_hold_return"]
+    assert final["buy_and_hold_return"] == pytest.approx(bh, rel=1e-12)
+    assert buy_and_hold_return(data.eval, env) == bh
+    # with costs: not the close-to-close move
+    closes = data.eval.close[env.window - 1], data.eval.close[-1]
+    assert bh != closes[1] / closes[0] - 1
 
 
 def test_existing_run_is_never_overwritten(trained, small_config):
@@ -240,6 +270,12 @@ def test_every_algorithm_trains_saves_and_loads(algorithm, scheme, extra, tmp_pa
     })
     res = train(cfg, algorithm, runs_root=tmp_path)
     assert res.steps == planned_steps(cfg)
+    # its evaluation is its backtest (recurrent state and episode starts included)
+    from rltrade.evaluation import run_backtest
+
+    bt = run_backtest(res.model, res.data.eval, cfg.env, normalizer=res.data.normalizer)
+    assert res.final_eval["total_return"] == bt.summary["total_return"]
+    assert res.final_eval["bars"] == len(bt.steps)
     loaded = load_model(res.run.path / "model", cfg, res.run.metadata["env_spec"]["n_market"])
     obs = res.model.observation_space.sample()
     state = None

@@ -473,13 +473,15 @@ def config_validate(
 
 def _eval_table(title: str, rows: list[tuple[str, dict]]) -> Table:
     table = Table(title=title, title_justify="left")
-    for col in ("policy", "total return", "max drawdown", "trades", "Sharpe/bar"):
+    for col in ("policy", "total return", "max drawdown", "trades", "Sharpe", "bars"):
         table.add_column(col, justify="right" if col != "policy" else "left")
     for name, r in rows:
-        table.add_row(name, _fmt_pct(r.get("total_return", float("nan"))),
-                      _fmt_pct(-abs(r["max_drawdown"])) if "max_drawdown" in r else "-",
+        dd = r.get("max_drawdown")
+        table.add_row(name, _fmt_pct(_num(r.get("total_return"))),
+                      _fmt_pct(-abs(dd)) if dd is not None else "-",
                       str(r.get("trades", "-")),
-                      f"{r['sharpe_per_bar']:.4f}" if "sharpe_per_bar" in r else "-")
+                      f"{r['sharpe']:.2f}" if r.get("sharpe") is not None else "-",
+                      _bars_text(r) if "bars_requested" in r else "-")
     return table
 
 
@@ -534,7 +536,7 @@ def train_cmd(
 
 
 def _after_training(result) -> None:
-    from rltrade.agents.training import buy_and_hold_return
+    from rltrade.evaluation.backtest import stop_text
 
     run = result.run
     data = result.data
@@ -542,20 +544,40 @@ def _after_training(result) -> None:
         console.print(f"the failed run of this name was moved aside to {run.replaced}",
                       markup=False, highlight=False, soft_wrap=True)
     console.print(result.describe(), markup=False, highlight=False, soft_wrap=True)
-    rows = [("agent (final)", result.final_eval)]
+    final = result.final_eval
+    rows = [("agent (final)", final)]
     if result.best_eval is not None:
         rows.append((f"agent (best, step {result.best_eval['step']:,})", result.best_eval))
-    rows.append(("buy and hold", {"total_return": buy_and_hold_return(
-        data.eval, run.config.env)}))
+    # the final evaluation's benchmark: buy-and-hold at 1x, same costs, same bars
+    rows.append(("buy and hold", {"total_return": final.get("buy_and_hold_return")}))
     console.print(_eval_table("Evaluation on the held-out slice", rows))
+    if final.get("stopped_early"):
+        console.print(f"agent (final): {stop_text({**final, 'bars_run': final['bars']})}")
     if data.backtest is not None:
         from rltrade.evaluation.judge import backtest_run
 
         cfg_bt = run.config.backtest
         bt = backtest_run(run, data.backtest, model="final",
-                          force_close=bool(cfg_bt and cfg_bt.force_close))
+                          force_close=bool(cfg_bt and cfg_bt.force_close),
+                          allow_overlap=bool(data.backtest_request.get("allow_overlap")))
         console.print("Backtest range (out of sample):")
         _print_backtest(bt)
+
+
+BarsPerYearOpt = Annotated[
+    float | None,
+    typer.Option("--bars-per-year",
+                 help="Annualisation override for Sharpe, volatility, CAGR (default: the run's "
+                      "evaluation.bars_per_year, else inferred from the data)."),
+]
+
+
+def _bars_per_year(value: float | None) -> float | None:
+    from rltrade.errors import ConfigError
+
+    if value is not None and not (np.isfinite(value) and value > 0):
+        raise ConfigError(f"--bars-per-year must be a positive number, got {value:g}")
+    return value
 
 
 @app.command("backtest")
@@ -575,17 +597,31 @@ def backtest_cmd(
                          ] = True,
     state_debug: Annotated[bool, typer.Option("--state-debug",
                                               help="Also write the observations.")] = False,
+    allow_overlap: Annotated[bool, typer.Option(
+        "--allow-overlap", help="Accept a range overlapping training (recorded, marked "
+        "in-sample).")] = False,
+    bars_per_year: BarsPerYearOpt = None,
 ) -> None:
-    """Backtest a trained run (checks that the data fits the model first)."""
+    """Backtest a trained run (checks that the data fits the model and does not overlap its
+    training first)."""
     from rltrade.evaluation.judge import backtest_run
 
     result = backtest_run(run, source=data, start=start, end=end, model=model,
                           force_close=force_close, baselines=baselines,
-                          state_debug=state_debug)
+                          state_debug=state_debug, allow_overlap=allow_overlap,
+                          bars_per_year=_bars_per_year(bars_per_year))
     _print_backtest(result)
 
 
+def _bars_text(row) -> str:
+    from rltrade.evaluation.judge import bars_text
+
+    return bars_text(row if "bars_run" in row else {**row, "bars_run": row.get("bars")})
+
+
 def _print_backtest(result) -> None:
+    from rltrade.evaluation.backtest import stop_text
+
     s = result.summary
     m = result.metrics or {}
     perf = m.get("performance") or {}
@@ -594,7 +630,7 @@ def _print_backtest(result) -> None:
     table = Table(title=f"Backtest {s.get('name')}", title_justify="left", show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
-    table.add_row("range", f"{s.get('start')} -> {s.get('end')} ({s.get('bars'):,} bars)")
+    table.add_row("range", f"{s.get('start')} -> {s.get('end')} ({_bars_text(s)} bars)")
     table.add_row("equity", f"{s['initial_equity']:,.2f} -> {s['final_equity']:,.2f}")
     table.add_row("total return", _fmt_pct(_num(s.get("total_return"))))
     table.add_row("buy and hold", _fmt_pct(_num(bench.get("total_return"))))
@@ -602,6 +638,12 @@ def _print_backtest(result) -> None:
     table.add_row("max drawdown", _fmt_pct(_num(perf.get("max_drawdown"))))
     table.add_row("trades", str(s.get("n_trades")))
     table.add_row("PSR / DSR", f"{_num(sig.get('psr')):.3f} / {_num(sig.get('dsr')):.3f}")
+    run_info = m.get("run") or {}
+    if run_info.get("bars_per_year") is not None:
+        table.add_row("bars per year", f"{run_info['bars_per_year']:,.6g} "
+                                       f"({run_info.get('bars_per_year_source')})")
+    if s.get("stopped_early"):
+        table.add_row("[bold red]early stop[/]", stop_text(s))
     if result.path is not None:
         table.add_row("files", str(result.path))
         report = result.path / "report.html"
@@ -615,9 +657,11 @@ def _num(x) -> float:
 
 
 def _comparison_table(title: str, table) -> Table:
+    from rltrade.evaluation.judge import end_text
+
     out = Table(title=title, title_justify="left")
     for col in ("policy", "total return", "Sharpe", "max DD", "win rate", "PF", "trades",
-                "PSR", "DSR"):
+                "PSR", "DSR", "bars", "end"):
         out.add_column(col, justify="left" if col == "policy" else "right")
     for r in table.to_dict("records"):
         style = "bold" if r["kind"] == "agent" else None
@@ -625,8 +669,22 @@ def _comparison_table(title: str, table) -> Table:
                     f"{_num(r['sharpe']):.2f}", _fmt_pct(_num(r["max_drawdown"])),
                     _fmt_pct(_num(r["win_rate"])).lstrip("+"), f"{_num(r['profit_factor']):.2f}",
                     str(r["trades"]), f"{_num(r['psr']):.3f}", f"{_num(r['dsr']):.3f}",
-                    style=style)
+                    _bars_text(r), end_text(r), style=style)
     return out
+
+
+def _print_comparison(title: str, table, baselines_under: str | None) -> None:
+    from rltrade.evaluation.judge import early_stops
+
+    console.print(_comparison_table(title, table))
+    if (table["kind"] == "agent").sum() > 1:
+        console.print("each run ran under its own settings (action scheme, costs, engine, "
+                      "risk manager, evaluation section)")
+    if baselines_under is not None and (table["kind"] == "baseline").any():
+        console.print(f"baselines ran under the settings (costs, engine, risk manager) of "
+                      f"{baselines_under}")
+    for line in early_stops(table):
+        console.print(line, style="bold red", markup=False, highlight=False)
 
 
 @app.command("compare")
@@ -641,8 +699,13 @@ def compare_cmd(
                                            "(buy_and_hold,oracle,...).")] = "all",
     out: Annotated[Path | None, typer.Option("--out", help="Folder for comparison.csv/.md "
                                              "and equity.png.")] = None,
+    baselines_under: Annotated[str | None, typer.Option(
+        "--baselines-under", help="Run (by name) whose costs, engine and risk settings the "
+        "baselines run under (default: the first run).")] = None,
+    bars_per_year: BarsPerYearOpt = None,
 ) -> None:
-    """Every run and baseline over the same data with the same costs: one table, one chart."""
+    """Every run over the same bars, each under its own settings (its row is its own
+    backtest), and the baselines: one table, one chart."""
     from datetime import UTC, datetime
 
     from rltrade.evaluation.judge import compare
@@ -652,8 +715,10 @@ def compare_cmd(
         "all" if baselines == "all" else [b.strip() for b in baselines.split(",") if b.strip()])
     out = out or Path("comparisons") / datetime.now(UTC).strftime("cmp_%Y%m%d_%H%M%S")
     result = compare(list(runs), source=data, start=start, end=end, baselines=chosen,
-                     out_dir=out)
-    console.print(_comparison_table("Comparison (same data, same costs)", result.table))
+                     out_dir=out, bars_per_year=_bars_per_year(bars_per_year),
+                     baselines_under=baselines_under)
+    _print_comparison("Comparison (same bars, each run under its own settings)", result.table,
+                      result.baselines_under)
     console.print(f"wrote {out}/comparison.csv, comparison.md, equity.png")
 
 
@@ -674,9 +739,8 @@ def demo_cmd(
                       progress=progress)
     console.print(result.train.describe(), markup=False, highlight=False, soft_wrap=True)
     if result.comparison is not None:
-        console.print(_comparison_table(
-            "Out of sample: the last 25 % of the bars, same engine and costs",
-            result.comparison))
+        _print_comparison("Out of sample: the last 25 % of the bars, same engine and costs",
+                          result.comparison, result.train.run.name)
     if result.backtest is not None:
         _print_backtest(result.backtest)
 

@@ -8,7 +8,8 @@ Sections (every key documented on its model below and in ``rltrade config exampl
 * ``agent``: algorithm, hyperparameters and policy network (:class:`AgentConfig`);
 * ``training``: steps, seed, envs, evaluation and checkpoint frequency (:class:`TrainingConfig`);
 * ``split``: the train / evaluation split by time (:class:`SplitConfig`);
-* ``backtest``: an optional out-of-sample range (:class:`BacktestConfig`).
+* ``backtest``: an optional out-of-sample range (:class:`BacktestConfig`);
+* ``evaluation``: how runs are judged: annualisation, the equity floor (:class:`EvaluationConfig`).
 
 Unknown keys and bad values are one :class:`~rltrade.errors.ConfigError` naming each key
 (``config.agent.algorithm: ...``); so are a range whose start is not before its end, an empty
@@ -40,6 +41,7 @@ __all__ = [
     "AgentConfig",
     "BacktestConfig",
     "DataConfig",
+    "EvaluationConfig",
     "PolicyConfig",
     "RunConfig",
     "SplitConfig",
@@ -287,6 +289,24 @@ class BacktestConfig(StrictModel):
     _ordered = field_validator("end")(_check_end)
 
 
+class EvaluationConfig(StrictModel):
+    """How a run is judged: training's evaluations, ``rltrade backtest`` and ``compare``.
+
+    :param bars_per_year: annualisation factor for Sharpe, volatility and CAGR (``None``: the
+        metrics module's own choice, recorded in ``metrics.run.bars_per_year_source``); the
+        ``--bars-per-year`` option of ``backtest`` and ``compare`` overrides it.
+    :param equity_floor: stop evaluations and backtests when equity falls to
+        ``env.equity_floor`` × the initial equity, as training episodes do. Default off: a
+        backtest covers the range it was asked for (bankruptcy still ends it, and the summary
+        says so).
+    """
+
+    _label: ClassVar[str] = "evaluation"
+
+    bars_per_year: float | None = Field(None, gt=0)
+    equity_floor: bool = False
+
+
 class RunConfig(StrictModel):
     """A whole run: data, features, env, agent, training, split and an optional backtest.
 
@@ -304,6 +324,7 @@ class RunConfig(StrictModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     split: SplitConfig = Field(default_factory=SplitConfig)
     backtest: BacktestConfig | None = None
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -478,6 +499,10 @@ split:
 #   start: "2020-01-01"
 #   end: null
 #   force_close: false
+
+evaluation:                  # how the run is judged (evaluations, backtest, compare)
+  bars_per_year: null        # annualisation override (e.g. 98280 for US regular-hours 1m bars)
+  equity_floor: false        # true: backtests stop at env.equity_floor like training episodes
 """
 
 

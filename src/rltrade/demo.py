@@ -48,12 +48,11 @@ def run_demo(*, runs_root: str | Path = "runs", name: str | None = None,
     the slice stays out of sample) on the held-out last 25 % against every baseline, and write
     the backtest with its report into the run."""
     from rltrade.agents.training import train
-    from rltrade.evaluation.judge import backtest_run, compare_baselines
+    from rltrade.evaluation.judge import backtest_run
 
     name = name or "demo_" + datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
     result = train(demo_config(steps, source), name, runs_root=runs_root, progress=progress)
+    # one backtest of the agent and each baseline: the report's comparison is the demo's
     bt = backtest_run(result.run, result.data.eval, model="final", baselines=True)
-    comparison, _ = compare_baselines(result.data.eval, result.run.config.env,
-                                      result.data.normalizer, agent=(name, bt))
     report = bt.path / "report.html" if bt.path is not None else None
-    return DemoResult(result.run.path, result, comparison, report, bt)
+    return DemoResult(result.run.path, result, bt.comparison, report, bt)

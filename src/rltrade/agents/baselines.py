@@ -5,15 +5,20 @@ Every baseline says, for every bar, whether to be **long, flat or short** after 
 (``side + 1``) and the backtest runner runs them through the same environment kernel and
 execution engine as the agent, **under the agent's** :class:`~rltrade.envs.EnvConfig` (costs,
 fills, leverage, ``max_exposure``, risk manager, window: the first decision is at the same bar)
-**with** ``action_scheme="discrete3"`` (:func:`baseline_config`). So "long" is the agent's full
-long: ``max_exposure`` × leverage × equity, re-targeted at every bar like any ``discrete3``
-action (with ``engine.dead_zone = 0`` the engine trades the small differences, as it does for the
-agent).
+**with** ``action_scheme="discrete3"`` (:func:`baseline_config`; each baseline's
+:meth:`Baseline.env_config`). So "long" is the agent's full long: ``max_exposure`` × leverage ×
+equity, re-targeted at every bar like any ``discrete3`` action (with ``engine.dead_zone = 0`` the
+engine trades the small differences, as it does for the agent). The one exception is
+``buy_and_hold``, the benchmark, which holds 1x equity (below).
 
 Names (:data:`BASELINES`, :func:`baseline_names`, :func:`make_baseline`):
 
 ``buy_and_hold``
-    long on every bar.
+    long on every bar at **1x equity** (:func:`buy_and_hold_config`: the agent's costs, fills
+    and first bar, ``max_exposure = min(1, 1 / leverage)``, no risk manager). It is *the*
+    buy-and-hold of rltrade: the backtest runner's benchmark column (``benchmark_equity``), the
+    metrics' benchmark and training's evaluation run this same baseline under this same config,
+    so they cannot disagree.
 ``flat``
     never in the market.
 ``random``
@@ -49,6 +54,7 @@ import numpy as np
 from numba import njit
 
 from rltrade.envs.config import EnvConfig
+from rltrade.envs.schemes import ACTION_SCHEMES
 from rltrade.errors import ConfigError
 from rltrade.features.dataset import Dataset
 from rltrade.sim import kernels as K
@@ -65,6 +71,7 @@ __all__ = [
     "SignalBaseline",
     "baseline_config",
     "baseline_names",
+    "buy_and_hold_config",
     "make_baseline",
     "oracle_sides",
     "plan_log_growth",
@@ -75,11 +82,25 @@ __all__ = [
 SHORT_SIDE, FLAT_SIDE, LONG_SIDE = -1, 0, 1
 # one-hot signal layout of a Dataset (rltrade.features.strategies): FLAT, LONG, SHORT, HOLD
 _SIG_FLAT, _SIG_LONG, _SIG_SHORT, _SIG_HOLD = 0, 1, 2, 3
+#: the scheme every baseline plans in
+_SCHEME = ACTION_SCHEMES["discrete3"]
+# side + 1 (short, flat, long) -> the scheme's action of that name
+_SIDE_ACTIONS = np.array([_SCHEME.action_names.index(n) for n in ("short", "flat", "long")],
+                         dtype=np.int64)
 
 
 def baseline_config(config: EnvConfig | Mapping[str, Any] | None = None) -> EnvConfig:
     """The agent's config with ``action_scheme="discrete3"``: what every baseline runs under."""
-    return EnvConfig.build(config, action_scheme="discrete3")
+    return EnvConfig.build(config, action_scheme=_SCHEME.name)
+
+
+def buy_and_hold_config(config: EnvConfig | Mapping[str, Any] | None = None) -> EnvConfig:
+    """What buy-and-hold runs under: the agent's config (costs, fills, engine, window) at 1x
+    equity (``max_exposure = min(1, 1 / leverage)``), ``discrete3``, no risk manager, no
+    equity floor."""
+    cfg = EnvConfig.build(config)
+    return EnvConfig.build(cfg, action_scheme=_SCHEME.name, risk=None, equity_floor=0.0,
+                           max_exposure=min(1.0, 1.0 / cfg.engine.leverage))
 
 
 def sides_to_actions(sides: np.ndarray) -> np.ndarray:
@@ -87,20 +108,24 @@ def sides_to_actions(sides: np.ndarray) -> np.ndarray:
     s = np.asarray(sides)
     if s.size and (not np.isin(s, (-1, 0, 1)).all()):
         raise ValueError("sides must be -1 (short), 0 (flat) or +1 (long)")
-    return s.astype(np.int64) + 1
+    return _SIDE_ACTIONS[s.astype(np.int64) + 1]
 
 
 class Baseline:
     """A planned policy from a side per bar (subclasses implement :meth:`sides`).
 
-    :attr:`action_scheme` is ``"discrete3"``: the runner runs the plan under the agent's config
-    with that scheme.
+    :meth:`env_config` is the config the runner runs the plan under, given the agent's: by
+    default the agent's with ``action_scheme="discrete3"`` (:attr:`action_scheme`).
     """
 
     name: str = "baseline"
-    action_scheme: str = "discrete3"
+    action_scheme: str = _SCHEME.name
     #: ``True`` only for the oracle, which reads future bars on purpose
     perfect_foresight: bool = False
+
+    def env_config(self, config: EnvConfig | Mapping[str, Any] | None = None) -> EnvConfig:
+        """The config this baseline runs under when judged beside an agent with ``config``."""
+        return baseline_config(config)
 
     def sides(self, dataset: Dataset, config: EnvConfig) -> np.ndarray:
         """The side (-1, 0, +1) to hold after the close of every bar, ``int8 [T]``."""
@@ -109,7 +134,7 @@ class Baseline:
     def plan(self, dataset: Dataset, config: EnvConfig | Mapping[str, Any] | None = None
              ) -> np.ndarray:
         """``discrete3`` actions of every bar (row ``t`` = the decision at the close of ``t``)."""
-        cfg = baseline_config(config)
+        cfg = self.env_config(config)
         sides = np.asarray(self.sides(dataset, cfg))
         if sides.shape != (len(dataset),):
             raise ValueError(f"{self.name}: sides must have one value per bar ({len(dataset)}), "
@@ -121,9 +146,13 @@ class Baseline:
 
 
 class BuyAndHold(Baseline):
-    """Long on every bar."""
+    """Long on every bar at 1x equity, with the agent's costs and no risk manager
+    (:func:`buy_and_hold_config`): the runner's benchmark is this baseline."""
 
     name = "buy_and_hold"
+
+    def env_config(self, config: EnvConfig | Mapping[str, Any] | None = None) -> EnvConfig:
+        return buy_and_hold_config(config)
 
     def sides(self, dataset: Dataset, config: EnvConfig) -> np.ndarray:
         return np.ones(len(dataset), dtype=np.int8)

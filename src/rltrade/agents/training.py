@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from loguru import logger
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -42,19 +41,22 @@ from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from rltrade.agents.algorithms import check_hyperparams, load_into, make_agent, save_model
+from rltrade.agents.baselines import BuyAndHold
 from rltrade.config import RunConfig
 from rltrade.data.loaders import load_bars
 from rltrade.data.timeframes import to_utc
 from rltrade.envs import TradingEnv, VecTradingEnv
 from rltrade.envs.config import EnvConfig
 from rltrade.errors import ConfigError, DataError, StoreError
+from rltrade.evaluation.backtest import BacktestResult, run_backtest
+from rltrade.evaluation.ranges import overlaps, range_text, traded_range, with_context
 from rltrade.features.dataset import Dataset, build_dataset
 from rltrade.features.normalize import Normalizer
 from rltrade.logs import hold_run_logs, release_deferred_logs, run_log_files
 from rltrade.runs import Run, machine_info, package_versions, utc_now
 
-__all__ = ["PreparedData", "StepPlan", "TrainResult", "evaluate", "planned_steps",
-           "prepare_data", "resume", "step_plan", "train"]
+__all__ = ["PreparedData", "StepPlan", "TrainResult", "buy_and_hold_return", "evaluate",
+           "evaluation_summary", "planned_steps", "prepare_data", "resume", "step_plan", "train"]
 
 log = logger.bind(component="train")
 dlog = logger.bind(component="data")
@@ -120,19 +122,15 @@ def prepare_data(config: RunConfig, *, backtest_start: str | None = None,
     backtest = None
     overlap = False
     if bs is not None:
-        inside = full.between(bs, be)
-        if len(inside) == 0:
-            raise ConfigError(f"backtest range {bs}..{be} holds no bars of {dc.source}")
-        first = int(np.searchsorted(full.timestamps, inside.timestamps[0]))
-        context = max(0, first - (config.env.window - 1))
-        backtest = full.slice(context, first + len(inside))
-        overlap = bool(train_ds.timestamps[-1] >= inside.timestamps[0]
-                       and train_ds.timestamps[0] <= inside.timestamps[-1])
+        window = config.env.window
+        backtest = with_context(full, bs, be, window, what=f"{dc.source} (backtest range)")
+        traded = traded_range(backtest, window)
+        trained = (train_ds.timestamps[0], train_ds.timestamps[-1])
+        overlap = overlaps(traded, trained)
         if overlap and not allow_overlap:
             raise ConfigError(
-                f"the backtest range ({_range(inside)['start']} .. {_range(inside)['end']}) "
-                f"overlaps the training slice ({_range(train_ds)['start']} .. "
-                f"{_range(train_ds)['end']}): move --backtest-start after the training slice "
+                f"the backtest range ({range_text(traded)}) overlaps the training slice "
+                f"({range_text(trained)}): move --backtest-start after the training slice "
                 f"or set data.end, or pass --allow-overlap (the run is then marked)"
             )
     # fitted on the training slice only; fit() also warns about features that reach the agent
@@ -158,50 +156,61 @@ def _split(ds: Dataset, config: RunConfig) -> tuple[Dataset, Dataset]:
 
 # -- evaluation -----------------------------------------------------------------------------
 def evaluate(model: Any, dataset: Dataset, env_config: EnvConfig, normalizer: Normalizer,
-             deterministic: bool = True) -> dict[str, Any]:
-    """One deterministic pass of ``model`` over ``dataset`` (eval mode): return, reward,
-    trades, drawdown, and the per-bar Sharpe ratio of the equity curve."""
-    env = TradingEnv(dataset, env_config, normalizer=normalizer, mode="eval")
-    obs, info = env.reset(seed=0)
-    initial = info["equity"]
-    equity = [initial]
-    total_reward = 0.0
-    state = None
-    start = np.ones((1,), dtype=bool)
-    done = False
-    while not done:
-        action, state = model.predict(obs, state=state, episode_start=start,
-                                      deterministic=deterministic)
-        start[0] = False
-        obs, reward, terminated, truncated, info = env.step(_scalar_action(action))
-        total_reward += reward
-        equity.append(info["equity"])
-        done = terminated or truncated
-    curve = np.asarray(equity)
-    rets = np.diff(curve) / curve[:-1]
-    sd = rets.std(ddof=1) if len(rets) > 1 else 0.0
+             deterministic: bool = True, *, bars_per_year: float | None = None,
+             equity_floor: bool = False) -> dict[str, Any]:
+    """One deterministic pass of ``model`` over ``dataset``: :func:`~rltrade.evaluation.
+    run_backtest` (no files written) and its :func:`~rltrade.evaluation.compute_metrics`, so an
+    evaluation reads exactly like a backtest of the same bars.
+
+    :param model: anything with SB3's ``predict`` (recurrent policies get their state and
+        ``episode_start``).
+    :param dataset: the slice to evaluate on (its first ``window - 1`` rows are context).
+    :param env_config: the run's env config.
+    :param normalizer: the normalizer fitted on the training slice.
+    :param deterministic: passed to ``predict``.
+    :param bars_per_year: annualisation override (``evaluation.bars_per_year``).
+    :param equity_floor: stop at ``env.equity_floor`` (``evaluation.equity_floor``).
+    :returns: ``total_return``, ``final_equity``, ``total_reward``, ``trades``,
+        ``max_drawdown`` (a negative fraction), ``sharpe`` (annualised, ``None`` when
+        undefined), ``bars`` (bars run), ``bars_requested``, ``stopped_early``, ``stop_reason``,
+        ``bankrupt``, ``buy_and_hold_return`` (the backtest's benchmark over the same bars) and
+        ``bars_per_year``.
+    """
+    result = run_backtest(model, dataset, env_config, normalizer=normalizer,
+                          deterministic=deterministic, bars_per_year=bars_per_year,
+                          equity_floor=equity_floor, name="evaluation")
+    return evaluation_summary(result)
+
+
+def evaluation_summary(result: BacktestResult) -> dict[str, Any]:
+    """The numbers of a backtest that training records per evaluation (see :func:`evaluate`)."""
+    s = result.summary
+    m = result.metrics or {}
+    perf = m.get("performance") or {}
+    bench = m.get("benchmark") or {}
     return {
-        "total_return": float(curve[-1] / initial - 1.0),
-        "final_equity": float(curve[-1]),
-        "total_reward": float(total_reward),
-        "trades": int(info["trade_count"]),
-        "max_drawdown": float(info["max_drawdown"]),
-        "sharpe_per_bar": float(rets.mean() / sd) if sd > 0 else 0.0,
-        "bars": len(rets),
-        "bankrupt": bool(info["bankrupt"]),
+        "total_return": s["total_return"],
+        "final_equity": s["final_equity"],
+        "total_reward": float(result.steps["reward"].sum()),
+        "trades": s["n_trades"],
+        "max_drawdown": perf.get("max_drawdown"),
+        "sharpe": perf.get("sharpe"),
+        "bars": s["bars_run"],
+        "bars_requested": s["bars_requested"],
+        "stopped_early": s["stopped_early"],
+        "stop_reason": s["stop_reason"],
+        "bankrupt": s["bankrupt"],
+        "buy_and_hold_return": bench.get("total_return"),
+        "bars_per_year": (m.get("run") or {}).get("bars_per_year"),
     }
 
 
-def _scalar_action(action: Any) -> Any:
-    arr = np.asarray(action)
-    if arr.ndim == 0 or (arr.dtype.kind in "iu" and arr.size == 1):
-        return int(arr.reshape(-1)[0])
-    return arr
-
-
 def buy_and_hold_return(dataset: Dataset, env_config: EnvConfig) -> float:
-    """Buy-and-hold over the same bars: the first close to the last (no costs)."""
-    return float(dataset.close[-1] / dataset.close[env_config.window - 1] - 1.0)
+    """Buy-and-hold over the bars an evaluation of ``dataset`` trades: the ``buy_and_hold``
+    baseline through :func:`~rltrade.evaluation.run_backtest` (1x equity, the run's costs), the
+    same number as an evaluation's ``buy_and_hold_return``."""
+    result = run_backtest(BuyAndHold(), dataset, env_config, benchmark=False, metrics=False)
+    return float(result.summary["total_return"])
 
 
 # -- the callback -------------------------------------------------------------------------
@@ -333,7 +342,9 @@ class _Trainer:
         self.evaluate(model)
 
     def evaluate(self, model: BaseAlgorithm) -> dict[str, Any]:
-        result = evaluate(model, self.data.eval, self.config.env, self.data.normalizer)
+        ev = self.config.evaluation
+        result = evaluate(model, self.data.eval, self.config.env, self.data.normalizer,
+                          bars_per_year=ev.bars_per_year, equity_floor=ev.equity_floor)
         result["step"] = int(model.num_timesteps)
         self.evaluations.append(result)
         if self.best is None or result["total_return"] > self.best["total_return"]:
@@ -787,7 +798,7 @@ def _train_and_finish(run: Run, config: RunConfig, data: PreparedData, env: VecE
         "resumed": resume_from is not None,
         "best_eval": trainer.best,
         "final_eval": final,
-        "buy_and_hold_eval_return": buy_and_hold_return(data.eval, config.env),
+        "buy_and_hold_eval_return": final["buy_and_hold_return"],
     }
     run.write_manifest(manifest)
     run.write_state(status="completed", steps_done=steps, wall_seconds=total_wall,

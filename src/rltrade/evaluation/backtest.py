@@ -54,11 +54,13 @@ import pandas as pd
 from loguru import logger
 from numba import njit
 
+from rltrade.agents.baselines import BuyAndHold
 from rltrade.agents.policy import NumpyMlpPolicy, is_planned, mlp_action
 from rltrade.data.store import atomic_write_bytes
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
 from rltrade.envs.core import EnvCore, market_matrix, resolve_normalizer
+from rltrade.envs.schemes import ACTION_SCHEMES
 from rltrade.envs.spaces import check_actions, observation
 from rltrade.errors import ConfigError, RLTradeError
 from rltrade.evaluation.metrics import compute_metrics, json_ready
@@ -69,16 +71,18 @@ from rltrade.sim.engine import (
     ADJUSTMENTS,
     EXIT_REASONS,
     REJECTION_REASONS,
-    _counts,
-    _trade_table,
+    reason_counts,
+    trade_table,
 )
 
-__all__ = ["BacktestResult", "run_backtest"]
+__all__ = ["BENCHMARK_COLUMN", "BacktestResult", "run_backtest", "stop_text"]
 
 log = logger.bind(component="backtest")
 
 #: steps beyond this many rows are also written as steps.parquet
 PARQUET_ROWS = 100_000
+#: the steps column of the benchmark's equity (buy-and-hold through the engine, same bars)
+BENCHMARK_COLUMN = "benchmark_equity"
 
 # What is recorded after every step: one row per value, one column per bar (each column of the
 # steps table is then a contiguous row; 9 values, 72 bytes a bar). The bar of column k is the
@@ -110,6 +114,9 @@ class BacktestResult:
     :param state_debug: the observation per bar (``state_debug=True``), else ``None``.
     :param timings: seconds spent per phase (``setup``, ``loop``, ``frames``, ``benchmark``,
         ``metrics``, ``write``); not written to the files, which stay reproducible.
+    :param comparison: the baselines' comparison table when the backtest was judged against
+        them (:func:`rltrade.evaluation.judge.backtest_run` with ``baselines=True``), else
+        ``None``.
     """
 
     steps: pd.DataFrame
@@ -119,6 +126,7 @@ class BacktestResult:
     path: Path | None = None
     state_debug: pd.DataFrame | None = field(default=None, repr=False)
     timings: dict[str, float] = field(default_factory=dict, repr=False)
+    comparison: pd.DataFrame | None = field(default=None, repr=False)
 
 
 # ------------------------------------------------------------------------------- kernels
@@ -271,13 +279,13 @@ def _validated_plan(policy: Any, dataset: Dataset, config: EnvConfig) -> tuple[n
     """The plan as float64 ``[T, 2]`` kernel actions, and the rows that had to be clipped."""
     raw = np.asarray(policy.plan(dataset, config))
     t_len = len(dataset)
-    discrete = config.action_scheme != "exposure_sl"
-    if discrete and raw.shape in ((t_len,), (t_len, 1)):
+    sch = ACTION_SCHEMES[config.action_scheme]
+    if sch.discrete and raw.shape in ((t_len,), (t_len, 1)):
         flat = raw.reshape(t_len)
-    elif not discrete and raw.shape == (t_len, 2):
+    elif sch.continuous and raw.shape == (t_len, sch.width):
         flat = raw
     else:
-        want = f"({t_len},)" if discrete else f"({t_len}, 2)"
+        want = f"({t_len},)" if sch.discrete else f"({t_len}, {sch.width})"
         raise ValueError(f"plan of {getattr(policy, 'name', type(policy).__name__)}: expected "
                          f"shape {want} for {config.action_scheme!r}, got {raw.shape}")
     actions, bad = check_actions(config, flat, t_len)
@@ -344,63 +352,169 @@ def run_backtest(
     metrics: bool = True,
     seed: int | None = None,
     deterministic: bool = True,
+    equity_floor: bool = False,
+    bars_per_year: float | None = None,
 ) -> BacktestResult:
     """Backtest ``policy`` on ``dataset``: one pass through the environment, logged.
 
-    :param policy: an object with SB3's ``predict`` (an SB3 model, :class:`NumpyMlpPolicy`) or
-        a planned policy with ``plan(dataset, config)`` (every baseline); see
-        :mod:`rltrade.agents.policy`.
+    This is the one way rltrade runs a policy over a slice: ``rltrade backtest``, ``compare``,
+    the baselines and training's evaluation all call it.
+
+    :param policy: an object with SB3's ``predict`` (an SB3 model, recurrent ones included,
+        :class:`NumpyMlpPolicy`) or a planned policy with ``plan(dataset, config)`` (every
+        baseline); see :mod:`rltrade.agents.policy`.
     :param dataset: the bars, features and signals to trade (the held-out slice).
     :param config: the agent's env config (:class:`EnvConfig` or a mapping); ``mode`` is set to
-        ``eval``. A planned policy with an ``action_scheme`` attribute (the baselines:
-        ``discrete3``) runs under this config with that scheme.
+        ``eval``. A planned policy with an ``env_config(config)`` method (the baselines) runs
+        under the config it returns, one with an ``action_scheme`` attribute under this config
+        with that scheme.
     :param normalizer: the normalizer fitted at training (required for z-score specs).
-    :param out_dir: write the files into ``out_dir/bt_YYYYMMDD_HHMMSS/``.
+    :param out_dir: write the files into ``out_dir/bt_YYYYMMDD_HHMMSS/``; ``None`` writes
+        nothing (training's periodic evaluations).
     :param force_close: close the position still open at the last bar at its close, through the
         engine (a taker fill; its trades are flagged ``forced_close``).
     :param state_debug: also return (and write) the observation per bar: raw and normalised
         features of the bar and the account block.
-    :param name: the run's name (summary, ``metrics.run.id``); default the policy's name.
-    :param benchmark: ``True``: buy-and-hold at 1x equity through the engine with the same
-        costs, from the same bar, as ``metrics.benchmark``; ``False``: none; or an equity curve
-        aligned with the steps.
+    :param name: the run's name (summary, ``metrics.run.id``, report title); default the
+        policy's name.
+    :param benchmark: ``True``: buy-and-hold (the ``buy_and_hold`` baseline: 1x equity, the same
+        costs, from the same bar) as the ``benchmark_equity`` column and ``metrics.benchmark``;
+        ``False``: none; or an equity curve aligned with the steps.
     :param metrics: compute :func:`~rltrade.evaluation.compute_metrics` (``False`` skips it).
     :param seed: seed of the engine's random draws (default ``config.engine.seed``).
     :param deterministic: passed to ``predict``.
+    :param equity_floor: stop when equity falls to ``config.equity_floor`` × the initial
+        equity, as training episodes do. Off by default: a backtest covers the range it was
+        given (bankruptcy still ends it); the summary says when a run stopped early.
+    :param bars_per_year: annualisation override passed to ``compute_metrics`` (``None``: its
+        own choice, recorded in ``metrics.run.bars_per_year_source``).
     :returns: a :class:`BacktestResult`.
     """
     if not isinstance(dataset, Dataset):
         raise ConfigError(f"run_backtest needs a Dataset, got {type(dataset).__name__}")
     clock = _Clock()
+    cfg = _policy_config(policy, config, equity_floor)
+    seed = cfg.engine.seed if seed is None else int(seed)
+    done = _run_pass(policy, dataset, cfg, normalizer, seed, state_debug, deterministic, clock)
+    forced = force_close and _force_close(done)
+    clock.lap("loop")
+    st = done.run.st[0]
+    initial = float(st[K.INITIAL_EQUITY])
+    steps = _steps_frame(dataset, cfg, done, forced, initial)
+    trades = _trades_frame(_trade_records(done.run), dataset.timestamps)
+    clock.lap("frames")
+    bench = _benchmark(benchmark, dataset, cfg, done.start, len(steps), seed)
+    if bench is not None and len(bench) == len(steps):
+        steps[BENCHMARK_COLUMN] = bench
+    clock.lap("benchmark")
+    summary = _summary(policy, name, dataset, cfg, steps, trades, done, initial, forced,
+                       force_close, bench)
+    result_metrics = None
+    if metrics:
+        result_metrics = compute_metrics(
+            steps, trades, timeframe=dataset.timeframe, initial_capital=initial,
+            benchmark_equity=bench, costs=_costs(st),
+            interventions=_risk_counts(done.run.core) if cfg.risk is not None else None,
+            run_id=summary["name"], bars_per_year=bars_per_year)
+    clock.lap("metrics")
+    debug = None
+    if state_debug:
+        assert done.market is not None
+        debug = _state_debug(dataset, done.market, steps["bar"].to_numpy(),
+                             done.rec_account[:, :len(steps)])
+    path = None
+    if out_dir is not None:
+        path = _new_folder(out_dir)
+        summary["backtest_id"] = path.name
+        _write(path, steps, trades, summary, result_metrics, debug)
+    clock.lap("write")
+    log.info("backtest {}: {} bars, {} trades, equity {:.2f} -> {:.2f}{}{}", summary["name"],
+             len(steps), len(trades), initial, summary["final_equity"],
+             f" ({path})" if path else "", f"; {stop_text(summary)}" if
+             summary["stopped_early"] else "")
+    return BacktestResult(steps, trades, summary, result_metrics, path, debug, clock.laps)
+
+
+def stop_text(summary: Mapping[str, Any]) -> str:
+    """A backtest's early stop in words (empty when it covered its range)::
+
+        stopped early at 2021-03-04T05:00:00+00:00 (bar 1,139 of 2,188): equity fell to
+        the equity floor; the rest of the range was not traded
+    """
+    if not summary.get("stopped_early"):
+        return ""
+    why = _STOP_WORDS.get(str(summary.get("stop_reason")), str(summary.get("stop_reason")))
+    return (f"stopped early at {summary.get('end_time')} (bar {int(summary['bars_run']):,} of "
+            f"{int(summary['bars_requested']):,}): {why}; the rest of the range was not "
+            "traded")
+
+
+_STOP_WORDS = {
+    "bankrupt": "the account went bankrupt (equity at or below zero)",
+    "equity_floor": "equity fell to the equity floor (env.equity_floor × initial equity)",
+}
+
+
+@dataclass
+class _Pass:
+    """One pass of a policy: the env, what was recorded, and where it started and ended."""
+
+    run: _Run
+    start: int  # the first bar (the first decision at its close)
+    requested: int  # bars from the start bar to the last bar of the dataset
+    k: int  # the column of the last record (bars run = k + 1)
+    rec: np.ndarray
+    rec_actions: np.ndarray
+    rec_account: np.ndarray
+    reasons: list[str] | None
+    plan_bad: np.ndarray | None
+    market: np.ndarray | None
+
+
+def _policy_config(policy: Any, config: EnvConfig | Mapping[str, Any] | None,
+                   equity_floor: bool) -> EnvConfig:
+    """The config the pass runs under: ``eval`` mode, the planned policy's own config or
+    scheme, the equity floor only when asked for."""
     cfg = EnvConfig.build(config, mode="eval")
-    planned = is_planned(policy)
-    scheme = getattr(policy, "action_scheme", None) if planned else None
-    if scheme and scheme != cfg.action_scheme:
-        cfg = EnvConfig.build(cfg, action_scheme=scheme)
-    if not planned and not callable(getattr(policy, "predict", None)):
+    if is_planned(policy):
+        own = getattr(policy, "env_config", None)
+        scheme_name = getattr(policy, "action_scheme", None)
+        if callable(own):
+            cfg = EnvConfig.build(own(cfg), mode="eval")
+        elif scheme_name and scheme_name != cfg.action_scheme:
+            cfg = EnvConfig.build(cfg, action_scheme=scheme_name)
+    elif not callable(getattr(policy, "predict", None)):
         raise ConfigError(
             f"run_backtest: {type(policy).__name__} is not a policy: it needs SB3's "
             "predict(obs, state=None, episode_start=None, deterministic=True) or "
             "plan(dataset, config)"
         )
-    seed = cfg.engine.seed if seed is None else int(seed)
+    if not equity_floor and cfg.equity_floor != 0.0:
+        cfg = EnvConfig.build(cfg, equity_floor=0.0)
+    return cfg
+
+
+def _run_pass(policy: Any, dataset: Dataset, cfg: EnvConfig, normalizer: Normalizer | None,
+              seed: int, state_debug: bool, deterministic: bool, clock: _Clock) -> _Pass:
+    """Step the env from the close of bar ``window - 1`` to the last bar (or the end of the
+    episode) on the fastest path that fits the policy (module docstring)."""
     start = cfg.window - 1
     last = len(dataset) - 1
     if last <= start:
         raise ConfigError(f"run_backtest: {len(dataset)} rows leave no step after the first "
                           f"window of {cfg.window} bars")
+    planned = is_planned(policy)
     mlp = isinstance(policy, NumpyMlpPolicy) and not planned
     fused = cfg.risk is None and (planned or mlp)
-    light = planned or (mlp and fused)
     market: np.ndarray | None = None
     if (mlp and fused) or state_debug:
         normalizer = resolve_normalizer(dataset, normalizer, "run_backtest")
         market = market_matrix(dataset, normalizer, cfg.obs_clip)
-    run = _Run(dataset, cfg, normalizer, light, start, seed, bound=not fused)
-    core = run.core
+    run = _Run(dataset, cfg, normalizer, planned or (mlp and fused), start, seed,
+               bound=not fused)
     n_max = last - start + 1
     rec = np.zeros((_N_REC, n_max))
-    rec_actions = np.full((2 if cfg.action_scheme == "exposure_sl" else 1, n_max), np.nan)
+    rec_actions = np.full((ACTION_SCHEMES[cfg.action_scheme].width, n_max), np.nan)
     rec_account = np.zeros((EK.N_ACCOUNT, n_max if state_debug else 0))
     reasons: list[str] | None = [""] * n_max if cfg.risk is not None else None
     plan: np.ndarray | None = None
@@ -415,61 +529,37 @@ def run_backtest(
     else:
         k = _run_python(run, policy, plan, cfg, rec, rec_actions, rec_account, reasons,
                         deterministic)
-    n = k + 1
-    forced = False
-    if force_close and run.st[0, K.POS] != 0.0 and run.st[0, K.BANKRUPT] == 0.0:
-        run.ensure_room()
-        K.close_all(run.st[0], run.lots[0], run.orders[0], run.trades, run.mkt, run.cfg, True)
-        flags = int(rec[_R_FLAGS, k])  # the step's own events stay, the close's are added
-        run.record(rec, rec_account, k, rec[_R_REWARD, k], bool(flags & _F_TERMINATED),
-                   bool(flags & _F_TRUNCATED))
-        rec[_R_FLAGS, k] = flags | int(rec[_R_FLAGS, k])
-        forced = True
-    clock.lap("loop")
+    return _Pass(run, start, n_max, k, rec, rec_actions, rec_account, reasons, plan_bad, market)
+
+
+def _force_close(done: _Pass) -> bool:
+    """Close the open position at the last bar's close through the engine; ``True`` when a
+    position was closed. The last record keeps the step's own events and gets the close's."""
+    run, rec, k = done.run, done.rec, done.k
+    if run.st[0, K.POS] == 0.0 or run.st[0, K.BANKRUPT] != 0.0:
+        return False
+    run.ensure_room()
+    K.close_all(run.st[0], run.lots[0], run.orders[0], run.trades, run.mkt, run.cfg, True)
+    flags = int(rec[_R_FLAGS, k])
+    run.record(rec, done.rec_account, k, rec[_R_REWARD, k], bool(flags & _F_TERMINATED),
+               bool(flags & _F_TRUNCATED))
+    rec[_R_FLAGS, k] = flags | int(rec[_R_FLAGS, k])
+    return True
+
+
+def _trade_records(run: _Run) -> np.ndarray:
+    """The engine's closed-trade records of the pass (all of them: a dropped record or a count
+    that disagrees is an internal error, never a silently short table)."""
     st = run.st[0]
     n_records = int(st[K.N_RECORDS])
     if st[K.DROPPED_RECORDS] or n_records != int(st[K.N_TRADES]):
         raise RLTradeError("internal error: the engine's trade records are incomplete")
+    return run.trades[:n_records]
 
-    initial = float(st[K.INITIAL_EQUITY])
-    steps = _steps_frame(dataset, cfg, start, rec[:, :n], rec_actions[:, :n], reasons,
-                         plan_bad, forced, initial)
-    trades = _trades_frame(run.trades[:n_records], dataset.timestamps)
-    clock.lap("frames")
-    bench: np.ndarray | None = None
-    if benchmark is True:
-        bench = _buy_and_hold(dataset, cfg, start, n, seed)
-    elif benchmark is not False and benchmark is not None:
-        bench = np.asarray(benchmark, dtype=np.float64)
-    clock.lap("benchmark")
-    if bench is not None and len(bench) == len(steps):
-        steps["benchmark_equity"] = bench  # buy-and-hold through the engine, same bars
-    summary = _summary(policy, name, dataset, cfg, steps, trades, run, initial, forced,
-                       force_close, bench, rec[:, n - 1])
-    costs = {"fees": float(st[K.FEES]), "spread_cost": float(st[K.SPREAD_COST]),
-             "slippage_cost": float(st[K.SLIPPAGE_COST])}
-    result_metrics = None
-    if metrics:
-        result_metrics = compute_metrics(
-            steps, trades, timeframe=dataset.timeframe, initial_capital=initial,
-            benchmark_equity=bench, costs=costs,
-            interventions=_risk_counts(core) if cfg.risk is not None else None,
-            run_id=summary["name"])
-    clock.lap("metrics")
-    debug = None
-    if state_debug:
-        assert market is not None
-        debug = _state_debug(dataset, market, np.arange(start, start + n),
-                             rec_account[:, :n])
-    path = None
-    if out_dir is not None:
-        path = _new_folder(out_dir)
-        summary["backtest_id"] = path.name
-        _write(path, steps, trades, summary, result_metrics, debug)
-    clock.lap("write")
-    log.info("backtest {}: {} bars, {} trades, equity {:.2f} -> {:.2f}{}", summary["name"], n,
-             len(trades), initial, summary["final_equity"], f" ({path})" if path else "")
-    return BacktestResult(steps, trades, summary, result_metrics, path, debug, clock.laps)
+
+def _costs(st: np.ndarray) -> dict[str, float]:
+    return {"fees": float(st[K.FEES]), "spread_cost": float(st[K.SPREAD_COST]),
+            "slippage_cost": float(st[K.SLIPPAGE_COST])}
 
 
 def _run_fused(run: _Run, mlp: NumpyMlpPolicy | None, plan: np.ndarray | None,
@@ -548,10 +638,14 @@ def _run_python(run: _Run, policy: Any, plan: np.ndarray | None, cfg: EnvConfig,
         run.ensure_room()
 
 
-def _steps_frame(dataset: Dataset, cfg: EnvConfig, start: int, rec: np.ndarray,
-                 rec_actions: np.ndarray, reasons: list[str] | None,
-                 plan_bad: np.ndarray | None, forced: bool, initial: float) -> pd.DataFrame:
-    n = rec.shape[1]
+def _steps_frame(dataset: Dataset, cfg: EnvConfig, done: _Pass, forced: bool,
+                 initial: float) -> pd.DataFrame:
+    n = done.k + 1
+    start = done.start
+    rec = done.rec[:, :n]
+    rec_actions = done.rec_actions[:, :n]
+    reasons = done.reasons
+    plan_bad = done.plan_bad
     take = slice(start, start + n)  # a pass steps one bar at a time
     index = pd.DatetimeIndex(dataset.timestamps[take].astype("datetime64[ns]"), tz="UTC",
                              name="timestamp")
@@ -567,13 +661,13 @@ def _steps_frame(dataset: Dataset, cfg: EnvConfig, start: int, rec: np.ndarray,
         return (flags & bit) != 0
 
     data: dict[str, Any] = {"bar": np.arange(start, start + n)}
-    if cfg.action_scheme == "exposure_sl":
-        data["action_0"] = rec_actions[0]
-        data["action_1"] = rec_actions[1]
-    else:
+    if ACTION_SCHEMES[cfg.action_scheme].discrete:
         none = np.isnan(rec_actions[0])  # the last bar: no decision
         data["action"] = pd.arrays.IntegerArray(
             np.nan_to_num(rec_actions[0]).astype(np.int64), none)
+    else:
+        for j in range(rec_actions.shape[0]):
+            data[f"action_{j}"] = rec_actions[j]
     pos = rec[_R_POS]
     invalid = event(_F_INVALID)
     if plan_bad is not None:
@@ -607,7 +701,7 @@ def _steps_frame(dataset: Dataset, cfg: EnvConfig, start: int, rec: np.ndarray,
 
 
 def _trades_frame(buf: np.ndarray, timestamps: np.ndarray) -> pd.DataFrame:
-    table = _trade_table(buf, timestamps)
+    table = trade_table(buf, timestamps)
     frame = pd.DataFrame({
         "entry_time": pd.DatetimeIndex(table["entry_time"], tz="UTC"),
         "exit_time": pd.DatetimeIndex(table["exit_time"], tz="UTC"),
@@ -636,13 +730,26 @@ def _trades_frame(buf: np.ndarray, timestamps: np.ndarray) -> pd.DataFrame:
     return frame
 
 
+def _benchmark(benchmark: bool | np.ndarray | pd.Series | None, dataset: Dataset,
+               cfg: EnvConfig, start: int, n: int, seed: int) -> np.ndarray | None:
+    """The benchmark's equity over the ``n`` bars from ``start``: buy-and-hold (``True``), none
+    (``False``) or the curve given."""
+    if benchmark is True:
+        return _buy_and_hold(dataset, cfg, start, n, seed)
+    if benchmark is False or benchmark is None:
+        return None
+    return np.asarray(benchmark, dtype=np.float64)
+
+
 def _buy_and_hold(dataset: Dataset, cfg: EnvConfig, start: int, n: int, seed: int) -> np.ndarray:
-    """Equity of buy-and-hold at 1x equity through the engine (same costs and start bar)."""
-    bench_cfg = EnvConfig.build(cfg, action_scheme="discrete3", risk=None, equity_floor=0.0,
-                                max_exposure=min(1.0, 1.0 / cfg.engine.leverage))
+    """Equity of the ``buy_and_hold`` baseline under its config for the agent's (1x equity, the
+    same costs, no risk manager: :func:`~rltrade.agents.baselines.buy_and_hold_config`) over the
+    ``n`` bars from ``start``, through the same fused loop as any planned policy: the same
+    numbers as ``run_backtest(BuyAndHold(), dataset, cfg)`` on those bars."""
+    policy = BuyAndHold()
+    bench_cfg = _policy_config(policy, cfg, equity_floor=False)
     run = _Run(dataset, bench_cfg, None, True, start, seed, records=False)
-    plan = np.zeros((len(dataset), 2))
-    plan[:, 0] = 2.0
+    plan, _ = _validated_plan(policy, dataset, bench_cfg)
     rec = np.zeros((_N_REC, n))
     rec_actions = np.zeros((1, n))
     no_account = np.zeros((EK.N_ACCOUNT, 0))
@@ -658,15 +765,28 @@ def _risk_counts(core: EnvCore) -> dict[str, int]:
     return dict(core.risk_counts[0])
 
 
+def _stop_reason(st: np.ndarray, terminated: bool, stopped_early: bool) -> str | None:
+    """Why a pass ended before its last bar: ``bankrupt``, ``equity_floor`` (``None`` when it
+    did not)."""
+    if not stopped_early:
+        return None
+    if st[K.BANKRUPT] != 0.0:
+        return "bankrupt"
+    return "equity_floor" if terminated else "ended"
+
+
 def _summary(policy: Any, name: str | None, dataset: Dataset, cfg: EnvConfig,
-             steps: pd.DataFrame, trades: pd.DataFrame, run: _Run, initial: float,
-             forced: bool, force_close: bool, bench: np.ndarray | None,
-             last: np.ndarray) -> dict[str, Any]:
+             steps: pd.DataFrame, trades: pd.DataFrame, done: _Pass, initial: float,
+             forced: bool, force_close: bool, bench: np.ndarray | None) -> dict[str, Any]:
+    run = done.run
     st = run.st[0]
+    last = done.rec[:, done.k]
     final = float(st[K.EQUITY])
     realized_final = float(steps["realized_equity"].iloc[-1])
-    fees, spread, slip = float(st[K.FEES]), float(st[K.SPREAD_COST]), float(st[K.SLIPPAGE_COST])
+    costs = _costs(st)
     invalid = int(steps["invalid_action"].sum())
+    terminated = bool(int(last[_R_FLAGS]) & _F_TERMINATED)
+    stopped_early = len(steps) < done.requested
     summary: dict[str, Any] = {
         "backtest_id": None,  # the folder's name once written
         "name": name or _policy_name(policy),
@@ -685,6 +805,12 @@ def _summary(policy: Any, name: str | None, dataset: Dataset, cfg: EnvConfig,
         "start_bar": int(steps["bar"].iloc[0]),
         "end_bar": int(steps["bar"].iloc[-1]),
         "bars": len(steps),
+        "bars_requested": done.requested,
+        "bars_run": len(steps),
+        "end_time": steps.index[-1].isoformat(),
+        "stopped_early": stopped_early,
+        "stop_reason": _stop_reason(st, terminated, stopped_early),
+        "equity_floor_applied": cfg.equity_floor > 0.0,
         "initial_equity": initial,
         "final_equity": final,
         "final_realized_equity": realized_final,
@@ -693,16 +819,16 @@ def _summary(policy: Any, name: str | None, dataset: Dataset, cfg: EnvConfig,
         "unrealized_pnl": float(st[K.UNREALIZED]),
         "open_position": float(st[K.POS]),
         "bankrupt": bool(st[K.BANKRUPT]),
-        "terminated": bool(int(last[_R_FLAGS]) & _F_TERMINATED),
+        "terminated": terminated,
         "truncated": bool(int(last[_R_FLAGS]) & _F_TRUNCATED),
         "force_close": bool(force_close),
         "force_closed": forced,
         "n_trades": len(trades),
         "n_fills": int(st[K.N_FILLS]),
-        "costs": {"fees": fees, "spread_cost": spread, "slippage_cost": slip,
-                  "total": fees + spread + slip},
-        "rejections": {k: v for k, v in _counts(st, REJECTION_REASONS).items() if v},
-        "adjustments": {k: v for k, v in _counts(st, ADJUSTMENTS).items() if v},
+        "costs": {**costs, "total": costs["fees"] + costs["spread_cost"]
+                  + costs["slippage_cost"]},
+        "rejections": {k: v for k, v in reason_counts(st, REJECTION_REASONS).items() if v},
+        "adjustments": {k: v for k, v in reason_counts(st, ADJUSTMENTS).items() if v},
         "risk_interventions": _risk_counts(run.core) if cfg.risk is not None else {},
         "invalid_actions": invalid,
         "benchmark_final_equity": float(bench[-1]) if bench is not None and len(bench) else None,

@@ -270,7 +270,7 @@ def _account(st: np.ndarray, lots: np.ndarray, timestamps: np.ndarray | None) ->
     )
 
 
-def _counts(st: np.ndarray, names: dict[int, str]) -> dict[str, int]:
+def reason_counts(st: np.ndarray, names: dict[int, str]) -> dict[str, int]:
     """Counts by name; ``st`` is one account's state or a stack of them (summed)."""
     col = st[..., K.COUNTS:K.COUNTS + K.N_CODES]
     total = col.reshape(-1, K.N_CODES).sum(axis=0)
@@ -368,7 +368,7 @@ def _timestamps(timestamps: Any, t_len: int) -> np.ndarray | None:
     return ts
 
 
-def _trade_table(buf: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray:
+def trade_table(buf: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray:
     out = np.zeros(len(buf), dtype=TRADE_DTYPE)
     entry = buf[:, K.T_ENTRY_BAR].astype(np.int64)
     exit_ = buf[:, K.T_EXIT_BAR].astype(np.int64)
@@ -616,7 +616,7 @@ class ExecutionEngine(_Base):
     @property
     def trades(self) -> np.ndarray:
         """Closed trades so far, oldest exit first (a structured array of :data:`TRADE_DTYPE`)."""
-        return _trade_table(self._trades[:int(self._st[K.N_RECORDS])], self._ts)
+        return trade_table(self._trades[:int(self._st[K.N_RECORDS])], self._ts)
 
     def trades_frame(self) -> pd.DataFrame:
         """:attr:`trades` as a DataFrame (times as UTC timestamps)."""
@@ -649,13 +649,13 @@ class ExecutionEngine(_Base):
     @property
     def rejections(self) -> dict[str, int]:
         """Rejected orders by reason (each rejection changed nothing)."""
-        return _counts(self._st, REJECTION_REASONS)
+        return reason_counts(self._st, REJECTION_REASONS)
 
     @property
     def adjustments(self) -> dict[str, int]:
         """Accepted orders the engine clamped, rounded or did not trade (dead zone), limit
         orders expired or cancelled, touch fills missed, lots merged, by name."""
-        return _counts(self._st, ADJUSTMENTS)
+        return reason_counts(self._st, ADJUSTMENTS)
 
     @property
     def last_rejection(self) -> str | None:
@@ -823,12 +823,12 @@ class BatchEngine(_Base):
     @property
     def rejections(self) -> dict[str, int]:
         """Rejected orders by reason, summed over accounts."""
-        return _counts(self._state, REJECTION_REASONS)
+        return reason_counts(self._state, REJECTION_REASONS)
 
     @property
     def adjustments(self) -> dict[str, int]:
         """Adjustments by name, summed over accounts."""
-        return _counts(self._state, ADJUSTMENTS)
+        return reason_counts(self._state, ADJUSTMENTS)
 
     def counts_by_account(self) -> np.ndarray:
         """``[n_accounts, N_CODES]`` counts of every code (see ``REJECTION_REASONS`` and
