@@ -314,8 +314,18 @@ def data_download(
             "those come from RLTRADE_<EXCHANGE>_API_KEY / _SECRET.",
         ),
     ] = None,
+    backoff: Annotated[
+        float,
+        typer.Option("--backoff", min=0.0,
+                     help="First retry delay in seconds (doubles on each retry)."),
+    ] = 1.0,
 ) -> None:
-    """Download bars through CCXT into the store; only what the store lacks is fetched."""
+    """Download bars through CCXT into the store; only what the store lacks is fetched.
+
+    Exit code 1 when some bars could not be fetched (empty pages although the exchange has
+    later bars): they are not recorded as covered, so running the same command again asks for
+    them.
+    """
     from rltrade.data.exchange import download_bars, make_exchange
     from rltrade.data.store import BarStore
     from rltrade.errors import ConfigError
@@ -331,9 +341,17 @@ def data_download(
         client = make_exchange(exchange, config=settings)
     result = download_bars(
         client, symbol, timeframe, start, end, BarStore(store),  # type: ignore[arg-type]
-        with_derivatives=with_derivatives,
+        with_derivatives=with_derivatives, backoff=backoff,
     )
-    console.print(result.summary())
+    console.print(result.summary(), markup=False, highlight=False)
+    for line in result.derivative_gaps:
+        err_console.print(f"warning: {line}", markup=False, highlight=False)
+    if not result.complete:
+        err_console.print(
+            f"incomplete: {result.bars_missing} bar(s) not fetched; run the same command again",
+            markup=False, highlight=False,
+        )
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------
