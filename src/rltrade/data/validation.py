@@ -22,14 +22,22 @@ OHLC envelope violated        error     high = max(o, h, l, c), low = min(o, h, 
 (high < max(open, close),
 low > min(open, close),
 high < low)
+one-bar spikes that revert    error     open/high/low/close of the bar set to the previous
+(bad prints, see                        close (volume kept)
+:func:`find_spikes`)
 gaps against the timeframe    warning   nothing: missing bars are never invented
 price jumps (robust z-score   warning   nothing: real markets jump; look at them
 of log returns > threshold)
 naive timestamps              warning   taken as UTC (already done by parsing)
+mixed UTC offsets whose       warning   nothing itself; the unsorted / duplicate rows it
+conversion goes back in time            causes are errors (their messages name the offsets)
 ============================  ========  =====================================================
 
 For series without Saturday bars (stocks, FX, futures), a gap that spans weekend time is the
 weekend close and is not reported, so daily stock data is not reported as full of gaps.
+
+``columns=("close",)`` checks only the close (and the timestamps): an external series whose
+open/high/low are not used (VIX) is not refused for them.
 """
 
 from __future__ import annotations
