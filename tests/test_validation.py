@@ -336,6 +336,15 @@ def test_a_file_of_dates_and_closes_loads_for_an_external_series(tmp_path):
     df = load_bars(path, columns=("close",))
     assert list(df.columns) == ["close"]
     np.testing.assert_allclose(df["close"].to_numpy(), np.round(closes, 2))
+    # text in an unused open column is a note, not an error
+    with_open = tmp_path / "vix_open.csv"
+    with_open.write_text("date,open,close\n" + "".join(
+        f"{d:%Y-%m-%d},{'abc' if i == 3 else '1.0'},{c:.2f}\n"
+        for i, (d, c) in enumerate(zip(days, closes, strict=True))))
+    df, report = load_bars_with_report(with_open, columns=("close",))
+    note = next(f for f in report.findings if f.code == "non_numeric")
+    assert note.severity == "info" and "not checked" in note.message
+    assert np.isnan(df["open"].iloc[3]) and not report.errors
 
 
 def test_external_series_need_only_their_column(tmp_path):

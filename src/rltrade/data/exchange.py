@@ -224,9 +224,8 @@ class DownloadResult:
             ranges = ", ".join(f"{a} .. {b}" for a, b, _ in self.incomplete[:3])
             more = f" and {len(self.incomplete) - 3} more" if len(self.incomplete) > 3 else ""
             text += (
-                f"; INCOMPLETE: {self.bars_missing} bar(s) not fetched ({ranges}{more}): the "
-                "exchange sent empty pages although it has later bars; not recorded as "
-                "covered, run the download again"
+                f"; INCOMPLETE: {self.bars_missing} bar(s) not fetched ({ranges}{more}), "
+                "not recorded as covered: run the download again"
             )
         return text
 
@@ -513,7 +512,8 @@ class _Downloader:
                     empty_windows += 1
                     skip_to = (span.end_ns if empty_windows >= _MAX_EMPTY_WINDOWS
                                else self.slot_after(span, since, limit))
-                    self.leave_unfetched(span, since, skip_to)
+                    self.leave_unfetched(span, since, skip_to, "empty pages although the "
+                                         "exchange has later bars")
                     since = chunk_start = skip_to
                     continue
                 empty_windows = 0
@@ -531,7 +531,7 @@ class _Downloader:
                                 self.ex.id, self.symbol, _ts(since))
                     self.flush(rows, chunk_start, since, span)
                     rows, chunk_start = [], since
-                    self.leave_unfetched(span, since, span.end_ns)
+                    self.leave_unfetched(span, since, span.end_ns, "a page made no progress")
                     break
                 # A short page (fewer bars than asked) is no end: go on after its last bar.
                 since = int(tf.close_times_ns(new.max(keepdims=True))[0])
@@ -589,8 +589,8 @@ class _Downloader:
         pos = int(np.searchsorted(span.slots, since)) + width
         return int(span.slots[pos]) if pos < len(span.slots) else span.end_ns
 
-    def leave_unfetched(self, span: _Span, lo: int, hi: int) -> None:
-        """Record ``[lo, hi)`` as not fetched (never covered), with a warning."""
+    def leave_unfetched(self, span: _Span, lo: int, hi: int, why: str) -> None:
+        """Record ``[lo, hi)`` as not fetched (never covered), with a warning saying ``why``."""
         n = int(np.sum((span.slots >= lo) & (span.slots < hi)))
         if not n:
             return
@@ -598,9 +598,9 @@ class _Downloader:
         end = pd.Timestamp(hi, unit="ns", tz="UTC")
         self.result.incomplete.append((start, end, n))
         log.warning(
-            "{}: {} {}: empty pages from {} although the exchange has later bars; {} bar(s) up "
-            "to {} not fetched and not recorded as covered: run the download again",
-            self.ex.id, self.symbol, self.tf.name, start, n, end,
+            "{}: {} {}: {} from {}; {} bar(s) up to {} not fetched and not recorded as "
+            "covered: run the download again",
+            self.ex.id, self.symbol, self.tf.name, why, start, n, end,
         )
 
     def flush(self, rows: list[list[Any]], lo: int, hi: int, span: _Span) -> None:
