@@ -393,15 +393,28 @@ def _offset_label(suffix: str) -> str | None:
     return f"{zone[0]}{digits[:2]}:{digits[2:]}"
 
 
-def _utc_offsets(text: pd.Series) -> pd.Series:
-    """The UTC offset of each string as ``"+HH:MM"``, ``NaN`` where it has none.
+def _arrow_text(text: pd.Series) -> pa.Array:
+    """A text column as one arrow string array (missing values null)."""
+    arr = pa.array(text, type=pa.string(), from_pandas=True)
+    return arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+
+
+def _offset_codes(text: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Per string, a code into the returned labels: its UTC offset as ``"+HH:MM"``, or
+    ``None`` where it has none (code -1, missing values, points at a final ``None``).
 
     Read from the last six characters, classified once per distinct ending (fast on long
     columns, where a few endings repeat).
     """
-    codes, endings = pd.factorize(text.str[-6:])
-    labels = np.array([_offset_label(str(u)) for u in endings] + [None], dtype=object)
-    return pd.Series(labels[codes], index=text.index, dtype=object)  # code -1 (NA): None
+    endings = pc.dictionary_encode(pc.utf8_slice_codeunits(_arrow_text(text), start=-6))
+    labels = [_offset_label(u) for u in endings.dictionary.to_pylist()]
+    return endings.indices.fill_null(-1).to_numpy(), np.array([*labels, None], dtype=object)
+
+
+def _utc_offsets(text: pd.Series) -> pd.Series:
+    """The UTC offset of each string as ``"+HH:MM"``, ``None`` where it has none."""
+    codes, labels = _offset_codes(text)
+    return pd.Series(labels[codes], index=text.index, dtype=object)
 
 
 def _offset_minutes(offset: str) -> int:
@@ -443,7 +456,7 @@ def _iso(text: pd.Series, zoned: bool) -> pd.Series:
     """
     target = pa.timestamp("ns", "UTC" if zoned else None)
     try:
-        parsed = pc.cast(pa.array(text, type=pa.string(), from_pandas=True), target)
+        parsed = pc.cast(_arrow_text(text), target)
         return pd.Series(parsed.to_pandas().array, index=text.index)  # by position
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
         pass
@@ -452,9 +465,31 @@ def _iso(text: pd.Series, zoned: bool) -> pd.Series:
     return pd.to_datetime(text, format="ISO8601", errors="coerce").dt.as_unit("ns")
 
 
+def _stamps_all_zoned(text: pd.Series) -> _Stamps | None:
+    """The common case at arrow speed: every value an ISO string with a UTC offset (``None``
+    when some value is not)."""
+    try:
+        parsed = pc.cast(_arrow_text(text), pa.timestamp("ns", "UTC"))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    stamps = _Stamps(pd.DatetimeIndex(parsed.to_pandas().array))
+    codes, labels = _offset_codes(text)
+    if len({label for label in labels if label is not None}) > 1:  # several offsets
+        present = text.notna().to_numpy()
+        offsets = pd.Series(labels[codes], index=text.index, dtype=object)[present]
+        mixed = _offset_finding(text[present], offsets, pd.Series(stamps.index[present]))
+        if mixed is not None:
+            stamps.findings.append(mixed)
+    return stamps
+
+
 def _stamps_from_text(series: pd.Series, naive_tz: str | None) -> _Stamps:
     """ISO strings (zoned, naive or a mixture), day-month dates, and what pandas can guess."""
-    text = series.astype("string").str.strip()
+    text = series if isinstance(series.dtype, pd.StringDtype) else series.astype("string")
+    fast = _stamps_all_zoned(text)
+    if fast is not None:
+        return fast
+    text = text.str.strip()
     text = text.where(text != "", pd.NA)
     offsets = _utc_offsets(text)
     zoned_mask = offsets.notna()

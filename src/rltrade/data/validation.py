@@ -496,6 +496,8 @@ def _check_envelope(cols: _Columns, findings: list[Finding], repair: bool) -> No
 
 def _flatten_spikes(close: np.ndarray, spikes: np.ndarray) -> np.ndarray:
     """``close`` with each spike bar set to the (already flattened) previous close."""
+    if not spikes.any():
+        return close
     out = close.copy()
     for t in np.flatnonzero(spikes):
         out[t] = out[t - 1]
