@@ -384,6 +384,19 @@ def test_an_empty_tail_is_proven_by_the_latest_bar_then_covered(tmp_path):
         assert run(fake, store, "2023-07-31", "2023-08-03").requested == []
 
 
+def test_an_exchange_late_with_its_newest_bars_is_not_taken_for_an_end(tmp_path):
+    # the exchange has not published its last 3 closed hours yet: not an end of history
+    store = BarStore(tmp_path / "store")
+    late = (NOW - pd.Timedelta(hours=3, minutes=30), NOW + pd.Timedelta(hours=1))
+    with FakeBinance(now=NOW, listing=LISTING, gaps=[late]) as fake:
+        start = NOW - pd.Timedelta(hours=24, minutes=30)
+        result = run(fake, store, start, NOW)
+        assert result.bars_added == 21
+        assert result.incomplete == [(pd.Timestamp("2024-03-01 07:00", tz="UTC"),
+                                      pd.Timestamp("2024-03-01 10:00", tz="UTC"), 3)]
+        assert store.coverage(SPOT, "1h") == []
+
+
 def test_two_empty_pages_mid_range_are_retried_not_believed(fake, store):
     """The hiccup of issue 13: two empty pages in a row in the middle of a range."""
     end = LISTING + pd.Timedelta(hours=3500)

@@ -16,10 +16,11 @@
   forever).
 * **Empty pages** are never believed at once: an empty answer is asked again ``empty_retries``
   times with backoff ``backoff * 2**k``. If it stays empty, one request for the exchange's latest
-  bar (``since=None, limit=1``) tells an end of history (the latest bar opens before ``since``:
-  a delisted market; the slots after it are recorded as covered) from a hiccup (the exchange has
-  later bars). A hiccup skips one page width, which is **not** recorded as covered, logs a
-  warning and is listed in :attr:`DownloadResult.incomplete`; the next run asks for it again.
+  bar (``since=None, limit=1``) tells an end of history (the latest bar opens before ``since``
+  and closed ``_HISTORY_END_AGE`` bars, at least a day, ago: a delisted market; the slots after
+  it are recorded as covered) from a hiccup (the exchange has later bars, or is only late). A
+  hiccup skips one page width, which is **not** recorded as covered, logs a warning and is
+  listed in :attr:`DownloadResult.incomplete`; the next run asks for it again.
   After ``_MAX_EMPTY_WINDOWS`` such windows in a row the rest of the span is left for the next
   run. Slots before the market's creation time (ccxt's ``market["created"]``, where the
   exchange states one) count as the exchange's own statement that nothing is there.
@@ -103,6 +104,8 @@ _MAX_RETRY_AFTER_S = 300.0
 _RETRY_AFTER_ERRORS = (ccxt.DDoSProtection, ccxt.RateLimitExceeded, ccxt.ExchangeNotAvailable)
 # Unexplained empty pages skipped in a row before the rest of a span is left for the next run.
 _MAX_EMPTY_WINDOWS = 3
+# An exchange whose latest bar closed this many bars (and at least a day) ago has ended.
+_HISTORY_END_AGE = 10
 # Page sizes of the derivative endpoints: (open interest, funding rates); unknown exchanges get a
 # conservative size most exchanges accept.
 _DERIVATIVE_LIMITS = {"binance": (500, 1000), "binanceusdm": (500, 1000)}
@@ -569,7 +572,12 @@ class _Downloader:
         return max(first, span.start_ns)
 
     def history_ends_before(self, since: int) -> bool:
-        """Whether the exchange's latest bar opens before ``since`` (an end of history)."""
+        """Whether the exchange's latest bar opens before ``since`` (an end of history).
+
+        Only a latest bar that closed long ago (``_HISTORY_END_AGE`` bars, at least a day,
+        before ``now``) proves it: an exchange that is merely late with its newest bars is not
+        taken for a delisted market.
+        """
         latest = self.call("fetch_ohlcv (latest bar)", None, self.ex.fetch_ohlcv, self.symbol,
                            self.tf.name, limit=1) or []
         self.result.pages += 1
@@ -577,7 +585,9 @@ class _Downloader:
         if not latest:
             return False
         last_open = max(int(r[0]) for r in latest) * NS_PER_MS
-        if last_open < since:
+        last_close = int(self.tf.close_times_ns(np.array([last_open], dtype=np.int64))[0])
+        stale = self.now_ns - last_close >= max(_HISTORY_END_AGE * self.tf.nanos, _DAY_NS)
+        if last_open < since and stale:
             log.info("{}: the latest {} {} bar opens at {}: nothing after it, recorded as "
                      "covered", self.ex.id, self.symbol, self.tf.name, _ts(last_open))
             return True
