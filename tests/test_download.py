@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from loguru import logger
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -45,6 +46,18 @@ def fake():
 @pytest.fixture
 def store(tmp_path: Path) -> BarStore:
     return BarStore(tmp_path / "store")
+
+
+@pytest.fixture
+def log_messages():
+    """rltrade's loguru messages ``(level, text)`` while the test runs."""
+    messages: list[tuple[str, str]] = []
+    handler = logger.add(lambda m: messages.append((m.record["level"].name,
+                                                    m.record["message"])), level="DEBUG")
+    logger.enable("rltrade")
+    yield messages
+    logger.disable("rltrade")
+    logger.remove(handler)
 
 
 def run(fake: FakeBinance, store: BarStore, start, end, *, symbol: str = SPOT,
@@ -146,6 +159,40 @@ def test_timeouts_are_retried(fake, store):
     result = run(fake, store, LISTING, end, client=client)
     assert result.retries >= 1
     assert_same_bars(store.read(SPOT, "1h"), fake.expected_bars("BTCUSDT", "1h", LISTING, end))
+
+
+def _gap_after(fake: FakeBinance, path: str, status: str) -> float:
+    """Seconds between the first request answered ``status`` and the next one to ``path``."""
+    reqs = fake.requests_to(path)
+    k = next(i for i, r in enumerate(reqs) if r.status == int(status))
+    return reqs[k + 1].at - reqs[k].at
+
+
+@pytest.mark.parametrize("status", ["429", "503"])
+def test_retry_after_is_honoured(fake, store, status):
+    end = LISTING + pd.Timedelta(hours=100)
+    fake.inject(KLINES, Fault.http(int(status), retry_after="0.6"))
+    result = run(fake, store, LISTING, end)  # backoff 0.001 s: only Retry-After can wait
+    assert result.retries == 1
+    assert _gap_after(fake, KLINES, status) >= 0.6
+    assert_same_bars(store.read(SPOT, "1h"), fake.expected_bars("BTCUSDT", "1h", LISTING, end))
+
+
+def test_retry_after_as_an_http_date(fake, store):
+    import email.utils
+    from datetime import UTC, datetime, timedelta
+
+    when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=2), usegmt=True)
+    fake.inject(KLINES, Fault.http(429, retry_after=when))
+    run(fake, store, LISTING, LISTING + pd.Timedelta(hours=10))
+    assert _gap_after(fake, KLINES, "429") >= 0.9  # the date has whole seconds
+
+
+def test_a_retry_after_beyond_the_bound_fails_at_once(fake, store):
+    fake.inject(KLINES, Fault.http(429, retry_after="3600"))
+    with pytest.raises(ExchangeError, match="asks to wait 3600 s"):
+        run(fake, store, LISTING, LISTING + pd.Timedelta(hours=10))
+    assert fake.count(KLINES) == 1
 
 
 def test_too_many_failures_raise_a_clear_exchange_error(fake, store):
@@ -322,15 +369,102 @@ def test_gaps_the_exchange_lacks_are_not_asked_again(tmp_path):
         assert fake.count(KLINES) == 0
 
 
-def test_an_empty_tail_is_confirmed_then_covered(tmp_path):
-    # the exchange stopped serving the market (delisted): the tail is empty, not a glitch
+def test_an_empty_tail_is_proven_by_the_latest_bar_then_covered(tmp_path):
+    # the exchange stopped serving the market (delisted): the tail is empty, not a glitch; the
+    # exchange's own latest bar (a request without startTime) opens before it, which proves it
     store = BarStore(tmp_path / "store")
     with FakeBinance(now=NOW, listing=LISTING, gaps=[("2023-08-01", NOW)]) as fake:
         result = run(fake, store, "2023-07-31", "2023-08-03")
-        assert result.bars_added == 24
-        assert result.pages == 3  # bars, an empty page, the confirmation
+        assert result.bars_added == 24 and result.complete
+        # bars, an empty page asked again 3 times, the latest-bar probe
+        assert result.pages == 6 and result.empty_retries == 3
+        probe = fake.requests_to(KLINES)[-1]
+        assert "startTime" not in probe.params and probe.params["limit"] == "1"
         fake.clear()
         assert run(fake, store, "2023-07-31", "2023-08-03").requested == []
+
+
+def test_an_exchange_late_with_its_newest_bars_is_not_taken_for_an_end(tmp_path):
+    # the exchange has not published its last 3 closed hours yet: not an end of history
+    store = BarStore(tmp_path / "store")
+    late = (NOW - pd.Timedelta(hours=3, minutes=30), NOW + pd.Timedelta(hours=1))
+    with FakeBinance(now=NOW, listing=LISTING, gaps=[late]) as fake:
+        start = NOW - pd.Timedelta(hours=24, minutes=30)
+        result = run(fake, store, start, NOW)
+        assert result.bars_added == 21
+        assert result.incomplete == [(pd.Timestamp("2024-03-01 07:00", tz="UTC"),
+                                      pd.Timestamp("2024-03-01 10:00", tz="UTC"), 3)]
+        assert store.coverage(SPOT, "1h") == []
+
+
+def test_two_empty_pages_mid_range_are_retried_not_believed(fake, store):
+    """The hiccup of issue 13: two empty pages in a row in the middle of a range."""
+    end = LISTING + pd.Timedelta(hours=3500)
+    fake.inject(KLINES, Fault.ok(), Fault.empty(), Fault.empty())
+    result = run(fake, store, LISTING, end, page_limit=1000)
+    assert result.complete and result.empty_retries == 2
+    assert_same_bars(store.read(SPOT, "1h"), fake.expected_bars("BTCUSDT", "1h", LISTING, end))
+    assert store.coverage(SPOT, "1h") == []
+    # the empty answers were asked again with backoff, from the same startTime
+    assert starts(fake)[1:4] == [ms(LISTING) + 1000 * HOUR_MS] * 3
+
+
+def test_a_lasting_hiccup_is_reported_and_fetched_by_the_next_run(fake, store, log_messages):
+    end = LISTING + pd.Timedelta(hours=3500)
+    # the page at bar 1000 stays empty through every retry (1 + 3): a lasting hiccup
+    fake.inject(KLINES, Fault.ok(), *[Fault.empty()] * 4)
+    result = run(fake, store, LISTING, end, page_limit=1000)
+    hole = (LISTING + pd.Timedelta(hours=1000), LISTING + pd.Timedelta(hours=2000), 1000)
+    assert not result.complete and result.incomplete == [hole]
+    assert result.bars_missing == 1000
+    assert "INCOMPLETE: 1000 bar(s) not fetched" in result.summary()
+    warnings = [m for level, m in log_messages if level == "WARNING"]
+    assert any("empty pages although the exchange has later bars from 2023-07-12 16:00:00+00:00"
+               in m and "1000 bar(s)" in m
+               for m in warnings)
+    # the pages after the skipped window were fetched; the window was not recorded as covered
+    got = store.read(SPOT, "1h")
+    assert len(got) == 2500
+    assert store.coverage(SPOT, "1h") == []
+
+    fake.clear()
+    again = run(fake, store, LISTING, end, page_limit=1000)
+    assert again.requested == [(hole[0], hole[1])] and again.complete
+    assert_same_bars(store.read(SPOT, "1h"), fake.expected_bars("BTCUSDT", "1h", LISTING, end))
+    fake.clear()
+    assert run(fake, store, LISTING, end).requested == []
+
+
+def test_an_exchange_answering_only_empty_pages_gives_up_after_a_few_windows(fake, store):
+    end = LISTING + pd.Timedelta(hours=5000)
+    fake.inject(KLINES, *[Fault.empty()] * 100)
+    result = run(fake, store, LISTING, end, page_limit=1000)
+    assert result.bars_added == 0 and result.bars_missing == 5000
+    # three windows of (1 + 3 asks + 1 probe) requests, then the rest is left for the next run
+    assert fake.count(KLINES) == 15
+    assert result.incomplete[-1][1] == end
+    assert store.coverage(SPOT, "1h") == []
+
+
+def test_slots_before_the_market_creation_are_not_asked(fake, store):
+    # Binance USD-M states the listing (onboardDate -> market["created"])
+    start = LISTING - pd.Timedelta(days=30)
+    end = LISTING + pd.Timedelta(hours=48)
+    result = run(fake, store, start, end, symbol=SWAP)
+    assert result.bars_added == 48 and result.complete
+    assert starts(fake, FKLINES) == [ms(LISTING)]
+    assert store.coverage(SWAP, "1h") == [(ms(start) * 10**6, ms(LISTING) * 10**6)]
+
+
+def test_truncated_pages_are_continued_not_taken_for_an_end(fake, store):
+    end = LISTING + pd.Timedelta(hours=3500)
+    fake.inject(KLINES, Fault.truncate(10), Fault.ok(), Fault.truncate(1), Fault.truncate(0))
+    result = run(fake, store, LISTING, end, page_limit=1000)
+    assert result.complete
+    assert_same_bars(store.read(SPOT, "1h"), fake.expected_bars("BTCUSDT", "1h", LISTING, end))
+    assert store.coverage(SPOT, "1h") == []
+    first = starts(fake)[:3]
+    assert first == [ms(LISTING), ms(LISTING) + 10 * HOUR_MS, ms(LISTING) + 1010 * HOUR_MS]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -441,6 +575,25 @@ def test_derivatives_on_a_spot_symbol_or_without_endpoints_are_skipped(fake, sto
     assert fake.count(OI) == 0
 
 
+def test_an_empty_funding_page_is_asked_again(fake, store):
+    fake.inject(FUNDING, Fault.empty())
+    result = run(fake, store, "2024-02-20", "2024-02-21", symbol=SWAP, with_derivatives=True)
+    assert result.empty_retries == 1 and result.derivative_gaps == []
+    assert store.read(SWAP, "1h")["funding_rate"].notna().all()
+
+
+def test_funding_left_empty_is_named_in_a_warning(fake, store, log_messages):
+    fake.inject(FUNDING, *[Fault.empty()] * 4)  # empty through every retry
+    result = run(fake, store, "2024-02-20", "2024-02-21", symbol=SWAP, with_derivatives=True)
+    got = store.read(SWAP, "1h")
+    assert got["funding_rate"].isna().all() and got["open_interest"].notna().all()
+    assert len(result.derivative_gaps) == 1
+    line = result.derivative_gaps[0]
+    assert "BTC/USDT:USDT 1h: funding_rate has no value for 24 of 24 bar(s)" in line
+    assert "between 2024-02-20 00:00:00+00:00 and 2024-02-20 23:00:00+00:00" in line
+    assert ("WARNING", line) in log_messages
+
+
 def test_derivative_requests_are_retried(fake, store):
     fake.inject(OI, Fault.http(429))
     fake.inject(FUNDING, Fault.http(502))
@@ -535,3 +688,27 @@ def test_cli_download_is_incremental(tmp_path, capsys):
               "--start", "2024-01-01", "--end", "2024-01-02", "--store", str(tmp_path / "s2"),
               "--exchange-config", str(tmp_path / "missing.json")])
     assert info.value.code == 2
+
+
+def test_cli_download_exits_1_when_bars_are_missing(tmp_path, capsys):
+    import json
+
+    from rltrade.cli import main
+
+    with FakeBinance(now=NOW, listing=LISTING) as server:
+        cfg = tmp_path / "ccxt.json"
+        cfg.write_text(json.dumps(server.ccxt_config()))
+        server.inject(KLINES, *[Fault.empty()] * 4)  # the only page stays empty
+        argv = ["data", "download", "--exchange", "binance", "--symbol", SPOT, "--timeframe",
+                "1h", "--start", "2024-01-01", "--end", "2024-01-03", "--store",
+                str(tmp_path / "store"), "--exchange-config", str(cfg), "--backoff", "0.001"]
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 1
+        captured = capsys.readouterr()
+        assert "INCOMPLETE: 48 bar(s) not fetched" in captured.out
+        assert "incomplete: 48 bar(s) not fetched; run the same command again" in captured.err
+        with pytest.raises(SystemExit) as info:  # the hiccup is over: the bars come now
+            main(argv)
+        assert info.value.code in (0, None)
+    assert len(BarStore(tmp_path / "store").read(SPOT, "1h")) == 48

@@ -245,3 +245,127 @@ def test_synthetic_source_query_parsing():
                 "synthetic:gbm?half_life=3", "synthetic:nope"):
         with pytest.raises(DataError):
             load_bars(bad)
+
+
+# ----------------------------------------------------------------------------------------------
+# raw bytes never reach the terminal
+# ----------------------------------------------------------------------------------------------
+_CONTROL = [chr(c) for c in range(32) if chr(c) not in "\n"] + ["\x7f"]
+
+
+def _assert_printable(text: str) -> None:
+    bad = [c for c in text if c in _CONTROL]
+    assert not bad, f"raw control characters in {text!r}"
+
+
+def test_an_unparseable_row_is_quoted_as_a_short_escaped_excerpt(tmp_path):
+    from rltrade.data.parsing import excerpt
+
+    path = tmp_path / "binary.csv"
+    evil = b"\x1b[31m\x00\x07" + bytes(range(128, 256)) * 3
+    path.write_bytes(b"timestamp,open,high,low,close,volume\n2024-01-01T00:00:00Z,1,1,1,1,1\n"
+                     + evil + b"\n")
+    with pytest.raises(DataError) as info:
+        load_bars(path)
+    message = str(info.value)
+    _assert_printable(message)
+    assert "\\x1b[31m\\x00\\x07" in message  # escaped, repr-style
+    quoted = message.split("row ", 1)[1]
+    assert quoted.startswith("'") and quoted.endswith("'...") and len(quoted) <= 60
+    assert excerpt("a\x00b") == "'a\\x00b'" and excerpt("x" * 100).endswith("'...")
+    assert len(excerpt("\x00" * 100)) <= 60
+
+
+def test_raw_bytes_in_cells_and_headers_are_escaped(tmp_path, capsys):
+    from rltrade.cli import main
+
+    path = tmp_path / "cells.csv"
+    path.write_bytes(b"timestamp,open,high,low,close,volume\n"
+                     b"2024-01-01T00:00:00Z,1,1,1,1,1\n"
+                     b"\x1b]0;pwned\x07\x00,1,1,1,1,1\n"
+                     b"2024-01-01T02:00:00Z,1\x1b[2J,1,1,1,1\n")
+    with pytest.raises(SystemExit) as info:
+        main(["data", "validate", str(path)])
+    assert info.value.code == 1
+    out = capsys.readouterr()
+    _assert_printable(out.out.replace("\n", "") + out.err.replace("\n", ""))
+    assert "\\x1b]0;pwned\\x07\\x00" in out.out and "\\x1b[2J" in out.out
+
+    header = tmp_path / "header.csv"
+    header.write_bytes(b"\x1b[31mwhen\x00," + b"\x01x," * 40 + b"close\n1,2,3\n")
+    with pytest.raises(DataError) as err:
+        load_bars(header)
+    _assert_printable(str(err.value))
+    assert len(str(err.value)) < 600
+
+
+# ----------------------------------------------------------------------------------------------
+# mixed UTC offsets
+# ----------------------------------------------------------------------------------------------
+def test_mixed_utc_offsets_are_named(tmp_path, bars):
+    # a file that switches from +01:00 to +02:00 labels while the wall clock runs on: the
+    # converted times repeat an hour, which shows as conflicting duplicates
+    wall = bars.index.tz_localize(None)
+    ts = [f"{t:%Y-%m-%dT%H:%M:%S}{'+01:00' if i < 12 else '+02:00'}" for i, t in enumerate(wall)]
+    path = write_csv(tmp_path / "mixed.csv", bars, ts, "timestamp,open,high,low,close,volume")
+    _, report = load_bars_with_report(path, policy="report")
+    offsets = next(f for f in report.findings if f.code == "mixed_utc_offsets")
+    assert offsets.severity == "warning"
+    assert offsets.message.startswith("mixed UTC offsets +01:00, +02:00: +01:00: 12 rows, "
+                                      "+02:00: 18 rows")
+    conflicting = next(f for f in report.errors if f.code == "conflicting_duplicates")
+    assert "(mixed UTC offsets +01:00, +02:00)" in conflicting.message
+    with pytest.raises(RLTradeError, match=r"mixed UTC offsets \+01:00, \+02:00"):
+        load_bars(path)
+
+
+def test_offsets_of_a_daylight_saving_change_are_only_noted(tmp_path, bars):
+    hours = pd.date_range("2024-03-30 20:00", periods=N, freq="1h", tz="UTC", unit="ns",
+                          name="timestamp")
+    local = hours.tz_convert("Europe/Berlin")
+    ts = [t.isoformat() for t in local]  # +01:00 then +02:00 at 01:00 UTC on March 31
+    moved = bars.set_axis(hours)
+    df, report = load_bars_with_report(write_csv(tmp_path / "dst.csv", moved, ts,
+                                                 "timestamp,open,high,low,close,volume"))
+    pd.testing.assert_index_equal(df.index, hours, check_exact=True, check_freq=False)
+    offsets = next(f for f in report.findings if f.code == "mixed_utc_offsets")
+    assert offsets.severity == "info" and "+01:00, +02:00" in offsets.message
+    assert report.clean
+
+
+# ----------------------------------------------------------------------------------------------
+# day-month dates
+# ----------------------------------------------------------------------------------------------
+def _daily(bars: pd.DataFrame, start: str) -> pd.DataFrame:
+    out = bars.copy()
+    out.index = pd.date_range(start, periods=N, freq="D", tz="UTC", unit="ns", name="timestamp")
+    return out
+
+
+def test_ambiguous_day_month_dates_are_refused(tmp_path, bars):
+    daily = _daily(bars, "2021-03-01")[:12]
+    # every first number is the day and at most 12: 01-03-2021 could be 1 March or 3 January
+    ts = [f"{t:%m-%d-%Y}".replace(f"{t:%m}-{t:%d}", f"{t:%d}-{t:%m}") for t in daily.index]
+    path = write_csv(tmp_path / "dm.csv", daily, ts, "date,open,high,low,close,volume")
+    with pytest.raises(DataError, match=r"ambiguous day-month dates such as '01-03-2021'.*ISO"):
+        load_bars(path)
+
+
+@pytest.mark.parametrize("fmt", ["%d-%m-%Y", "%d/%m/%Y", "%d.%m.%Y %H:%M", "%m/%d/%Y"])
+def test_a_column_proving_its_day_month_order_is_read_in_that_order(tmp_path, bars, fmt):
+    daily = _daily(bars, "2021-03-01")  # March 1..30: days above 12 prove the order
+    ts = daily.index.strftime(fmt)
+    df, report = load_bars_with_report(
+        write_csv(tmp_path / "d.csv", daily, ts, "date,open,high,low,close,volume"))
+    pd.testing.assert_index_equal(df.index, daily.index, check_freq=False)
+    assert "mixed_timezones" not in {f.code for f in report.findings}
+    assert df.index[0] == pd.Timestamp("2021-03-01", tz="UTC")  # 01-03-2021 is 1 March here
+
+
+def test_day_first_and_month_first_in_one_column_are_refused(tmp_path, bars):
+    daily = _daily(bars, "2021-03-01")[:20]
+    ts = list(daily.index.strftime("%d/%m/%Y"))
+    ts[-1] = "03/25/2021"
+    path = write_csv(tmp_path / "both.csv", daily, ts, "date,open,high,low,close,volume")
+    with pytest.raises(DataError, match="some dates have a day first and others a month first"):
+        load_bars(path)

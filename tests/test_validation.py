@@ -11,7 +11,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rltrade.data import load_bars, load_bars_with_report, validate_bars
+from rltrade.data import load_bars, load_bars_with_report, parse_timeframe, validate_bars
+from rltrade.data.validation import find_gaps, find_spikes
 from rltrade.errors import DataError, ValidationError
 
 CORPUS = Path(__file__).parent / "data" / "malformed"
@@ -111,6 +112,10 @@ def test_repair_details():
     assert (df["high"] >= df[["open", "close", "low"]].max(axis=1)).all()
     assert (df["low"] <= df[["open", "close", "high"]].min(axis=1)).all()
 
+    # naive rows among zoned ones: every row is kept, the naive ones taken as UTC
+    df, _ = load_bars_with_report(CORPUS / "mixed_timezones.csv", policy="repair")
+    pd.testing.assert_index_equal(df.index, load_bars(CORPUS / "clean.csv").index)
+
 
 def test_runs_of_missing_prices_are_dropped_never_invented():
     df = load_bars(CORPUS / "clean.csv")
@@ -194,3 +199,191 @@ def test_fx_weekend_close_is_not_a_gap_but_a_weekday_hole_is():
     holed = fx.drop(fx.index[50:53])  # three hours missing on a Wednesday
     gaps = next(f for f in validate_bars(holed, "1h").warnings if f.code == "gaps")
     assert gaps.count == 1 and "about 3 missing" in gaps.message
+
+
+# ----------------------------------------------------------------------------------------------
+# bad prints: one-bar spikes that revert
+# ----------------------------------------------------------------------------------------------
+def _bars(close: np.ndarray, start: str = "2024-01-01") -> pd.DataFrame:
+    """Bars around ``close`` (open = previous close, a small wick), hourly, UTC."""
+    open_ = np.concatenate(([close[0]], close[:-1]))
+    index = pd.date_range(start, periods=len(close), freq="1h", tz="UTC", unit="ns",
+                          name="timestamp")
+    return pd.DataFrame({"open": open_, "high": np.maximum(open_, close) * 1.0005,
+                         "low": np.minimum(open_, close) * 0.9995, "close": close,
+                         "volume": 1.0}, index=index)
+
+
+def _walk(n: int, vol: float, seed: int = 0) -> np.ndarray:
+    return 100 * np.exp(np.cumsum(np.random.default_rng(seed).normal(0, vol, n)))
+
+
+def test_a_reverting_spike_is_refused_by_strict_and_flattened_by_repair():
+    raw = pd.read_csv(CORPUS / "price_spike.csv")
+    with pytest.raises(ValidationError) as info:
+        load_bars(CORPUS / "price_spike.csv")
+    finding = next(f for f in info.value.report.errors if f.code == "price_spikes")
+    assert finding.count == 1 and "-97.50%" in finding.message
+    assert finding.examples == ["2024-01-02 01:00:00+00:00"]
+    # the spike is a bad print, not (also) a jump warning
+    report = validate_bars(raw, policy="report")
+    assert "price_jumps" not in {f.code for f in report.findings}
+
+    df, report = load_bars_with_report(CORPUS / "price_spike.csv", policy="repair")
+    assert len(df) == 48
+    flat = df.iloc[25][["open", "high", "low", "close"]].to_numpy()
+    np.testing.assert_array_equal(flat, raw.iloc[24]["close"])  # the previous close
+    assert df.iloc[25]["volume"] == raw.iloc[25]["volume"]
+    assert "set open/high/low/close of 1 bar(s) to the previous close" in next(
+        f.fixed for f in report.errors if f.code == "price_spikes")
+    assert not report.warnings  # no jump is left once the bad print is gone
+    pd.testing.assert_frame_equal(df.drop(df.index[25]),
+                                  load_bars(CORPUS / "clean.csv").drop(df.index[25]))
+
+
+def test_the_spike_rule_scales_with_the_bars_own_volatility():
+    calm, wild = _walk(400, 0.001), _walk(400, 0.05)
+    for close, flagged in ((calm, True), (wild, False)):
+        close = close.copy()
+        close[200] *= 0.9  # -10 % for one bar, then back
+        report = validate_bars(_bars(close), "1h", policy="report")
+        assert ("price_spikes" in {f.code for f in report.errors}) is flagged
+
+
+def test_moves_that_do_not_revert_are_never_spikes():
+    base = _walk(500, 0.004, seed=3)
+    shift = base.copy()
+    shift[250:] *= 0.5  # a real level shift: -50 % and it stays
+    partial = base.copy()
+    partial[250] *= 0.5  # -50 %, and the next bar takes back less than 3/4 of the fall
+    partial[251:] *= 0.75
+    first_last = base.copy()
+    first_last[0] *= 0.1
+    first_last[-1] *= 0.1  # at the edges there is nothing to revert to
+    for close in (shift, partial, first_last):
+        report = validate_bars(_bars(close), "1h", policy="report")
+        assert not report.errors
+        assert "price_jumps" in {f.code for f in report.warnings}
+
+
+def test_ordinary_and_synthetic_markets_have_no_spikes():
+    from rltrade.data.synthetic import KINDS, synthetic_market
+
+    for kind in KINDS:
+        bars = synthetic_market(kind, n_bars=20_000, seed=5)
+        assert not find_spikes(bars["close"].to_numpy()).any(), kind
+    flat = np.full(300, 100.0)
+    flat[100] = 100.01  # a one-tick blip in a market that rarely moves
+    assert not find_spikes(flat).any()
+
+
+# ----------------------------------------------------------------------------------------------
+# rltrade data validate: exit codes
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "name,args,code",
+    [
+        ("clean.csv", [], 0),
+        ("clean.csv", ["--fail-on", "warning"], 0),
+        ("price_spike.csv", [], 1),
+        ("price_spike.csv", ["--repair"], 0),
+        ("gaps.csv", [], 0),
+        ("gaps.csv", ["--fail-on", "warning"], 1),
+        ("gaps.csv", ["--fail-on", "error"], 0),
+        ("price_jump.csv", ["--fail-on", "warning"], 1),
+        ("not_a_table.csv", [], 2),
+    ],
+)
+def test_data_validate_exit_codes(name, args, code):
+    from rltrade.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["data", "validate", str(CORPUS / name), *args])
+    assert (info.value.code or 0) == code
+
+
+# ----------------------------------------------------------------------------------------------
+# close-only validation (external series)
+# ----------------------------------------------------------------------------------------------
+def test_a_close_series_with_a_broken_envelope_passes_close_only_validation():
+    df = load_bars(CORPUS / "clean.csv")
+    broken = df.copy()
+    broken.iloc[5, broken.columns.get_loc("high")] = broken.iloc[5]["low"] * 0.5
+    broken.iloc[9, broken.columns.get_loc("open")] = np.nan
+    broken["volume"] = -1.0
+    with pytest.raises(ValidationError, match="ohlc_envelope"):
+        validate_bars(broken, "1h")
+    report = validate_bars(broken, "1h", columns=("close",))
+    assert report.clean
+    pd.testing.assert_frame_equal(report.bars, broken)  # unchecked columns kept as they are
+    # the close itself is still checked
+    bad_close = broken.copy()
+    bad_close.iloc[7, bad_close.columns.get_loc("close")] = -3.0
+    with pytest.raises(ValidationError, match="bad_prices"):
+        validate_bars(bad_close, "1h", columns=("close",))
+    with pytest.raises(DataError, match="columns must be among"):
+        validate_bars(broken, columns=("vwap",))
+
+
+def test_a_file_of_dates_and_closes_loads_for_an_external_series(tmp_path):
+    path = tmp_path / "vix.csv"
+    days = pd.bdate_range("2024-01-01", periods=30)
+    closes = 13 + np.arange(30) / 10
+    path.write_text("date,close\n" + "".join(
+        f"{d:%Y-%m-%d},{c:.2f}\n" for d, c in zip(days, closes, strict=True)))
+    with pytest.raises(DataError, match=r"missing price column\(s\) \['open', 'high', 'low'\]"):
+        load_bars(path)
+    df = load_bars(path, columns=("close",))
+    assert list(df.columns) == ["close"]
+    np.testing.assert_allclose(df["close"].to_numpy(), np.round(closes, 2))
+    # text in an unused open column is a note, not an error
+    with_open = tmp_path / "vix_open.csv"
+    with_open.write_text("date,open,close\n" + "".join(
+        f"{d:%Y-%m-%d},{'abc' if i == 3 else '1.0'},{c:.2f}\n"
+        for i, (d, c) in enumerate(zip(days, closes, strict=True))))
+    df, report = load_bars_with_report(with_open, columns=("close",))
+    note = next(f for f in report.findings if f.code == "non_numeric")
+    assert note.severity == "info" and "not checked" in note.message
+    assert np.isnan(df["open"].iloc[3]) and not report.errors
+
+
+def test_external_series_need_only_their_column(tmp_path):
+    from rltrade.features.base import BarArrays
+    from rltrade.features.market import external_series
+
+    days = pd.bdate_range("2024-01-01", periods=40, tz="UTC", unit="ns", name="timestamp")
+    closes = 15 + np.arange(40) / 10
+    bars = BarArrays.from_frame(load_bars(CORPUS / "clean.csv"))
+    close_only = tmp_path / "vix_close.csv"
+    pd.DataFrame({"close": closes}, index=days).to_csv(close_only)
+    broken = tmp_path / "vix_ohlc.csv"  # open/high/low broken on every row, close fine
+    pd.DataFrame({"open": 20.0, "high": 10.0, "low": 30.0, "close": closes},
+                 index=days).to_csv(broken)
+    for path in (close_only, broken):
+        out = external_series(bars, "vix", str(path))["ext_vix"]
+        # 2024-01-01 (Mon) is visible from 2024-01-02 00:00 on: the bars of Jan 2 see 15.0
+        np.testing.assert_array_equal(out[:24], np.nan)
+        np.testing.assert_array_equal(out[24:], 15.0)
+    # what the close-only check sees in the broken file: nothing wrong
+    assert validate_bars(pd.read_csv(broken), "1d", columns=("close",)).errors == []
+
+
+def test_find_gaps_is_public():
+    df = load_bars(CORPUS / "gaps.csv", policy="report")
+    gaps = find_gaps(df.index, parse_timeframe("1h"))
+    assert (gaps.events, gaps.missing) == (2, 8)
+    assert gaps.largest == pd.Timedelta(hours=6)  # five bars missing
+
+
+_VIX = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "vix_daily_1990-2026.csv"
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not _VIX.is_file(), reason="../shared/data is not present")
+def test_the_shared_vix_file_is_clean_on_its_close():
+    with pytest.raises(ValidationError, match="47 bar"):  # open/high/low: 47 envelope errors
+        load_bars(_VIX)
+    vix, report = load_bars_with_report(_VIX, columns=("close",))
+    assert len(vix) == 9235 and not report.errors
+    # the close is what features use: the 2018-02-05 +115.6 % is a real jump, not a bad print
+    assert "+115.60%" in next(f.message for f in report.warnings if f.code == "price_jumps")

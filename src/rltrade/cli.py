@@ -91,6 +91,8 @@ def _fmt_pct(x: float) -> str:
 
 
 def _findings_table(report) -> Table:
+    from rich.markup import escape  # messages quote file contents: no markup from them
+
     table = Table(title=f"Validation: {report.verdict()}", title_justify="left")
     table.add_column("severity")
     table.add_column("check")
@@ -101,7 +103,8 @@ def _findings_table(report) -> Table:
     for f in report.findings:
         details = f.message + (f"\ne.g. {', '.join(f.examples)}" if f.examples else "")
         table.add_row(
-            f"[{style[f.severity]}]{f.severity}[/]", f.code, str(f.count), details, f.fixed or ""
+            f"[{style[f.severity]}]{f.severity}[/]", f.code, str(f.count), escape(details),
+            escape(f.fixed or ""),
         )
     if not report.findings:
         table.add_row("[green]ok[/]", "all checks", "0", "nothing to report", "")
@@ -194,9 +197,20 @@ def data_validate(
     ] = None,
     naive_tz: NaiveTzOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    fail_on: Annotated[
+        str,
+        typer.Option(
+            "--fail-on",
+            help="error (default): exit 1 on errors; warning: on warnings too (gaps, jumps...).",
+        ),
+    ] = "error",
 ) -> None:
-    """Validate a file of bars: exit 0 when usable, 1 when it has errors, 2 when unreadable."""
+    """Validate a file of bars: exit 0 when usable, 1 when it has errors (or warnings, with
+    --fail-on warning), 2 when unreadable."""
     from rltrade.data.loaders import load_bars_with_report
+
+    if fail_on not in ("error", "warning"):
+        raise typer.BadParameter(f"{fail_on!r}: use error or warning", param_hint="--fail-on")
 
     policy = "repair" if repair else "report"
     bars, report = load_bars_with_report(
@@ -216,6 +230,12 @@ def data_validate(
         _write_bars(bars, out)
         console.print(f"wrote {len(bars):,} bars to {out}")
     if report.errors and not (repair and report.ok):
+        raise typer.Exit(1)
+    if fail_on == "warning" and report.warnings:
+        err_console.print(
+            f"{len(report.warnings)} warning(s) and --fail-on warning: exit 1",
+            markup=False, highlight=False,
+        )
         raise typer.Exit(1)
 
 
@@ -319,8 +339,18 @@ def data_download(
             "those come from RLTRADE_<EXCHANGE>_API_KEY / _SECRET.",
         ),
     ] = None,
+    backoff: Annotated[
+        float,
+        typer.Option("--backoff", min=0.0,
+                     help="First retry delay in seconds (doubles on each retry)."),
+    ] = 1.0,
 ) -> None:
-    """Download bars through CCXT into the store; only what the store lacks is fetched."""
+    """Download bars through CCXT into the store; only what the store lacks is fetched.
+
+    Exit code 1 when some bars could not be fetched (empty pages although the exchange has
+    later bars): they are not recorded as covered, so running the same command again asks for
+    them.
+    """
     from rltrade.data.exchange import download_bars, make_exchange
     from rltrade.data.store import BarStore
     from rltrade.errors import ConfigError
@@ -336,9 +366,17 @@ def data_download(
         client = make_exchange(exchange, config=settings)
     result = download_bars(
         client, symbol, timeframe, start, end, BarStore(store),  # type: ignore[arg-type]
-        with_derivatives=with_derivatives,
+        with_derivatives=with_derivatives, backoff=backoff,
     )
-    console.print(result.summary())
+    console.print(result.summary(), markup=False, highlight=False)
+    for line in result.derivative_gaps:
+        err_console.print(f"warning: {line}", markup=False, highlight=False)
+    if not result.complete:
+        err_console.print(
+            f"incomplete: {result.bars_missing} bar(s) not fetched; run the same command again",
+            markup=False, highlight=False,
+        )
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ EXPECTED = {
     "unparseable_timestamp.csv": "unparseable_timestamps",
     "gaps.csv": "gaps",
     "price_jump.csv": "price_jumps",
+    "price_spike.csv": "price_spikes",
     "naive_timestamps.csv": "naive_timestamps",
     "no_timestamp_column.csv": "unreadable",
     "missing_close_column.csv": "unreadable",
@@ -122,9 +123,15 @@ def main() -> None:
     write("gaps.csv", base[:10] + base[15:30] + base[33:])
 
     r = [row[:] for row in base]
-    for k in range(1, 5):
-        r[25][k] = f"{float(r[25][k]) * 1.5:.4f}"  # a +50% spike on one bar
+    for i in range(25, len(r)):
+        for k in range(1, 5):
+            r[i][k] = f"{float(r[i][k]) * 1.5:.4f}"  # a +50% level shift that stays: real
     write("price_jump.csv", r)
+
+    r = [row[:] for row in base]
+    r[25][4] = f"{float(r[25][4]) * 0.025:.4f}"  # a -97.5% close, the next bar back: bad print
+    r[25][3] = r[25][4]
+    write("price_spike.csv", r)
 
     r = [[row[0].replace("Z", "").replace("T", " "), *row[1:]] for row in base]
     write("naive_timestamps.csv", r)

@@ -9,19 +9,30 @@
   only those spans are downloaded. A second identical call makes no candle request at all
   (only ``load_markets``, when the client has not loaded its markets yet).
 * **Pagination** with ``fetch_ohlcv(symbol, timeframe, since, limit)``: ``since`` advances to the
-  last received open time plus one bar. A span ends when a page reaches the span's end (each
-  page asks for at most the bars left plus one, so the exchange proves the end by answering a
-  bar at or after it), on an empty page that an immediate second request confirms (one empty
-  answer can be a glitch, and believing it would lose the rest of the span for good), or on a
-  page that makes no progress (never loops forever).
+  last received open time plus one bar. A short page (fewer bars than asked) is not an end: the
+  next page starts after its last bar. A span ends when a page reaches the span's end (each page
+  asks for at most the bars left plus one, so the exchange proves the end by answering a bar at or
+  after it), on an explicit end of history, or on a page that makes no progress (never loops
+  forever).
+* **Empty pages** are never believed at once: an empty answer is asked again ``empty_retries``
+  times with backoff ``backoff * 2**k``. If it stays empty, one request for the exchange's latest
+  bar (``since=None, limit=1``) tells an end of history (the latest bar opens before ``since``
+  and closed ``_HISTORY_END_AGE`` bars, at least a day, ago: a delisted market; the slots after
+  it are recorded as covered) from a hiccup (the exchange has later bars, or is only late). A
+  hiccup skips one page width, which is **not** recorded as covered, logs a warning and is
+  listed in :attr:`DownloadResult.incomplete`; the next run asks for it again.
+  After ``_MAX_EMPTY_WINDOWS`` such windows in a row the rest of the span is left for the next
+  run. Slots before the market's creation time (ccxt's ``market["created"]``, where the
+  exchange states one) count as the exchange's own statement that nothing is there.
 * **Retries**: ccxt's ``OperationFailed`` family (``NetworkError``: HTTP 429/418 rate limits as
   ``RateLimitExceeded``/``DDoSProtection``, 5xx as ``ExchangeNotAvailable``, timeouts as
   ``RequestTimeout``; plus Binance's "server busy" codes) is retried with exponential backoff
-  ``backoff * 2**k`` seconds (at least the ``Retry-After`` the exchange asks for), up to
-  ``max_retries`` times, then :class:`~rltrade.errors.ExchangeError` names the symbol, the
-  ``since`` time and the last error. Any other ccxt error (``BadSymbol``, ``BadRequest``,
-  ``AuthenticationError``...) raises ``ExchangeError`` at once. ccxt's own rate limiter
-  (``enableRateLimit``) is always on.
+  ``backoff * 2**k`` seconds (at least the ``Retry-After`` the exchange sends with a 429, 418 or
+  5xx answer, in seconds or as an HTTP date), up to ``max_retries`` times, then
+  :class:`~rltrade.errors.ExchangeError` names the symbol, the ``since`` time and the last error.
+  A ``Retry-After`` above ``_MAX_RETRY_AFTER_S`` (an IP ban) fails at once. Any other ccxt error
+  (``BadSymbol``, ``BadRequest``, ``AuthenticationError``...) raises ``ExchangeError`` at once.
+  ccxt's own rate limiter (``enableRateLimit``) is always on.
 * **No incomplete candle** is ever stored: bars with ``open + timeframe > now`` are dropped and
   nothing at or after the last closed bar is marked as covered.
 * **Deduplication**: repeated bars (overlapping pages, repeated rows) are stored once; on
@@ -38,6 +49,9 @@
   interest (``fetchOpenInterestHistory``) and funding rates (``fetchFundingRateHistory``) over the
   downloaded bars, as columns ``open_interest`` and ``funding_rate``, aligned *as of each bar's
   close*: a bar gets the last value stamped at or before ``open + timeframe``, never a later one.
+  An empty funding page is asked again like an empty candle page; bars left without a value
+  (NaN) are named in a warning with their range and listed in
+  :attr:`DownloadResult.derivative_gaps`.
 
 Credentials are never arguments: :func:`make_exchange` reads them from the environment
 (``RLTRADE_<EXCHANGE>_API_KEY``, ``_SECRET``, ``_PASSWORD``, ``_UID``); public market data needs
@@ -47,7 +61,9 @@ none.
 from __future__ import annotations
 
 import copy
+import datetime
 import difflib
+import email.utils
 import os
 import re
 import time
@@ -79,6 +95,12 @@ _POPULAR = ("binance", "binanceusdm", "bybit", "okx", "kraken", "coinbase", "bit
 _FLUSH_BARS = 100_000
 # Longest Retry-After honoured; a longer one (an IP ban) fails the download instead.
 _MAX_RETRY_AFTER_S = 300.0
+# Errors raised from an HTTP answer, whose Retry-After header (if any) is honoured.
+_RETRY_AFTER_ERRORS = (ccxt.DDoSProtection, ccxt.RateLimitExceeded, ccxt.ExchangeNotAvailable)
+# Unexplained empty pages skipped in a row before the rest of a span is left for the next run.
+_MAX_EMPTY_WINDOWS = 3
+# An exchange whose latest bar closed this many bars (and at least a day) ago has ended.
+_HISTORY_END_AGE = 10
 # Page sizes of the derivative endpoints: (open interest, funding rates); unknown exchanges get a
 # conservative size most exchanges accept.
 _DERIVATIVE_LIMITS = {"binance": (500, 1000), "binanceusdm": (500, 1000)}
@@ -150,10 +172,14 @@ class DownloadResult:
     """What :func:`download_bars` did.
 
     ``requested`` lists the spans ``(start, end)`` asked from the exchange (empty when the store
-    already had everything); ``pages`` counts OHLCV requests that got an answer (empty-page
-    confirmations included); ``bars_received`` counts the candles in those answers;
-    ``bars_added`` / ``bars_replaced`` are the store's counts; ``retries`` counts failed
-    requests that were retried (all endpoints); ``derivatives`` names the columns added.
+    already had everything); ``pages`` counts OHLCV requests that got an answer (empty answers
+    asked again and latest-bar probes included); ``bars_received`` counts the candles in those
+    answers; ``bars_added`` / ``bars_replaced`` are the store's counts; ``retries`` counts failed
+    requests that were retried (all endpoints); ``empty_retries`` counts empty answers asked
+    again; ``derivatives`` names the columns added. ``incomplete`` lists the ranges
+    ``(start, end, bars)`` left unfetched (empty pages although the exchange has later bars):
+    they are not recorded as covered, and the next run asks for them again.
+    ``derivative_gaps`` holds one line per derivative column left NaN on some bars.
     """
 
     symbol: str
@@ -167,6 +193,19 @@ class DownloadResult:
     derivatives: list[str] = field(default_factory=list)
     exchange: str = ""
     derivative_pages: int = 0
+    empty_retries: int = 0
+    incomplete: list[tuple[pd.Timestamp, pd.Timestamp, int]] = field(default_factory=list)
+    derivative_gaps: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """True when every requested bar was fetched or proven absent."""
+        return not self.incomplete
+
+    @property
+    def bars_missing(self) -> int:
+        """Bars of the requested spans left unfetched (see ``incomplete``)."""
+        return sum(n for _, _, n in self.incomplete)
 
     def summary(self) -> str:
         """One line for logs and the CLI."""
@@ -182,6 +221,13 @@ class DownloadResult:
         )
         if self.derivatives:
             text += f", derivatives: {', '.join(self.derivatives)}"
+        if self.incomplete:
+            ranges = ", ".join(f"{a} .. {b}" for a, b, _ in self.incomplete[:3])
+            more = f" and {len(self.incomplete) - 3} more" if len(self.incomplete) > 3 else ""
+            text += (
+                f"; INCOMPLETE: {self.bars_missing} bar(s) not fetched ({ranges}{more}), "
+                "not recorded as covered: run the download again"
+            )
         return text
 
 
@@ -300,6 +346,7 @@ class _Downloader:
         backoff: float,
         progress: Callable[[int, int], None] | None,
         result: DownloadResult,
+        empty_retries: int = 3,
     ) -> None:
         self.ex = ex
         self.symbol = symbol
@@ -309,6 +356,7 @@ class _Downloader:
         self.page_limit = page_limit
         self.max_retries = max_retries
         self.backoff = backoff
+        self.empty_retries = empty_retries
         self.progress = progress
         self.result = result
         self.source = f"ccxt:{ex.id}"
@@ -356,14 +404,40 @@ class _Downloader:
                 ) from exc
 
     def _retry_after(self, exc: Exception) -> float | None:
-        if not isinstance(exc, ccxt.DDoSProtection):
+        """Seconds the exchange asked to wait (``Retry-After``: seconds or an HTTP date)."""
+        if not isinstance(exc, _RETRY_AFTER_ERRORS):
             return None
         headers = getattr(self.ex, "last_response_headers", None) or {}
         try:
             value = headers.get("Retry-After") or headers.get("retry-after")
-            return float(value) if value is not None else None
-        except (TypeError, ValueError, AttributeError):
+        except AttributeError:
             return None
+        return _retry_after_seconds(value)
+
+    def fetch_nonempty(self, what: str, since_ms: int | None, fn: Callable[..., Any],
+                       *args: Any, ohlcv: bool = True, **kwargs: Any) -> list[Any]:
+        """:meth:`call`, asking again (with backoff) while the answer is an empty page.
+
+        Returns the first non-empty answer, or ``[]`` after ``empty_retries`` more empty ones.
+        Answers count in ``result.pages`` and ``result.bars_received`` (``ohlcv``), else in
+        ``result.derivative_pages``.
+        """
+        for attempt in range(self.empty_retries + 1):
+            page = self.call(what, since_ms, fn, *args, **kwargs) or []
+            if not ohlcv:
+                self.result.derivative_pages += 1
+            else:
+                self.result.pages += 1
+                self.result.bars_received += len(page)
+            if page or attempt == self.empty_retries:
+                return list(page)
+            delay = self.backoff * 2**attempt
+            log.debug("{}: {} for {} since {} answered an empty page; asking again in {:.3g} s",
+                      self.ex.id, what, self.symbol,
+                      _ts(since_ms * NS_PER_MS) if since_ms is not None else "-", delay)
+            time.sleep(delay)
+            self.result.empty_retries += 1
+        return []
 
     # -- setup ---------------------------------------------------------------------------------
     def prepare(self, with_derivatives: bool) -> None:
@@ -414,29 +488,36 @@ class _Downloader:
     # -- bars ----------------------------------------------------------------------------------
     def download_span(self, span: _Span, done_before: int, total: int) -> None:
         tf, limit = self.tf, self.limit()
-        since = span.start_ns
+        since = self.first_listed(span)
         chunk_start = span.start_ns
         rows: list[list[Any]] = []
-        confirmed_empty = False
+        empty_windows = 0
         log.info("{}: {} {} {} .. {} ({} bar(s) missing)", self.ex.id, self.symbol, tf.name,
                  _ts(span.start_ns), _ts(span.end_ns), len(span.slots))
         try:
             while since < span.end_ns:
                 left = len(span.slots) - int(np.searchsorted(span.slots, since))
+                asked = max(1, min(limit, left + 1))
                 since_ms = since // NS_PER_MS
-                page = self.call(
+                page = self.fetch_nonempty(
                     "fetch_ohlcv", since_ms, self.ex.fetch_ohlcv, self.symbol, tf.name,
-                    since=since_ms, limit=max(1, min(limit, left + 1)),
+                    since=since_ms, limit=asked,
                 )
-                self.result.pages += 1
-                self.result.bars_received += len(page)
                 if not page:
-                    if not confirmed_empty:
-                        confirmed_empty = True  # ask once more: an empty page may be a glitch
-                        continue
-                    since = span.end_ns  # the exchange has nothing from `since` on
-                    break
-                confirmed_empty = False
+                    if self.history_ends_before(since):
+                        since = span.end_ns  # proven: the exchange has nothing from `since` on
+                        break
+                    # A hiccup: skip one page width, which stays uncovered for the next run.
+                    self.flush(rows, chunk_start, since, span)
+                    rows = []
+                    empty_windows += 1
+                    skip_to = (span.end_ns if empty_windows >= _MAX_EMPTY_WINDOWS
+                               else self.slot_after(span, since, limit))
+                    self.leave_unfetched(span, since, skip_to, "empty pages although the "
+                                         "exchange has later bars")
+                    since = chunk_start = skip_to
+                    continue
+                empty_windows = 0
                 opens = np.fromiter((int(r[0]) for r in page), dtype=np.int64,
                                     count=len(page)) * NS_PER_MS
                 # Rows repeated from before `since` are kept too: the later answer wins.
@@ -449,7 +530,11 @@ class _Downloader:
                 if not len(new):
                     log.warning("{}: page for {} since {} made no progress; stopping this span",
                                 self.ex.id, self.symbol, _ts(since))
+                    self.flush(rows, chunk_start, since, span)
+                    rows, chunk_start = [], since
+                    self.leave_unfetched(span, since, span.end_ns, "a page made no progress")
                     break
+                # A short page (fewer bars than asked) is no end: go on after its last bar.
                 since = int(tf.close_times_ns(new.max(keepdims=True))[0])
                 if self.progress is not None:
                     done = int(np.searchsorted(span.slots, min(since, span.end_ns)))
@@ -465,6 +550,66 @@ class _Downloader:
                     log.warning("{}: could not keep the partial download: {}", self.ex.id, exc)
             raise
         self.flush(rows, chunk_start, min(since, span.end_ns), span)
+
+    def first_listed(self, span: _Span) -> int:
+        """Where to start asking: the span's start, or the market's creation if later.
+
+        The slots before ``market["created"]`` (when the exchange states one) are recorded as
+        covered: the exchange itself says there is nothing there.
+        """
+        created = self.market.get("created") if self.market else None
+        if not isinstance(created, int | float) or created <= 0:
+            return span.start_ns
+        created_ns = int(created) * NS_PER_MS
+        first = int(span.slots[np.searchsorted(span.slots, created_ns)]) if (
+            created_ns <= span.slots[-1]) else span.end_ns
+        if first > span.start_ns:
+            self.flush([], span.start_ns, first, span)
+            log.debug("{}: {} was created at {}; nothing asked before it", self.ex.id,
+                      self.symbol, _ts(created_ns))
+        return max(first, span.start_ns)
+
+    def history_ends_before(self, since: int) -> bool:
+        """Whether the exchange's latest bar opens before ``since`` (an end of history).
+
+        Only a latest bar that closed long ago (``_HISTORY_END_AGE`` bars, at least a day,
+        before ``now``) proves it: an exchange that is merely late with its newest bars is not
+        taken for a delisted market.
+        """
+        latest = self.call("fetch_ohlcv (latest bar)", None, self.ex.fetch_ohlcv, self.symbol,
+                           self.tf.name, limit=1) or []
+        self.result.pages += 1
+        self.result.bars_received += len(latest)
+        if not latest:
+            return False
+        last_open = max(int(r[0]) for r in latest) * NS_PER_MS
+        last_close = int(self.tf.close_times_ns(np.array([last_open], dtype=np.int64))[0])
+        stale = self.now_ns - last_close >= max(_HISTORY_END_AGE * self.tf.nanos, _DAY_NS)
+        if last_open < since and stale:
+            log.info("{}: the latest {} {} bar opens at {}: nothing after it, recorded as "
+                     "covered", self.ex.id, self.symbol, self.tf.name, _ts(last_open))
+            return True
+        return False
+
+    @staticmethod
+    def slot_after(span: _Span, since: int, width: int) -> int:
+        """The slot ``width`` bars after ``since`` in ``span`` (its end when past it)."""
+        pos = int(np.searchsorted(span.slots, since)) + width
+        return int(span.slots[pos]) if pos < len(span.slots) else span.end_ns
+
+    def leave_unfetched(self, span: _Span, lo: int, hi: int, why: str) -> None:
+        """Record ``[lo, hi)`` as not fetched (never covered), with a warning saying ``why``."""
+        n = int(np.sum((span.slots >= lo) & (span.slots < hi)))
+        if not n:
+            return
+        start = pd.Timestamp(lo, unit="ns", tz="UTC")
+        end = pd.Timestamp(hi, unit="ns", tz="UTC")
+        self.result.incomplete.append((start, end, n))
+        log.warning(
+            "{}: {} {}: {} from {}; {} bar(s) up to {} not fetched and not recorded as "
+            "covered: run the download again",
+            self.ex.id, self.symbol, self.tf.name, why, start, n, end,
+        )
 
     def flush(self, rows: list[list[Any]], lo: int, hi: int, span: _Span) -> None:
         """Validate and write the bars of ``[lo, hi)``, then cover its slots without bars."""
@@ -521,10 +666,37 @@ class _Downloader:
         if self.funding:
             stamps, values = self._funding(int(closes[0]) - _FUNDING_MAX_AGE_NS, int(closes[-1]))
             frame["funding_rate"] = _asof(closes, stamps, values, _FUNDING_MAX_AGE_NS)
+        self.warn_derivative_gaps(frame, closes)
         for col in ("open_interest", "funding_rate"):
             if col in frame.columns and col not in self.result.derivatives:
                 self.result.derivatives.append(col)
         return frame
+
+    def _oi_first_ns(self) -> int:
+        """First time the exchange serves open interest for (0: no limit known)."""
+        horizon = _OI_HISTORY.get(self.ex.id)
+        return 0 if horizon is None else self.now_ns - horizon.value
+
+    def warn_derivative_gaps(self, frame: pd.DataFrame, closes: np.ndarray) -> None:
+        """Name each derivative column left NaN on some bars, with the range of those bars.
+
+        Open interest older than the exchange's history horizon is already reported where the
+        requests are clipped, and not again here.
+        """
+        for col in ("open_interest", "funding_rate"):
+            if col not in frame.columns:
+                continue
+            missing = np.isnan(frame[col].to_numpy())
+            if col == "open_interest":
+                missing &= closes >= self._oi_first_ns()
+            if not missing.any():
+                continue
+            where = frame.index[missing]
+            line = (f"{self.ex.id} {self.symbol} {self.tf.name}: {col} has no value for "
+                    f"{int(missing.sum())} of {len(frame)} bar(s) between {where[0]} and "
+                    f"{where[-1]} (the exchange sent none recent enough); left NaN")
+            self.result.derivative_gaps.append(line)
+            log.warning(line)
 
     def _oi_period(self) -> str:
         fitting = [p for p in _OI_PERIODS if parse_timeframe(p).seconds <= self.tf.seconds]
@@ -535,13 +707,12 @@ class _Downloader:
 
     def _open_interest(self, period: str, lo_ns: int, hi_ns: int) -> tuple[np.ndarray, np.ndarray]:
         """Open interest (base amount) stamped in ``[lo_ns, hi_ns]``, in windows of one page."""
-        horizon = _OI_HISTORY.get(self.ex.id)
-        if horizon is not None:
-            first = self.now_ns - horizon.value
-            if lo_ns < first:
-                log.warning("{} keeps about {} days of open interest history: bars before {} "
-                            "get no open_interest", self.ex.id, horizon.days + 1, _ts(first))
-                lo_ns = first
+        first = self._oi_first_ns()
+        if lo_ns < first:
+            horizon = _OI_HISTORY[self.ex.id]
+            log.warning("{} keeps about {} days of open interest history: bars before {} "
+                        "get no open_interest", self.ex.id, horizon.days + 1, _ts(first))
+            lo_ns = first
         limit = self._limits()[0]
         step_ms = parse_timeframe(period).nanos // NS_PER_MS
         since_ms, hi_ms = -(-lo_ns // NS_PER_MS), hi_ns // NS_PER_MS
@@ -569,11 +740,10 @@ class _Downloader:
         stamps: list[int] = []
         values: list[float] = []
         while since_ms <= hi_ms:
-            page = self.call(
+            page = self.fetch_nonempty(
                 "fetch_funding_rate_history", since_ms, self.ex.fetch_funding_rate_history,
-                self.symbol, since=since_ms, limit=limit, params={"until": hi_ms},
+                self.symbol, since=since_ms, limit=limit, params={"until": hi_ms}, ohlcv=False,
             )
-            self.result.derivative_pages += 1
             got = [(int(i["timestamp"]), i.get("fundingRate")) for i in page or []
                    if i.get("timestamp") is not None and since_ms <= i["timestamp"] <= hi_ms]
             for ts, rate in got:
@@ -583,6 +753,24 @@ class _Downloader:
                 break
             since_ms = max(ts for ts, _ in got) + 1
         return np.asarray(stamps, dtype=np.int64) * NS_PER_MS, np.asarray(values, dtype=float)
+
+
+def _retry_after_seconds(value: Any) -> float | None:
+    """A ``Retry-After`` header value in seconds: a number, or an HTTP date (RFC 9110)."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    return max(0.0, (when - datetime.datetime.now(datetime.UTC)).total_seconds())
 
 
 def _short(exc: BaseException, width: int = 300) -> str:
@@ -605,6 +793,7 @@ def download_bars(
     page_limit: int | None = None,
     max_retries: int = 5,
     backoff: float = 1.0,
+    empty_retries: int = 3,
     progress: Callable[[int, int], None] | None = None,
     now: pd.Timestamp | str | None = None,
 ) -> DownloadResult:
@@ -628,10 +817,15 @@ def download_bars(
     :param max_retries: retries of a failing request (network errors, rate limits, 5xx) before
         giving up with :class:`ExchangeError`.
     :param backoff: first retry delay in seconds; the k-th retry waits ``backoff * 2**k``.
+    :param empty_retries: times an empty page inside the range is asked again (with the same
+        backoff) before it is checked against the exchange's latest bar: an end of history is
+        recorded as covered, anything else is left for the next run and listed in
+        ``result.incomplete`` with a warning.
     :param progress: called as ``progress(bars_done, bars_total)`` over the missing bars.
     :param now: the current time (default: the clock); bars not closed by then are never
         stored and never marked as covered.
-    :returns: a :class:`DownloadResult`.
+    :returns: a :class:`DownloadResult`; ``result.complete`` is false when some bars could not be
+        fetched (see ``result.incomplete``).
     :raises ExchangeError: unknown exchange or symbol, refused request, retries exhausted.
     :raises DataError: bad arguments, or the exchange sent bars that fail validation.
     """
@@ -648,12 +842,15 @@ def download_bars(
         raise DataError(f"download: page_limit must be positive, got {page_limit}")
     if max_retries < 0:
         raise DataError(f"download: max_retries must be >= 0, got {max_retries}")
+    if empty_retries < 0:
+        raise DataError(f"download: empty_retries must be >= 0, got {empty_retries}")
 
     ex = make_exchange(exchange) if isinstance(exchange, str) else exchange
     now_ns = int(as_ns(pd.DatetimeIndex([now_ts]))[0])
     result = DownloadResult(symbol=symbol, timeframe=tf.name, exchange=ex.id)
     run = _Downloader(ex, symbol, tf, store, now_ns=now_ns, page_limit=page_limit,
-                      max_retries=max_retries, backoff=backoff, progress=progress, result=result)
+                      max_retries=max_retries, backoff=backoff, progress=progress, result=result,
+                      empty_retries=empty_retries)
     run.prepare(with_derivatives)
 
     grid = _grid(tf, lo, min(hi, now_ts), now_ns)
@@ -683,7 +880,10 @@ def download_bars(
         done += len(span.slots)
         if progress is not None:
             progress(done, total)
-    log.info(result.summary())
+    if result.complete:
+        log.info(result.summary())
+    else:
+        log.warning(result.summary())
     return result
 
 

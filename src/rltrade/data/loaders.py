@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -23,7 +24,7 @@ from urllib.parse import parse_qsl
 import pandas as pd
 from loguru import logger
 
-from rltrade.data.parsing import read_table
+from rltrade.data.parsing import OHLCV, read_table
 from rltrade.data.timeframes import parse_timeframe, to_utc
 from rltrade.data.validation import Policy, ValidationReport, validate_bars
 from rltrade.errors import DataError
@@ -144,6 +145,7 @@ def load_bars_with_report(
     naive_tz: str | None = None,
     symbol: str | None = None,
     store_root: str | Path | None = None,
+    columns: Iterable[str] = OHLCV,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Like :func:`load_bars` but also returns the :class:`ValidationReport`."""
     label = source if isinstance(source, str | Path) else "DataFrame"
@@ -177,7 +179,8 @@ def load_bars_with_report(
         raw = read_table(path)
         attrs["symbol"] = path.name.split(".")[0]
 
-    report = validate_bars(raw, timeframe, policy, naive_tz=naive_tz, source=label)
+    report = validate_bars(raw, timeframe, policy, naive_tz=naive_tz, source=label,
+                           columns=columns)
     for finding in report.findings:
         if finding.severity == "warning":
             if finding.code == "naive_timestamps":
@@ -211,6 +214,7 @@ def load_bars(
     naive_tz: str | None = None,
     symbol: str | None = None,
     store_root: str | Path | None = None,
+    columns: Iterable[str] = OHLCV,
 ) -> pd.DataFrame:
     """Load bars from a file, a bundled sample, a synthetic market or the store, validated.
 
@@ -223,6 +227,10 @@ def load_bars(
         error; ``"repair"`` applies the documented fixes (see
         :mod:`rltrade.data.validation`); ``"report"`` returns the bars as they are.
     :param naive_tz: time zone of naive timestamps; default UTC with a :class:`DataWarning`.
+    :param columns: the price/volume columns required and checked (see
+        :func:`~rltrade.data.validate_bars`); ``("close",)`` for a series of which only the
+        close is used (an external series such as VIX): a file of dates and closes is enough,
+        and broken open/high/low are neither errors nor repaired.
     :returns: a DataFrame with a UTC ``DatetimeIndex`` named ``timestamp`` and float64 columns
         ``open, high, low, close, volume`` plus any extra numeric columns (``open_interest``,
         ``funding_rate``, ``spread``, ``vwap``, ``trades``...). ``df.attrs`` holds ``source``,
@@ -237,5 +245,6 @@ def load_bars(
         naive_tz=naive_tz,
         symbol=symbol,
         store_root=store_root,
+        columns=columns,
     )
     return bars

@@ -327,12 +327,12 @@ class BarStore:
     # -- summaries ---------------------------------------------------------------------------
     def info(self) -> list[SeriesInfo]:
         """One :class:`SeriesInfo` per stored series."""
-        from rltrade.data.validation import _gaps
+        from rltrade.data.validation import find_gaps
 
         rows = []
         for symbol, tf in self.series():
             frame = self.read(symbol, tf)
-            n_gaps, n_missing, _, _ = _gaps(frame.index, parse_timeframe(tf))
+            gaps = find_gaps(frame.index, parse_timeframe(tf))
             rows.append(
                 SeriesInfo(
                     symbol=symbol,
@@ -340,8 +340,8 @@ class BarStore:
                     start=frame.index[0] if len(frame) else None,
                     end=frame.index[-1] if len(frame) else None,
                     rows=len(frame),
-                    gaps=n_gaps,
-                    missing_bars=n_missing,
+                    gaps=gaps.events,
+                    missing_bars=gaps.missing,
                     fingerprint=fingerprint_bars(frame),
                     columns=list(frame.columns),
                 )

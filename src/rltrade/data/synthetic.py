@@ -54,6 +54,7 @@ Common to all kinds:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from numbers import Integral, Real
 from typing import Any
 
@@ -330,111 +331,28 @@ def synthetic_market(
     dt = tf.seconds / SECONDS_PER_YEAR
     sigma = annual_vol * math.sqrt(dt)
     streams = np.random.default_rng(seed).spawn(_N_STREAMS)
-    z_body = streams[_BODY].standard_normal(n)
-    log_s0 = math.log(start_price)
-    extras: dict[str, np.ndarray] = {}
-    truth: dict[str, np.ndarray] = {}
-    vol_mult: np.ndarray | float = 1.0
-
-    if kind == "planted":
-        rho, strength = p["alpha_persistence"], p["alpha_strength"]
-        u = streams[_KIND].standard_normal(n)
-        innov = math.sqrt(1.0 - rho * rho) * u
-        innov[0] = u[0]  # start in the stationary distribution (unit variance)
-        alpha = _ar1(innov, rho)
-        body = sigma * z_body
-        body[1:] = strength * sigma * alpha[:-1] + math.sqrt(1.0 - strength**2) * sigma * z_body[1:]
-        log_close = log_s0 + np.cumsum(body)
-        close = np.exp(log_close)
-        open_ = np.empty(n)
-        open_[0] = start_price
-        open_[1:] = close[:-1]  # no gap: open[t+1] == close[t]
-        extras["alpha_signal"] = alpha
-    else:
-        gap_vol = p["gap_vol"]
-        z_gap = streams[_GAP].standard_normal(n)
-        body_scale = math.sqrt(1.0 - gap_vol * gap_vol)
-        if kind == "gbm":
-            mu = p["drift"] * dt - 0.5 * sigma**2
-            gap = gap_vol * sigma * z_gap
-            body = mu + body_scale * sigma * z_body
-            log_close = log_s0 + np.cumsum(gap + body)
-        elif kind == "regime":
-            stay = np.array([p["p_calm"], p["p_choppy"], p["p_crisis"]], dtype=np.float64)
-            mults = np.array([p["vol_calm"], p["vol_choppy"], p["vol_crisis"]], dtype=np.float64)
-            state = _regime_states(streams[_KIND], n, stay)
-            vol_mult = mults[state]
-            sig_t = sigma * vol_mult
-            theta = p["choppy_reversion"]
-            choppy = state == 1
-            z_prev = np.concatenate(([0.0], z_body[:-1]))
-            shocks = np.where(choppy, (z_body - theta * z_prev) / math.sqrt(1.0 + theta**2), z_body)
-            drift_t = p["drift"] + p["crisis_drift"] * (state == 2)
-            mu = drift_t * dt - 0.5 * sig_t**2
-            gap = gap_vol * sig_t * z_gap
-            body = mu + body_scale * sig_t * shocks
-            log_close = log_s0 + np.cumsum(gap + body)
-            if include_truth:
-                truth["regime"] = state.astype(np.float64)
-        else:  # ou
-            half_life = p["half_life"]
-            mean = p["mean"]
-            phi = 0.5 ** (1.0 / half_life)
-            gap = gap_vol * sigma * z_gap
-            dev = _ar1(gap + body_scale * sigma * z_body, phi, x0=log_s0 - mean)
-            log_close = mean + dev
-            prev = np.concatenate(([log_s0], log_close[:-1]))
-            body = log_close - (prev + gap)
-        close = np.exp(log_close)
-        open_ = np.exp(log_close - body)
-
-    sig_t = sigma * vol_mult
-    wick = p["wick"]
-    up = np.exp(wick * sig_t * np.abs(streams[_HIGH].standard_normal(n)))
-    down = np.exp(-wick * sig_t * np.abs(streams[_LOW].standard_normal(n)))
-    high = np.maximum(open_, close) * up
-    low = np.minimum(open_, close) * down
-    for name, values in (("open", open_), ("high", high), ("low", low), ("close", close)):
+    path = _price_path(kind, streams, n, sigma, dt, p, start_price)
+    sig_t = sigma * path.vol_mult
+    high, low = _wicks(streams, path.open, path.close, sig_t, p["wick"])
+    for name, values in (("open", path.open), ("high", high), ("low", low),
+                         ("close", path.close)):
         if not (np.all(np.isfinite(values)) and np.all(values > 0)):
             raise DataError(
                 f"synthetic market: these parameters drive {name} out of the float64 range "
                 f"(annual_vol={annual_vol}, n_bars={n}, timeframe={tf.name}); lower annual_vol, "
                 "drift or n_bars"
             )
-
-    # Volume: lognormal, larger after big moves and in volatile regimes, clustered.
-    prev_close = np.concatenate(([start_price], close[:-1]))
-    ret = np.log(close / prev_close)
-    z_vol = streams[_VOLUME].standard_normal((n, 2))
-    cluster_innov = math.sqrt(1.0 - _V_PERSIST**2) * _V_CLUSTER * z_vol[:, 1]
-    cluster_innov[0] = _V_CLUSTER * z_vol[0, 1]
-    log_vol = (
-        _V_SHOCK * (np.abs(ret) / sig_t - _E_ABS_NORMAL)
-        + _V_REGIME * np.log(vol_mult)
-        + _ar1(cluster_innov, _V_PERSIST)
-        + _V_NOISE * z_vol[:, 0]
-    )
-    volume = p["base_volume"] * np.exp(log_vol)
+    ret = np.log(path.close / np.concatenate(([start_price], path.close[:-1])))
+    volume, log_vol = _volume(streams, ret, sig_t, path.vol_mult, p["base_volume"])
 
     columns: dict[str, np.ndarray] = {
-        "open": open_, "high": high, "low": low, "close": close, "volume": volume,
+        "open": path.open, "high": high, "low": low, "close": path.close, "volume": volume,
     }
-    columns.update(extras)
+    columns.update(path.extras)
     if derivatives:
-        z_der = streams[_DERIV].standard_normal((n, 2))
-        norm_ret = ret / sigma
-        oi_innov = _OI_VOLUME * log_vol + _OI_TREND * norm_ret + _OI_NOISE * z_der[:, 0]
-        columns["open_interest"] = p["base_open_interest"] * np.exp(
-            _ar1(oi_innov, _OI_PERSIST)
-        )
-        momentum = _ar1((1.0 - _F_PERSIST) * norm_ret, _F_PERSIST)
-        funding = (
-            p["base_funding"]
-            + _F_AMP * np.tanh(_F_GAIN * momentum)
-            + _F_NOISE * z_der[:, 1]
-        )
-        columns["funding_rate"] = np.clip(funding, -_F_CLIP, _F_CLIP)
-    columns.update(truth)
+        columns.update(_derivatives(streams, ret / sigma, log_vol, p))
+    if include_truth:
+        columns.update(path.truth)
     for name, values in columns.items():
         if not np.all(np.isfinite(values)) or (name in ("volume", "open_interest")
                                                  and not np.all(values > 0)):
@@ -446,6 +364,138 @@ def synthetic_market(
     frame = pd.DataFrame(columns, index=index, copy=False)
     frame.attrs.update(timeframe=tf.name, kind=kind, seed=seed, source=f"synthetic:{kind}")
     return frame
+
+
+@dataclass
+class _Path:
+    """A kind's prices before wicks and volume: opens, closes, the per-bar volatility
+    multiplier, published extra columns and hidden truth columns."""
+
+    open: np.ndarray
+    close: np.ndarray
+    vol_mult: np.ndarray | float = 1.0
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
+    truth: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _price_path(
+    kind: str, streams: list[np.random.Generator], n: int, sigma: float, dt: float,
+    p: dict[str, float], start_price: float,
+) -> _Path:
+    """Opens and closes of ``kind`` (see the module docstring for each model)."""
+    z_body = streams[_BODY].standard_normal(n)
+    log_s0 = math.log(start_price)
+    if kind == "planted":
+        return _planted_path(streams[_KIND], z_body, sigma, p, log_s0, start_price)
+    gap_vol = p["gap_vol"]
+    z_gap = streams[_GAP].standard_normal(n)
+    body_scale = math.sqrt(1.0 - gap_vol * gap_vol)
+    vol_mult: np.ndarray | float = 1.0
+    truth: dict[str, np.ndarray] = {}
+    if kind == "gbm":
+        mu = p["drift"] * dt - 0.5 * sigma**2
+        gap = gap_vol * sigma * z_gap
+        body = mu + body_scale * sigma * z_body
+        log_close = log_s0 + np.cumsum(gap + body)
+    elif kind == "regime":
+        log_close, body, vol_mult, state = _regime_path(
+            streams[_KIND], z_body, z_gap, sigma, dt, p, log_s0, body_scale
+        )
+        truth["regime"] = state.astype(np.float64)
+    else:  # ou
+        phi = 0.5 ** (1.0 / p["half_life"])
+        gap = gap_vol * sigma * z_gap
+        dev = _ar1(gap + body_scale * sigma * z_body, phi, x0=log_s0 - p["mean"])
+        log_close = p["mean"] + dev
+        prev = np.concatenate(([log_s0], log_close[:-1]))
+        body = log_close - (prev + gap)
+    return _Path(np.exp(log_close - body), np.exp(log_close), vol_mult, truth=truth)
+
+
+def _planted_path(
+    rng: np.random.Generator, z_body: np.ndarray, sigma: float, p: dict[str, float],
+    log_s0: float, start_price: float,
+) -> _Path:
+    """``planted``: bodies partly predicted by the published AR(1) ``alpha_signal``; no gaps."""
+    n = len(z_body)
+    rho, strength = p["alpha_persistence"], p["alpha_strength"]
+    u = rng.standard_normal(n)
+    innov = math.sqrt(1.0 - rho * rho) * u
+    innov[0] = u[0]  # start in the stationary distribution (unit variance)
+    alpha = _ar1(innov, rho)
+    body = sigma * z_body
+    body[1:] = strength * sigma * alpha[:-1] + math.sqrt(1.0 - strength**2) * sigma * z_body[1:]
+    close = np.exp(log_s0 + np.cumsum(body))
+    open_ = np.empty(n)
+    open_[0] = start_price
+    open_[1:] = close[:-1]  # no gap: open[t+1] == close[t]
+    return _Path(open_, close, extras={"alpha_signal": alpha})
+
+
+def _regime_path(
+    rng: np.random.Generator, z_body: np.ndarray, z_gap: np.ndarray, sigma: float, dt: float,
+    p: dict[str, float], log_s0: float, body_scale: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``regime``: log closes, bodies, volatility multipliers and the hidden states."""
+    stay = np.array([p["p_calm"], p["p_choppy"], p["p_crisis"]], dtype=np.float64)
+    mults = np.array([p["vol_calm"], p["vol_choppy"], p["vol_crisis"]], dtype=np.float64)
+    state = _regime_states(rng, len(z_body), stay)
+    vol_mult = mults[state]
+    sig_t = sigma * vol_mult
+    theta = p["choppy_reversion"]
+    z_prev = np.concatenate(([0.0], z_body[:-1]))
+    shocks = np.where(state == 1, (z_body - theta * z_prev) / math.sqrt(1.0 + theta**2), z_body)
+    drift_t = p["drift"] + p["crisis_drift"] * (state == 2)
+    mu = drift_t * dt - 0.5 * sig_t**2
+    gap = p["gap_vol"] * sig_t * z_gap
+    body = mu + body_scale * sig_t * shocks
+    return log_s0 + np.cumsum(gap + body), body, vol_mult, state
+
+
+def _wicks(
+    streams: list[np.random.Generator], open_: np.ndarray, close: np.ndarray,
+    sig_t: np.ndarray | float, wick: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """High and low beyond the body by ``wick * sigma * |N(0, 1)|`` in log terms."""
+    n = len(close)
+    up = np.exp(wick * sig_t * np.abs(streams[_HIGH].standard_normal(n)))
+    down = np.exp(-wick * sig_t * np.abs(streams[_LOW].standard_normal(n)))
+    return np.maximum(open_, close) * up, np.minimum(open_, close) * down
+
+
+def _volume(
+    streams: list[np.random.Generator], ret: np.ndarray, sig_t: np.ndarray | float,
+    vol_mult: np.ndarray | float, base_volume: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Volume (lognormal, larger after big moves and in volatile regimes, clustered) and its
+    log relative to ``base_volume``."""
+    n = len(ret)
+    z_vol = streams[_VOLUME].standard_normal((n, 2))
+    cluster_innov = math.sqrt(1.0 - _V_PERSIST**2) * _V_CLUSTER * z_vol[:, 1]
+    cluster_innov[0] = _V_CLUSTER * z_vol[0, 1]
+    log_vol = (
+        _V_SHOCK * (np.abs(ret) / sig_t - _E_ABS_NORMAL)
+        + _V_REGIME * np.log(vol_mult)
+        + _ar1(cluster_innov, _V_PERSIST)
+        + _V_NOISE * z_vol[:, 0]
+    )
+    return base_volume * np.exp(log_vol), log_vol
+
+
+def _derivatives(
+    streams: list[np.random.Generator], norm_ret: np.ndarray, log_vol: np.ndarray,
+    p: dict[str, float],
+) -> dict[str, np.ndarray]:
+    """Causal ``open_interest`` (driven by volume and trend) and ``funding_rate`` (tilting
+    with recent returns, clipped)."""
+    z_der = streams[_DERIV].standard_normal((len(norm_ret), 2))
+    oi_innov = _OI_VOLUME * log_vol + _OI_TREND * norm_ret + _OI_NOISE * z_der[:, 0]
+    momentum = _ar1((1.0 - _F_PERSIST) * norm_ret, _F_PERSIST)
+    funding = p["base_funding"] + _F_AMP * np.tanh(_F_GAIN * momentum) + _F_NOISE * z_der[:, 1]
+    return {
+        "open_interest": p["base_open_interest"] * np.exp(_ar1(oi_innov, _OI_PERSIST)),
+        "funding_rate": np.clip(funding, -_F_CLIP, _F_CLIP),
+    }
 
 
 def oracle_positions(df: pd.DataFrame) -> np.ndarray:

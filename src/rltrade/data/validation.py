@@ -22,20 +22,29 @@ OHLC envelope violated        error     high = max(o, h, l, c), low = min(o, h, 
 (high < max(open, close),
 low > min(open, close),
 high < low)
+one-bar spikes that revert    error     open/high/low/close of the bar set to the previous
+(bad prints, see                        close (volume kept)
+:func:`find_spikes`)
 gaps against the timeframe    warning   nothing: missing bars are never invented
 price jumps (robust z-score   warning   nothing: real markets jump; look at them
 of log returns > threshold)
 naive timestamps              warning   taken as UTC (already done by parsing)
+mixed UTC offsets whose       warning   nothing itself; the unsorted / duplicate rows it
+conversion goes back in time            causes are errors (their messages name the offsets)
 ============================  ========  =====================================================
 
 For series without Saturday bars (stocks, FX, futures), a gap that spans weekend time is the
 weekend close and is not reported, so daily stock data is not reported as full of gaps.
+
+``columns=("close",)`` checks only the close (and the timestamps): an external series whose
+open/high/low are not used (VIX) is not refused for them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -164,20 +173,32 @@ def _weekend_time(ns: np.ndarray) -> np.ndarray:
     return weeks * (_WEEK * 2 // 7) + np.minimum(rem, _WEEK * 2 // 7)
 
 
-def _gaps(
-    index: pd.DatetimeIndex, tf: Timeframe
-) -> tuple[int, int, pd.Timedelta | None, list[str]]:
-    """Gap events, missing bars, largest gap and examples for a sorted unique index."""
+class Gaps(NamedTuple):
+    """Gaps of a bar index against its timeframe (see :func:`find_gaps`)."""
+
+    events: int
+    missing: int
+    largest: pd.Timedelta | None
+    examples: list[str]
+
+
+def find_gaps(index: pd.DatetimeIndex, tf: Timeframe) -> Gaps:
+    """Gap events, missing bars, largest gap and the first examples of a sorted unique index.
+
+    A gap is a step between consecutive bars longer than the timeframe (calendar timeframes:
+    longer than ``count * 32`` days). For series without Saturday bars (stocks, FX, futures), a
+    step that spans weekend time is the market's weekend close, not a gap.
+
+    :param index: sorted, unique bar open times.
+    :param tf: the expected bar spacing.
+    :returns: a :class:`Gaps` (``events, missing, largest, examples``); zeros when none.
+    """
     ns = as_ns(index)
     if len(ns) < 2:
-        return 0, 0, None, []
+        return Gaps(0, 0, None, [])
     diffs = np.diff(ns)
-    if tf.is_calendar:
-        limit = tf.count * 32 * 86400 * NS_PER_SECOND
-        step = tf.nanos
-    else:
-        step = tf.nanos
-        limit = step
+    step = tf.nanos
+    limit = tf.count * 32 * 86400 * NS_PER_SECOND if tf.is_calendar else step
     gap = diffs > limit
     saturday_share = float(np.mean(index.day_of_week == 5))
     if gap.any() and saturday_share < 0.01 and not tf.is_calendar:
@@ -187,11 +208,395 @@ def _gaps(
         weekend_ns = _weekend_time(ns[1:]) - _weekend_time(ns[:-1])
         gap = gap & (weekend_ns == 0)
     if not gap.any():
-        return 0, 0, None, []
+        return Gaps(0, 0, None, [])
     missing = int(np.sum(np.maximum(diffs[gap] // step - 1, 1)))
     largest = pd.Timedelta(int(diffs[gap].max()), unit="ns")
     examples = [str(index[i]) for i in np.flatnonzero(gap)[:_MAX_EXAMPLES]]
-    return int(gap.sum()), missing, largest, examples
+    return Gaps(int(gap.sum()), missing, largest, examples)
+
+
+# Spikes: the robust scale of returns is the median absolute return over a centred window of
+# this many returns on each side, never below this share of the series' own scale.
+SPIKE_WINDOW = 50
+_SPIKE_SCALE_FLOOR = 0.5
+# The return after a spike must take back all but this share of the spike's jump.
+SPIKE_REVERT = 0.25
+
+
+def find_spikes(close: np.ndarray, spike_z: float = 50.0) -> np.ndarray:
+    """Mask of one-bar spikes in ``close``: a jump that the next bar takes back (a bad print).
+
+    Bar ``t`` is a spike when the log returns into it (``r1``) and out of it (``r2``) have
+    opposite signs, both exceed ``spike_z`` robust sigmas of the returns around it, and
+    ``|r1 + r2| <= SPIKE_REVERT * |r1|`` (the close after it is back near the close before it).
+    The robust sigma is ``1.4826 * median(|r|)`` over the returns from ``SPIKE_WINDOW`` before
+    ``r1`` to ``SPIKE_WINDOW`` after ``r2``, floored at half of the same figure over the
+    series' non-zero returns (so stretches of unchanged prices do not make every tick a
+    spike). Ordinary moves, and level shifts that do
+    not revert, are never spikes; neither is the first or the last bar (nothing to compare).
+
+    :param close: closes in time order (NaN and non-positive values never make a spike).
+    :param spike_z: how many robust sigmas the jump and its reversal must both exceed.
+    :returns: boolean mask, one entry per bar.
+    """
+    n = len(close)
+    out = np.zeros(n, dtype=bool)
+    if n < 3:
+        return out
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logret = np.diff(np.log(close))
+    size = np.abs(logret)
+    moving = size[np.isfinite(size) & (size > 0)]
+    if not moving.size:
+        return out
+    floor = _SPIKE_SCALE_FLOOR * 1.4826 * float(np.median(moving))
+    r1, r2 = logret[:-1], logret[1:]
+    smaller = np.minimum(size[:-1], size[1:])
+    with np.errstate(invalid="ignore"):
+        # the sigma is never below the floor: only these bars can be spikes
+        candidates = np.flatnonzero((smaller > spike_z * floor) & (r1 * r2 < 0)
+                                    & (np.abs(r1 + r2) <= SPIKE_REVERT * size[:-1]))
+    for i in candidates:  # bar i + 1, between returns i and i + 1
+        around = size[max(0, i - SPIKE_WINDOW): i + SPIKE_WINDOW + 2]
+        around = around[np.isfinite(around)]
+        sigma = max(1.4826 * float(np.median(around)), floor)
+        out[i + 1] = smaller[i] > spike_z * sigma
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# the steps of validate_bars: each appends its findings and, under repair, returns fixed data
+
+
+@dataclass
+class _Columns:
+    """Bar values as float64 arrays (one per column) and their index, while being checked."""
+
+    values: dict[str, np.ndarray]
+    index: pd.DatetimeIndex
+
+    @classmethod
+    def of(cls, bars: pd.DataFrame) -> _Columns:
+        values = {c: bars[c].to_numpy(dtype=np.float64, copy=True) for c in bars.columns}
+        return cls(values, bars.index)
+
+    def keep(self, mask: np.ndarray) -> None:
+        self.values = {c: v[mask] for c, v in self.values.items()}
+        self.index = self.index[mask]
+
+    def frame(self) -> pd.DataFrame:
+        bars = pd.DataFrame(self.values, index=self.index)
+        bars.index.name = "timestamp"
+        return bars
+
+
+def _standard_layout(
+    df: pd.DataFrame, naive_tz: str | None, source: str | None, checked: tuple[str, ...]
+) -> tuple[pd.DataFrame, list[Finding]]:
+    """``df`` in rltrade's layout (see :func:`standardize`) and what parsing found."""
+    if is_standard(df):
+        return df, []
+    try:
+        return standardize(df, naive_tz=naive_tz, columns=checked)
+    except ValidationError:
+        raise
+    except DataError as exc:
+        raise DataError(f"{source}: {exc}" if source else str(exc)) from exc
+
+
+def _note_parsing_repairs(findings: list[Finding], naive_tz: str | None) -> None:
+    """What repair does about the problems parsing found (it has already done it)."""
+    for f in findings:
+        if f.code == "mixed_timezones":
+            f.fixed = f"naive timestamps taken as {naive_tz or 'UTC'}"
+        if f.code == "non_numeric":
+            f.fixed = "treated as missing values"
+
+
+def _drop_unparseable(bars: pd.DataFrame, findings: list[Finding]) -> pd.DataFrame:
+    nat = np.asarray(bars.index.isna())
+    if not nat.any():
+        return bars
+    for f in findings:
+        if f.code == "unparseable_timestamps":
+            f.fixed = f"dropped {int(nat.sum())} row(s)"
+    return bars[~nat]
+
+
+def _offsets_note(findings: list[Finding]) -> str:
+    """`` (mixed UTC offsets +01:00, +02:00)`` when parsing found a suspicious mix, else ``""``.
+
+    The finding's message starts with that phrase, followed by ``": "`` and the counts.
+    """
+    for f in findings:
+        if f.code == "mixed_utc_offsets" and f.severity != "info":
+            return f" ({f.message.split(': ')[0]})"
+    return ""
+
+
+def _check_order(bars: pd.DataFrame, findings: list[Finding], repair: bool) -> pd.DataFrame:
+    index = bars.index
+    ns = as_ns(index[~np.asarray(index.isna())])
+    if len(ns) < 2:
+        return bars
+    backwards = np.diff(ns) < 0
+    if not backwards.any():
+        return bars
+    n = int(backwards.sum())
+    findings.append(
+        Finding(
+            "unsorted",
+            "error",
+            n,
+            f"rows are not in time order ({n} step(s) back in time){_offsets_note(findings)}",
+            [str(pd.Timestamp(v, tz="UTC")) for v in ns[1:][backwards][:_MAX_EXAMPLES]],
+            fixed="sorted by timestamp" if repair else None,
+        )
+    )
+    return bars.iloc[np.argsort(as_ns(bars.index), kind="stable")] if repair else bars
+
+
+def _check_duplicates(bars: pd.DataFrame, findings: list[Finding], repair: bool) -> pd.DataFrame:
+    dup_ts = bars.index.duplicated(keep=False) & ~np.asarray(bars.index.isna())
+    if not dup_ts.any():
+        return bars
+    frame = bars.reset_index()
+    exact_dup = frame.duplicated(keep="first").to_numpy()
+    # A timestamp "conflicts" when its rows are not all identical.
+    groups = frame[dup_ts].groupby("timestamp", sort=False)
+    n_variants = groups.apply(lambda g: len(g.drop_duplicates()), include_groups=False)
+    conflicting_ts = n_variants[n_variants > 1].index
+    n_exact = int(exact_dup.sum())
+    if n_exact:
+        findings.append(
+            Finding(
+                "duplicate_rows",
+                "error",
+                n_exact,
+                f"{n_exact} row(s) repeat an earlier row exactly",
+                _examples(bars.index, exact_dup),
+                fixed=f"dropped {n_exact} exact copies" if repair else None,
+            )
+        )
+    if len(conflicting_ts):
+        findings.append(
+            Finding(
+                "conflicting_duplicates",
+                "error",
+                len(conflicting_ts),
+                f"{len(conflicting_ts)} timestamp(s) appear with different values"
+                f"{_offsets_note(findings)}",
+                [str(t) for t in conflicting_ts[:_MAX_EXAMPLES]],
+                fixed="kept the last row of each conflicting timestamp" if repair else None,
+            )
+        )
+    if not repair:
+        return bars
+    bars = bars[~exact_dup]
+    return bars[~bars.index.duplicated(keep="last")]
+
+
+def _check_prices(
+    cols: _Columns, prices: tuple[str, ...], findings: list[Finding], repair: bool
+) -> None:
+    """NaN, infinite, zero or negative prices: isolated ones forward-filled, runs dropped."""
+    if not prices:
+        return
+    values = cols.values
+    with np.errstate(invalid="ignore"):
+        price_bad = {c: ~np.isfinite(values[c]) | (values[c] <= 0) for c in prices}
+    any_bad = np.logical_or.reduce([price_bad[c] for c in prices])
+    if not any_bad.any():
+        return
+    counts = (
+        (sum(int(np.sum(np.isnan(values[c]))) for c in prices), "NaN"),
+        (sum(int(np.sum(np.isinf(values[c]))) for c in prices), "infinite"),
+        (sum(int(np.sum(np.isfinite(values[c]) & (values[c] <= 0))) for c in prices),
+         "zero/negative"),
+    )
+    parts = [f"{n} {what}" for n, what in counts if n]
+    examples = _examples(cols.index, any_bad)
+    fixed = None
+    if repair:
+        all_bad_row = np.logical_and.reduce([price_bad[c] for c in prices])
+        not_first = np.arange(len(any_bad)) > 0
+        filled = 0
+        drop = all_bad_row.copy()
+        for c in prices:
+            iso = _runs_isolated(price_bad[c]) & ~all_bad_row & not_first
+            values[c] = _ffill_positions(values[c], iso)
+            filled += int(iso.sum())
+            drop |= price_bad[c] & ~iso
+        fixed = f"forward-filled {filled} isolated value(s), dropped {int(drop.sum())} row(s)"
+        cols.keep(~drop)
+    findings.append(
+        Finding(
+            "bad_prices",
+            "error",
+            int(any_bad.sum()),
+            f"{int(any_bad.sum())} row(s) with invalid prices ({', '.join(parts)})",
+            examples,
+            fixed=fixed,
+        )
+    )
+
+
+def _check_volume(cols: _Columns, findings: list[Finding], repair: bool) -> None:
+    """Negative or missing volume: isolated values forward-filled, runs set to 0."""
+    vol = cols.values["volume"]
+    with np.errstate(invalid="ignore"):
+        vol_bad = ~np.isfinite(vol) | (vol < 0)
+    if not vol_bad.any():
+        return
+    neg = int(np.sum(np.isfinite(vol) & (vol < 0)))
+    fixed = None
+    if repair:
+        iso = _runs_isolated(vol_bad) & (np.arange(len(vol)) > 0)
+        vol = _ffill_positions(vol, iso)
+        rest = vol_bad & ~iso
+        vol[rest] = 0.0
+        cols.values["volume"] = vol
+        fixed = f"forward-filled {int(iso.sum())}, set {int(rest.sum())} to 0"
+    findings.append(
+        Finding(
+            "bad_volume",
+            "error",
+            int(vol_bad.sum()),
+            f"{int(vol_bad.sum())} invalid volume value(s) ({neg} negative)",
+            _examples(cols.index, vol_bad),
+            fixed=fixed,
+        )
+    )
+
+
+def _check_envelope(cols: _Columns, findings: list[Finding], repair: bool) -> None:
+    """high/low must contain open and close: repair widens them to the max/min of the four."""
+    o, h, lo, c = (cols.values[k] for k in PRICE_COLUMNS)
+    with np.errstate(invalid="ignore"):
+        env_bad = (h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (h < lo)
+    if not env_bad.any():
+        return
+    fixed = None
+    if repair:
+        stacked = np.vstack([o, h, lo, c])
+        cols.values["high"] = np.nanmax(stacked, axis=0)
+        cols.values["low"] = np.nanmin(stacked, axis=0)
+        fixed = "set high/low to the max/min of open, high, low, close"
+    findings.append(
+        Finding(
+            "ohlc_envelope",
+            "error",
+            int(env_bad.sum()),
+            f"{int(env_bad.sum())} bar(s) where high/low do not contain open and close",
+            _examples(cols.index, env_bad),
+            fixed=fixed,
+        )
+    )
+
+
+def _flatten_spikes(close: np.ndarray, spikes: np.ndarray) -> np.ndarray:
+    """``close`` with each spike bar set to the (already flattened) previous close."""
+    if not spikes.any():
+        return close
+    out = close.copy()
+    for t in np.flatnonzero(spikes):
+        out[t] = out[t - 1]
+    return out
+
+
+def _check_spikes(
+    cols: _Columns, prices: tuple[str, ...], findings: list[Finding], repair: bool,
+    spike_z: float,
+) -> np.ndarray:
+    """One-bar spikes that revert (bad prints): an error; repair flattens the bar to the
+    previous close. Returns the spike mask."""
+    close = cols.values["close"]
+    spikes = find_spikes(close, spike_z)
+    if not spikes.any():
+        return spikes
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jump = np.expm1(np.log(close[1:] / close[:-1]))
+    k = int(np.flatnonzero(spikes)[np.argmax(np.abs(jump[spikes[1:]]))])
+    n = int(spikes.sum())
+    fixed = None
+    if repair:
+        flat = _flatten_spikes(close, spikes)
+        for c in prices:
+            cols.values[c] = np.where(spikes, flat, cols.values[c])
+        fixed = f"set open/high/low/close of {n} bar(s) to the previous close"
+    findings.append(
+        Finding(
+            "price_spikes",
+            "error",
+            n,
+            f"{n} one-bar spike(s) that the next bar takes back (bad prints: a jump and its "
+            f"reversal both beyond {spike_z:g} robust sigmas of the bar's recent returns); "
+            f"largest {jump[k - 1] * 100:+.2f}% at {cols.index[k]}",
+            _examples(cols.index, spikes),
+            fixed=fixed,
+        )
+    )
+    return spikes
+
+
+def _check_gaps(index: pd.DatetimeIndex, tf: Timeframe, findings: list[Finding]) -> None:
+    gaps = find_gaps(index, tf)
+    if gaps.events:
+        findings.append(
+            Finding(
+                "gaps",
+                "warning",
+                gaps.events,
+                f"{gaps.events} gap(s) against {tf.name} bars, about {gaps.missing} missing "
+                f"bar(s), largest {gaps.largest}",
+                gaps.examples,
+            )
+        )
+
+
+def _check_jumps(
+    close: np.ndarray, index: pd.DatetimeIndex, findings: list[Finding], jump_z: float
+) -> None:
+    """Close-to-close moves beyond a robust z-score (median/MAD over the series): a warning."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logret = np.diff(np.log(close))
+    finite = logret[np.isfinite(logret)]
+    if finite.size <= 10:
+        return
+    med = np.median(finite)
+    mad = np.median(np.abs(finite - med)) * 1.4826
+    if mad <= 0:
+        return
+    z = np.abs(logret - med) / mad
+    jumps = np.isfinite(z) & (z > jump_z)
+    if not jumps.any():
+        return
+    k = int(np.nanargmax(np.where(jumps, np.abs(logret), -np.inf)))
+    findings.append(
+        Finding(
+            "price_jumps",
+            "warning",
+            int(jumps.sum()),
+            f"{int(jumps.sum())} close-to-close move(s) beyond robust z {jump_z:g}; "
+            f"largest {np.expm1(logret[k]) * 100:+.2f}% at {index[k + 1]}",
+            [str(index[i + 1]) for i in np.flatnonzero(jumps)[:_MAX_EXAMPLES]],
+        )
+    )
+
+
+def _sorted_unique(index: pd.DatetimeIndex) -> pd.DatetimeIndex:
+    clean = index[~np.asarray(index.isna())]
+    if not clean.is_monotonic_increasing or clean.has_duplicates:
+        clean = clean.sort_values().unique()
+    return clean
+
+
+def _checked(columns: Iterable[str]) -> tuple[str, ...]:
+    checked = tuple(dict.fromkeys(columns))
+    unknown = [c for c in checked if c not in OHLCV]
+    if unknown:
+        raise DataError(f"validate_bars: columns must be among {', '.join(OHLCV)}; got {unknown}")
+    return checked
 
 
 def validate_bars(
@@ -201,6 +606,8 @@ def validate_bars(
     *,
     naive_tz: str | None = None,
     jump_z: float = 12.0,
+    spike_z: float = 50.0,
+    columns: Iterable[str] = OHLCV,
     source: str | None = None,
 ) -> ValidationReport:
     """Check bars and, under ``policy="repair"``, fix what can be fixed honestly.
@@ -213,225 +620,51 @@ def validate_bars(
         only reports (never raises, never changes).
     :param naive_tz: time zone of naive timestamps (default: UTC, with a warning).
     :param jump_z: robust z-score above which a log return is reported as a price jump.
+    :param spike_z: robust sigmas that a one-bar jump and its reversal must both exceed to be
+        a bad print (see :func:`find_spikes`).
+    :param columns: the columns whose values are required and checked, among ``open, high,
+        low, close, volume`` (default: all five). An external series that only uses its close
+        passes ``("close",)``: its other columns may be absent or broken (they are kept as
+        they are), the OHLC envelope is checked only when all four prices are, and volume
+        only when listed. Timestamps are always checked.
     :returns: a :class:`ValidationReport`; the (possibly repaired) bars are ``report.bars``.
     """
     if policy not in ("strict", "repair", "report"):
         raise DataError(f"unknown validation policy {policy!r}: use strict, repair or report")
+    checked = _checked(columns)
+    prices = tuple(c for c in PRICE_COLUMNS if c in checked)
     rows_in = len(df)
-    if is_standard(df):
-        bars, findings = df, []
-    else:
-        try:
-            bars, findings = standardize(df, naive_tz=naive_tz)
-        except ValidationError:
-            raise
-        except DataError as exc:
-            raise DataError(f"{source}: {exc}" if source else str(exc)) from exc
-    repair = policy == "repair"
+    bars, findings = _standard_layout(df, naive_tz, source, checked)
     if rows_in == 0:
         raise DataError(f"{source or 'bars'}: no rows")
+    repair = policy == "repair"
 
-    # --- timestamps -----------------------------------------------------------------------
-    for f in findings:
-        if f.code == "mixed_timezones" and repair:
-            f.fixed = f"naive timestamps taken as {naive_tz or 'UTC'}"
-        if f.code == "non_numeric" and repair:
-            f.fixed = "treated as missing values"
-    nat = np.asarray(bars.index.isna())
-    if nat.any() and repair:
-        bars = bars[~nat]
-        for f in findings:
-            if f.code == "unparseable_timestamps":
-                f.fixed = f"dropped {int(nat.sum())} row(s)"
-
-    index = bars.index
-    ns = as_ns(index[~np.asarray(index.isna())]) if not repair else as_ns(index)
-    if len(ns) > 1:
-        backwards = np.diff(ns) < 0
-        if backwards.any():
-            findings.append(
-                Finding(
-                    "unsorted",
-                    "error",
-                    int(backwards.sum()),
-                    f"rows are not in time order ({int(backwards.sum())} step(s) back in time)",
-                    [str(pd.Timestamp(v, tz="UTC")) for v in ns[1:][backwards][:_MAX_EXAMPLES]],
-                    fixed="sorted by timestamp" if repair else None,
-                )
-            )
-            if repair:
-                bars = bars.iloc[np.argsort(as_ns(bars.index), kind="stable")]
-
-    # --- duplicates -----------------------------------------------------------------------
-    dup_ts = bars.index.duplicated(keep=False) & ~np.asarray(bars.index.isna())
-    if dup_ts.any():
-        frame = bars.reset_index()
-        exact_dup = frame.duplicated(keep="first").to_numpy()
-        # A timestamp "conflicts" when its rows are not all identical.
-        groups = frame[dup_ts].groupby("timestamp", sort=False)
-        n_variants = groups.apply(lambda g: len(g.drop_duplicates()), include_groups=False)
-        conflicting_ts = n_variants[n_variants > 1].index
-        n_exact = int(exact_dup.sum())
-        if n_exact:
-            findings.append(
-                Finding(
-                    "duplicate_rows",
-                    "error",
-                    n_exact,
-                    f"{n_exact} row(s) repeat an earlier row exactly",
-                    _examples(bars.index, exact_dup),
-                    fixed=f"dropped {n_exact} exact copies" if repair else None,
-                )
-            )
-        if len(conflicting_ts):
-            findings.append(
-                Finding(
-                    "conflicting_duplicates",
-                    "error",
-                    len(conflicting_ts),
-                    f"{len(conflicting_ts)} timestamp(s) appear with different values",
-                    [str(t) for t in conflicting_ts[:_MAX_EXAMPLES]],
-                    fixed="kept the last row of each conflicting timestamp" if repair else None,
-                )
-            )
-        if repair:
-            bars = bars[~exact_dup]
-            bars = bars[~bars.index.duplicated(keep="last")]
-
-    # --- values ---------------------------------------------------------------------------
-    values = {c: bars[c].to_numpy(dtype=np.float64, copy=True) for c in bars.columns}
-    index = bars.index
-    price_bad = {}
-    for c in PRICE_COLUMNS:
-        v = values[c]
-        with np.errstate(invalid="ignore"):
-            price_bad[c] = ~np.isfinite(v) | (v <= 0)
-    any_price_bad = np.zeros(len(index), dtype=bool)
-    for c in PRICE_COLUMNS:
-        any_price_bad |= price_bad[c]
-    if any_price_bad.any():
-        nonpos = sum(int(np.sum(np.isfinite(values[c]) & (values[c] <= 0))) for c in PRICE_COLUMNS)
-        nan = sum(int(np.sum(np.isnan(values[c]))) for c in PRICE_COLUMNS)
-        inf = sum(int(np.sum(np.isinf(values[c]))) for c in PRICE_COLUMNS)
-        parts = [
-            f"{n} {what}"
-            for n, what in ((nan, "NaN"), (inf, "infinite"), (nonpos, "zero/negative"))
-            if n
-        ]
-        fixed = None
-        if repair:
-            all_bad_row = np.all(np.vstack([price_bad[c] for c in PRICE_COLUMNS]), axis=0)
-            filled = 0
-            drop = all_bad_row.copy()
-            for c in PRICE_COLUMNS:
-                iso = _runs_isolated(price_bad[c]) & ~all_bad_row
-                values[c] = _ffill_positions(values[c], iso & (np.arange(len(iso)) > 0))
-                filled += int(iso[1:].sum())
-                drop |= price_bad[c] & ~(iso & (np.arange(len(iso)) > 0))
-            fixed = f"forward-filled {filled} isolated value(s), dropped {int(drop.sum())} row(s)"
-            keep = ~drop
-            values = {c: v[keep] for c, v in values.items()}
-            index = index[keep]
-        findings.append(
-            Finding(
-                "bad_prices",
-                "error",
-                int(any_price_bad.sum()),
-                f"{int(any_price_bad.sum())} row(s) with invalid prices ({', '.join(parts)})",
-                _examples(bars.index, any_price_bad),
-                fixed=fixed,
-            )
-        )
-
-    vol = values["volume"]
-    with np.errstate(invalid="ignore"):
-        vol_bad = ~np.isfinite(vol) | (vol < 0)
-    if vol_bad.any():
-        neg = int(np.sum(np.isfinite(vol) & (vol < 0)))
-        fixed = None
-        if repair:
-            iso = _runs_isolated(vol_bad) & (np.arange(len(vol)) > 0)
-            vol = _ffill_positions(vol, iso)
-            rest = vol_bad & ~iso
-            vol[rest] = 0.0
-            values["volume"] = vol
-            fixed = f"forward-filled {int(iso.sum())}, set {int(rest.sum())} to 0"
-        findings.append(
-            Finding(
-                "bad_volume",
-                "error",
-                int(vol_bad.sum()),
-                f"{int(vol_bad.sum())} invalid volume value(s) ({neg} negative)",
-                _examples(index, vol_bad),
-                fixed=fixed,
-            )
-        )
-
-    o, h, lo, c = (values[k] for k in PRICE_COLUMNS)
-    with np.errstate(invalid="ignore"):
-        env_bad = (h < np.maximum(o, c)) | (lo > np.minimum(o, c)) | (h < lo)
-    if env_bad.any():
-        fixed = None
-        if repair:
-            stacked = np.vstack([o, h, lo, c])
-            values["high"] = np.nanmax(stacked, axis=0)
-            values["low"] = np.nanmin(stacked, axis=0)
-            fixed = "set high/low to the max/min of open, high, low, close"
-        findings.append(
-            Finding(
-                "ohlc_envelope",
-                "error",
-                int(env_bad.sum()),
-                f"{int(env_bad.sum())} bar(s) where high/low do not contain open and close",
-                _examples(index, env_bad),
-                fixed=fixed,
-            )
-        )
-
+    # timestamps: unparseable, order, duplicates
     if repair:
-        bars = pd.DataFrame(values, index=index)
-        bars.index.name = "timestamp"
+        _note_parsing_repairs(findings, naive_tz)
+        bars = _drop_unparseable(bars, findings)
+    bars = _check_order(bars, findings, repair)
+    bars = _check_duplicates(bars, findings, repair)
 
-    # --- timing: gaps and jumps (on sorted unique bars) ----------------------------------
-    clean_index = index[~np.asarray(index.isna())]
-    if not clean_index.is_monotonic_increasing or clean_index.has_duplicates:
-        clean_index = clean_index.sort_values().unique()
+    # values
+    cols = _Columns.of(bars)
+    _check_prices(cols, prices, findings, repair)
+    if "volume" in checked:
+        _check_volume(cols, findings, repair)
+    if len(prices) == len(PRICE_COLUMNS):
+        _check_envelope(cols, findings, repair)
+    spikes = (_check_spikes(cols, prices, findings, repair, spike_z) if "close" in checked
+              else None)
+    if repair:
+        bars = cols.frame()
+
+    # timing: gaps and jumps, on sorted unique bars
+    clean_index = _sorted_unique(cols.index)
     tf = parse_timeframe(timeframe) if timeframe is not None else infer_timeframe(clean_index)
     if tf is not None:
-        n_gaps, n_missing, largest, examples = _gaps(clean_index, tf)
-        if n_gaps:
-            findings.append(
-                Finding(
-                    "gaps",
-                    "warning",
-                    n_gaps,
-                    f"{n_gaps} gap(s) against {tf.name} bars, about {n_missing} missing bar(s), "
-                    f"largest {largest}",
-                    examples,
-                )
-            )
-    close = values["close"]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        logret = np.diff(np.log(close))
-    finite = logret[np.isfinite(logret)]
-    if finite.size > 10:
-        med = np.median(finite)
-        mad = np.median(np.abs(finite - med)) * 1.4826
-        if mad > 0:
-            z = np.abs(logret - med) / mad
-            jumps = np.isfinite(z) & (z > jump_z)
-            if jumps.any():
-                k = int(np.nanargmax(np.where(jumps, np.abs(logret), -np.inf)))
-                findings.append(
-                    Finding(
-                        "price_jumps",
-                        "warning",
-                        int(jumps.sum()),
-                        f"{int(jumps.sum())} close-to-close move(s) beyond robust z {jump_z:g}; "
-                        f"largest {np.expm1(logret[k]) * 100:+.2f}% at {index[k + 1]}",
-                        [str(index[i + 1]) for i in np.flatnonzero(jumps)[:_MAX_EXAMPLES]],
-                    )
-                )
+        _check_gaps(clean_index, tf, findings)
+    if spikes is not None:  # spikes are reported above, not again as jumps
+        _check_jumps(_flatten_spikes(cols.values["close"], spikes), cols.index, findings, jump_z)
 
     report = ValidationReport(
         policy=policy,
@@ -452,4 +685,12 @@ def validate_bars(
     return report
 
 
-__all__ = ["OHLCV", "Finding", "ValidationReport", "validate_bars"]
+__all__ = [
+    "OHLCV",
+    "Finding",
+    "Gaps",
+    "ValidationReport",
+    "find_gaps",
+    "find_spikes",
+    "validate_bars",
+]

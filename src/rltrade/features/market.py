@@ -292,9 +292,11 @@ def external_series(
     ``D``, never the value of their own day. Returns ``{f"ext_{name}": values}`` (NaN before the
     first visible value).
     """
-    from rltrade.data import load_bars
+    from rltrade.data import OHLCV, load_bars
 
-    ext = frame if frame is not None else load_bars(source, policy="repair")
+    # Only the column used is checked (and required): an external series' others are unused.
+    used = tuple(c for c in (column,) if c in OHLCV)
+    ext = frame if frame is not None else load_bars(source, policy="repair", columns=used)
     if column not in ext.columns:
         raise DataError(f"external series {name!r}: {source} has no column {column!r}")
     delay = parse_timeframe(shift_by).nanos
