@@ -424,6 +424,20 @@ def test_the_cli_tables_say_when_a_backtest_stopped_early(ds, capsys):
     assert "agent: stopped early at" in " ".join(out.split())
 
 
+def test_an_open_position_at_the_end_is_said_not_hidden_behind_zero_trades(ds, capsys):
+    """Buy-and-hold never closes a trade: the table must not read "0 trades" alone next to a
+    return that came from a position still open."""
+    from rltrade.cli import _print_backtest
+
+    result = run_backtest(make_baseline("buy_and_hold"), ds, CFG)
+    s = result.summary
+    assert s["n_trades"] == 0 and s["open_position"] > 0 and s["n_fills"] >= 1
+    _print_backtest(result)
+    out = " ".join(capsys.readouterr().out.split())
+    assert "closed trades │ 0" in out and f"fills │ {s['n_fills']}" in out
+    assert f"open position at the end │ {s['open_position']:g} (not closed)" in out
+
+
 def test_a_recurrent_policy_gets_its_state_and_episode_start(ds):
     class Recurrent:
         """Checks SB3's recurrent protocol: the state it returned comes back, and

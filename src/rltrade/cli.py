@@ -674,7 +674,10 @@ def _print_backtest(result) -> None:
     table.add_row("buy and hold", _fmt_pct(_num(bench.get("total_return"))))
     table.add_row("Sharpe (annualised)", f"{_num(perf.get('sharpe')):.2f}")
     table.add_row("max drawdown", _fmt_pct(_num(perf.get("max_drawdown"))))
-    table.add_row("trades", str(s.get("n_trades")))
+    table.add_row("closed trades", str(s.get("n_trades")))
+    table.add_row("fills", str(s.get("n_fills")))
+    if s.get("open_position"):
+        table.add_row("open position at the end", f"{s['open_position']:g} (not closed)")
     table.add_row("PSR / DSR", f"{_num(sig.get('psr')):.3f} / {_num(sig.get('dsr')):.3f}")
     run_info = m.get("run") or {}
     if run_info.get("bars_per_year") is not None:

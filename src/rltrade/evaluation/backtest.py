@@ -428,8 +428,10 @@ def run_backtest(
         summary["backtest_id"] = path.name
         _write(path, steps, trades, summary, result_metrics, debug)
     clock.lap("write")
-    log.info("backtest {}: {} bars, {} trades, equity {:.2f} -> {:.2f}{}{}", summary["name"],
-             len(steps), len(trades), initial, summary["final_equity"],
+    log.info("backtest {}: {} bars, {} closed trades, {} fills{}, equity {:.2f} -> {:.2f}{}{}",
+             summary["name"], len(steps), len(trades), summary["n_fills"],
+             f", open position {summary['open_position']:g} at the end"
+             if summary["open_position"] else "", initial, summary["final_equity"],
              f" ({path})" if path else "", f"; {stop_text(summary)}" if
              summary["stopped_early"] else "")
     return BacktestResult(steps, trades, summary, result_metrics, path, debug, clock.laps)
