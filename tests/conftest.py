@@ -1,4 +1,5 @@
-"""Shared test fixtures: the small run config that training, A3C and judging tests train."""
+"""Shared test fixtures: the small run config that training, A3C and judging tests train, and
+rltrade's log messages captured while a test runs."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from loguru import logger
 
 from rltrade.config import RunConfig
 
@@ -43,3 +45,15 @@ def small_config() -> Callable[..., RunConfig]:
     ``small_config(replace={"agent": {...}})`` for a whole section (see
     :func:`small_run_config`)."""
     return small_run_config
+
+
+@pytest.fixture
+def log_messages():
+    """rltrade's loguru messages ``(level, text)`` while the test runs."""
+    messages: list[tuple[str, str]] = []
+    handler = logger.add(lambda m: messages.append((m.record["level"].name,
+                                                    m.record["message"])), level="DEBUG")
+    logger.enable("rltrade")
+    yield messages
+    logger.disable("rltrade")
+    logger.remove(handler)

@@ -10,40 +10,32 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from rltrade.cli import main
+from cli_helpers import HOLD_LOCK, run_cli
 
 CORPUS = Path(__file__).parent / "data" / "malformed"
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_help_lists_command_groups(capsys):
-    code, out, _ = run(["--help"], capsys)
+    code, out, _ = run_cli(["--help"], capsys)
     assert code == 0 and "data" in out
 
 
 def test_data_default_summarises_bundled_sample(capsys):
-    code, out, _ = run(["data"], capsys)
+    code, out, _ = run_cli(["data"], capsys)
     assert code == 0
     assert "EURUSD" in out and "5,000" in out and "Validation" in out
 
 
 def test_validate_exit_codes(capsys):
-    code, out, _ = run(["data", "validate", str(CORPUS / "clean.csv")], capsys)
+    code, out, _ = run_cli(["data", "validate", str(CORPUS / "clean.csv")], capsys)
     assert code == 0 and "clean" in out
-    code, out, _ = run(["data", "validate", str(CORPUS / "gaps.csv")], capsys)
+    code, out, _ = run_cli(["data", "validate", str(CORPUS / "gaps.csv")], capsys)
     assert code == 0 and "gaps" in out  # warnings only
-    code, out, _ = run(["data", "validate", str(CORPUS / "ohlc_violation.csv")], capsys)
+    code, out, _ = run_cli(["data", "validate", str(CORPUS / "ohlc_violation.csv")], capsys)
     assert code == 1 and "ohlc_envelope" in out
-    code, out, err = run(["data", "validate", str(CORPUS / "ragged.csv")], capsys)
+    code, out, err = run_cli(["data", "validate", str(CORPUS / "ragged.csv")], capsys)
     assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
 
 
@@ -51,7 +43,7 @@ def test_validate_exit_codes(capsys):
     "name", sorted(p.name for p in CORPUS.glob("*.csv") if p.name != "clean.csv")
 )
 def test_every_corpus_file_gets_a_verdict(name, capsys):
-    code, out, err = run(["data", "validate", str(CORPUS / name)], capsys)
+    code, out, err = run_cli(["data", "validate", str(CORPUS / name)], capsys)
     assert code in (0, 1, 2)
     assert "Traceback" not in out + err
     if code == 2:
@@ -62,24 +54,24 @@ def test_every_corpus_file_gets_a_verdict(name, capsys):
 
 def test_validate_repair_writes_clean_file(tmp_path, capsys):
     out_file = tmp_path / "fixed.csv"
-    code, out, _ = run(
+    code, out, _ = run_cli(
         ["data", "validate", str(CORPUS / "unsorted.csv"), "--repair", "--out", str(out_file)],
         capsys,
     )
     assert code == 0, out
-    code, out, _ = run(["data", "validate", str(out_file)], capsys)
+    code, out, _ = run_cli(["data", "validate", str(out_file)], capsys)
     assert code == 0 and "clean" in out
 
 
 def test_strict_load_error_is_one_line_with_exit_2(capsys):
-    code, _, err = run(["data", "summary", str(CORPUS / "unsorted.csv")], capsys)
+    code, _, err = run_cli(["data", "summary", str(CORPUS / "unsorted.csv")], capsys)
     assert code == 2
     assert err.count("\n") == 1 and "unsorted" in err and "--repair" in err
 
 
 def test_import_info_and_resample(tmp_path, capsys):
     store = tmp_path / "store"
-    code, out, _ = run(
+    code, out, _ = run_cli(
         [
             "data",
             "import",
@@ -94,15 +86,15 @@ def test_import_info_and_resample(tmp_path, capsys):
         capsys,
     )
     assert code == 0 and "48 added" in out
-    code, out, _ = run(
+    code, out, _ = run_cli(
         ["data", "import", str(CORPUS / "clean.csv"), "--symbol", "TEST", "--store", str(store)],
         capsys,
     )
     assert code == 0 and "48 unchanged" in out
-    code, out, _ = run(["data", "info", "--store", str(store)], capsys)
+    code, out, _ = run_cli(["data", "info", "--store", str(store)], capsys)
     assert code == 0 and "TEST" in out and "48" in out
     target = tmp_path / "4h.parquet"
-    code, out, _ = run(
+    code, out, _ = run_cli(
         ["data", "resample", str(CORPUS / "clean.csv"), "-t", "4h", "--out", str(target)], capsys
     )
     assert code == 0
@@ -124,15 +116,15 @@ def test_console_script_installed():
 
 
 def test_features_list_spec_and_build(tmp_path, capsys):
-    code, out, _ = run(["features", "list"], capsys)
+    code, out, _ = run_cli(["features", "list"], capsys)
     assert code == 0
     for name in ("macd", "turbulence", "supertrend", "ott", "atr_breakout", "bbands_rsi"):
         assert name in out
     spec_file = tmp_path / "spec.yaml"
-    code, _, _ = run(["features", "spec", "--out", str(spec_file)], capsys)
+    code, _, _ = run_cli(["features", "spec", "--out", str(spec_file)], capsys)
     assert code == 0 and "turbulence" in spec_file.read_text()
     out_dir = tmp_path / "ds"
-    code, out, err = run(["features", "build", "--data", "sample:EURUSD-1h", "--spec",
+    code, out, err = run_cli(["features", "build", "--data", "sample:EURUSD-1h", "--spec",
                           str(spec_file), "--out", str(out_dir)], capsys)
     assert code == 0, err
     assert (out_dir / "arrays.npz").exists() and "warm-up" in out
@@ -146,12 +138,12 @@ def test_features_build_from_a_users_csv(tmp_path, capsys):
     from rltrade.data import load_bars
 
     load_bars("sample:GOOG-1d").to_csv(csv)
-    code, _out, err = run(["features", "build", "--data", str(csv), "--out",
+    code, _out, err = run_cli(["features", "build", "--data", str(csv), "--out",
                           str(tmp_path / "goog")], capsys)
     assert code == 0, err
     bad = tmp_path / "bad.yaml"
     bad.write_text("features: {rsi: {length: 3}}\n")
-    code, _, err = run(["features", "build", "--data", str(csv), "--spec", str(bad),
+    code, _, err = run_cli(["features", "build", "--data", str(csv), "--spec", str(bad),
                         "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "unknown parameter" in err and err.count("\n") == 1
 
@@ -170,14 +162,14 @@ def test_features_build_from_a_users_csv(tmp_path, capsys):
     ],
 )
 def test_usage_errors_are_one_error_line_with_exit_2(argv, needle, capsys):
-    code, out, err = run(argv, capsys)
+    code, out, err = run_cli(argv, capsys)
     assert code == 2 and out == ""
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert needle in err and "--help" in err
 
 
 def test_no_arguments_still_prints_the_help(capsys):
-    code, out, err = run(["config"], capsys)
+    code, out, err = run_cli(["config"], capsys)
     assert code == 2 and "validate" in out and "error" not in err
 
 
@@ -210,7 +202,7 @@ def test_a_failing_command_prints_only_its_error_line(tmp_path, small_config):
 
 def test_log_lines_of_a_command_that_succeeds_are_printed(tmp_path, capsys):
     argv = ["features", "build", "--data", "synthetic:planted?n_bars=1500&seed=1", "--out"]
-    code, out, err = run([*argv, str(tmp_path / "a")], capsys)
+    code, out, err = run_cli([*argv, str(tmp_path / "a")], capsys)
     assert code == 0 and "Dataset" in out
     assert "INFO" in err and "dataset: " in err  # held while it ran, printed once it succeeded
 
@@ -218,7 +210,7 @@ def test_log_lines_of_a_command_that_succeeds_are_printed(tmp_path, capsys):
 def test_config_validate_says_how_steps_round(tmp_path, capsys):
     path = tmp_path / "c.yaml"
     path.write_text("training:\n  total_steps: 4000\n  eval_freq: 20000\n")
-    code, out, err = run(["config", "validate", str(path)], capsys)
+    code, out, err = run_cli(["config", "validate", str(path)], capsys)
     assert code == 0, err
     assert "16,384 steps on sample:EURUSD-1h" in out
     assert ("note: training.total_steps 4,000 becomes 16,384: the run steps in rollouts of 2,048 "
@@ -226,13 +218,6 @@ def test_config_validate_says_how_steps_round(tmp_path, capsys):
     assert "note: training.eval_freq 20,000 becomes 16,384" in out
 
 
-_HOLD = """
-import sys, time
-from rltrade.runs import Run
-Run.open(sys.argv[1]).acquire_lock()
-print("locked", flush=True)
-time.sleep(120)
-"""
 
 
 def test_train_resume_of_a_run_in_use_exits_2_naming_the_pid(tmp_path, small_config, capsys):
@@ -240,11 +225,11 @@ def test_train_resume_of_a_run_in_use_exits_2_naming_the_pid(tmp_path, small_con
 
     run_ = Run.create("busy", small_config(), tmp_path)
     run_.release_lock()
-    holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(run_.path)],
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_.path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
-        code, _out, err = run(["train", "--resume", str(run_.path), "--no-progress"], capsys)
+        code, _out, err = run_cli(["train", "--resume", str(run_.path), "--no-progress"], capsys)
     finally:
         holder.kill()
         holder.wait(timeout=30)
@@ -261,10 +246,10 @@ def test_train_overwrite_failed_moves_the_failed_run_aside(tmp_path, small_confi
     failed.release_lock()
     argv = ["train", "--config", str(cfg), "--name", "again", "--runs-dir",
             str(tmp_path / "runs"), "--no-progress"]
-    code, out, err = run(argv, capsys)
+    code, out, err = run_cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1
     assert "failed attempt (status created)" in err and "--overwrite-failed" in err
-    code, out, err = run([*argv, "--overwrite-failed"], capsys)
+    code, out, err = run_cli([*argv, "--overwrite-failed"], capsys)
     assert code == 0, err
     assert "the failed run of this name was moved aside to" in out
     assert "128 steps in" in out

@@ -12,21 +12,11 @@ from pathlib import Path
 import pytest
 
 import rltrade.config
+from cli_helpers import run_cli
 from rltrade.agents.algorithms import check_hyperparams, hyperparameter_names
-from rltrade.cli import main
 from rltrade.config import RunConfig
 from rltrade.credentials import credential_paths, looks_like_credential
 from rltrade.errors import ConfigError, ExchangeError
-
-
-def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 # -- no import circle ----------------------------------------------------------------------------

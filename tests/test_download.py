@@ -14,7 +14,6 @@ import pandas as pd
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from loguru import logger
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -48,16 +47,6 @@ def store(tmp_path: Path) -> BarStore:
     return BarStore(tmp_path / "store")
 
 
-@pytest.fixture
-def log_messages():
-    """rltrade's loguru messages ``(level, text)`` while the test runs."""
-    messages: list[tuple[str, str]] = []
-    handler = logger.add(lambda m: messages.append((m.record["level"].name,
-                                                    m.record["message"])), level="DEBUG")
-    logger.enable("rltrade")
-    yield messages
-    logger.disable("rltrade")
-    logger.remove(handler)
 
 
 def run(fake: FakeBinance, store: BarStore, start, end, *, symbol: str = SPOT,

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from loguru import logger
 
 pytest.importorskip("matplotlib")
 pytest.importorskip("plotly")
@@ -125,16 +124,6 @@ def png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-@pytest.fixture
-def log_messages():
-    """Capture rltrade's loguru messages (level, text) while the test runs."""
-    messages: list[tuple[str, str]] = []
-    handler = logger.add(lambda m: messages.append((m.record["level"].name,
-                                                    m.record["message"])), level="DEBUG")
-    logger.enable("rltrade")
-    yield messages
-    logger.disable("rltrade")
-    logger.remove(handler)
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ import pytest
 import torch
 import yaml
 
+from cli_helpers import HOLD_LOCK
 from rltrade.agents import training
 from rltrade.agents.algorithms import load_model, read_weights
 from rltrade.agents.training import planned_steps, resume, step_plan, train
@@ -431,19 +432,12 @@ def test_a_failed_run_is_moved_aside_only_when_asked(tmp_path, small_config, mon
     assert "moved the failed run" in (res.run.path / "logs" / "training.log").read_text()
 
 
-_HOLDER = """
-import sys, time
-from rltrade.runs import Run
-Run.open(sys.argv[1]).acquire_lock()
-print("locked", flush=True)
-time.sleep(120)
-"""
 
 
 def test_a_run_is_trained_by_one_process_at_a_time(tmp_path, small_config):
     run = Run.create("busy", small_config(), tmp_path)
     run.release_lock()
-    holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(run.path)],
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run.path)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
