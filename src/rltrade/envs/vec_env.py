@@ -24,10 +24,9 @@ import numpy as np
 from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
 from rltrade.envs.core import EnvCore
-from rltrade.envs.spaces import action_space, check_actions, observation_space, observations
+from rltrade.envs.spaces import action_space, observation_space, observations
 from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
 
@@ -87,11 +86,7 @@ class VecTradingEnv(VecEnv):
         if not self._rngs:
             raise RuntimeError("VecTradingEnv.step() called before reset()")
         core = self.core
-        actions, bad = check_actions(self.config, self._actions, self.num_envs,
-                                     out=core.actions)
-        if bad is not None:
-            core.env[bad, EK.E_INVALID] += 1.0
-        core.step(actions)
+        core.step(core.accept_actions(self._actions))
         rewards = core.rewards.astype(np.float32)
         self._episode_returns += core.rewards
         self._episode_lengths += 1
