@@ -12,8 +12,12 @@ read before the step that processes bar ``t + 1``.
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 from typing import Any
 
+import numba
 import numpy as np
 
 from rltrade.envs import kernels as EK
@@ -27,10 +31,47 @@ from rltrade.sim import kernels as K
 from rltrade.sim.engine import BatchEngine
 from rltrade.sim.risk import RiskManager, RiskState
 
+#: fewest envs per thread when a step is split over threads (each thread's share must outweigh
+#: waking and joining it: a step is ~0.5 µs of work per env)
+MIN_ENVS_PER_THREAD = 256
 
-def step_threads(n_envs: int) -> int:
-    """Numba threads for a step of ``n_envs`` envs."""
-    return 1
+
+def step_threads(n_envs: int, threads: int | None = None) -> int:
+    """Numba threads for a step of ``n_envs`` envs.
+
+    ``None`` (the default): 1. Measured on the project's 2-core machine (``docs/benchmarks.md``,
+    ``bench_envs.py --threads 2``), a step split over two threads was slower than on one at
+    every batch size tried, 64 to 4,096 envs: a step of 64 envs is ~30 µs of work, less than
+    waking and joining a second thread on a shared machine, and the serial kernel never starts
+    numba's thread pool at all.
+
+    An explicit ``threads`` (a machine with idle cores; measure it with ``bench_envs.py
+    --threads``) is capped by numba's thread count, by the cores torch's threads leave free
+    (when torch is loaded: its pool runs on the same cores right before and after each env
+    step, the policy's forward pass) and by the batch (at least :data:`MIN_ENVS_PER_THREAD`
+    envs a thread). The envs are independent: the results do not depend on the threads.
+
+    :param n_envs: envs stepped together.
+    :param threads: threads asked for (``None``: the measured default).
+    """
+    if threads is None or threads <= 1 or n_envs < 2 * MIN_ENVS_PER_THREAD:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    torch = sys.modules.get("torch")
+    torch_threads = int(torch.get_num_threads()) if torch is not None else 1
+    available = numba.get_num_threads()  # starts numba's thread pool, whose OpenMP start
+    if torch is not None and torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)  # resets the process's thread count: keep torch's
+    free = cores - torch_threads + 1  # the calling thread runs both
+    return max(1, min(int(threads), available, free, n_envs // MIN_ENVS_PER_THREAD))
+
+
+def _call_parallel(kernel: Any, threads: int, table: np.ndarray,
+                   use_targets: bool) -> tuple[Any, ...]:
+    return kernel(table, use_targets, threads)
 
 
 def market_matrix(dataset: Dataset, normalizer: Normalizer, clip: float) -> np.ndarray:
@@ -68,6 +109,7 @@ class EnvCore:
     :param normalizer: a fitted :class:`Normalizer`; by default the dataset's scheme, which must
         then be ``default`` (a z-score normalizer has to be fitted on the training slice and
         passed in, never fitted here on data the agent will be evaluated on).
+    :param threads: numba threads a step may use (:func:`step_threads`; default 1).
     """
 
     def __init__(
@@ -76,6 +118,7 @@ class EnvCore:
         config: EnvConfig,
         n_envs: int = 1,
         normalizer: Normalizer | None = None,
+        threads: int | None = None,
     ) -> None:
         normalizer = resolve_normalizer(dataset, normalizer, "env")
         self.dataset = dataset
@@ -146,7 +189,7 @@ class EnvCore:
         #: the risk manager's reasons for changing env ``i``'s last target (empty: unchanged)
         self.last_reasons: list[tuple[str, ...]] = [() for _ in range(self.n_envs)]
         #: numba threads of a step (1: the serial kernel; see :func:`step_threads`)
-        self.threads = step_threads(self.n_envs)
+        self.threads = step_threads(self.n_envs, threads)
         self._bind_kernels()
         self.first_bar = self.window - 1
         self.last_bar = t_len - 1
@@ -161,8 +204,11 @@ class EnvCore:
         # bundle as one table of addresses (self.args keeps the arrays it points to alive)
         a = self.args
         self._table = EK.pack_args(a)
-        step = EK.step_parallel if self.threads > 1 else EK.step_packed
-        self._step = EK.entry_point(step, (self._table, False, self.threads))
+        if self.threads > 1:
+            parallel = EK.entry_point(EK.step_packed_parallel, (self._table, False, self.threads))
+            self._step = functools.partial(_call_parallel, parallel, self.threads)
+        else:
+            self._step = EK.entry_point(EK.step_packed, (self._table, False))
         self._reset = EK.entry_point(EK.reset_env, (a, 0, 0, 0, 0.0))
         self._info = EK.entry_point(EK.info_values, (a, 0))
         self._compute_targets = EK.entry_point(EK.compute_targets, (a,))
@@ -260,7 +306,7 @@ class EnvCore:
     def step_decided(self) -> tuple[float, bool, bool, dict[str, Any]]:
         """Advance every env that is not done by one bar with the orders :meth:`decide` wrote;
         returns env 0's ``(reward, terminated, truncated, info)`` (as :meth:`step_single`)."""
-        return self._result(self._step(self._table, True, self.threads))
+        return self._result(self._step(self._table, True))
 
     def step(self, actions: np.ndarray) -> None:
         """Advance every env that is not done by one bar with ``actions`` (float64 ``[N, 2]``:
@@ -268,19 +314,19 @@ class EnvCore:
         if actions is not self.actions:
             self.actions[...] = actions  # the compiled kernel reads exactly this array
         if self.risk is None:
-            self._step(self._table, False, self.threads)
+            self._step(self._table, False)
             return
         self.decide()
-        self._step(self._table, True, self.threads)
+        self._step(self._table, True)
 
     def step_single(self) -> tuple[float, bool, bool, dict[str, Any]]:
         """Step a single-env core on the actions written into :attr:`actions`:
         ``(reward, terminated, truncated, info)``, the same as :meth:`step` followed by
         :meth:`step_info` of its report row, in one kernel call (the single env's hot path)."""
         if self.risk is None:
-            return self._result(self._step(self._table, False, 1))
+            return self._result(self._step(self._table, False))
         self.decide()
-        return self._result(self._step(self._table, True, 1))
+        return self._result(self._step(self._table, True))
 
     def _result(self, row: tuple[Any, ...]) -> tuple[float, bool, bool, dict[str, Any]]:
         # the dict of step_info from env 0's report row as the kernel returns it (already

@@ -554,6 +554,29 @@ def step_envs(a: StepArgs, use_targets: bool) -> None:
         _step_env(a, i, use_targets)
 
 
+@_inline
+def _report_of(a: StepArgs, i: int) -> tuple[
+        float, bool, bool, int, float, float, float, int, float, float, float, bool, int]:
+    q = a.report[i]
+    return (q[Q_REWARD], q[Q_TERMINATED] != 0.0, q[Q_TRUNCATED] != 0.0, int(q[Q_BAR]),
+            q[Q_EQUITY], q[Q_POSITION], q[Q_PNL], int(q[Q_TRADES]), q[Q_WIN_RATE],
+            q[Q_MAX_DRAWDOWN], q[Q_COSTS], q[Q_BANKRUPT] != 0.0, int(q[Q_INVALID]))
+
+
+@_jit
+def step_packed(t: np.ndarray, use_targets: bool) -> tuple[
+        float, bool, bool, int, float, float, float, int, float, float, float, bool, int]:
+    """:func:`step_envs` on the :class:`StepArgs` packed by :func:`pack_args` (the envs' hot
+    path: one array to unbox instead of 22); returns env 0's report row with each value in the
+    type the env hands out: reward, terminated, truncated, bar, equity, position, total PnL,
+    trade count, win rate, max drawdown, costs, bankrupt, invalid actions."""
+    a = unpack_args(t)
+    step_envs(a, use_targets)
+    return _report_of(a, 0)
+
+
+# The parallel step lives in functions of its own: loading a kernel that calls a parallel one
+# starts numba's thread pool, which the serial path never needs.
 @njit(cache=True, error_model="numpy", parallel=True)
 def step_envs_parallel(a: StepArgs, use_targets: bool, chunks: int) -> None:
     """:func:`step_envs` with the envs split into ``chunks`` contiguous blocks stepped in
@@ -570,23 +593,12 @@ def step_envs_parallel(a: StepArgs, use_targets: bool, chunks: int) -> None:
 
 
 @_jit
-def step_packed(t: np.ndarray, use_targets: bool, threads: int) -> tuple[
+def step_packed_parallel(t: np.ndarray, use_targets: bool, threads: int) -> tuple[
         float, bool, bool, int, float, float, float, int, float, float, float, bool, int]:
-    """:func:`step_envs` on the :class:`StepArgs` packed by :func:`pack_args` (the envs' hot
-    path: one array to unbox instead of 22), the envs split over ``threads`` numba threads
-    (1: this thread alone, numba's thread pool is not even started); returns env 0's report
-    row with each value in the type the env hands out: reward, terminated, truncated, bar,
-    equity, position, total PnL, trade count, win rate, max drawdown, costs, bankrupt, invalid
-    actions."""
+    """:func:`step_packed` with the envs split over ``threads`` numba threads."""
     a = unpack_args(t)
-    if threads > 1:
-        step_envs_parallel(a, use_targets, threads)
-    else:
-        step_envs(a, use_targets)
-    q = a.report[0]
-    return (q[Q_REWARD], q[Q_TERMINATED] != 0.0, q[Q_TRUNCATED] != 0.0, int(q[Q_BAR]),
-            q[Q_EQUITY], q[Q_POSITION], q[Q_PNL], int(q[Q_TRADES]), q[Q_WIN_RATE],
-            q[Q_MAX_DRAWDOWN], q[Q_COSTS], q[Q_BANKRUPT] != 0.0, int(q[Q_INVALID]))
+    step_envs_parallel(a, use_targets, threads)
+    return _report_of(a, 0)
 
 
 # -- episodes and info -------------------------------------------------------------------------

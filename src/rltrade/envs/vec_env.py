@@ -40,15 +40,18 @@ class VecTradingEnv(VecEnv):
     :param normalizer: a fitted normalizer (required for z-score specs).
     :param seed: base seed; env ``i`` uses ``seed + i``.
     :param full_info: fill every info dict at every step (slower).
+    :param threads: numba threads a step may split the envs over (default 1, measured fastest
+        on the project's machine; see :func:`rltrade.envs.core.step_threads` for the caps).
     :param overrides: keyword overrides of ``config``.
     """
 
     def __init__(self, dataset: Dataset, n_envs: int = 8,
                  config: EnvConfig | Mapping[str, Any] | None = None,
                  normalizer: Normalizer | None = None, seed: int | None = None,
-                 full_info: bool = False, **overrides: Any) -> None:
+                 full_info: bool = False, threads: int | None = None,
+                 **overrides: Any) -> None:
         self.config = EnvConfig.build(config, **overrides)
-        self.core = EnvCore(dataset, self.config, n_envs, normalizer)
+        self.core = EnvCore(dataset, self.config, n_envs, normalizer, threads=threads)
         self.render_mode = None
         super().__init__(n_envs, observation_space(self.config, self.core.n_market),
                          action_space(self.config))
