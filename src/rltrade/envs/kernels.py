@@ -543,15 +543,21 @@ def _step_env(a: StepArgs, i: int, use_targets: bool) -> None:
 
 
 @_jit
-def step_envs(a: StepArgs, use_targets: bool) -> None:
-    """One step of every env that is not done (a done env's reward is 0). ``use_targets``:
-    the targets in ``a.targets`` / ``a.sl`` / ``a.tp`` (a risk manager's), else each env's own
-    action through the action scheme."""
-    for i in range(a.st.shape[0]):
+def step_range(a: StepArgs, use_targets: bool, lo: int, hi: int) -> None:
+    """One step of envs ``lo .. hi - 1`` that are not done (a done env's reward is 0)."""
+    for i in range(lo, hi):
         if a.env[i, E_DONE] != 0.0:
             a.rewards[i] = 0.0
             continue
         _step_env(a, i, use_targets)
+
+
+@_jit
+def step_envs(a: StepArgs, use_targets: bool) -> None:
+    """One step of every env that is not done (a done env's reward is 0). ``use_targets``:
+    the targets in ``a.targets`` / ``a.sl`` / ``a.tp`` (a risk manager's), else each env's own
+    action through the action scheme."""
+    step_range(a, use_targets, 0, a.st.shape[0])
 
 
 @_inline
@@ -585,11 +591,9 @@ def step_envs_parallel(a: StepArgs, use_targets: bool, chunks: int) -> None:
     n = a.st.shape[0]
     size = (n + chunks - 1) // chunks
     for c in prange(chunks):
-        for i in range(c * size, min(n, (c + 1) * size)):
-            if a.env[i, E_DONE] != 0.0:
-                a.rewards[i] = 0.0
-                continue
-            _step_env(a, i, use_targets)
+        # a call, not the loop's body: numba's parallel transform would treat the body's writes
+        # into the bundle's arrays as private to the thread (measured: rewards lost)
+        step_range(a, use_targets, c * size, min(n, (c + 1) * size))
 
 
 @_jit
