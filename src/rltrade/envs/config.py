@@ -35,7 +35,6 @@ REWARD_DEFAULTS: dict[str, dict[str, float]] = {
     },
     "differential_sharpe": {"eta": 0.01, "bankruptcy": -1.0},
     "cvar_penalized": {"alpha": 0.05, "penalty": 1.0, "bankruptcy": -1.0},
-    "log_return_penalised": {"exposure": 1e-4, "bankruptcy": -1.0},
 }
 REWARD_NAMES: tuple[str, ...] = tuple(REWARD_DEFAULTS)
 
@@ -78,7 +77,6 @@ class EnvConfig(StrictModel):
         "risk_adjusted",
         "differential_sharpe",
         "cvar_penalized",
-        "log_return_penalised",
     ] = "log_return"
     reward_weights: dict[str, float] = Field(default_factory=dict)
     reward_scale: float = Field(1.0, gt=0)

@@ -73,7 +73,6 @@ R_ASYMMETRIC_DRAWDOWN = 1
 R_RISK_ADJUSTED = 2
 R_DIFFERENTIAL_SHARPE = 3
 R_CVAR_PENALIZED = 4
-R_LOG_RETURN_PENALISED = 5
 #: reward name -> (its id in the kernel, its weight names in the order of the weights vector the
 #: kernel reads: ``w[0]`` is always the bankruptcy reward)
 REWARD_KERNELS: dict[str, tuple[int, tuple[str, ...]]] = {
@@ -84,7 +83,6 @@ REWARD_KERNELS: dict[str, tuple[int, tuple[str, ...]]] = {
         "liquidation", "liquidation_distance")),
     "differential_sharpe": (R_DIFFERENTIAL_SHARPE, ("bankruptcy", "eta")),
     "cvar_penalized": (R_CVAR_PENALIZED, ("bankruptcy", "alpha", "penalty")),
-    "log_return_penalised": (R_LOG_RETURN_PENALISED, ("bankruptcy", "exposure")),
 }
 
 
@@ -454,8 +452,6 @@ def _reward(a: StepArgs, i: int, ret: float, costs_delta: float, c: float) -> fl
     reward_id = a.reward_id
     if reward_id == R_LOG_RETURN:
         return math.log(eq / prev)
-    if reward_id == R_LOG_RETURN_PENALISED:  # the log return less a cost of gross exposure
-        return math.log(eq / prev) - w[1] * abs(s[K.POS]) * c / eq
     if reward_id == R_ASYMMETRIC_DRAWDOWN:
         r = ret if ret >= 0.0 else w[1] * ret
         return r - w[2] * max(0.0, s[K.DRAWDOWN] - e[E_PREV_DRAWDOWN])
