@@ -40,9 +40,10 @@ def step_threads(n_envs: int, threads: int | None = None) -> int:
     """Numba threads for a step of ``n_envs`` envs.
 
     ``None`` (the default): 1. Measured on the project's 2-core machine (``docs/benchmarks.md``,
-    ``bench_envs.py --threads 2``), a step split over two threads was slower than on one at
-    every batch size tried, 64 to 4,096 envs: a step of 64 envs is ~30 µs of work, less than
-    waking and joining a second thread on a shared machine, and the serial kernel never starts
+    ``bench_envs.py --threads 2``): below a few hundred envs a split step is slower (64 envs:
+    0.1-0.7x; a step of 64 envs is ~30 µs of work, less than waking and joining a second
+    thread); with 1,024 envs two threads were 1.06-1.58x faster when the machine was quiet
+    and 0.3-0.6x as fast when it was busy, its usual state. The serial kernel never starts
     numba's thread pool at all.
 
     An explicit ``threads`` (a machine with idle cores; measure it with ``bench_envs.py
@@ -306,7 +307,8 @@ class EnvCore:
     def step_decided(self) -> tuple[float, bool, bool, dict[str, Any]]:
         """Advance every env that is not done by one bar with the orders :meth:`decide` wrote;
         returns env 0's ``(reward, terminated, truncated, info)`` (as :meth:`step_single`)."""
-        return self._result(self._step(self._table, True))
+        row = self._step(self._table, True)
+        return row[0], row[1], row[2], self._info_dict(0, row)
 
     def step(self, actions: np.ndarray) -> None:
         """Advance every env that is not done by one bar with ``actions`` (float64 ``[N, 2]``:
@@ -322,31 +324,14 @@ class EnvCore:
     def step_single(self) -> tuple[float, bool, bool, dict[str, Any]]:
         """Step a single-env core on the actions written into :attr:`actions`:
         ``(reward, terminated, truncated, info)``, the same as :meth:`step` followed by
-        :meth:`step_info` of its report row, in one kernel call (the single env's hot path)."""
+        :meth:`info` of env 0, in one kernel call (the single env's hot path: the kernel returns
+        the values already typed, no array is read back)."""
         if self.risk is None:
-            return self._result(self._step(self._table, False))
-        self.decide()
-        return self._result(self._step(self._table, True))
-
-    def _result(self, row: tuple[Any, ...]) -> tuple[float, bool, bool, dict[str, Any]]:
-        # the dict of step_info from env 0's report row as the kernel returns it (already
-        # typed), built here without a call and conversions (~0.2 µs, a tenth of the step):
-        # keep the two in step
-        (reward, terminated, truncated, bar, equity, position, pnl, trades, win_rate, max_dd,
-         costs, bankrupt, invalid) = row
-        return reward, terminated, truncated, {
-            "bar": bar,
-            "equity": equity,
-            "position": position,
-            "total_pnl": pnl,
-            "trade_count": trades,
-            "win_rate": win_rate,
-            "max_drawdown": max_dd,
-            "costs": costs,
-            "bankrupt": bankrupt,
-            "risk_interventions": {} if self.risk is None else dict(self.risk_counts[0]),
-            "invalid_actions": invalid,
-        }
+            row = self._step(self._table, False)
+        else:
+            self.decide()
+            row = self._step(self._table, True)
+        return row[0], row[1], row[2], self._info_dict(0, row)
 
     def preview_targets(self, i: int, actions: np.ndarray) -> np.ndarray:
         """What env ``i`` would ask the engine for now, for each of ``actions``, without stepping.
@@ -357,8 +342,8 @@ class EnvCore:
             (NaN level = keep the current one, 0 = clear it; NaN target: the env is done).
 
         Computed by the env's own kernel on copies of its state: nothing in the env changes
-        (not even the count of actions that do not apply). A3C's risk gating and the
-        backtesting.py bridge read targets through this.
+        (not even the count of actions that do not apply). A3C's risk gating reads targets
+        through this (the backtesting.py bridge sizes its orders from :meth:`decide`).
         """
         actions = np.array(actions, dtype=np.float64, order="C").reshape(-1, 2)
         n = actions.shape[0]
@@ -395,37 +380,24 @@ class EnvCore:
         return decision.target
 
     # -- views ------------------------------------------------------------------------------
-    def step_info(self, row: list[float], i: int = 0) -> dict[str, Any]:
-        """The info dict of env ``i`` from its step report row (``report[i].tolist()``)."""
-        return {
-            "bar": int(row[EK.Q_BAR]),
-            "equity": row[EK.Q_EQUITY],
-            "position": row[EK.Q_POSITION],
-            "total_pnl": row[EK.Q_PNL],
-            "trade_count": int(row[EK.Q_TRADES]),
-            "win_rate": row[EK.Q_WIN_RATE],
-            "max_drawdown": row[EK.Q_MAX_DRAWDOWN],
-            "costs": row[EK.Q_COSTS],
-            "bankrupt": row[EK.Q_BANKRUPT] != 0.0,
-            "risk_interventions": dict(self.risk_counts[i]) if self.risk is not None else {},
-            "invalid_actions": int(row[EK.Q_INVALID]),
-        }
-
     def info(self, i: int) -> dict[str, Any]:
         """The info dict of env ``i``: equity, position, PnL, trades, win rate, drawdown,
         risk-manager interventions and actions that did not apply."""
-        bar, equity, position, pnl, n_trades, win_rate, max_dd, costs, bankrupt, invalid = (
-            self._info(self.args, int(i)))
+        return self._info_dict(i, (0.0, False, False, *self._info(self.args, int(i))))
+
+    def _info_dict(self, i: int, row: tuple[Any, ...]) -> dict[str, Any]:
+        # row: EK.step_packed's layout (reward, terminated, truncated, then EK.info_values's
+        # values), indexed rather than unpacked: this is most of the Python side of a step
         return {
-            "bar": bar,
-            "equity": equity,
-            "position": position,
-            "total_pnl": pnl,
-            "trade_count": n_trades,
-            "win_rate": win_rate,
-            "max_drawdown": max_dd,
-            "costs": costs,
-            "bankrupt": bankrupt,
-            "risk_interventions": dict(self.risk_counts[i]) if self.risk is not None else {},
-            "invalid_actions": invalid,
+            "bar": row[3],
+            "equity": row[4],
+            "position": row[5],
+            "total_pnl": row[6],
+            "trade_count": row[7],
+            "win_rate": row[8],
+            "max_drawdown": row[9],
+            "costs": row[10],
+            "bankrupt": row[11],
+            "risk_interventions": {} if self.risk is None else dict(self.risk_counts[i]),
+            "invalid_actions": row[12],
         }

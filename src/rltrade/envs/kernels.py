@@ -574,8 +574,9 @@ def step_packed(t: np.ndarray, use_targets: bool) -> tuple[
         float, bool, bool, int, float, float, float, int, float, float, float, bool, int]:
     """:func:`step_envs` on the :class:`StepArgs` packed by :func:`pack_args` (the envs' hot
     path: one array to unbox instead of 22); returns env 0's report row with each value in the
-    type the env hands out: reward, terminated, truncated, bar, equity, position, total PnL,
-    trade count, win rate, max drawdown, costs, bankrupt, invalid actions."""
+    type the env hands out: reward, terminated, truncated, then :func:`info_values`'s values in
+    its order (bar, equity, position, total PnL, trade count, win rate, max drawdown, costs,
+    bankrupt, invalid actions)."""
     a = unpack_args(t)
     step_envs(a, use_targets)
     return _report_of(a, 0)
