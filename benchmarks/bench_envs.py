@@ -2,7 +2,7 @@
 
 Usage: python benchmarks/bench_envs.py [--bars 100000] [--steps N] [--repeat 3]
                                         [--short-bars 10000] [--long-bars 1000000] [--quick]
-                                        [--clock wall|cpu]
+                                        [--clock wall|cpu] [--threads 2]
 
 One run, numba caches warm, median of ``--repeat`` runs, random actions drawn before the timed
 loops (the same sequence for every env; gym-anytrading's two actions come from the same
@@ -19,6 +19,11 @@ generator):
   the reset before a pass is not timed), and the ratios ours / theirs;
 * env-steps per second of ``VecTradingEnv`` with 1, 16 and 64 envs (SB3 API, episodes
   auto-reset inside the loop);
+* threads: ``VecTradingEnv`` with 64 and 1,024 envs stepped on one numba thread and split over
+  ``--threads`` (``threads=``; the default is one; torch set to one thread, as training does
+  by default, so that it leaves the cores to numba), alternating within each repeat so that
+  both see the same machine load, always on wall time (a CPU clock would miss the other
+  threads' work); ``--threads 1`` skips it;
 * dataset length: ``TradingEnv`` and ``VecTradingEnv(64)`` steps on the first
   ``--short-bars`` bars of a ``--long-bars`` dataset and on all of it, and ``reset()`` of ours
   and of gym-trading-env on both (its reset is O(N));
@@ -52,11 +57,13 @@ import pandas as pd
 from common import machine, print_rows
 from rltrade.data.synthetic import synthetic_market
 from rltrade.envs import TradingEnv, VecTradingEnv
+from rltrade.envs.core import MIN_ENVS_PER_THREAD
 from rltrade.features import build_dataset
 from rltrade.features.dataset import Dataset
 
 WINDOW = 32  # the default EnvConfig.window; the competitors get the same
 VEC_SIZES = (1, 16, 64)
+THREAD_SIZES = (64, 1024)
 REF_ANYTRADING_US = 3.0  # the issue's reference figures, used when a package is missing
 REF_GTE_US = 22.5
 
@@ -211,6 +218,8 @@ def main() -> None:
                         help="smoke test: tiny sizes, one repeat, a few seconds")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="time with wall time (default) or the thread's CPU time")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="numba threads of the threads section (1: skip it)")
     args = parser.parse_args()
     global CLOCK
     CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
@@ -311,6 +320,38 @@ def main() -> None:
                      "gym-trading-env" + ("" if t_at is not None and t_gte is not None
                                           else " (issue's reference for a missing one)")))
 
+    # -- threads -------------------------------------------------------------------------------
+    if args.threads > 1:
+        torch = sys.modules.get("torch")  # imported by Stable-Baselines3's VecEnv
+        if torch is not None:
+            torch.set_num_threads(1)  # as training does by default (training.torch_threads)
+        thread_rows: list[Row] = []
+        sections.append((f"threads: VecTradingEnv on 1 vs {args.threads} numba threads "
+                         "(wall clock, alternating in each repeat; torch on 1 thread as in "
+                         "training)", thread_rows))
+        for n in THREAD_SIZES:
+            steps = max(n_steps // n, min_vec_steps)
+            tacts = rng.integers(0, 3, (steps, n))
+            venvs = {k: VecTradingEnv(ds, n, seed=0, threads=k) for k in (1, args.threads)}
+            used = venvs[args.threads].core.threads
+            times: dict[int, list[float]] = {k: [] for k in venvs}
+            for venv in venvs.values():
+                venv.reset()
+                drive_vec(venv, tacts[:50])  # warm
+            gc.collect()
+            for _ in range(args.repeat):
+                for k, venv in venvs.items():
+                    t0 = time.perf_counter()
+                    drive_vec(venv, tacts)
+                    times[k].append(time.perf_counter() - t0)
+            one = tacts.size / statistics.median(times[1])
+            many = tacts.size / statistics.median(times[args.threads])
+            note = (f"{used} threads = {many / one:.2f}x one" if used > 1 else
+                    f"threads={args.threads} steps on 1 (under {2 * MIN_ENVS_PER_THREAD} envs): "
+                    f"{many / one:.2f}x, the same kernel")
+            thread_rows.append((f"VecTradingEnv, {n:,} envs, {steps:,} steps, 1 / {used} threads",
+                                f"{one / 1e6:.3f} / {many / 1e6:.3f} M/s", note))
+
     # -- dataset length ------------------------------------------------------------------------
     len_rows: list[Row] = []
     t0 = time.perf_counter()
@@ -382,8 +423,13 @@ def main() -> None:
                      + ("  (NOTE: the episode ended early)" if ended else "")))
 
     # -- report --------------------------------------------------------------------------------
+    try:
+        pool = f"thread pool started ({numba.threading_layer()})"
+    except ValueError:  # numba: no parallel kernel has run
+        pool = "thread pool never started"
     print(f"# rltrade.envs benchmark ({machine()}, "
-          f"numba {numba.__version__}, {numba.get_num_threads()} threads; {args.clock} clock; "
+          f"numba {numba.__version__}, {numba.config.NUMBA_NUM_THREADS} threads, {pool}; "
+          f"{args.clock} clock; "
           f"median of {args.repeat}; dataset {len(ds):,} 1h bars built in {t_build:.1f} s)")
     print_rows([r for _, rs in sections for r in rs], [(t, len(rs)) for t, rs in sections])
     print(f"\n# total {time.perf_counter() - t_start:.1f} s")

@@ -84,17 +84,19 @@ class Recorder:
 
 
 def run_env(ds: Dataset, config: EnvConfig, policy: Any) -> dict[str, Any]:
-    """One eval episode of ``TradingEnv``: observations, actions, positions and equity."""
+    """One eval episode of ``TradingEnv``: observations, positions, equity and the risk
+    manager's reasons for changing each step's target."""
     act = as_policy(policy)
     env = TradingEnv(ds, config)
     obs, info = env.reset()
     out: dict[str, Any] = {"start": info["bar"], "obs": [], "positions": [],
-                           "equity": [info["equity"]]}
+                           "equity": [info["equity"]], "reasons": []}
     while True:
         out["obs"].append(obs)
         obs, _, terminated, truncated, info = env.step(act(obs))
         out["positions"].append(info["position"])
         out["equity"].append(info["equity"])
+        out["reasons"].append(env.core.last_reasons[0])
         if terminated or truncated:
             break
     out["info"] = info
@@ -212,6 +214,63 @@ def test_stops_and_leverage_cap_follow_the_env(ds: Dataset, scheme: str) -> None
     assert abs(stats["Equity Final [$]"] - info["equity"]) / info["equity"] < 1e-9
     assert len(stats["_trades"]) == info["trade_count"] > 100
     assert len(stats["_strategy"].decisions) == len(env_run["obs"])
+
+
+def exposure_policy(ds: Dataset):
+    """exposure_sl from the sign of ``ret_5`` with a pseudo-random size and stop tightness."""
+    j = ds.feature_names.index("ret_5")
+
+    def policy(obs: dict[str, np.ndarray]) -> np.ndarray:
+        u = hashed(obs)
+        side = 1.0 if obs["market"][-1, j] > 0 else -1.0
+        exposure = 0.0 if u < 0.15 else side * (1.0 if u > 0.6 else u)
+        return np.array([exposure, 2 * hashed({"market": obs["market"][-2:]}) - 1])
+
+    return policy
+
+
+@pytest.mark.parametrize("scheme", ["discrete3", "exposure_sl"])
+def test_risk_manager_in_the_loop(ds: Dataset, scheme: str) -> None:
+    """A risk manager whose four gates all intervene (drawdown cut, volatility scaling, the
+    daily-loss kill switch, a no-trade window): backtesting.py still follows the env trade for
+    trade, and the bridge records the env's interventions, decision by decision."""
+    part = ds.slice(0, 2500)
+    risk = RiskConfig.from_dict({
+        "drawdown": {"max_drawdown": 0.015, "action": "cut", "cut_factor": 0.5},
+        "volatility": {"max_atr_pct": 0.0012, "mode": "inverse"},
+        "daily_loss": {"max_daily_loss": 0.0025},
+        "no_trade": {"times": [["13:00", "15:00"]]},
+    })
+    config = EnvConfig(action_scheme=scheme, max_exposure=0.5, window=32, mode="eval",
+                       min_stop_pct=0.0005, max_stop_pct=0.003, risk=risk,
+                       engine=EngineConfig.ideal(COMMISSION, initial_cash=CASH, lot_size=1))
+    policy = feature_policy(part) if scheme == "discrete3" else exposure_policy(part)
+    env_run = run_env(part, config, policy)
+    info = env_run["info"]
+    counts = info["risk_interventions"]
+    assert set(counts) == {"max_drawdown", "volatility", "daily_loss", "no_trade_window"}
+    assert min(counts.values()) >= 20
+
+    stats, _ = run_in_backtesting(policy, part, config)
+    strategy = stats["_strategy"]
+    decisions = strategy.decisions
+    assert strategy.risk_interventions == counts
+    assert [d.risk_reasons for d in decisions] == env_run["reasons"]
+    assert len(stats["_trades"]) == info["trade_count"] > 500
+    curve = stats["_equity_curve"]["Equity"].to_numpy()[env_run["start"]:]
+    np.testing.assert_allclose(curve, env_run["equity"], rtol=1e-9)
+    assert abs(stats["Equity Final [$]"] - info["equity"]) / info["equity"] < 1e-9
+    if scheme == "exposure_sl":
+        assert env_run["env"].account.stop_exits > 20
+        return
+    # no stops: the env's positions replayed through an engine give its trades, one by one
+    assert [d.position for d in decisions] == env_run["positions"]
+    eng, equity = replay(part, config, env_run["start"], env_run["positions"])
+    np.testing.assert_array_equal(equity, env_run["equity"])
+    mine, ref = trade_frames(eng, stats)
+    for col in ("size", "entry_bar", "exit_bar", "entry_price", "exit_price"):
+        np.testing.assert_array_equal(mine[col].to_numpy(), ref[col].to_numpy(), err_msg=col)
+    np.testing.assert_allclose(mine["pnl"], ref["pnl"], rtol=1e-9, atol=1e-6)
 
 
 def test_baseline_callable_and_predict_object(ds: Dataset) -> None:
@@ -378,7 +437,7 @@ def test_bridge_config() -> None:
         bridge_config(retail, lot_size=0.5)
     with pytest.raises(ConfigError, match="initial_position"):
         bridge_config(EnvConfig(engine=EngineConfig(initial_position=5)))
-    with pytest.raises(ConfigError, match="risk"):
-        bridge_config(EnvConfig(risk=RiskConfig()))
+    gated = RiskConfig.from_dict({"drawdown": {"max_drawdown": 0.1}})
+    assert bridge_config(EnvConfig(risk=gated)).risk == gated  # kept in the loop
     with pytest.raises(TypeError, match="callable"):
         as_policy(42)

@@ -441,3 +441,135 @@ def test_core_records_trades_into_an_attached_buffer(ds):
     n = int(st[K.N_RECORDS])
     assert n == int(st[K.N_TRADES]) > 20 and st[K.DROPPED_RECORDS] == 0
     assert core.trades is buf and (buf[:n, K.T_EXIT_BAR] > 0).all()
+
+
+# -- the kernels' argument bundle, the decision API, threads -----------------------------------
+
+
+def test_rewards_and_schemes_are_registered_once():
+    """A reward is its kernel branch and id (EK.REWARD_KERNELS) plus its config defaults; a
+    scheme is its ActionScheme record: the config's choices are exactly those."""
+    from typing import get_args
+
+    from rltrade.envs import REWARD_NAMES, EnvConfig
+
+    fields = EnvConfig.model_fields
+    assert get_args(fields["reward"].annotation) == REWARD_NAMES == tuple(EK.REWARD_KERNELS)
+    for name, (_, order) in EK.REWARD_KERNELS.items():
+        assert order[0] == "bankruptcy" and sorted(order) == sorted(REWARDS[name])
+    assert get_args(fields["action_scheme"].annotation) == tuple(ACTION_SCHEMES)
+    ids = [s.kernel_id for s in ACTION_SCHEMES.values()]
+    assert sorted(ids) == list(range(len(ids)))
+
+
+def test_step_args_bundle_and_its_packed_table(ds):
+    """Every kernel argument is a field of one StepArgs; the packed table the hot path passes
+    describes the same arrays (stepping through it equals stepping the bundle itself), and an
+    array of the wrong type is refused by name."""
+    from rltrade.envs import EnvConfig, EnvCore
+
+    core = EnvCore(ds, EnvConfig.build(None, window=8, mode="eval"), 3)
+    a = core.args
+    assert [name for name, _, _ in EK.STEP_LAYOUT] == list(EK.StepArgs._fields)
+    for name, dtype, ndim in EK.STEP_LAYOUT:
+        value = getattr(a, name)
+        if dtype is None:
+            assert isinstance(value, int)
+        else:
+            assert value.dtype == dtype and value.ndim == ndim, name
+    twin = EnvCore(ds, EnvConfig.build(None, window=8, mode="eval"), 3)
+    for c in (core, twin):
+        for i in range(3):
+            c.reset_env(i, c.first_bar + 10 * i, c.last_bar, i)
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        core.actions[:, 0] = twin.actions[:, 0] = rng.integers(0, 3, 3)
+        EK.step_packed(EK.pack_args(core.args), False)  # the table
+        EK.step_envs(twin.args, False)  # the bundle itself, through numba's dispatcher
+        np.testing.assert_array_equal(core.report, twin.report)
+        np.testing.assert_array_equal(core.obs_account, twin.obs_account)
+    with pytest.raises(ValueError, match=r"StepArgs\.rets"):
+        EK.pack_args(a.replace(rets=a.rets.astype(np.float32)))
+
+
+def test_decide_then_step_decided_is_the_step(ds):
+    """decide() + step_decided() (the backtesting.py bridge's path: the orders are read in
+    between) is exactly step(): same account, observations and risk interventions, each
+    recorded once."""
+    from rltrade.envs import EnvConfig, EnvCore
+
+    cfg = EnvConfig.build(None, window=8, mode="eval", action_scheme="exposure_sl",
+                          risk={"drawdown": {"max_drawdown": 0.02, "action": "cut"},
+                                "volatility": {"max_atr_pct": 0.004}})
+    one, two = EnvCore(ds, cfg, 2), EnvCore(ds, cfg, 2)
+    for c in (one, two):
+        for i in range(2):
+            c.reset_env(i, c.first_bar + 3 * i, c.last_bar, 7)
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        actions = rng.uniform(-1.0, 1.0, (2, 2))
+        one.step(actions)
+        two.accept_actions(actions)
+        two.decide()
+        targets = two.targets.copy()
+        two.step_decided()
+        np.testing.assert_array_equal(two.targets, targets)  # the step sent what was decided
+        np.testing.assert_array_equal(one.report, two.report)
+        np.testing.assert_array_equal(one.obs_account, two.obs_account)
+        assert one.last_reasons == two.last_reasons
+    assert one.risk_counts == two.risk_counts
+    assert sum(one.risk_counts[0].values()) > 20
+
+
+def test_accept_actions_counts_what_it_clips(ds):
+    from rltrade.envs import EnvConfig, EnvCore
+
+    core = EnvCore(ds, EnvConfig.build(None, window=8), 3)
+    out = core.accept_actions(np.array([2.0, np.nan, 7.0]))
+    assert out is core.actions
+    np.testing.assert_array_equal(core.actions[:, 0], [2.0, 1.0, 2.0])
+    np.testing.assert_array_equal(core.env[:, EK.E_INVALID], [0.0, 1.0, 1.0])
+
+
+def test_scheme_record_says_which_kernels_read_the_atr(ds):
+    from rltrade.envs import EnvConfig, EnvCore
+
+    for name, scheme in ACTION_SCHEMES.items():
+        core = EnvCore(ds, EnvConfig.build(None, window=8, action_scheme=name), 1)
+        assert (core.kernel_atr.size > 0) == scheme.sizes_from_atr
+        assert core.args.atr is core.kernel_atr
+
+
+def test_threads_change_no_number(ds):
+    """A step split over numba threads (threads=2, a batch large enough) gives the serial
+    step's numbers; small batches and the default stay on one thread."""
+    import numba
+    import torch
+
+    from rltrade.envs.core import MIN_ENVS_PER_THREAD, step_threads
+
+    assert step_threads(4096) == 1  # the measured default
+    assert step_threads(2 * MIN_ENVS_PER_THREAD - 1, 8) == 1  # too small to split
+    n = 2 * MIN_ENVS_PER_THREAD
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # as training does by default: the cores are numba's
+    try:
+        split = VecTradingEnv(ds, n, seed=4, window=8, episode_length=40, threads=2)
+        assert torch.get_num_threads() == 1  # numba's OpenMP start does not leak into torch
+    finally:
+        torch.set_num_threads(before)
+    if split.core.threads < 2:
+        pytest.skip(f"one core or numba thread here ({numba.config.NUMBA_NUM_THREADS})")
+    serial = VecTradingEnv(ds, n, seed=4, window=8, episode_length=40)
+    assert serial.core.threads == 1
+    obs_a, obs_b = split.reset(), serial.reset()
+    rng = np.random.default_rng(2)
+    for _ in range(60):  # episodes end and auto-reset inside
+        actions = rng.integers(0, 3, n)
+        obs_a, rew_a, done_a, _ = split.step(actions)
+        obs_b, rew_b, done_b, _ = serial.step(actions)
+        np.testing.assert_array_equal(obs_a["market"], obs_b["market"])
+        np.testing.assert_array_equal(obs_a["account"], obs_b["account"])
+        np.testing.assert_array_equal(rew_a, rew_b)
+        np.testing.assert_array_equal(done_a, done_b)
+    assert split.infos() == serial.infos()

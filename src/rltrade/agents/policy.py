@@ -453,10 +453,10 @@ class NumpyMlpPolicy:
 
 
 # no allocation below: compiled like the engine kernels, without reference counting
-_jit = njit(cache=True, error_model="numpy", **K._NO_NRT)
+_jit = njit(cache=True, error_model="numpy", **K.NO_NRT)
 
 
-@njit(cache=True, error_model="numpy", inline="always", **K._NO_NRT)
+@njit(cache=True, error_model="numpy", inline="always", **K.NO_NRT)
 def _act(x: float, code: float, param: float) -> float:
     if code == 1.0:  # tanh from one exp (half the cost of math.tanh, same to ~1e-16)
         e = math.exp(-2.0 * abs(x))

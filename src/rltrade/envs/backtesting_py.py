@@ -14,16 +14,20 @@ How it works. The strategy drives a *mirror*: a ``TradingEnv`` (``mode="eval"``,
 engine config) stepped in lockstep with backtesting.py's bars. In ``next()`` at bar ``t``
 (backtesting.py calls it after the close of ``t`` with ``self.data`` ending at ``t``):
 
-1. the mirror processes bar ``t`` with the previous action (never a bar beyond ``t``), and its
-   account is checked against backtesting.py's (same position, same equity to 1e-8 relative:
-   the account block of the observation is only right if both agree);
+1. the mirror processes bar ``t`` with the orders it decided at ``t - 1`` (never a bar beyond
+   ``t``), and its account is checked against backtesting.py's (same position, same equity to
+   1e-8 relative: the account block of the observation is only right if both agree);
 2. the policy gets the mirror's observation, i.e. exactly the env's observation at ``t``;
-3. the action becomes a target position by the env's own rule (its numba kernel), and the
-   engine's fill-time constraints (short clamp, ``max_position``, leverage cap, lot rounding,
-   dead zone, ``min_notional``, stop-level checks) are applied by the engine's own order kernel
-   on a scratch copy of the account, at the price the order will fill at: the open of ``t + 1``
-   (or the close of ``t`` with ``fill="close"``). Only that sizing step reads the fill price,
-   as the engine does at the fill; the observation and the action only see bars ``<= t``;
+3. the mirror decides, as its own step does: the action becomes a target position by the env's
+   rule (its numba kernel), then, with a risk manager in the config, passes its gates (drawdown,
+   volatility, daily loss, no-trade windows...; each intervention recorded once, in
+   ``Decision.risk_reasons`` and :attr:`PolicyStrategy.risk_interventions`, as the env counts
+   them). The engine's fill-time constraints (short clamp, ``max_position``, leverage cap, lot
+   rounding, dead zone, ``min_notional``, stop-level checks) are then applied by the engine's
+   own order kernel on a scratch copy of the account, at the price the order will fill at: the
+   open of ``t + 1`` (or the close of ``t`` with ``fill="close"``). Only that sizing step reads
+   the fill price, as the engine does at the fill; the observation, the action and the risk
+   gates only see bars ``<= t``;
 4. the difference to backtesting.py's position becomes orders: reductions through
    ``Trade.close`` (oldest trade first, FIFO), increases through ``buy``/``sell`` carrying the
    position's stop-loss / take-profit, flips as close-all plus a new order, level changes through
@@ -48,9 +52,8 @@ import numpy as np
 import pandas as pd
 from backtesting import Backtest, Strategy
 
-from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
-from rltrade.envs.spaces import check_actions
+from rltrade.envs.spaces import observation
 from rltrade.envs.trading_env import TradingEnv
 from rltrade.errors import ConfigError, DataError, RLTradeError
 from rltrade.features.dataset import Dataset
@@ -90,6 +93,8 @@ class Decision(NamedTuple):
     :param position: the position (whole units) the engine holds after the fill.
     :param sl: the position's stop-loss level after the fill (0 = none).
     :param tp: the position's take-profit level after the fill (0 = none).
+    :param risk_reasons: the risk manager's reason codes for changing the action's target
+        (empty: unchanged, or no risk manager), as in the env and the backtest's steps.
     """
 
     bar: int
@@ -97,6 +102,7 @@ class Decision(NamedTuple):
     position: float
     sl: float
     tp: float
+    risk_reasons: tuple[str, ...] = ()
 
 
 # ------------------------------------------------------------------------------- helpers
@@ -119,7 +125,9 @@ def bridge_config(config: EnvConfig | Mapping[str, Any] | None = None, *,
     ``mode="eval"``; the engine in ``ideal`` mode (fees only: spread, slippage, decision lag
     and touch probability are dropped) with one fee rate, backtesting.py's ``commission``, and
     whole-unit lots. Every other engine setting (leverage, caps, dead zone, ``fill``...) is kept:
-    the bridge applies it exactly as the engine does.
+    the bridge applies it exactly as the engine does. A risk manager (``risk``) stays in the
+    loop: the env's own gates decide the target of every order, as in the env and in
+    backtests (the ideal engine has no spread, so the spread gate never fires).
 
     :param config: the env config (``EnvConfig``, a mapping or ``None`` for the defaults).
     :param cash: initial cash (default: ``config.engine.initial_cash``).
@@ -128,16 +136,11 @@ def bridge_config(config: EnvConfig | Mapping[str, Any] | None = None, *,
     :param lot_size: traded quantities are rounded toward zero to a multiple of this many whole
         units (default: the engine's ``lot_size`` when it is a whole number ``>= 1``, else 1).
     :param overrides: keyword overrides of ``config`` (as for ``TradingEnv``).
-    :raises ConfigError: for settings backtesting.py has no counterpart of: a risk manager in
-        the loop, an initial position, a fractional lot size.
+    :raises ConfigError: for settings backtesting.py has no counterpart of: an initial
+        position, a fractional lot size.
     """
     cfg = EnvConfig.build(config, **overrides)
     eng = cfg.engine
-    if cfg.risk is not None:
-        raise ConfigError(
-            "backtesting.py bridge: env.risk (a risk manager between the policy and the engine) "
-            "is not supported; run the bridge with risk=None"
-        )
     if eng.initial_position != 0:
         raise ConfigError(
             "backtesting.py bridge: engine.initial_position must be 0 (backtesting.py starts "
@@ -250,12 +253,8 @@ class PolicyStrategy(Strategy):
         )
         self._at_close = config.engine.fill == "close"
         self._obs: Any = None
-        self._pending: Any = None
         self._done = False
         self._warned = False
-        self._targets = np.zeros(1)
-        self._sl = np.zeros(1)
-        self._tp = np.zeros(1)
 
     def next(self) -> None:
         """Catch the mirror up to this bar, check it, ask the policy, send the orders."""
@@ -278,7 +277,9 @@ class PolicyStrategy(Strategy):
             self._obs, _ = self.mirror.reset(options={"start": t})
             self.start_bar = t
         else:
-            self._obs, _, terminated, truncated, _ = self.mirror.step(self._pending)
+            # the env's step with the orders it decided at the previous bar
+            _, terminated, truncated, _ = core.step_decided()
+            self._obs = observation(self.env_config, core.obs_market[0], core.obs_account[0])
             if int(self._st[0, K.BAR]) != t:  # pragma: no cover - guarded by construction
                 raise BridgeMismatchError(
                     f"the mirror is at bar {int(self._st[0, K.BAR])}, backtesting.py at {t}"
@@ -288,33 +289,38 @@ class PolicyStrategy(Strategy):
                 self._done = True
                 return
         action = self._act(self._obs)
-        position, sl, tp = self._preview(t, action)
-        self.decisions.append(Decision(t, action, position, sl, tp))
+        # the env's decision, once: the action scheme's target, then the risk manager's gates
+        # (their interventions recorded in the mirror, as the env's step records them)
+        core.accept_actions(action)
+        core.decide()
+        position, sl, tp = self._preview(t, float(core.targets[0]), float(core.sl[0]),
+                                         float(core.tp[0]))
+        self.decisions.append(Decision(t, action, position, sl, tp, core.last_reasons[0]))
         self._rebalance(position, sl, tp)
-        self._pending = action
 
-    # -- the target of an action -------------------------------------------------------------
-    def _preview(self, t: int, action: Any) -> tuple[float, float, float]:
-        """(position, stop-loss, take-profit) after the fill of ``action``'s order, computed by
-        the env's target kernel and the engine's order kernel on a copy of the account."""
+    @property
+    def risk_interventions(self) -> dict[str, int]:
+        """The risk manager's interventions so far by reason code (empty without one): the
+        mirror env's ``info["risk_interventions"]``."""
         core = self.mirror.core
-        actions, _ = check_actions(self.env_config, action, 1)
-        env_copy = core.env.copy()  # the target kernel counts invalid actions in it
-        EK.compute_targets(self._st, self._mkt, core.atr, env_copy, actions, core.scheme,
-                           core.params, self._targets, self._sl, self._tp)
+        return dict(core.risk_counts[0]) if core.risk is not None else {}
+
+    # -- the order of a decision ---------------------------------------------------------------
+    def _preview(self, t: int, target: float, sl: float, tp: float) -> tuple[float, float, float]:
+        """(position, stop-loss, take-profit) after the fill of the order for ``target`` units
+        with levels ``sl`` / ``tp`` the env decided at ``t``, computed by the engine's own
+        submission and order kernels on a copy of the account."""
         st = self._st[0].copy()
         pos = float(st[K.POS])
-        target, sl, tp = float(self._targets[0]), float(self._sl[0]), float(self._tp[0])
         code = K.submit_one(st, self._orders[0].copy(), self._mkt, self._cfg, K.K_TARGET,
                             target, math.nan, sl, tp, math.inf)
         if code != K.OK:  # rejected at submission: nothing changes
             return pos, float(st[K.SL]), float(st[K.TP])
         bar, price = (t, self._mkt[t, K.M_CLOSE]) if self._at_close else (
             t + 1, self._mkt[t + 1, K.M_OPEN])
-        # The engine's own order kernel (private to rltrade.sim) on scratch copies: the same
-        # constraints, in the same order, at the fill price.
-        K._market(st, self._lots[0].copy(), self._no_trades, self._mkt, self._cfg, bar,
-                  float(price), K.K_TARGET, target, sl, tp, K.TAKER)
+        # the same constraints, in the same order, at the fill price
+        K.market_order(st, self._lots[0].copy(), self._no_trades, self._mkt, self._cfg, bar,
+                       float(price), K.K_TARGET, target, sl, tp, K.TAKER)
         return float(st[K.POS]), float(st[K.SL]), float(st[K.TP])
 
     # -- orders --------------------------------------------------------------------------------

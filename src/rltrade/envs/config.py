@@ -17,15 +17,8 @@ from rltrade.sim.config import EngineConfig
 from rltrade.sim.risk import RiskConfig
 from rltrade.strict import StrictModel
 
-REWARD_NAMES = (
-    "log_return",
-    "asymmetric_drawdown",
-    "risk_adjusted",
-    "differential_sharpe",
-    "cvar_penalized",
-)
-
-#: Reward weights and their defaults, per reward (see rltrade.envs.rewards).
+#: Reward weights and their defaults, per reward (the reward itself: a branch of the kernel's
+#: ``_reward`` in rltrade.envs.kernels, with its weights' order in ``REWARD_KERNELS``).
 REWARD_DEFAULTS: dict[str, dict[str, float]] = {
     "log_return": {"bankruptcy": -1.0},
     "asymmetric_drawdown": {"downside": 2.0, "drawdown": 0.0, "bankruptcy": -1.0},
@@ -43,6 +36,7 @@ REWARD_DEFAULTS: dict[str, dict[str, float]] = {
     "differential_sharpe": {"eta": 0.01, "bankruptcy": -1.0},
     "cvar_penalized": {"alpha": 0.05, "penalty": 1.0, "bankruptcy": -1.0},
 }
+REWARD_NAMES: tuple[str, ...] = tuple(REWARD_DEFAULTS)
 
 
 class EnvConfig(StrictModel):

@@ -12,19 +12,67 @@ read before the step that processes bar ``t + 1``.
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
 from typing import Any
 
+import numba
 import numpy as np
 
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
 from rltrade.envs.schemes import ACTION_SCHEMES
+from rltrade.envs.spaces import check_actions
 from rltrade.errors import ConfigError, DataError
 from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
 from rltrade.sim import kernels as K
 from rltrade.sim.engine import BatchEngine
 from rltrade.sim.risk import RiskManager, RiskState
+
+#: fewest envs per thread when a step is split over threads (each thread's share must outweigh
+#: waking and joining it: a step is ~0.5 µs of work per env)
+MIN_ENVS_PER_THREAD = 256
+
+
+def step_threads(n_envs: int, threads: int | None = None) -> int:
+    """Numba threads for a step of ``n_envs`` envs.
+
+    ``None`` (the default): 1. Measured on the project's 2-core machine (``docs/benchmarks.md``,
+    ``bench_envs.py --threads 2``): below a few hundred envs a split step is slower (64 envs:
+    0.1-0.7x; a step of 64 envs is ~30 µs of work, less than waking and joining a second
+    thread); with 1,024 envs two threads were 1.06-1.58x faster when the machine was quiet
+    and 0.3-0.6x as fast when it was busy, its usual state. The serial kernel never starts
+    numba's thread pool at all.
+
+    An explicit ``threads`` (a machine with idle cores; measure it with ``bench_envs.py
+    --threads``) is capped by numba's thread count, by the cores torch's threads leave free
+    (when torch is loaded: its pool runs on the same cores right before and after each env
+    step, the policy's forward pass) and by the batch (at least :data:`MIN_ENVS_PER_THREAD`
+    envs a thread). The envs are independent: the results do not depend on the threads.
+
+    :param n_envs: envs stepped together.
+    :param threads: threads asked for (``None``: the measured default).
+    """
+    if threads is None or threads <= 1 or n_envs < 2 * MIN_ENVS_PER_THREAD:
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not on Linux
+        cores = os.cpu_count() or 1
+    torch = sys.modules.get("torch")
+    torch_threads = int(torch.get_num_threads()) if torch is not None else 1
+    available = numba.get_num_threads()  # starts numba's thread pool, whose OpenMP start
+    if torch is not None and torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)  # resets the process's thread count: keep torch's
+    free = cores - torch_threads + 1  # the calling thread runs both
+    return max(1, min(int(threads), available, free, n_envs // MIN_ENVS_PER_THREAD))
+
+
+def _call_parallel(kernel: Any, threads: int, table: np.ndarray,
+                   use_targets: bool) -> tuple[Any, ...]:
+    return kernel(table, use_targets, threads)
 
 
 def market_matrix(dataset: Dataset, normalizer: Normalizer, clip: float) -> np.ndarray:
@@ -63,6 +111,7 @@ class EnvCore:
     :param normalizer: a fitted :class:`Normalizer`; by default the dataset's scheme, which must
         then be ``default`` (a z-score normalizer has to be fitted on the training slice and
         passed in, never fitted here on data the agent will be evaluated on).
+    :param threads: numba threads a step may use (:func:`step_threads`; default 1).
     """
 
     def __init__(
@@ -71,6 +120,7 @@ class EnvCore:
         config: EnvConfig,
         n_envs: int = 1,
         normalizer: Normalizer | None = None,
+        threads: int | None = None,
     ) -> None:
         normalizer = resolve_normalizer(dataset, normalizer, "env")
         self.dataset = dataset
@@ -89,27 +139,14 @@ class EnvCore:
         (self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg) = (
             self.engine.kernel_arrays()
         )
-        # the ATR sizes discrete6's stops and feeds the risk manager; nothing else reads it,
-        # so otherwise the kernels get an empty array (`kernel_atr`; `atr` still computes it)
-        self._atr: np.ndarray | None = None
-        needs_atr = config.action_scheme == "discrete6" or config.risk is not None  # sizes stops
-        self.kernel_atr = self.atr if needs_atr else np.zeros(0)
-        self.env = np.zeros((self.n_envs, EK.N_ENV))
-        self.rets = np.zeros((self.n_envs, config.sharpe_window))
-        self.obs_market = np.zeros((self.n_envs, self.window, self.n_market), dtype=np.float32)
-        self.obs_account = np.zeros((self.n_envs, EK.N_ACCOUNT), dtype=np.float32)
-        self.rewards = np.zeros(self.n_envs)
-        self.terminated = np.zeros(self.n_envs, dtype=np.bool_)
-        self.truncated = np.zeros(self.n_envs, dtype=np.bool_)
-        self.report = np.zeros((self.n_envs, EK.N_REPORT))
-        self._targets = np.zeros(self.n_envs)
-        self._sl = np.zeros(self.n_envs)
-        self._tp = np.zeros(self.n_envs)
         self.action_scheme = ACTION_SCHEMES[config.action_scheme]
         self.scheme = self.action_scheme.kernel_id
-        self.reward_id = EK.REWARD_IDS[config.reward]
-        weights = config.weights
-        self.weights = np.array([weights[k] for k in EK.REWARD_WEIGHT_ORDER[config.reward]])
+        # the ATR sizes the stops of a scheme that reads it and feeds the risk manager; nothing
+        # else does, so otherwise the kernels get an empty array (`atr` still computes it)
+        self._atr: np.ndarray | None = None
+        needs_atr = self.action_scheme.sizes_from_atr or config.risk is not None
+        self.kernel_atr = self.atr if needs_atr else np.zeros(0)
+        self.reward_id, self.weights = EK.reward_weights(config.reward, config.weights)
         p = np.zeros(EK.N_PARAMS)
         p[EK.P_MAX_EXPOSURE] = config.max_exposure
         p[EK.P_RISK_PER_TRADE] = config.risk_per_trade
@@ -123,40 +160,60 @@ class EnvCore:
         p[EK.P_REWARD_SCALE] = config.reward_scale
         p[EK.P_MMR] = config.engine.maintenance_margin
         self.params = p
+        n = self.n_envs
+        #: the step's arguments, one bundle (:class:`rltrade.envs.kernels.StepArgs`): every
+        #: buffer below is one of its fields
+        self.args = EK.StepArgs(
+            st=self._st, lots=self._lots, orders=self._orders, trades=self._trades,
+            mkt=self._mkt, cfg=self._cfg, atr=self.kernel_atr,
+            env=np.zeros((n, EK.N_ENV)), rets=np.zeros((n, config.sharpe_window)),
+            actions=np.zeros((n, 2)), targets=np.zeros(n), sl=np.zeros(n), tp=np.zeros(n),
+            w=self.weights, p=self.params, market=self.market,
+            obs_market=np.zeros((n, self.window, self.n_market), dtype=np.float32),
+            obs_account=np.zeros((n, EK.N_ACCOUNT), dtype=np.float32),
+            rewards=np.zeros(n), terminated=np.zeros(n, dtype=np.bool_),
+            truncated=np.zeros(n, dtype=np.bool_), report=np.zeros((n, EK.N_REPORT)),
+            scheme=int(self.scheme), reward_id=int(self.reward_id), window=int(self.window),
+        )
+        a = self.args
+        self.env, self.rets, self.report = a.env, a.rets, a.report
+        self.obs_market, self.obs_account = a.obs_market, a.obs_account
+        self.rewards, self.terminated, self.truncated = a.rewards, a.terminated, a.truncated
+        #: the kernel's action buffer (float64 ``[N, 2]``): ``step(core.actions)`` after writing
+        #: the actions into it saves a copy
+        self.actions = a.actions
+        #: the targets, stop-loss and take-profit levels :meth:`decide` wrote (``[N]`` each)
+        self.targets, self.sl, self.tp = a.targets, a.sl, a.tp
         self.risk: list[RiskManager] | None = (
             [RiskManager(config.risk) for _ in range(self.n_envs)] if config.risk else None
         )
         self.risk_counts: list[dict[str, int]] = [{} for _ in range(self.n_envs)]
         #: the risk manager's reasons for changing env ``i``'s last target (empty: unchanged)
         self.last_reasons: list[tuple[str, ...]] = [() for _ in range(self.n_envs)]
-        #: the kernel's action buffer (float64 ``[N, 2]``): ``step(core.actions)`` after writing
-        #: the actions into it saves a copy
-        self.actions = np.zeros((self.n_envs, 2))
-        # the kernel's arguments, bound once (the step is the hot path)
-        self._head = (self._st, self._lots, self._orders, self._trades, self._mkt, self._cfg,
-                      self.kernel_atr, self.env, self.rets)
-        self._middle = (self._targets, self._sl, self._tp)
-        self._tail = (self.scheme, self.reward_id, self.weights, self.params, self.market,
-                      self.window, self.obs_market, self.obs_account, self.rewards,
-                      self.terminated, self.truncated, self.report)
+        #: numba threads of a step (1: the serial kernel; see :func:`step_threads`)
+        self.threads = step_threads(self.n_envs, threads)
         self._bind_kernels()
         self.first_bar = self.window - 1
         self.last_bar = t_len - 1
 
     # the compiled kernels bound to this core's arrays: rebuilt, never copied, by copy and pickle
     # (a copied table of addresses would point into the original's memory)
-    _BOUND = ("_args", "_step_kernel", "_packed", "_step_one")
+    _BOUND = ("_table", "_step", "_reset", "_info", "_compute_targets")
 
     def _bind_kernels(self) -> None:
-        # without a risk manager every argument is one of these arrays: the kernel compiled for
-        # their types is called directly, without numba's per-call typing of 26 arguments
-        self._args = (*self._head, self.actions, False, *self._middle, *self._tail)
-        self._step_kernel = EK.entry_point(EK.step_envs, self._args)
-        # a single env without a risk manager: the arguments packed into one table (see
-        # EK.step_one; self._args keeps the arrays it points to alive)
-        self._packed = EK.pack_step_args(self._args) if self.n_envs == 1 else None
-        self._step_one = (EK.step_one if self._packed is None
-                          else EK.entry_point(EK.step_one, self._packed))
+        # every argument is one of this core's arrays: each kernel compiled for their types is
+        # called directly, without numba's per-call typing of the bundle; the step gets the
+        # bundle as one table of addresses (self.args keeps the arrays it points to alive)
+        a = self.args
+        self._table = EK.pack_args(a)
+        if self.threads > 1:
+            parallel = EK.entry_point(EK.step_packed_parallel, (self._table, False, self.threads))
+            self._step = functools.partial(_call_parallel, parallel, self.threads)
+        else:
+            self._step = EK.entry_point(EK.step_packed, (self._table, False))
+        self._reset = EK.entry_point(EK.reset_env, (a, 0, 0, 0, 0.0))
+        self._info = EK.entry_point(EK.info_values, (a, 0))
+        self._compute_targets = EK.entry_point(EK.compute_targets, (a,))
 
     @property
     def atr(self) -> np.ndarray:
@@ -189,7 +246,7 @@ class EnvCore:
             raise ValueError(f"attach_trades: expected a writable C-order float64 array "
                              f"[rows, {K.N_TRADE}]")
         self._trades = buffer
-        self._head = (*self._head[:3], buffer, *self._head[4:])
+        self.args = self.args.replace(trades=buffer)
         self._bind_kernels()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -216,77 +273,66 @@ class EnvCore:
 
     def reset_env(self, i: int, start: int, end: int, seed: int) -> None:
         """Reset env ``i`` to the close of ``start`` with an episode ending at ``end``."""
-        K.batch_reset(
-            self._st,
-            self._lots,
-            self._orders,
-            self._mkt,
-            self._cfg,
-            np.array([i], dtype=np.int64),
-            np.array([start], dtype=np.int64),
-            np.array([float(seed)]),
-        )
-        EK.reset_env_state(self._st, self.env, self.rets, i, start, end)
+        self._reset(self.args, int(i), int(start), int(end), float(seed))
         if self.risk is not None:
             self.risk[i].reset()
             self.risk_counts[i] = {}
-        EK.observe(
-            self._st,
-            self._mkt,
-            self.env,
-            self.rets,
-            self.market,
-            self.window,
-            self.params,
-            self.obs_market,
-            self.obs_account,
-            i,
-        )
 
     # -- stepping ---------------------------------------------------------------------------
+    def accept_actions(self, actions: Any) -> np.ndarray:
+        """Check ``actions`` (one per env, in the action space's form) into :attr:`actions`,
+        the kernel's float64 ``[N, 2]`` buffer; actions that had to be clipped are counted as
+        invalid in their env. Raises ``ValueError`` as :func:`~rltrade.envs.spaces.check_actions`
+        does (nothing is written then)."""
+        _, bad = check_actions(self.config, actions, self.n_envs, out=self.actions)
+        if bad is not None:
+            self.env[bad, EK.E_INVALID] += 1.0
+        return self.actions
+
+    def decide(self) -> None:
+        """Turn the actions in :attr:`actions` into the orders of the next step: the action
+        scheme's targets, stop-loss and take-profit levels into :attr:`targets`, :attr:`sl`,
+        :attr:`tp` (NaN target: the env is done), then the risk manager's gates on the targets,
+        its interventions recorded (:attr:`risk_counts`, :attr:`last_reasons`) as in
+        :meth:`step`. :meth:`step_decided` sends exactly these orders; the backtesting.py
+        bridge reads them in between to size its own orders."""
+        self._compute_targets(self.args)
+        if self.risk is None:
+            return
+        targets = self.targets
+        done = self.env[:, EK.E_DONE]
+        for i in range(self.n_envs):
+            if not done[i]:
+                targets[i] = self._risk_adjust(i, targets[i])
+
+    def step_decided(self) -> tuple[float, bool, bool, dict[str, Any]]:
+        """Advance every env that is not done by one bar with the orders :meth:`decide` wrote;
+        returns env 0's ``(reward, terminated, truncated, info)`` (as :meth:`step_single`)."""
+        row = self._step(self._table, True)
+        return row[0], row[1], row[2], self._info_dict(0, row)
+
     def step(self, actions: np.ndarray) -> None:
         """Advance every env that is not done by one bar with ``actions`` (float64 ``[N, 2]``:
-        the discrete index or the Box values)."""
+        the discrete index or the Box values); with a risk manager, through :meth:`decide`."""
+        if actions is not self.actions:
+            self.actions[...] = actions  # the compiled kernel reads exactly this array
         if self.risk is None:
-            if actions is not self.actions:
-                self.actions[...] = actions  # the compiled kernel takes exactly this array
-            self._step_kernel(*self._args)
+            self._step(self._table, False)
             return
-        EK.compute_targets(self._st, self._mkt, self.kernel_atr, self.env, actions, self.scheme,
-                           self.params, self._targets, self._sl, self._tp)
-        for i in range(self.n_envs):
-            if self.env[i, EK.E_DONE]:
-                continue
-            self._targets[i] = self._risk_adjust(i, self._targets[i])
-        EK.step_envs(*self._head, actions, True, *self._middle, *self._tail)
+        self.decide()
+        self._step(self._table, True)
 
     def step_single(self) -> tuple[float, bool, bool, dict[str, Any]]:
-        """Step the env of a single-env core on the actions written into :attr:`actions`:
+        """Step a single-env core on the actions written into :attr:`actions`:
         ``(reward, terminated, truncated, info)``, the same as :meth:`step` followed by
-        :meth:`step_info` of its report row, in one kernel call (the single env's hot path)."""
-        packed = self._packed
-        if packed is None or self.risk is not None:
-            self.step(self.actions)
-            row = self.report[0].tolist()
-            return (row[EK.Q_REWARD], row[EK.Q_TERMINATED] != 0.0, row[EK.Q_TRUNCATED] != 0.0,
-                    self.step_info(row))
-        (reward, terminated, truncated, bar, equity, position, pnl, trades, win_rate, max_dd,
-         costs, bankrupt, invalid) = self._step_one(*packed)  # already typed
-        # the dict of step_info, built here without its call and conversions (~0.2 µs, a tenth
-        # of the step): keep the two in step
-        return reward, terminated, truncated, {
-            "bar": bar,
-            "equity": equity,
-            "position": position,
-            "total_pnl": pnl,
-            "trade_count": trades,
-            "win_rate": win_rate,
-            "max_drawdown": max_dd,
-            "costs": costs,
-            "bankrupt": bankrupt,
-            "risk_interventions": {},  # no risk manager on this path
-            "invalid_actions": invalid,
-        }
+        :meth:`info` of env 0, in one kernel call (the single env's hot path: the kernel returns
+        the values already typed, no array is read back)."""
+        if self.risk is None:
+            row = self._step(self._table, False)
+        else:
+            self.decide()
+            row = self._step(self._table, True)
+        return row[0], row[1], row[2], self._info_dict(0, row)
 
     def preview_targets(self, i: int, actions: np.ndarray) -> np.ndarray:
         """What env ``i`` would ask the engine for now, for each of ``actions``, without stepping.
@@ -297,18 +343,18 @@ class EnvCore:
             (NaN level = keep the current one, 0 = clear it; NaN target: the env is done).
 
         Computed by the env's own kernel on copies of its state: nothing in the env changes
-        (not even the count of actions that do not apply). A3C's risk gating and the
-        backtesting.py bridge read targets through this.
+        (not even the count of actions that do not apply). A3C's risk gating reads targets
+        through this (the backtesting.py bridge sizes its orders from :meth:`decide`).
         """
-        actions = np.ascontiguousarray(actions, dtype=np.float64).reshape(-1, 2)
+        actions = np.array(actions, dtype=np.float64, order="C").reshape(-1, 2)
         n = actions.shape[0]
-        st = np.repeat(self._st[i : i + 1], n, axis=0)
-        env = np.repeat(self.env[i : i + 1], n, axis=0)
         out = np.empty((n, 3))
-        targets, sl, tp = np.empty(n), np.empty(n), np.empty(n)
-        EK.compute_targets(st, self._mkt, self.atr, env, actions, self.scheme, self.params,
-                           targets, sl, tp)
-        out[:, 0], out[:, 1], out[:, 2] = targets, sl, tp
+        preview = self.args.replace(
+            st=np.repeat(self._st[i : i + 1], n, axis=0),
+            env=np.repeat(self.env[i : i + 1], n, axis=0), actions=actions,
+            targets=np.empty(n), sl=np.empty(n), tp=np.empty(n))
+        self._compute_targets(preview)  # the same types as the core's own bundle
+        out[:, 0], out[:, 1], out[:, 2] = preview.targets, preview.sl, preview.tp
         return out
 
     def risk_state(self, i: int = 0) -> RiskState:
@@ -335,37 +381,24 @@ class EnvCore:
         return decision.target
 
     # -- views ------------------------------------------------------------------------------
-    def step_info(self, row: list[float], i: int = 0) -> dict[str, Any]:
-        """The info dict of env ``i`` from its step report row (``report[i].tolist()``)."""
-        return {
-            "bar": int(row[EK.Q_BAR]),
-            "equity": row[EK.Q_EQUITY],
-            "position": row[EK.Q_POSITION],
-            "total_pnl": row[EK.Q_PNL],
-            "trade_count": int(row[EK.Q_TRADES]),
-            "win_rate": row[EK.Q_WIN_RATE],
-            "max_drawdown": row[EK.Q_MAX_DRAWDOWN],
-            "costs": row[EK.Q_COSTS],
-            "bankrupt": row[EK.Q_BANKRUPT] != 0.0,
-            "risk_interventions": dict(self.risk_counts[i]) if self.risk is not None else {},
-            "invalid_actions": int(row[EK.Q_INVALID]),
-        }
-
     def info(self, i: int) -> dict[str, Any]:
         """The info dict of env ``i``: equity, position, PnL, trades, win rate, drawdown,
         risk-manager interventions and actions that did not apply."""
-        bar, equity, position, pnl, n_trades, win_rate, max_dd, costs, bankrupt, invalid = (
-            EK.info_values(self._st, self.env, i))
+        return self._info_dict(i, (0.0, False, False, *self._info(self.args, int(i))))
+
+    def _info_dict(self, i: int, row: tuple[Any, ...]) -> dict[str, Any]:
+        # row: EK.step_packed's layout (reward, terminated, truncated, then EK.info_values's
+        # values), indexed rather than unpacked: this is most of the Python side of a step
         return {
-            "bar": bar,
-            "equity": equity,
-            "position": position,
-            "total_pnl": pnl,
-            "trade_count": n_trades,
-            "win_rate": win_rate,
-            "max_drawdown": max_dd,
-            "costs": costs,
-            "bankrupt": bankrupt,
-            "risk_interventions": dict(self.risk_counts[i]) if self.risk is not None else {},
-            "invalid_actions": invalid,
+            "bar": row[3],
+            "equity": row[4],
+            "position": row[5],
+            "total_pnl": row[6],
+            "trade_count": row[7],
+            "win_rate": row[8],
+            "max_drawdown": row[9],
+            "costs": row[10],
+            "bankrupt": row[11],
+            "risk_interventions": {} if self.risk is None else dict(self.risk_counts[i]),
+            "invalid_actions": row[12],
         }

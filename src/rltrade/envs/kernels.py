@@ -5,17 +5,22 @@ both call :func:`step_envs` on arrays of N rows, so their numbers are the same b
 For each env the kernel turns the action into a target position (the action scheme), fills it
 through the execution engine's own kernel (:func:`rltrade.sim.kernels.step`), computes the reward,
 the termination flags, and writes the next observation (window of market rows + account block).
+
+Every kernel takes the step's arguments as one :class:`StepArgs` bundle (its field list is the
+one place the step's signature lives); Python calls the step through :func:`step_packed` with
+the bundle packed into one table of addresses (:func:`pack_args`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, NamedTuple, get_type_hints
 
 import numpy as np
-from numba import carray, njit, types
+from numba import from_dtype, njit, prange, types
 from numba.extending import intrinsic
+from numba.np.arrayobj import make_array, populate_array
 
 from rltrade.sim import kernels as K
 
@@ -59,23 +64,33 @@ P_MMR = 10
 N_PARAMS = 12
 
 # -- rewards -----------------------------------------------------------------------------------
+# A reward is a branch of `_reward` below, its id here and its weights in REWARD_KERNELS; its
+# name and default weights are config (rltrade.envs.config.REWARD_DEFAULTS). Nothing else names
+# it: every kernel takes the step's arguments as one StepArgs bundle (docs/envs.md, "Adding a
+# reward").
 R_LOG_RETURN = 0
 R_ASYMMETRIC_DRAWDOWN = 1
 R_RISK_ADJUSTED = 2
 R_DIFFERENTIAL_SHARPE = 3
 R_CVAR_PENALIZED = 4
-#: weight names per reward, in the order of the weights vector the kernel reads
-REWARD_WEIGHT_ORDER: dict[str, tuple[str, ...]] = {
-    "log_return": ("bankruptcy",),
-    "asymmetric_drawdown": ("bankruptcy", "downside", "drawdown"),
-    "risk_adjusted": ("bankruptcy", "drawdown", "volatility", "holding", "max_holding",
-                      "transaction", "sharpe", "liquidation", "liquidation_distance"),
-    "differential_sharpe": ("bankruptcy", "eta"),
-    "cvar_penalized": ("bankruptcy", "alpha", "penalty"),
+#: reward name -> (its id in the kernel, its weight names in the order of the weights vector the
+#: kernel reads: ``w[0]`` is always the bankruptcy reward)
+REWARD_KERNELS: dict[str, tuple[int, tuple[str, ...]]] = {
+    "log_return": (R_LOG_RETURN, ("bankruptcy",)),
+    "asymmetric_drawdown": (R_ASYMMETRIC_DRAWDOWN, ("bankruptcy", "downside", "drawdown")),
+    "risk_adjusted": (R_RISK_ADJUSTED, (
+        "bankruptcy", "drawdown", "volatility", "holding", "max_holding", "transaction", "sharpe",
+        "liquidation", "liquidation_distance")),
+    "differential_sharpe": (R_DIFFERENTIAL_SHARPE, ("bankruptcy", "eta")),
+    "cvar_penalized": (R_CVAR_PENALIZED, ("bankruptcy", "alpha", "penalty")),
 }
-REWARD_IDS = {"log_return": R_LOG_RETURN, "asymmetric_drawdown": R_ASYMMETRIC_DRAWDOWN,
-              "risk_adjusted": R_RISK_ADJUSTED, "differential_sharpe": R_DIFFERENTIAL_SHARPE,
-              "cvar_penalized": R_CVAR_PENALIZED}
+
+
+def reward_weights(reward: str, weights: Mapping[str, float]) -> tuple[int, np.ndarray]:
+    """``(kernel id, weights vector)`` of ``reward`` from its named ``weights``
+    (:attr:`rltrade.envs.EnvConfig.weights`)."""
+    rid, order = REWARD_KERNELS[reward]
+    return rid, np.array([weights[k] for k in order], dtype=np.float64)
 
 N_ACCOUNT = 9
 # the step report row: reward, flags and the info values, read back by Python in one go
@@ -89,14 +104,147 @@ ACCOUNT_FIELDS = (
 
 # Like the engine's kernels: nothing here allocates, so numba's reference counting is off (about
 # 2x less call overhead); see rltrade.sim.kernels.
-_jit = njit(cache=True, error_model="numpy", **K._NO_NRT)
-_inline = njit(cache=True, error_model="numpy", inline="always", **K._NO_NRT)
+_jit = njit(cache=True, error_model="numpy", **K.NO_NRT)
+_inline = njit(cache=True, error_model="numpy", inline="always", **K.NO_NRT)
+
+# -- the step's arguments: one bundle ----------------------------------------------------------
+# Array fields carry their dtype and dimensions; the table of the single env's fast path, its
+# checks and its unpacking in numba are all generated from this one class.
+F64_1 = Annotated[np.ndarray, np.float64, 1]
+F64_2 = Annotated[np.ndarray, np.float64, 2]
+F64_3 = Annotated[np.ndarray, np.float64, 3]
+F32_2 = Annotated[np.ndarray, np.float32, 2]
+F32_3 = Annotated[np.ndarray, np.float32, 3]
+BOOL_1 = Annotated[np.ndarray, np.bool_, 1]
+
+
+class StepArgs(NamedTuple):
+    """Everything a step of N envs reads or writes, as one argument of every kernel here.
+
+    Built once by :class:`~rltrade.envs.EnvCore` (its ``args``); rows are envs. A new input of a
+    reward or of the step is one field here (and its array in ``EnvCore``), not a change of
+    every kernel's signature.
+    """
+
+    st: F64_2  #: the engine's accounts ``[N, K.N_STATE]``
+    lots: F64_3  #: their lot rings ``[N, capacity, K.N_LOT]``
+    orders: F64_3  #: their order queues ``[N, capacity, K.N_ORDER]``
+    trades: F64_2  #: closed-trade records ``[rows, K.N_TRADE]`` (no rows: counts only)
+    mkt: F64_2  #: the engine's market rows ``[T, K.N_MKT]``
+    cfg: F64_1  #: the engine's config vector
+    atr: F64_1  #: ATR per bar (empty when neither the scheme nor a risk manager reads it)
+    env: F64_2  #: per-env state ``[N, N_ENV]`` (the ``E_*`` columns)
+    rets: F64_2  #: per-env ring of recent returns ``[N, sharpe_window]``
+    actions: F64_2  #: the actions ``[N, 2]`` (discrete index in column 0)
+    targets: F64_1  #: targets decided outside the kernel (a risk manager) ``[N]``
+    sl: F64_1  #: ... their stop-loss levels
+    tp: F64_1  #: ... their take-profit levels
+    w: F64_1  #: the reward's weights (:data:`REWARD_KERNELS` order)
+    p: F64_1  #: parameters (the ``P_*`` slots)
+    market: F32_2  #: normalised features and signals ``[T, F]``
+    obs_market: F32_3  #: observation windows ``[N, window, F]``
+    obs_account: F32_2  #: account blocks ``[N, N_ACCOUNT]``
+    rewards: F64_1  #: ``[N]``
+    terminated: BOOL_1  #: ``[N]``
+    truncated: BOOL_1  #: ``[N]``
+    report: F64_2  #: step report rows ``[N, N_REPORT]`` (the ``Q_*`` columns)
+    scheme: int  #: the action scheme's kernel id
+    reward_id: int  #: the reward's kernel id
+    window: int  #: rows of the observation window
+
+    def replace(self, **changes: Any) -> StepArgs:
+        """A copy with some fields replaced (arrays of the same dtype and dimensions)."""
+        return self._replace(**changes)
+
+
+def _layout() -> tuple[tuple[str, np.dtype | None, int], ...]:
+    hints = get_type_hints(StepArgs, include_extras=True)
+    out = []
+    for name in StepArgs._fields:
+        meta = getattr(hints[name], "__metadata__", None)
+        out.append((name, np.dtype(meta[0]), int(meta[1])) if meta else (name, None, 0))
+    return tuple(out)
+
+
+#: ``(name, dtype, dimensions)`` of each field of :class:`StepArgs` (dtype ``None``: an int)
+STEP_LAYOUT = _layout()
+_TABLE_WIDTH = 1 + max(nd for _, _, nd in STEP_LAYOUT)  # address (or value), then the shape
+
+
+def pack_args(args: StepArgs) -> np.ndarray:
+    """The table of :func:`step_packed`: one int64 row per field of ``args``, the address and
+    shape of an array, the value of an int. The caller keeps ``args`` alive for as long as it
+    uses the table (it points into their memory).
+
+    :raises ValueError: when an array is not of its field's dtype and dimensions, C order and
+        writable.
+    """
+    table = np.zeros((len(STEP_LAYOUT), _TABLE_WIDTH), dtype=np.int64)
+    for k, (name, dtype, ndim) in enumerate(STEP_LAYOUT):
+        value = args[k]
+        if dtype is None:
+            table[k, 0] = int(value)
+            continue
+        if (not isinstance(value, np.ndarray) or value.dtype != dtype or value.ndim != ndim
+                or not value.flags.c_contiguous or not value.flags.writeable):
+            raise ValueError(f"StepArgs.{name}: expected a writable C-order {dtype} array of "
+                             f"{ndim} dimension(s)")
+        table[k, 0] = value.ctypes.data
+        table[k, 1 : 1 + ndim] = value.shape
+    return table
+
+
+def _field_type(dtype: np.dtype | None, ndim: int) -> Any:
+    return types.int64 if dtype is None else types.Array(from_dtype(dtype), ndim, "C")
+
+
+_ARGS_TYPE = types.NamedTuple([_field_type(d, nd) for _, d, nd in STEP_LAYOUT], StepArgs)
+
+
+@intrinsic
+def unpack_args(typingctx: Any, table: Any) -> Any:
+    """The :class:`StepArgs` a :func:`pack_args` table describes, as views of the same memory
+    (no copy, no reference counting: the table's owner keeps the arrays alive). A compiled
+    function unboxes each array argument it is called with (data pointer, shape, strides):
+    ~0.2 µs of a single env's step, two thirds of the kernel's own work; one table is one
+    argument."""
+
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
+        base = make_array(signature.args[0])(context, builder, args[0]).data
+        intp = context.get_value_type(types.intp)
+
+        def cell(k: int, j: int) -> Any:
+            return builder.load(builder.gep(base, [intp(k * _TABLE_WIDTH + j)]))
+
+        values = []
+        for k, (_, dtype, ndim) in enumerate(STEP_LAYOUT):
+            if dtype is None:
+                values.append(cell(k, 0))
+                continue
+            aty = signature.return_type.types[k]
+            shape = [cell(k, 1 + d) for d in range(ndim)]
+            strides = [intp(0)] * ndim
+            stride = intp(dtype.itemsize)
+            for d in range(ndim - 1, -1, -1):  # C order
+                strides[d] = stride
+                stride = builder.mul(stride, shape[d])
+            data = builder.inttoptr(cell(k, 0), context.get_data_type(aty.dtype).as_pointer())
+            ary = make_array(aty)(context, builder)
+            populate_array(ary, data=data, shape=shape, strides=strides,
+                           itemsize=intp(dtype.itemsize), meminfo=None)
+            values.append(ary._getvalue())
+        return context.make_tuple(builder, signature.return_type, values)
+
+    if not (isinstance(table, types.Array) and table.dtype == types.int64 and table.ndim == 2
+            and table.layout == "C"):
+        return None
+    return _ARGS_TYPE(table), codegen
 
 
 def entry_point(kernel: Any, args: tuple[Any, ...]) -> Callable[..., Any]:
     """``kernel`` compiled for exactly the types of ``args``, as a function that skips numba's
-    per-call dispatch (typing every argument and looking up the overload: about 0.5 µs of a
-    26-argument :func:`step_envs` call of one env, more than its own work).
+    per-call dispatch (typing every argument and looking up the overload: microseconds for a
+    :class:`StepArgs`, more than a single env's step).
 
     The returned function checks nothing: call it only with arguments of the same types
     (dtype, dimensions, layout, writability) as ``args``, in practice with the same arrays.
@@ -109,16 +257,19 @@ def entry_point(kernel: Any, args: tuple[Any, ...]) -> Callable[..., Any]:
     return compiled if callable(compiled) else kernel
 
 
+# -- action -> target --------------------------------------------------------------------------
 @_jit
-def _target(st: np.ndarray, mkt: np.ndarray, atr: np.ndarray, env: np.ndarray, a0: float,
-            a1: float, scheme: int, p: np.ndarray) -> tuple[float, float, float]:
-    """(target units, stop-loss level, take-profit level) of one action; NaN level = keep,
-    0 = clear. Counts actions that do not apply in ``env[E_INVALID]``."""
+def target_of(a: StepArgs, i: int, a0: float, a1: float) -> tuple[float, float, float]:
+    """(target units, stop-loss level, take-profit level) of env ``i``'s action ``(a0, a1)``;
+    NaN level = keep, 0 = clear. Counts actions that do not apply in ``a.env[i, E_INVALID]``."""
+    st = a.st[i]
+    p = a.p
     bar = int(st[K.BAR])
-    c = mkt[bar, K.M_CLOSE]
+    c = a.mkt[bar, K.M_CLOSE]
     eq = st[K.EQUITY]
     pos = st[K.POS]
     nan = np.nan
+    scheme = a.scheme
     if scheme == S_DISCRETE3:
         side = int(a0) - 1  # 0 short, 1 flat, 2 long
         if side != 0 and pos * side > 0.0:
@@ -139,12 +290,11 @@ def _target(st: np.ndarray, mkt: np.ndarray, atr: np.ndarray, env: np.ndarray, a
         return 0.0, 0.0, nan
     # discrete6
     act = int(a0)
-    a = atr[bar]
-    dist = p[P_STOP_ATR] * a
+    dist = p[P_STOP_ATR] * a.atr[bar]
     if act == ENTER_LONG or act == ENTER_SHORT:  # noqa: SIM109 (numba: no tuple membership)
         side = 1.0 if act == ENTER_LONG else -1.0
         if pos * side > 0.0:
-            env[E_INVALID] += 1.0  # already in that direction
+            a.env[i, E_INVALID] += 1.0  # already in that direction
             return pos, nan, nan
         size = p[P_RISK_PER_TRADE] * eq / dist if dist > 0.0 else full
         cap = min(full, p[P_MAX_CAPITAL] * eq / c) if eq > 0.0 else 0.0
@@ -152,7 +302,7 @@ def _target(st: np.ndarray, mkt: np.ndarray, atr: np.ndarray, env: np.ndarray, a
             size = cap
         return side * size, c - side * dist if dist > 0.0 else nan, nan
     if pos == 0.0 and act != HOLD:
-        env[E_INVALID] += 1.0  # exit / scale with no position
+        a.env[i, E_INVALID] += 1.0  # exit / scale with no position
         return 0.0, nan, nan
     if act == EXIT:
         return 0.0, 0.0, nan
@@ -164,16 +314,14 @@ def _target(st: np.ndarray, mkt: np.ndarray, atr: np.ndarray, env: np.ndarray, a
 
 
 @_jit
-def compute_targets(st: np.ndarray, mkt: np.ndarray, atr: np.ndarray, env: np.ndarray,
-                    actions: np.ndarray, scheme: int, p: np.ndarray, targets: np.ndarray,
-                    sl: np.ndarray, tp: np.ndarray) -> None:
-    """Targets of every env's action (used when a risk manager adjusts them in between)."""
-    for i in range(st.shape[0]):
-        if env[i, E_DONE] != 0.0:
-            targets[i] = np.nan
+def compute_targets(a: StepArgs) -> None:
+    """``a.targets`` / ``a.sl`` / ``a.tp`` of every env's action in ``a.actions`` (NaN target:
+    the env is done); used when a risk manager adjusts the targets before the step."""
+    for i in range(a.st.shape[0]):
+        if a.env[i, E_DONE] != 0.0:
+            a.targets[i] = np.nan
             continue
-        targets[i], sl[i], tp[i] = _target(st[i], mkt, atr, env[i], actions[i, 0],
-                                           actions[i, 1], scheme, p)
+        a.targets[i], a.sl[i], a.tp[i] = target_of(a, i, a.actions[i, 0], a.actions[i, 1])
 
 
 @_jit
@@ -254,22 +402,23 @@ def _liq_distance(st: np.ndarray, c: float, mmr: float) -> float:
 
 
 @_jit
-def observe(st: np.ndarray, mkt: np.ndarray, env: np.ndarray, rets: np.ndarray,
-            market: np.ndarray, window: int, p: np.ndarray, obs_market: np.ndarray,
-            obs_account: np.ndarray, i: int) -> None:
+def observe(a: StepArgs, i: int) -> None:
     """Write env ``i``'s observation: market rows ``bar - window + 1 .. bar`` and the account."""
-    s = st[i]
+    s = a.st[i]
     bar = int(s[K.BAR])
-    first = bar - window + 1
-    for r in range(window):
+    first = bar - a.window + 1
+    market = a.market
+    obs = a.obs_market[i]
+    for r in range(a.window):
         for j in range(market.shape[1]):
-            obs_market[i, r, j] = market[first + r, j]
-    c = mkt[bar, K.M_CLOSE]
+            obs[r, j] = market[first + r, j]
+    p = a.p
+    c = a.mkt[bar, K.M_CLOSE]
     eq = s[K.EQUITY]
     clip = p[P_OBS_CLIP]
     lev = p[P_LEVERAGE]
-    e = env[i]
-    mean, std, n = _ring_stats(e, rets.shape[1])
+    e = a.env[i]
+    mean, std, n = _ring_stats(e, a.rets.shape[1])
     values = (
         s[K.POS] * c / eq / lev if eq > 0.0 else 0.0,
         s[K.UNREALIZED] / eq if eq > 0.0 else 0.0,
@@ -281,21 +430,26 @@ def observe(st: np.ndarray, mkt: np.ndarray, env: np.ndarray, rets: np.ndarray,
         _liq_distance(s, c, p[P_MMR]),
         s[K.N_WINS] / s[K.N_TRADES] if s[K.N_TRADES] > 0.0 else 0.5,
     )
+    account = a.obs_account[i]
     for k in range(N_ACCOUNT):
         v = values[k]
         if not math.isfinite(v):
             v = 0.0
-        obs_account[i, k] = min(clip, max(-clip, v))
+        account[k] = min(clip, max(-clip, v))
 
 
 @_inline
-def _reward(s: np.ndarray, e: np.ndarray, ring: np.ndarray, ret: float, costs_delta: float,
-            c: float, reward_id: int, w: np.ndarray, p: np.ndarray) -> float:
+def _reward(a: StepArgs, i: int, ret: float, costs_delta: float, c: float) -> float:
+    """Env ``i``'s reward for the bar just processed (before ``reward_scale``)."""
+    s = a.st[i]
+    e = a.env[i]
+    ring = a.rets[i]
+    w = a.w
     eq = s[K.EQUITY]
     prev = e[E_PREV_EQUITY]
     if s[K.BANKRUPT] != 0.0 or eq <= 0.0:
         return w[0]
-    count = int(e[E_RET_COUNT])
+    reward_id = a.reward_id
     if reward_id == R_LOG_RETURN:
         return math.log(eq / prev)
     if reward_id == R_ASYMMETRIC_DRAWDOWN:
@@ -305,48 +459,49 @@ def _reward(s: np.ndarray, e: np.ndarray, ring: np.ndarray, ret: float, costs_de
         mean, std, n = _ring_stats(e, ring.shape[0])
         sharpe = mean / std * math.sqrt(n) if std > 0.0 else 0.0
         hold_excess = max(0.0, e[E_IN_POSITION] - w[4])
-        liq = max(0.0, 1.0 - _liq_distance(s, c, p[P_MMR]) / w[8]) if w[8] > 0.0 else 0.0
+        liq = max(0.0, 1.0 - _liq_distance(s, c, a.p[P_MMR]) / w[8]) if w[8] > 0.0 else 0.0
         return (ret - w[1] * s[K.DRAWDOWN] - w[2] * std - w[3] * hold_excess
                 - w[5] * costs_delta / prev + w[6] * sharpe - w[7] * liq)
     if reward_id == R_DIFFERENTIAL_SHARPE:
-        a = e[E_DSR_A]
-        b = e[E_DSR_B]
-        da = ret - a
-        db = ret * ret - b
-        var = b - a * a
-        d = (b * da - 0.5 * a * db) / var ** 1.5 if var > 1e-18 else 0.0
+        ma = e[E_DSR_A]
+        mb = e[E_DSR_B]
+        da = ret - ma
+        db = ret * ret - mb
+        var = mb - ma * ma
+        d = (mb * da - 0.5 * ma * db) / var ** 1.5 if var > 1e-18 else 0.0
         eta = w[1]
-        e[E_DSR_A] = a + eta * da
-        e[E_DSR_B] = b + eta * db
+        e[E_DSR_A] = ma + eta * da
+        e[E_DSR_B] = mb + eta * db
         return d
     # cvar_penalized
-    cvar = _cvar(ring, count, w[1])
+    cvar = _cvar(ring, int(e[E_RET_COUNT]), w[1])
     return ret - w[2] * max(0.0, -cvar)
 
 
 @_inline
-def transition(s: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.ndarray,
-               mkt: np.ndarray, cfg: np.ndarray, e: np.ndarray, ring: np.ndarray, target: float,
-               stop: float, take: float, reward_id: int, w: np.ndarray,
-               p: np.ndarray) -> tuple[float, bool, bool]:
-    """One env's bar after its action became ``(target, stop, take)``: the engine's fill and
-    mark, the return ring, the reward, the termination flags (``e[E_DONE]`` set when either
+def transition(a: StepArgs, i: int, target: float, stop: float,
+               take: float) -> tuple[float, bool, bool]:
+    """Env ``i``'s bar after its action became ``(target, stop, take)``: the engine's fill and
+    mark, the return ring, the reward, the termination flags (``env[i, E_DONE]`` set when either
     holds). Returns ``(scaled reward, terminated, truncated)``; the observation is not written
     (:func:`observe`). Shared by :func:`step_envs` and the backtest runner's loop."""
+    s = a.st[i]
+    e = a.env[i]
+    p = a.p
     costs_before = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
-    K.step(s, lots, orders, trades, mkt, cfg, target, stop, take)
+    K.step(s, a.lots[i], a.orders[i], a.trades, a.mkt, a.cfg, target, stop, take)
     bar = int(s[K.BAR])
-    c = mkt[bar, K.M_CLOSE]
+    c = a.mkt[bar, K.M_CLOSE]
     eq = s[K.EQUITY]
     prev = e[E_PREV_EQUITY]
     ret = eq / prev - 1.0 if prev > 0.0 else 0.0
-    _push_return(e, ring, ret)
+    _push_return(e, a.rets[i], ret)
     sign = 1.0 if s[K.POS] > 0.0 else (-1.0 if s[K.POS] < 0.0 else 0.0)
     e[E_IN_POSITION] = e[E_IN_POSITION] + 1.0 if sign != 0.0 and sign == e[E_POS_SIGN] else (
         1.0 if sign != 0.0 else 0.0)
     e[E_POS_SIGN] = sign
     costs_delta = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST] - costs_before
-    r = _reward(s, e, ring, ret, costs_delta, c, reward_id, w, p) * p[P_REWARD_SCALE]
+    r = _reward(a, i, ret, costs_delta, c) * p[P_REWARD_SCALE]
     e[E_PREV_EQUITY] = eq
     e[E_PREV_DRAWDOWN] = s[K.DRAWDOWN]
     term = s[K.BANKRUPT] != 0.0 or eq <= p[P_EQUITY_FLOOR] * s[K.INITIAL_EQUITY]
@@ -356,171 +511,133 @@ def transition(s: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.n
     return r, term, trunc
 
 
+@_inline
+def _step_env(a: StepArgs, i: int, use_targets: bool) -> None:
+    """One step of env ``i`` (not done): action -> order -> next bar -> reward -> termination
+    -> next observation -> report row."""
+    if use_targets:
+        target, stop, take = a.targets[i], a.sl[i], a.tp[i]
+    else:
+        target, stop, take = target_of(a, i, a.actions[i, 0], a.actions[i, 1])
+    r, term, trunc = transition(a, i, target, stop, take)
+    a.rewards[i] = r
+    a.terminated[i] = term
+    a.truncated[i] = trunc
+    observe(a, i)
+    s = a.st[i]
+    q = a.report[i]
+    n = s[K.N_TRADES]
+    q[Q_REWARD] = r
+    q[Q_TERMINATED] = 1.0 if term else 0.0
+    q[Q_TRUNCATED] = 1.0 if trunc else 0.0
+    q[Q_BAR] = s[K.BAR]
+    q[Q_EQUITY] = s[K.EQUITY]
+    q[Q_POSITION] = s[K.POS]
+    q[Q_PNL] = s[K.EQUITY] - s[K.INITIAL_EQUITY]
+    q[Q_TRADES] = n
+    q[Q_WIN_RATE] = s[K.N_WINS] / n if n > 0.0 else 0.0
+    q[Q_MAX_DRAWDOWN] = s[K.MAX_DRAWDOWN]
+    q[Q_COSTS] = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
+    q[Q_BANKRUPT] = s[K.BANKRUPT]
+    q[Q_INVALID] = a.env[i, E_INVALID]
+
+
 @_jit
-def step_envs(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.ndarray,
-              mkt: np.ndarray, cfg: np.ndarray, atr: np.ndarray, env: np.ndarray,
-              rets: np.ndarray, actions: np.ndarray, use_targets: bool, targets: np.ndarray,
-              sl: np.ndarray, tp: np.ndarray, scheme: int, reward_id: int, w: np.ndarray,
-              p: np.ndarray, market: np.ndarray, window: int, obs_market: np.ndarray,
-              obs_account: np.ndarray, rewards: np.ndarray, terminated: np.ndarray,
-              truncated: np.ndarray, report: np.ndarray) -> None:
-    """One step of every env that is not done: action -> order -> next bar -> reward ->
-    termination -> next observation."""
-    for i in range(st.shape[0]):
-        e = env[i]
-        s = st[i]
-        if e[E_DONE] != 0.0:
-            rewards[i] = 0.0
+def step_range(a: StepArgs, use_targets: bool, lo: int, hi: int) -> None:
+    """One step of envs ``lo .. hi - 1`` that are not done (a done env's reward is 0)."""
+    for i in range(lo, hi):
+        if a.env[i, E_DONE] != 0.0:
+            a.rewards[i] = 0.0
             continue
-        if use_targets:
-            target, stop, take = targets[i], sl[i], tp[i]
-        else:
-            target, stop, take = _target(s, mkt, atr, e, actions[i, 0], actions[i, 1], scheme, p)
-        r, term, trunc = transition(s, lots[i], orders[i], trades, mkt, cfg, e, rets[i], target,
-                                    stop, take, reward_id, w, p)
-        rewards[i] = r
-        terminated[i] = term
-        truncated[i] = trunc
-        observe(st, mkt, env, rets, market, window, p, obs_market, obs_account, i)
-        q = report[i]
-        n = s[K.N_TRADES]
-        q[Q_REWARD] = rewards[i]
-        q[Q_TERMINATED] = 1.0 if term else 0.0
-        q[Q_TRUNCATED] = 1.0 if trunc else 0.0
-        q[Q_BAR] = s[K.BAR]
-        q[Q_EQUITY] = s[K.EQUITY]
-        q[Q_POSITION] = s[K.POS]
-        q[Q_PNL] = s[K.EQUITY] - s[K.INITIAL_EQUITY]
-        q[Q_TRADES] = n
-        q[Q_WIN_RATE] = s[K.N_WINS] / n if n > 0.0 else 0.0
-        q[Q_MAX_DRAWDOWN] = s[K.MAX_DRAWDOWN]
-        q[Q_COSTS] = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
-        q[Q_BANKRUPT] = s[K.BANKRUPT]
-        q[Q_INVALID] = e[E_INVALID]
+        _step_env(a, i, use_targets)
 
 
-# -- the single env's step, its arguments packed -----------------------------------------------
-# A compiled function unboxes each array argument it is called with (data pointer, shape,
-# strides): ~0.2 µs of a 26-argument single-env step, two thirds of the kernel's own work. The
-# single env's hot path (EnvCore.step_single) therefore passes one int64 table holding the
-# address and shape of every array argument of step_envs, and rebuilds them inside as views of
-# the same memory. pack_step_args checks every array (dtype, dimensions, C order) and the caller
-# keeps the arrays alive for as long as it uses the table.
-
-def _pointer_to(nbtype: Any) -> Any:
-    """An intrinsic turning an int64 address into a ``nbtype *``."""
-
-    @intrinsic
-    def pointer(typingctx: Any, addr: Any) -> Any:
-        sig = types.CPointer(nbtype)(types.int64)
-
-        def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
-            return builder.inttoptr(args[0], context.get_value_type(signature.return_type))
-
-        return sig, codegen
-
-    return pointer
+@_jit
+def step_envs(a: StepArgs, use_targets: bool) -> None:
+    """One step of every env that is not done (a done env's reward is 0). ``use_targets``:
+    the targets in ``a.targets`` / ``a.sl`` / ``a.tp`` (a risk manager's), else each env's own
+    action through the action scheme."""
+    step_range(a, use_targets, 0, a.st.shape[0])
 
 
-_F64 = _pointer_to(types.float64)
-_F32 = _pointer_to(types.float32)
-_U8 = _pointer_to(types.uint8)  # numpy bools are bytes
-
-#: (dtype, dimensions) of step_envs's array arguments, in order (its scalars left out)
-PACKED_ARRAYS: tuple[tuple[type, int], ...] = (
-    (np.float64, 2), (np.float64, 3), (np.float64, 3), (np.float64, 2), (np.float64, 2),  # st..mkt
-    (np.float64, 1), (np.float64, 1), (np.float64, 2), (np.float64, 2),  # cfg, atr, env, rets
-    (np.float64, 2), (np.float64, 1), (np.float64, 1), (np.float64, 1),  # actions, targets, sl, tp
-    (np.float64, 1), (np.float64, 1), (np.float32, 2), (np.float32, 3),  # w, p, market, obs_market
-    (np.float32, 2), (np.float64, 1), (np.bool_, 1), (np.bool_, 1),  # obs_account .. truncated
-    (np.float64, 2),  # report
-)
-
-
-def pack_step_args(args: tuple[Any, ...]) -> tuple[np.ndarray, np.ndarray] | None:
-    """``(table, ints)`` for :func:`step_one` from :func:`step_envs`'s arguments: one row per
-    array (address, then its shape), and the int arguments (scheme, reward id, window). ``None``
-    when an array is not of the expected dtype, dimensions and C order."""
-    arrays = [a for a in args if isinstance(a, np.ndarray)]
-    if len(args) != 26 or len(arrays) != len(PACKED_ARRAYS) or args[10] is not False:
-        return None
-    table = np.zeros((len(arrays), 4), dtype=np.int64)
-    for k, (a, (dtype, ndim)) in enumerate(zip(arrays, PACKED_ARRAYS, strict=True)):
-        if a.dtype != dtype or a.ndim != ndim or not a.flags.c_contiguous:
-            return None
-        table[k, 0] = a.ctypes.data
-        table[k, 1 : 1 + ndim] = a.shape
-    # step_envs's scalars: use_targets (always False here), scheme, reward id, window
-    return table, np.array([args[14], args[15], args[19]], dtype=np.int64)
-
-
-# reference counting on: numba.carray's views of raw memory carry no reference to count, but it
-# refuses to compile without it
-@njit(cache=True, error_model="numpy")
-def step_one(t: np.ndarray, ints: np.ndarray) -> tuple[
+@_inline
+def _report_of(a: StepArgs, i: int) -> tuple[
         float, bool, bool, int, float, float, float, int, float, float, float, bool, int]:
-    """:func:`step_envs` of a single env without a risk manager, on the arrays packed by
-    :func:`pack_step_args`; returns its report row with each value in the type the env hands
-    out: reward, terminated, truncated, bar, equity, position, total PnL, trade count, win
-    rate, max drawdown, costs, bankrupt, invalid actions."""
-    report = carray(_F64(t[21, 0]), (t[21, 1], t[21, 2]))
-    step_envs(carray(_F64(t[0, 0]), (t[0, 1], t[0, 2])),
-              carray(_F64(t[1, 0]), (t[1, 1], t[1, 2], t[1, 3])),
-              carray(_F64(t[2, 0]), (t[2, 1], t[2, 2], t[2, 3])),
-              carray(_F64(t[3, 0]), (t[3, 1], t[3, 2])),
-              carray(_F64(t[4, 0]), (t[4, 1], t[4, 2])),
-              carray(_F64(t[5, 0]), (t[5, 1],)),
-              carray(_F64(t[6, 0]), (t[6, 1],)),
-              carray(_F64(t[7, 0]), (t[7, 1], t[7, 2])),
-              carray(_F64(t[8, 0]), (t[8, 1], t[8, 2])),
-              carray(_F64(t[9, 0]), (t[9, 1], t[9, 2])),
-              False,
-              carray(_F64(t[10, 0]), (t[10, 1],)),
-              carray(_F64(t[11, 0]), (t[11, 1],)),
-              carray(_F64(t[12, 0]), (t[12, 1],)),
-              ints[0], ints[1],
-              carray(_F64(t[13, 0]), (t[13, 1],)),
-              carray(_F64(t[14, 0]), (t[14, 1],)),
-              carray(_F32(t[15, 0]), (t[15, 1], t[15, 2])),
-              ints[2],
-              carray(_F32(t[16, 0]), (t[16, 1], t[16, 2], t[16, 3])),
-              carray(_F32(t[17, 0]), (t[17, 1], t[17, 2])),
-              carray(_F64(t[18, 0]), (t[18, 1],)),
-              carray(_U8(t[19, 0]), (t[19, 1],)),
-              carray(_U8(t[20, 0]), (t[20, 1],)),
-              report)
-    q = report[0]
+    q = a.report[i]
     return (q[Q_REWARD], q[Q_TERMINATED] != 0.0, q[Q_TRUNCATED] != 0.0, int(q[Q_BAR]),
             q[Q_EQUITY], q[Q_POSITION], q[Q_PNL], int(q[Q_TRADES]), q[Q_WIN_RATE],
             q[Q_MAX_DRAWDOWN], q[Q_COSTS], q[Q_BANKRUPT] != 0.0, int(q[Q_INVALID]))
 
 
 @_jit
-def reset_env_state(st: np.ndarray, env: np.ndarray, rets: np.ndarray, i: int, start: int,
-                    end: int) -> None:
-    """Fresh per-env state after its account was reset to the close of ``start``."""
-    e = env[i]
+def step_packed(t: np.ndarray, use_targets: bool) -> tuple[
+        float, bool, bool, int, float, float, float, int, float, float, float, bool, int]:
+    """:func:`step_envs` on the :class:`StepArgs` packed by :func:`pack_args` (the envs' hot
+    path: one array to unbox instead of 22); returns env 0's report row with each value in the
+    type the env hands out: reward, terminated, truncated, then :func:`info_values`'s values in
+    its order (bar, equity, position, total PnL, trade count, win rate, max drawdown, costs,
+    bankrupt, invalid actions)."""
+    a = unpack_args(t)
+    step_envs(a, use_targets)
+    return _report_of(a, 0)
+
+
+# The parallel step lives in functions of its own: loading a kernel that calls a parallel one
+# starts numba's thread pool, which the serial path never needs.
+@njit(cache=True, error_model="numpy", parallel=True)
+def step_envs_parallel(a: StepArgs, use_targets: bool, chunks: int) -> None:
+    """:func:`step_envs` with the envs split into ``chunks`` contiguous blocks stepped in
+    parallel, so at most ``chunks`` threads work (envs are independent: the results do not
+    depend on the threads)."""
+    n = a.st.shape[0]
+    size = (n + chunks - 1) // chunks
+    for c in prange(chunks):
+        # a call, not the loop's body: numba's parallel transform would treat the body's writes
+        # into the bundle's arrays as private to the thread (measured: rewards lost)
+        step_range(a, use_targets, c * size, min(n, (c + 1) * size))
+
+
+@_jit
+def step_packed_parallel(t: np.ndarray, use_targets: bool, threads: int) -> tuple[
+        float, bool, bool, int, float, float, float, int, float, float, float, bool, int]:
+    """:func:`step_packed` with the envs split over ``threads`` numba threads."""
+    a = unpack_args(t)
+    step_envs_parallel(a, use_targets, threads)
+    return _report_of(a, 0)
+
+
+# -- episodes and info -------------------------------------------------------------------------
+@_jit
+def reset_env(a: StepArgs, i: int, start: int, end: int, seed: float) -> None:
+    """Env ``i``: its account reset to the close of ``start`` (the engine's
+    :func:`~rltrade.sim.kernels.reset_one`), a fresh episode ending at ``end``, its first
+    observation."""
+    K.reset_one(a.st[i], a.lots[i], a.orders[i], a.mkt, a.cfg, start, seed)
+    s = a.st[i]
+    e = a.env[i]
     for k in range(N_ENV):
         e[k] = 0.0
     e[E_START] = start
     e[E_END] = end
-    e[E_PREV_EQUITY] = st[i, K.EQUITY]
-    pos = st[i, K.POS]
+    e[E_PREV_EQUITY] = s[K.EQUITY]
+    pos = s[K.POS]
     e[E_POS_SIGN] = 1.0 if pos > 0.0 else (-1.0 if pos < 0.0 else 0.0)
     e[E_IN_POSITION] = 1.0 if pos != 0.0 else 0.0
-    e[E_PREV_DRAWDOWN] = st[i, K.DRAWDOWN]
-    for k in range(rets.shape[1]):
-        rets[i, k] = 0.0
+    e[E_PREV_DRAWDOWN] = s[K.DRAWDOWN]
+    ring = a.rets[i]
+    for k in range(ring.shape[0]):
+        ring[k] = 0.0
+    observe(a, i)
 
 
 @_jit
-def info_values(st: np.ndarray, env: np.ndarray, i: int) -> tuple[
+def info_values(a: StepArgs, i: int) -> tuple[
         int, float, float, float, int, float, float, float, bool, int]:
-    """What an env's info dict reports, in one call: bar, equity, position, total PnL, trade
+    """What env ``i``'s info dict reports, in one call: bar, equity, position, total PnL, trade
     count, win rate, max drawdown, costs, bankrupt, invalid actions."""
-    s = st[i]
+    s = a.st[i]
     n = int(s[K.N_TRADES])
     return (int(s[K.BAR]), s[K.EQUITY], s[K.POS], s[K.EQUITY] - s[K.INITIAL_EQUITY], n,
             s[K.N_WINS] / n if n > 0 else 0.0, s[K.MAX_DRAWDOWN],
             s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST], s[K.BANKRUPT] != 0.0,
-            int(env[i, E_INVALID]))
+            int(a.env[i, E_INVALID]))

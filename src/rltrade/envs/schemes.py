@@ -32,6 +32,8 @@ class ActionScheme:
     :param action_names: the discrete actions' names by index (empty for continuous).
     :param gated_actions: discrete actions that open or increase exposure (risk-gated).
     :param kernel_id: the scheme's integer in the env kernels.
+    :param sizes_from_atr: the scheme sizes positions and sets stops from the ATR (the env
+        then computes it for its kernels).
     """
 
     name: str
@@ -43,6 +45,7 @@ class ActionScheme:
     action_names: tuple[str, ...]
     gated_actions: tuple[int, ...]
     kernel_id: int
+    sizes_from_atr: bool = False
 
     @property
     def continuous(self) -> bool:
@@ -74,6 +77,7 @@ ACTION_SCHEMES: dict[str, ActionScheme] = {
             action_names=("hold", "enter_long", "enter_short", "exit", "scale_in", "scale_out"),
             gated_actions=(EK.ENTER_LONG, EK.ENTER_SHORT, EK.SCALE_IN),
             kernel_id=EK.S_DISCRETE6,
+            sizes_from_atr=True,
         ),
         ActionScheme(
             name="exposure_sl",

@@ -109,15 +109,16 @@ def check_actions(config: EnvConfig, actions: Any, n: int,
         out[:, 0] = a
         out[:, 1] = 0.0
         return out, bad if bad.any() else None
-    if arr.size != 2 * n:
-        raise ValueError(f"expected {n} action(s) of shape (2,), got shape {arr.shape}")
-    a = arr.reshape(n, 2)
+    width = spec.width
+    if arr.size != width * n:
+        raise ValueError(f"expected {n} action(s) of shape ({width},), got shape {arr.shape}")
+    a = arr.reshape(n, width)
     bad_cells = ~np.isfinite(a) | (np.abs(a) > 1.0)
     if bad_cells.any():
         if raise_:
-            raise ValueError(f"invalid exposure_sl action(s): {a[bad_cells.any(axis=1)].tolist()}"
+            raise ValueError(f"invalid {scheme} action(s): {a[bad_cells.any(axis=1)].tolist()}"
                              " (values must be finite, in [-1, 1])")
-        a = np.clip(np.where(np.isnan(a), 0.0, a), -1.0, 1.0)
-    out[:] = a
+        a = np.clip(np.where(np.isnan(a), spec.neutral, a), -1.0, 1.0)
+    out[:, :width] = a
     bad_rows = bad_cells.any(axis=1)
     return out, bad_rows if bad_rows.any() else None

@@ -8,10 +8,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
 from rltrade.envs.core import EnvCore
-from rltrade.envs.spaces import action_space, check_actions, observation, observation_space
+from rltrade.envs.spaces import action_space, observation, observation_space
 from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
 
@@ -107,9 +106,7 @@ class TradingEnv(gym.Env):
         if n and isinstance(action, _INTEGERS) and 0 <= action < n:
             self._action_cell[0] = action  # fast path: a valid discrete action
         else:
-            _, bad = check_actions(self.config, action, 1, out=core.actions)
-            if bad is not None:
-                core.env[bad, EK.E_INVALID] += 1.0
+            core.accept_actions(action)
         reward, terminated, truncated, info = core.step_single()
         if terminated or truncated:
             self._needs_reset = True

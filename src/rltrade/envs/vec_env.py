@@ -24,10 +24,9 @@ import numpy as np
 from gymnasium.utils import seeding
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
 from rltrade.envs.core import EnvCore
-from rltrade.envs.spaces import action_space, check_actions, observation_space, observations
+from rltrade.envs.spaces import action_space, observation_space, observations
 from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
 
@@ -41,15 +40,18 @@ class VecTradingEnv(VecEnv):
     :param normalizer: a fitted normalizer (required for z-score specs).
     :param seed: base seed; env ``i`` uses ``seed + i``.
     :param full_info: fill every info dict at every step (slower).
+    :param threads: numba threads a step may split the envs over (default 1, measured fastest
+        on the project's machine; see :func:`rltrade.envs.core.step_threads` for the caps).
     :param overrides: keyword overrides of ``config``.
     """
 
     def __init__(self, dataset: Dataset, n_envs: int = 8,
                  config: EnvConfig | Mapping[str, Any] | None = None,
                  normalizer: Normalizer | None = None, seed: int | None = None,
-                 full_info: bool = False, **overrides: Any) -> None:
+                 full_info: bool = False, threads: int | None = None,
+                 **overrides: Any) -> None:
         self.config = EnvConfig.build(config, **overrides)
-        self.core = EnvCore(dataset, self.config, n_envs, normalizer)
+        self.core = EnvCore(dataset, self.config, n_envs, normalizer, threads=threads)
         self.render_mode = None
         super().__init__(n_envs, observation_space(self.config, self.core.n_market),
                          action_space(self.config))
@@ -87,11 +89,7 @@ class VecTradingEnv(VecEnv):
         if not self._rngs:
             raise RuntimeError("VecTradingEnv.step() called before reset()")
         core = self.core
-        actions, bad = check_actions(self.config, self._actions, self.num_envs,
-                                     out=core.actions)
-        if bad is not None:
-            core.env[bad, EK.E_INVALID] += 1.0
-        core.step(actions)
+        core.step(core.accept_actions(self._actions))
         rewards = core.rewards.astype(np.float32)
         self._episode_returns += core.rewards
         self._episode_lengths += 1

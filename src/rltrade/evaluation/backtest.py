@@ -21,7 +21,7 @@ Three paths, same numbers (the tests compare them):
 
 * a planned policy (``plan(dataset, config)``, every baseline, a rule strategy): the actions
   of all bars are known, and one numba loop runs the environment's own step functions on them
-  (``_target``: action -> target; ``transition``: the engine's fill and mark, the reward, the
+  (``target_of``: action -> target; ``transition``: the engine's fill and mark, the reward, the
   termination flags); no observation is built, since nothing reads it;
 * :class:`rltrade.agents.NumpyMlpPolicy`: the market window's share of the first layer is one
   matrix product per window row over all bars, the rest of the network runs inside the same
@@ -130,7 +130,7 @@ class BacktestResult:
 
 
 # ------------------------------------------------------------------------------- kernels
-_jit = njit(cache=False, error_model="numpy", **K._NO_NRT)
+_jit = njit(cache=False, error_model="numpy", **K.NO_NRT)
 
 
 @_jit
@@ -167,48 +167,40 @@ def _record(s: np.ndarray, counters: np.ndarray, prev: np.ndarray, rec: np.ndarr
 
 
 @_jit
-def _fused(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.ndarray,
-           mkt: np.ndarray, kcfg: np.ndarray, atr: np.ndarray, env: np.ndarray,
-           rets: np.ndarray, scheme: int, reward_id: int, w: np.ndarray, p: np.ndarray,
-           market: np.ndarray, window: int, obs_market: np.ndarray, obs_account: np.ndarray,
-           account: bool,
-           margin: float, mode: int, plan: np.ndarray, pre: np.ndarray, pre_lo: int,
-           wa: np.ndarray, b1: np.ndarray, act1: np.ndarray, wt: np.ndarray, bt: np.ndarray,
-           dims: np.ndarray, acts: np.ndarray, kind: int, low: np.ndarray, high: np.ndarray,
-           h: np.ndarray, g: np.ndarray, action: np.ndarray, k: int, k_end: int,
-           counters: np.ndarray, prev: np.ndarray, rec: np.ndarray, rec_actions: np.ndarray,
-           rec_account: np.ndarray) -> int:
-    """Step env 0 of a core from column ``k`` up to ``k_end`` with the environment's own step
-    functions (``_target``, ``transition``; ``observe`` only when something reads the account
-    block: the MLP, ``state_debug``); stops early when the episode is done or the trades buffer
-    needs to grow. ``mode`` 0: actions from ``plan[bar]``; 1: from the MLP (first-layer market
-    part ``pre[bar - pre_lo]``)."""
-    s = st[0]
-    e = env[0]
-    ring = rets[0]
+def _fused(a: EK.StepArgs, account: bool, margin: float, mode: int, plan: np.ndarray,
+           pre: np.ndarray, pre_lo: int, mlp: tuple[Any, ...], action: np.ndarray, k: int,
+           k_end: int, counters: np.ndarray, prev: np.ndarray, rec: np.ndarray,
+           rec_actions: np.ndarray, rec_account: np.ndarray) -> int:
+    """Step env 0 of a core's step arguments ``a`` from column ``k`` up to ``k_end`` with the
+    environment's own step functions (``target_of``, ``transition``; ``observe`` only when
+    something reads the account block: the MLP, ``state_debug``); stops early when the episode
+    is done or the trades buffer needs to grow. ``mode`` 0: actions from ``plan[bar]``; 1: from
+    the MLP (``mlp``: the arguments of :func:`mlp_action` between the account block and the
+    output; first-layer market part ``pre[bar - pre_lo]``)."""
+    s = a.st[0]
+    e = a.env[0]
+    trades = a.trades
     while k < k_end:
         bar = int(s[K.BAR])
         if mode == 0:
             a0 = plan[bar, 0]
             a1 = plan[bar, 1]
         else:
-            mlp_action(pre[bar - pre_lo], obs_account[0], wa, b1, act1, wt, bt, dims, acts,
-                       kind, low, high, h, g, action)
+            mlp_action(pre[bar - pre_lo], a.obs_account[0], *mlp, action)
             a0 = action[0]
             a1 = action[1]
         rec_actions[0, k] = a0
         if rec_actions.shape[0] > 1:
             rec_actions[1, k] = a1
-        target, stop, take = EK._target(s, mkt, atr, e, a0, a1, scheme, p)
-        r, term, trunc = EK.transition(s, lots[0], orders[0], trades, mkt, kcfg, e, ring,
-                                       target, stop, take, reward_id, w, p)
+        target, stop, take = EK.target_of(a, 0, a0, a1)
+        r, term, trunc = EK.transition(a, 0, target, stop, take)
         if account:
-            EK.observe(st, mkt, env, rets, market, window, p, obs_market, obs_account, 0)
+            EK.observe(a, 0)
         k += 1
         _record(s, counters, prev, rec, k, r, term, trunc, e[EK.E_INVALID])
         if rec_account.shape[1] > 0:
-            for j in range(obs_account.shape[1]):
-                rec_account[j, k] = obs_account[0, j]
+            for j in range(a.obs_account.shape[1]):
+                rec_account[j, k] = a.obs_account[0, j]
         if term or trunc:
             return k
         if trades.shape[0] > 0 and trades.shape[0] - s[K.N_RECORDS] < margin:
@@ -598,11 +590,9 @@ def _run_fused(run: _Run, mlp: NumpyMlpPolicy | None, plan: np.ndarray | None,
             pre = mlp.market_preactivation(market, wm, bar, hi, mlp.backend)  # type: ignore
             pre_lo = bar
             k_end = min(k_end, k + (hi - bar))
-        k = _fused(run.st, run.lots, run.orders, run.trades, run.mkt, run.cfg, core.kernel_atr,
-                   core.env, core.rets, core.scheme, core.reward_id, core.weights, core.params,
-                   core.market, core.window, core.obs_market, core.obs_account, account,
-                   run.margin, mode, plan, pre, pre_lo, *kernel, action, k, k_end, _COUNTERS,
-                   run.prev, rec, rec_actions, rec_account)
+        k = _fused(core.args.replace(trades=run.trades), account, run.margin, mode, plan, pre,
+                   pre_lo, kernel, action, k, k_end, _COUNTERS, run.prev, rec, rec_actions,
+                   rec_account)
         if core.env[0, EK.E_DONE] != 0.0 or k >= n_max - 1:
             return k
         run.ensure_room()

@@ -27,16 +27,17 @@ from numba import njit, prange
 # without numba's reference-counting runtime (``_nrt=False``) they skip an atomic incref/decref
 # of every array argument on every call and exit path, which is most of the cost of a bar
 # (measured: 3x on the batched path). The option is private to numba; without it, the kernels
-# are the same, only slower. ``error_model="numpy"``: a float division by zero gives inf/NaN
-# like numpy instead of a branch that raises (no kernel divides by a value that can be zero).
+# are the same, only slower (NO_NRT: the option for every package's allocation-free kernels).
+# ``error_model="numpy"``: a float division by zero gives inf/NaN like numpy instead of a
+# branch that raises (no kernel divides by a value that can be zero).
 try:
     from numba.core.cpu import CPUTargetOptions
 
-    _NO_NRT: dict[str, bool] = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
+    NO_NRT: dict[str, bool] = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
 except ImportError:  # pragma: no cover - depends on the numba version
-    _NO_NRT = {}
-_jit = njit(cache=True, error_model="numpy", **_NO_NRT)
-_inline = njit(cache=True, error_model="numpy", inline="always", **_NO_NRT)
+    NO_NRT = {}
+_jit = njit(cache=True, error_model="numpy", **NO_NRT)
+_inline = njit(cache=True, error_model="numpy", inline="always", **NO_NRT)
 
 # ---------------------------------------------------------------------------- account slots
 BAR = 0  # the account is as of the close of this bar
@@ -422,9 +423,9 @@ def _cap(pos: float, target: float, cap: float) -> float:
 
 
 @_jit
-def _market(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.ndarray,
-            cfg: np.ndarray, bar: int, price: float, kind: float, qty: float, sl: float,
-            tp: float, liquidity: float) -> int:
+def market_order(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.ndarray,
+                 cfg: np.ndarray, bar: int, price: float, kind: float, qty: float, sl: float,
+                 tp: float, liquidity: float) -> int:
     """Apply the constraints to an order and fill it at ``price``; returns a rejection code.
 
     In order: short clamp, max position, leverage (equity marked at ``price``), lot rounding
@@ -607,8 +608,8 @@ def _limits(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np.nda
             else:
                 _count(st, A_TOUCH_MISSED)
         if not math.isnan(price):
-            code = _market(st, lots, trades, mkt, cfg, bar, price, K_DELTA, qty,
-                           orders[i, O_SL], orders[i, O_TP], MAKER)
+            code = market_order(st, lots, trades, mkt, cfg, bar, price, K_DELTA, qty,
+                                orders[i, O_SL], orders[i, O_TP], MAKER)
             _count(st, code)
             _remove_order(st, orders, i)
             if st[BANKRUPT] != 0.0:
@@ -663,9 +664,9 @@ def advance_one(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np
         while i < int(st[ORDER_COUNT]):
             if (orders[i, O_KIND] != K_LIMIT and orders[i, O_AT_CLOSE] != 0.0
                     and orders[i, O_ACTIVE] <= b - 1):
-                code = _market(st, lots, trades, mkt, cfg, b - 1, mkt[b - 1, M_CLOSE],
-                               orders[i, O_KIND], orders[i, O_QTY], orders[i, O_SL],
-                               orders[i, O_TP], TAKER)
+                code = market_order(st, lots, trades, mkt, cfg, b - 1, mkt[b - 1, M_CLOSE],
+                                    orders[i, O_KIND], orders[i, O_QTY], orders[i, O_SL],
+                                    orders[i, O_TP], TAKER)
                 _count(st, code)
                 _remove_order(st, orders, i)
             else:
@@ -675,8 +676,9 @@ def advance_one(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np
         while i < int(st[ORDER_COUNT]):
             if (orders[i, O_KIND] != K_LIMIT and orders[i, O_AT_CLOSE] == 0.0
                     and orders[i, O_ACTIVE] <= b):
-                code = _market(st, lots, trades, mkt, cfg, b, mkt[b, M_OPEN], orders[i, O_KIND],
-                               orders[i, O_QTY], orders[i, O_SL], orders[i, O_TP], TAKER)
+                code = market_order(st, lots, trades, mkt, cfg, b, mkt[b, M_OPEN],
+                                    orders[i, O_KIND], orders[i, O_QTY], orders[i, O_SL],
+                                    orders[i, O_TP], TAKER)
                 _count(st, code)
                 _remove_order(st, orders, i)
             else:
