@@ -114,13 +114,13 @@ def _findings_table(report) -> Table:
 def _summary(source: str, policy: str, naive_tz: str | None) -> None:
     from rltrade.data import load_bars_with_report
     from rltrade.data.store import fingerprint_bars
-    from rltrade.data.timeframes import parse_timeframe
+    from rltrade.evaluation.series import infer_bars_per_year
 
     bars, report = load_bars_with_report(source, policy=policy, naive_tz=naive_tz)  # type: ignore[arg-type]
     tf = bars.attrs.get("timeframe")
     close = bars["close"].to_numpy()
     logret = np.diff(np.log(close))
-    ann = parse_timeframe(tf).bars_per_year if tf else float("nan")
+    ann, basis = infer_bars_per_year(bars.index, tf)
     table = Table(title=f"Bars: {source}", title_justify="left", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
@@ -132,6 +132,7 @@ def _summary(source: str, policy: str, naive_tz: str | None) -> None:
     table.add_row("first / last close", f"{close[0]:.6g} / {close[-1]:.6g}")
     table.add_row("total return", _fmt_pct(close[-1] / close[0] - 1))
     table.add_row("annualised volatility", f"{np.std(logret) * np.sqrt(ann) * 100:.1f}%")
+    table.add_row("bars per year", f"{ann:,.0f} ({basis})")
     table.add_row("mean volume", f"{bars['volume'].mean():,.2f}")
     table.add_row("fingerprint", fingerprint_bars(bars)[:16])
     console.print(table)
