@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from cli_helpers import HOLD_LOCK, run_cli
+from cli_helpers import lock_held_elsewhere, run_cli
 
 CORPUS = Path(__file__).parent / "data" / "malformed"
 
@@ -225,14 +225,8 @@ def test_train_resume_of_a_run_in_use_exits_2_naming_the_pid(tmp_path, small_con
 
     run_ = Run.create("busy", small_config(), tmp_path)
     run_.release_lock()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run_.path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+    with lock_held_elsewhere(run_.path) as holder:
         code, _out, err = run_cli(["train", "--resume", str(run_.path), "--no-progress"], capsys)
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
     assert code == 2 and err.count("\n") == 1
     assert err.startswith(f"error: run {run_.path} is in use by process {holder.pid}")
 

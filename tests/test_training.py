@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from cli_helpers import HOLD_LOCK
+from cli_helpers import lock_held_elsewhere
 from rltrade.agents import training
 from rltrade.agents.algorithms import load_model, read_weights
 from rltrade.agents.training import planned_steps, resume, step_plan, train
@@ -437,19 +437,13 @@ def test_a_failed_run_is_moved_aside_only_when_asked(tmp_path, small_config, mon
 def test_a_run_is_trained_by_one_process_at_a_time(tmp_path, small_config):
     run = Run.create("busy", small_config(), tmp_path)
     run.release_lock()
-    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(run.path)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked", holder.stderr.read()
+    with lock_held_elsewhere(run.path) as holder:
         assert run.lock_holder() == holder.pid
         with pytest.raises(RunInUseError) as err:
             resume(run.path)
         assert f"process {holder.pid}" in str(err.value) and "train.lock" in str(err.value)
         with pytest.raises(RunInUseError):
             run.acquire_lock()
-    finally:
-        holder.kill()
-        holder.wait(timeout=30)
     assert run.lock_holder() is None
     with run.locked():  # free again once the holder is gone
         assert run.lock_holder() == os.getpid()
