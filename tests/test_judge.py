@@ -271,7 +271,7 @@ def test_cli_compare_prints_what_each_backtest_prints(run, others, capsys):
         main_ok(["backtest", "--run", str(r.path), "--start", "2020-02-21", "--no-baselines"])
         out = capsys.readouterr().out
         printed[r.name] = {key: _cell(out, key) for key in (
-            "total return", "Sharpe (annualised)", "max drawdown", "trades")}
+            "total return", "Sharpe (annualised)", "max drawdown", "closed trades")}
     main_ok(["compare", str(run.path), str(sac.path), "--start", "2020-02-21", "--baselines",
              "buy_and_hold", "--out", str(run.path.parent / "cmp_cli")])
     out = capsys.readouterr().out
@@ -280,7 +280,7 @@ def test_cli_compare_prints_what_each_backtest_prints(run, others, capsys):
         cells = [c.strip() for c in line.strip("│").split("│")]
         assert cells[1:4] == [values["total return"], values["Sharpe (annualised)"],
                               values["max drawdown"]]
-        assert cells[6] == values["trades"]
+        assert cells[6] == values["closed trades"]
     assert "baselines ran under the settings (costs, engine, risk manager) of judged" in out
 
 
