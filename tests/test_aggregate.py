@@ -12,7 +12,7 @@ import pytest
 from scipy.stats import trim_mean
 
 from rltrade.errors import ConfigError, DataError
-from rltrade.evaluation.aggregate import iqm, stratified_bootstrap_ci
+from rltrade.evaluation.aggregate import fraction_beating, iqm, stratified_bootstrap_ci
 
 # --------------------------------------------------------------------------------------------
 # IQM
@@ -119,3 +119,54 @@ def test_bootstrap_refuses_bad_arguments(kwargs: dict, error: type, match: str) 
 def test_bootstrap_refuses_a_cube() -> None:
     with pytest.raises(DataError, match=r"\[runs, tasks\]"):
         stratified_bootstrap_ci(np.ones((2, 2, 2)))
+
+
+# --------------------------------------------------------------------------------------------
+# fraction of folds beating a baseline
+# --------------------------------------------------------------------------------------------
+
+
+def test_fraction_beating_uses_the_median_over_seeds_per_fold() -> None:
+    agent = np.array(
+        [
+            [0.10, -0.20, 0.05, 0.00],
+            [0.20, -0.10, -0.30, 0.01],
+            [-0.50, 0.30, 0.02, 0.02],
+        ]
+    )
+    buy_and_hold = np.array([0.0, 0.0, 0.03, 0.01])
+    out = fraction_beating(agent, buy_and_hold)
+    # medians per fold: 0.10, -0.10, 0.02, 0.01 -> beats, no, no, tie (no)
+    assert out["per_fold"] == [True, False, False, False]
+    assert out["fraction"] == 0.25 and out["folds_beating"] == 1 and out["folds"] == 4
+    # runs: fold 0: 2 of 3; fold 1: 1 of 3; fold 2: 1 of 3; fold 3: 1 of 3 (0.02 > 0.01)
+    assert out["runs_beating"] == 5 and out["runs"] == 12
+    assert out["fraction_of_runs"] == pytest.approx(5 / 12)
+    assert out["per_run"][2] == [False, True, False, True]
+
+
+def test_fraction_beating_flat_and_a_per_seed_baseline() -> None:
+    agent = np.array([0.01, -0.02, 0.03])
+    flat = fraction_beating(agent, np.zeros(3))
+    assert flat["per_fold"] == [True, False, True] and flat["fraction"] == pytest.approx(2 / 3)
+    per_seed = fraction_beating(
+        np.array([[0.1, 0.1], [0.3, 0.0]]), np.array([[0.0, 0.2], [0.2, 0.05]])
+    )
+    assert per_seed["per_run"] == [[True, False], [True, False]]
+    # fold 0: median agent 0.2 > median baseline 0.1; fold 1: 0.05 > 0.125 is false
+    assert per_seed["per_fold"] == [True, False]
+
+
+def test_fraction_beating_leaves_undefined_folds_out() -> None:
+    agent = np.array([[0.1, np.nan, 0.2], [np.nan, np.nan, -0.1]])
+    out = fraction_beating(agent, np.array([0.0, 0.0, np.nan]))
+    assert out["per_fold"] == [True, None, None]
+    assert out["folds"] == 1 and out["folds_undefined"] == 2 and out["fraction"] == 1.0
+    assert out["runs"] == 1
+    nothing = fraction_beating(np.array([np.nan]), np.array([0.0]))
+    assert np.isnan(nothing["fraction"]) and np.isnan(nothing["fraction_of_runs"])
+
+
+def test_fraction_beating_refuses_mismatched_shapes() -> None:
+    with pytest.raises(DataError, match="one return per fold"):
+        fraction_beating(np.zeros((2, 3)), np.zeros(4))

@@ -21,6 +21,16 @@ Stratified bootstrap (:func:`stratified_bootstrap_ci`)
     replicates, linear interpolation), rliable's default. Replicates come from a seeded
     :class:`numpy.random.Generator`, so an interval is reproducible bit for bit.
 
+Beating a baseline (:func:`fraction_beating`)
+    Per fold and seed, the agent beats a baseline when its out-of-sample return (after costs)
+    is **strictly** greater than the baseline's on the same test window (a tie does not beat).
+    Per fold, the agent's **median over seeds** is compared with the baseline (its median over
+    seeds too, when the baseline has one value per seed; buy-and-hold and flat are the same for
+    every seed). ``fraction`` is the share of folds whose median beats the baseline;
+    ``fraction_of_runs`` the share of all fold × seed runs that do. A fold whose agent returns or
+    baseline return are all undefined is left out of ``fraction`` and counted in
+    ``folds_undefined``.
+
 Undefined scores
     A non-finite score (``NaN``: a Sharpe ratio of a flat equity curve is undefined) is left
     out of the pool and of its task's resampling; the other runs of the task still count. A task
@@ -41,6 +51,7 @@ from rltrade.errors import ConfigError, DataError
 
 __all__ = [
     "Interval",
+    "fraction_beating",
     "iqm",
     "score_matrix",
     "stratified_bootstrap_ci",
@@ -175,3 +186,57 @@ def stratified_bootstrap_ci(
     alpha = (1.0 - level) / 2.0
     lower, upper = np.quantile(replicates, [alpha, 1.0 - alpha])
     return Interval(point, float(lower), float(upper), float(level), int(reps), n, n_undefined)
+
+
+def _baseline_matrix(baseline: Any, agent: np.ndarray) -> np.ndarray:
+    b = np.asarray(baseline, dtype=np.float64)
+    if b.ndim == 1 and b.shape[0] == agent.shape[1]:
+        b = np.broadcast_to(b[None, :], agent.shape)
+    if b.shape != agent.shape:
+        raise DataError(
+            f"the baseline returns have shape {np.shape(baseline)}, the agent's {agent.shape} "
+            f"(seeds × folds): give the baseline one return per fold, or one per seed and fold"
+        )
+    return b
+
+
+def fraction_beating(agent_returns_by_fold: Any, baseline_returns_by_fold: Any) -> dict[str, Any]:
+    """How often the agent's out-of-sample return beats a baseline's, per fold and seed.
+
+    :param agent_returns_by_fold: the agent's test-window returns after costs, ``[seeds, folds]``
+        (1-D: one seed); ``NaN`` marks a missing or undefined run.
+    :param baseline_returns_by_fold: the baseline's returns on the same test windows, ``[folds]``
+        or ``[seeds, folds]``.
+    :return: ``fraction`` (folds whose median-over-seeds return beats the baseline, over the
+        folds compared), ``folds_beating``, ``folds``, ``folds_undefined``, ``per_fold`` (a list
+        of bool, ``None`` where undefined), ``fraction_of_runs``, ``runs_beating``, ``runs``,
+        ``per_run`` (``[seeds][folds]`` bool or ``None``). Fractions are ``NaN`` when nothing
+        could be compared.
+    :raises DataError: when the shapes do not match.
+    """
+    agent = score_matrix(agent_returns_by_fold)
+    base = _baseline_matrix(baseline_returns_by_fold, agent)
+    run_defined = np.isfinite(agent) & np.isfinite(base)
+    run_beats = run_defined & (np.where(run_defined, agent, 0.0) > np.where(run_defined, base, 0.0))
+    per_run = [
+        [bool(run_beats[i, j]) if run_defined[i, j] else None for j in range(agent.shape[1])]
+        for i in range(agent.shape[0])
+    ]
+    per_fold: list[bool | None] = []
+    for j in range(agent.shape[1]):
+        a = agent[:, j][np.isfinite(agent[:, j])]
+        b = base[:, j][np.isfinite(base[:, j])]
+        per_fold.append(bool(np.median(a) > np.median(b)) if a.size and b.size else None)
+    compared = [v for v in per_fold if v is not None]
+    runs = int(run_defined.sum())
+    return {
+        "fraction": sum(compared) / len(compared) if compared else math.nan,
+        "folds_beating": int(sum(compared)),
+        "folds": len(compared),
+        "folds_undefined": len(per_fold) - len(compared),
+        "per_fold": per_fold,
+        "fraction_of_runs": int(run_beats.sum()) / runs if runs else math.nan,
+        "runs_beating": int(run_beats.sum()),
+        "runs": runs,
+        "per_run": per_run,
+    }
