@@ -7,12 +7,20 @@ coverage is checked on a known distribution; the SPA test on a planted edge and 
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 from scipy.stats import trim_mean
 
 from rltrade.errors import ConfigError, DataError
-from rltrade.evaluation.aggregate import fraction_beating, iqm, stratified_bootstrap_ci
+from rltrade.evaluation.aggregate import (
+    MIN_SPA_OBSERVATIONS,
+    fraction_beating,
+    iqm,
+    spa_test,
+    stratified_bootstrap_ci,
+)
 
 # --------------------------------------------------------------------------------------------
 # IQM
@@ -170,3 +178,112 @@ def test_fraction_beating_leaves_undefined_folds_out() -> None:
 def test_fraction_beating_refuses_mismatched_shapes() -> None:
     with pytest.raises(DataError, match="one return per fold"):
         fraction_beating(np.zeros((2, 3)), np.zeros(4))
+
+
+# --------------------------------------------------------------------------------------------
+# Hansen's SPA test
+# --------------------------------------------------------------------------------------------
+
+
+def _market(seed: int, n: int = 500) -> tuple[np.random.Generator, np.ndarray]:
+    """A zero-drift random-walk market: its per-period returns are buy-and-hold's."""
+    rng = np.random.default_rng(seed)
+    return rng, rng.normal(0.0, 0.01, n)
+
+
+def _random_agent(rng: np.random.Generator, market: np.ndarray, k: int = 1) -> np.ndarray:
+    """Random long / flat / short positions on the market: no edge by construction."""
+    positions = rng.choice([-1.0, 0.0, 1.0], size=(market.size, k))
+    return (positions * market[:, None]).squeeze()
+
+
+def test_spa_finds_a_planted_edge() -> None:
+    rng, market = _market(0, 1000)
+    agent = market + 0.001 + rng.normal(0.0, 0.005, market.size)
+    out = spa_test(agent, market, reps=300, seed=1)
+    assert out["consistent"] < 0.01 and out["lower"] < 0.01 and out["upper"] < 0.01
+    assert out["mean_excess_return"][0] == pytest.approx(np.mean(agent - market))
+    assert out["n_observations"] == 1000 and out["n_models"] == 1
+    assert out["bootstrap"] == "stationary" and not out["degenerate"]
+
+
+def test_spa_finds_the_one_seed_with_an_edge_among_several() -> None:
+    rng, market = _market(3, 1000)
+    agents = np.stack([_random_agent(rng, market), _random_agent(rng, market),
+                       market + 0.0015 + rng.normal(0.0, 0.005, market.size)], axis=1)
+    assert spa_test(agents, market, reps=300, seed=0)["consistent"] < 0.01
+    assert spa_test(agents[:, :2], market, reps=300, seed=0)["consistent"] > 0.05
+
+
+def test_spa_sees_nothing_in_a_random_agent() -> None:
+    rng, market = _market(0)
+    out = spa_test(_random_agent(rng, market), market, reps=300, seed=0)
+    assert out["consistent"] > 0.05
+    assert out["lower"] <= out["consistent"] <= out["upper"]
+
+
+def test_spa_rejects_about_five_percent_of_random_agents() -> None:
+    # the size of the test: under the null the consistent p-value is about uniform
+    rejections = 0
+    for seed in range(40):
+        rng, market = _market(100 + seed)
+        agents = _random_agent(rng, market, k=2)
+        rejections += spa_test(agents, market, reps=200, seed=seed)["consistent"] < 0.05
+    assert rejections <= 5, rejections
+
+
+def test_spa_is_reproducible_and_reports_its_block_size() -> None:
+    rng, market = _market(5)
+    agent = _random_agent(rng, market)
+    a = spa_test(agent, market, reps=200, seed=4)
+    assert a == spa_test(agent, market, reps=200, seed=np.random.default_rng(4))
+    assert a["block_size_source"] == "politis_white" and a["block_size"] >= 1
+    given = spa_test(agent, market, reps=200, block_size=7, seed=4)
+    assert given["block_size"] == 7 and given["block_size_source"] == "given"
+
+
+def test_spa_block_size_grows_with_serial_dependence() -> None:
+    rng = np.random.default_rng(8)
+    shocks = rng.normal(0.0, 0.01, 2000)
+    persistent = np.empty_like(shocks)
+    persistent[0] = shocks[0]
+    for t in range(1, shocks.size):
+        persistent[t] = 0.8 * persistent[t - 1] + shocks[t]
+    market = rng.normal(0.0, 0.01, 2000)
+    iid = spa_test(market + shocks, market, reps=50)["block_size"]
+    dependent = spa_test(market + persistent, market, reps=50)["block_size"]
+    assert iid <= 3 < 10 <= dependent
+
+
+def test_spa_of_the_benchmark_against_itself_is_degenerate() -> None:
+    _, market = _market(1)
+    same = spa_test(market, market, reps=50)
+    assert same["degenerate"] and same["consistent"] == 1.0 and same["upper"] == 1.0
+    ahead = spa_test(market + 0.001, market, reps=50)
+    assert ahead["degenerate"] and ahead["consistent"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("agent", "benchmark", "kwargs", "error", "match"),
+    [
+        (np.zeros(100), np.zeros(99), {}, DataError, "100 periods, benchmark_returns 99"),
+        (np.ones(MIN_SPA_OBSERVATIONS - 1), np.zeros(MIN_SPA_OBSERVATIONS - 1), {}, DataError,
+         f"at least {MIN_SPA_OBSERVATIONS}"),
+        (np.r_[np.nan, np.ones(99)], np.zeros(100), {}, DataError, "non-finite"),
+        (np.zeros(100), np.zeros((100, 2)), {}, DataError, "one series"),
+        (np.zeros((100, 2, 2)), np.zeros(100), {}, DataError, "per-period returns"),
+        (np.ones(100), np.zeros(100), {"reps": 0}, ConfigError, "reps"),
+        (np.ones(100), np.zeros(100), {"block_size": 0}, ConfigError, "block_size"),
+    ],
+)
+def test_spa_refuses_bad_input(agent: np.ndarray, benchmark: np.ndarray, kwargs: dict,
+                               error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        spa_test(agent, benchmark, **kwargs)
+
+
+def test_spa_without_arch_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "arch.bootstrap", None)
+    _, market = _market(2)
+    with pytest.raises(ImportError, match=r"rltrade\[stats\]"):
+        spa_test(market * 0.5, market)

@@ -31,6 +31,24 @@ Beating a baseline (:func:`fraction_beating`)
     baseline return are all undefined is left out of ``fraction`` and counted in
     ``folds_undefined``.
 
+Hansen's SPA test (:func:`spa_test`)
+    Hansen (2005), "A Test for Superior Predictive Ability", as implemented by
+    :class:`arch.bootstrap.SPA` (the ``stats`` extra: ``pip install 'rltrade[stats]'``). Losses
+    are negative per-period returns: the benchmark's losses are ``-benchmark_returns``, each
+    model's ``-agent_returns[:, k]`` (one column per seed or agent), so the loss differential is
+    ``agent - benchmark`` per period. The null hypothesis is that **no** agent has a higher
+    expected per-period return than the benchmark; a small p-value rejects it. Three p-values:
+    ``consistent`` (Hansen's, the one to read), ``lower`` and ``upper`` (bounds from never / always
+    re-centring models that look worse than the benchmark; ``upper`` is White's Reality Check).
+    The bootstrap is the **stationary bootstrap** (Politis & Romano 1994), seeded. Its mean block
+    length defaults to the Politis & White (2004; Patton, Politis & White 2009) optimal stationary
+    block length of the loss differential (the largest over its columns, rounded up, at least 1:
+    1 means the differential shows no serial dependence), from
+    :func:`arch.bootstrap.optimal_block_length`; arch's own default would be ``sqrt(T)``.
+    When every column of the differential is constant (the agent *is* the benchmark, plus a
+    constant), the bootstrap has nothing to resample: the p-values are 0 when the constant is
+    positive and 1 otherwise, and ``degenerate`` says so.
+
 Undefined scores
     A non-finite score (``NaN``: a Sharpe ratio of a flat equity curve is undefined) is left
     out of the pool and of its task's resampling; the other runs of the task still count. A task
@@ -49,11 +67,17 @@ import numpy as np
 
 from rltrade.errors import ConfigError, DataError
 
+#: The fewest stitched periods :func:`spa_test` accepts: the block length and the long-run
+#: variance need a sample, and the p-values of a shorter one mean little.
+MIN_SPA_OBSERVATIONS = 30
+
 __all__ = [
+    "MIN_SPA_OBSERVATIONS",
     "Interval",
     "fraction_beating",
     "iqm",
     "score_matrix",
+    "spa_test",
     "stratified_bootstrap_ci",
 ]
 
@@ -240,3 +264,121 @@ def fraction_beating(agent_returns_by_fold: Any, baseline_returns_by_fold: Any) 
         "runs": runs,
         "per_run": per_run,
     }
+
+
+def _returns_matrix(values: Any, name: str) -> np.ndarray:
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2 or x.shape[1] == 0:
+        raise DataError(
+            f"{name} must be per-period returns [periods] or [periods, models], got shape "
+            f"{np.shape(values)}"
+        )
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).sum())
+        raise DataError(
+            f"{name} holds {bad} non-finite value(s): the SPA test needs a return for every "
+            f"period (drop undefined periods from both series first)"
+        )
+    return x
+
+
+def spa_test(
+    agent_returns: Any,
+    benchmark_returns: Any,
+    reps: int = 1000,
+    block_size: int | None = None,
+    seed: int | np.random.Generator = 0,
+) -> dict[str, Any]:
+    """Hansen's test of superior predictive ability of the agent(s) over a benchmark.
+
+    Run it on the stitched out-of-sample per-period returns, the benchmark (buy-and-hold) on the
+    same periods. See the module docstring for the losses, the p-values and the block length.
+
+    :param agent_returns: per-period returns after costs, ``[T]`` or ``[T, k]`` (one column per
+        seed or agent: the test then asks whether *any* of them beats the benchmark, accounting
+        for having looked at ``k``).
+    :param benchmark_returns: the benchmark's per-period returns on the same ``T`` periods.
+    :param reps: bootstrap replicates.
+    :param block_size: mean block length of the stationary bootstrap, in periods; ``None``
+        chooses it from the data (Politis & White).
+    :param seed: an int seed or a :class:`numpy.random.Generator` for the bootstrap.
+    :return: ``{"consistent", "lower", "upper"}`` p-values, ``block_size``,
+        ``block_size_source`` (``"politis_white"`` or ``"given"``), ``bootstrap``
+        (``"stationary"``), ``reps``, ``n_observations``, ``n_models``,
+        ``mean_excess_return`` (per period, per model: agent minus benchmark), ``degenerate``.
+    :raises DataError: for mismatched lengths, fewer than :data:`MIN_SPA_OBSERVATIONS` periods
+        or non-finite returns.
+    :raises ConfigError: for ``reps < 1`` or ``block_size < 1``.
+    :raises ImportError: without the ``arch`` package.
+    """
+    agent = _returns_matrix(agent_returns, "agent_returns")
+    bench = np.asarray(benchmark_returns, dtype=np.float64)
+    if bench.ndim == 2 and bench.shape[1] == 1:
+        bench = bench[:, 0]
+    if bench.ndim != 1:
+        raise DataError(
+            f"benchmark_returns must be one series of per-period returns, got shape "
+            f"{np.shape(benchmark_returns)}"
+        )
+    bench = _returns_matrix(bench, "benchmark_returns")[:, 0]
+    if agent.shape[0] != bench.shape[0]:
+        raise DataError(
+            f"agent_returns has {agent.shape[0]} periods, benchmark_returns {bench.shape[0]}: "
+            f"the SPA test compares the same periods; align both on the stitched test windows"
+        )
+    t = agent.shape[0]
+    if t < MIN_SPA_OBSERVATIONS:
+        raise DataError(
+            f"the SPA test needs at least {MIN_SPA_OBSERVATIONS} periods of out-of-sample "
+            f"returns, got {t}"
+        )
+    if int(reps) != reps or reps < 1:
+        raise ConfigError(f"reps must be a positive integer, got {reps!r}")
+    if block_size is not None and (int(block_size) != block_size or block_size < 1):
+        raise ConfigError(f"block_size must be a positive integer or None, got {block_size!r}")
+    try:
+        from arch.bootstrap import SPA, optimal_block_length
+    except ImportError as exc:
+        raise ImportError(
+            "Hansen's SPA test needs arch: pip install 'rltrade[stats]' (or arch>=7.0)"
+        ) from exc
+
+    diff = agent - bench[:, None]
+    excess = diff.mean(axis=0)
+    result: dict[str, Any] = {
+        "bootstrap": "stationary",
+        "reps": int(reps),
+        "n_observations": int(t),
+        "n_models": int(agent.shape[1]),
+        "mean_excess_return": excess.tolist(),
+        "degenerate": False,
+    }
+    spread = np.ptp(diff, axis=0)
+    if np.all(spread <= 1e-12 * np.maximum(np.max(np.abs(diff), axis=0), 1e-300)):
+        p = 0.0 if np.max(excess) > 0 else 1.0
+        result.update(
+            consistent=p, lower=p, upper=p, degenerate=True,
+            block_size=None if block_size is None else int(block_size),
+            block_size_source="given" if block_size is not None else None,
+        )
+        return result
+    if block_size is None:
+        lengths = optimal_block_length(diff)["stationary"].to_numpy()
+        chosen = max(1, math.ceil(float(np.max(lengths))))
+        source = "politis_white"
+    else:
+        chosen, source = int(block_size), "given"
+    spa = SPA(-bench, -agent, block_size=chosen, reps=int(reps), bootstrap="stationary",
+              seed=_generator(seed))
+    spa.compute()
+    pvalues = spa.pvalues
+    result.update(
+        consistent=float(pvalues["consistent"]),
+        lower=float(pvalues["lower"]),
+        upper=float(pvalues["upper"]),
+        block_size=chosen,
+        block_size_source=source,
+    )
+    return result
