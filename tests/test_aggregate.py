@@ -7,9 +7,11 @@ coverage is checked on a known distribution; the SPA test on a planted edge and 
 
 from __future__ import annotations
 
+import json
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import trim_mean
 
@@ -20,6 +22,7 @@ from rltrade.evaluation.aggregate import (
     iqm,
     spa_test,
     stratified_bootstrap_ci,
+    summarize_seeds_and_folds,
 )
 
 # --------------------------------------------------------------------------------------------
@@ -287,3 +290,83 @@ def test_spa_without_arch_says_what_to_install(monkeypatch: pytest.MonkeyPatch) 
     _, market = _market(2)
     with pytest.raises(ImportError, match=r"rltrade\[stats\]"):
         spa_test(market * 0.5, market)
+
+
+# --------------------------------------------------------------------------------------------
+# the seeds × folds summary
+# --------------------------------------------------------------------------------------------
+
+
+def _table(n_folds: int = 5, n_seeds: int = 3, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fold in range(n_folds):
+        bh = rng.normal(0.0, 0.05)
+        for s in range(n_seeds):
+            rows.append({"fold": fold, "seed": s, "sharpe": rng.normal(0.5, 1.0),
+                         "total_return": bh + rng.normal(0.01, 0.03),
+                         "buy_and_hold_return": bh, "flat_return": 0.0, "extra": "ignored"})
+    return pd.DataFrame(rows)
+
+
+def test_summary_matches_its_parts() -> None:
+    table = _table()
+    out = summarize_seeds_and_folds(table, reps=300, seed=3)
+    json.dumps(out, allow_nan=False)
+    assert out["folds"] == [0, 1, 2, 3, 4] and out["seeds"] == [0, 1, 2]
+    assert out["n_folds"] == 5 and out["n_seeds"] == 3 and out["spa"] is None
+    sharpe = table.pivot(index="seed", columns="fold", values="sharpe").to_numpy()
+    total = table.pivot(index="seed", columns="fold", values="total_return").to_numpy()
+    assert out["sharpe"]["iqm"] == pytest.approx(trim_mean(sharpe.ravel(), 0.25))
+    assert out["total_return"]["iqm"] == pytest.approx(trim_mean(total.ravel(), 0.25))
+    for key in ("sharpe", "total_return"):
+        entry = out[key]
+        assert entry["ci_lower"] <= entry["iqm"] <= entry["ci_upper"]
+        assert entry["level"] == 0.95 and entry["reps"] == 300 and entry["n"] == 15
+        assert entry["method"] == "percentile"
+    bh = table.pivot(index="seed", columns="fold", values="buy_and_hold_return").to_numpy()
+    assert out["beats_buy_and_hold"] == fraction_beating(total, bh[0])
+    assert out["beats_flat"] == fraction_beating(total, np.zeros(5))
+    assert out == summarize_seeds_and_folds(table.sample(frac=1.0, random_state=1), reps=300,
+                                            seed=3)
+    assert out != summarize_seeds_and_folds(table, reps=300, seed=4)
+
+
+def test_summary_with_the_spa_test_and_undefined_values() -> None:
+    table = _table(n_folds=4, n_seeds=2)
+    table.loc[0, "sharpe"] = None  # a flat agent: its Sharpe ratio is undefined
+    table = table.drop(index=7)  # fold 3, seed 1 never finished
+    rng, market = _market(9, 400)
+    agent = market + 0.002 + rng.normal(0.0, 0.004, market.size)
+    out = summarize_seeds_and_folds(table, reps=200, agent_returns=agent,
+                                    benchmark_returns=market, spa_reps=200)
+    json.dumps(out, allow_nan=False)
+    assert out["sharpe"]["n"] == 6 and out["sharpe"]["n_undefined"] == 2
+    assert out["total_return"]["n"] == 7 and out["beats_flat"]["runs"] == 7
+    assert out["beats_flat"]["per_run"][1][3] is None
+    assert out["spa"]["consistent"] < 0.01 and out["spa"]["n_observations"] == 400
+    assert out["undefined"] == []
+
+
+def test_summary_reports_what_was_undefined() -> None:
+    table = _table(n_folds=2, n_seeds=2)
+    table["sharpe"] = np.nan
+    out = summarize_seeds_and_folds(table, reps=20)
+    assert out["sharpe"]["iqm"] is None
+    assert {"sharpe.iqm", "sharpe.ci_lower", "sharpe.ci_upper"} <= set(out["undefined"])
+
+
+@pytest.mark.parametrize(
+    ("change", "kwargs", "match"),
+    [
+        (lambda t: t.drop(columns="flat_return"), {}, "flat_return"),
+        (lambda t: t.iloc[:0], {}, "no rows"),
+        (lambda t: pd.concat([t, t.iloc[[2]]]), {}, r"duplicated \(fold, seed\)"),
+        (lambda t: t.assign(sharpe="high"), {}, "numeric"),
+        (lambda t: t, {"agent_returns": np.zeros(50)}, "both"),
+    ],
+)
+def test_summary_refuses_bad_tables(change: object, kwargs: dict, match: str) -> None:
+    with pytest.raises(DataError, match=match):
+        summarize_seeds_and_folds(change(_table()), reps=10, **kwargs)  # type: ignore[operator]
+

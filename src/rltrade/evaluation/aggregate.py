@@ -49,6 +49,14 @@ Hansen's SPA test (:func:`spa_test`)
     constant), the bootstrap has nothing to resample: the p-values are 0 when the constant is
     positive and 1 otherwise, and ``degenerate`` says so.
 
+The summary of a walk-forward (:func:`summarize_seeds_and_folds`)
+    From a tidy table, one row per fold and seed (:data:`SUMMARY_COLUMNS`), the IQM and
+    stratified bootstrap interval of the out-of-sample Sharpe ratio and total return over the
+    ``[seeds, folds]`` matrix, the fractions of folds beating buy-and-hold and flat, and, when
+    the stitched per-period returns are given, the SPA test against buy-and-hold. The bootstraps
+    of the Sharpe ratio, the return and the SPA test draw from independent streams spawned from
+    one seed (:class:`numpy.random.SeedSequence`), so the result is reproducible.
+
 Undefined scores
     A non-finite score (``NaN``: a Sharpe ratio of a flat equity curve is undefined) is left
     out of the pool and of its task's resampling; the other runs of the task still count. A task
@@ -64,8 +72,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from rltrade.errors import ConfigError, DataError
+from rltrade.evaluation.metrics import json_ready
 
 #: The fewest stitched periods :func:`spa_test` accepts: the block length and the long-run
 #: variance need a sample, and the p-values of a shorter one mean little.
@@ -73,13 +83,20 @@ MIN_SPA_OBSERVATIONS = 30
 
 __all__ = [
     "MIN_SPA_OBSERVATIONS",
+    "SUMMARY_COLUMNS",
     "Interval",
     "fraction_beating",
     "iqm",
     "score_matrix",
     "spa_test",
     "stratified_bootstrap_ci",
+    "summarize_seeds_and_folds",
 ]
+
+#: The columns :func:`summarize_seeds_and_folds` reads: one row per fold and seed; returns are
+#: fractions after costs on the fold's test window, ``sharpe`` the annualised Sharpe ratio
+#: (``metrics["performance"]["sharpe"]``; ``NaN``/``None`` where undefined).
+SUMMARY_COLUMNS = ("fold", "seed", "sharpe", "total_return", "buy_and_hold_return", "flat_return")
 
 #: A statistic over pooled scores: ``f(x, axis=...)`` like :func:`numpy.mean`, :func:`iqm`.
 Statistic = Callable[..., Any]
@@ -382,3 +399,109 @@ def spa_test(
         block_size_source=source,
     )
     return result
+
+
+def _pivot(table: pd.DataFrame, column: str, seeds: list[Any], folds: list[Any]) -> np.ndarray:
+    """``table[column]`` as a ``[seeds, folds]`` matrix, ``NaN`` where a run is missing."""
+    try:
+        values = table[column].astype("float64")
+    except (TypeError, ValueError) as exc:
+        raise DataError(f"metrics_table column {column!r} must be numeric: {exc}") from exc
+    frame = pd.DataFrame({"seed": table["seed"], "fold": table["fold"], "v": values})
+    wide = frame.pivot(index="seed", columns="fold", values="v")
+    return wide.reindex(index=seeds, columns=folds).to_numpy(dtype=np.float64)
+
+
+def _interval_entry(interval: Interval) -> dict[str, Any]:
+    entry = interval.to_dict()
+    return {
+        "iqm": entry.pop("point"),
+        "ci_lower": entry.pop("lower"),
+        "ci_upper": entry.pop("upper"),
+        **entry,
+    }
+
+
+def summarize_seeds_and_folds(
+    metrics_table: pd.DataFrame,
+    *,
+    reps: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    agent_returns: Any = None,
+    benchmark_returns: Any = None,
+    spa_reps: int = 1000,
+    block_size: int | None = None,
+) -> dict[str, Any]:
+    """Aggregate statistics of an agent over walk-forward folds and seeds, JSON-ready.
+
+    :param metrics_table: one row per fold and seed with the columns :data:`SUMMARY_COLUMNS`
+        (other columns are ignored): ``fold`` and ``seed`` identify the run, ``sharpe`` and
+        ``total_return`` are the agent's out-of-sample metrics after costs on the fold's test
+        window, ``buy_and_hold_return`` and ``flat_return`` the baselines' on the same window.
+        Undefined values are ``None``/``NaN``; a missing (fold, seed) row counts as undefined.
+    :param reps: bootstrap replicates of the intervals.
+    :param level: confidence level of the intervals.
+    :param seed: seed of every bootstrap here.
+    :param agent_returns: the stitched out-of-sample per-period returns, ``[T]`` (e.g. the
+        seeds' median) or ``[T, seeds]``; with ``benchmark_returns``, adds the SPA test.
+    :param benchmark_returns: buy-and-hold's per-period returns on the same ``T`` periods.
+    :param spa_reps: bootstrap replicates of the SPA test.
+    :param block_size: the SPA test's mean block length (``None``: chosen from the data).
+    :return: a dict that ``json.dumps(..., allow_nan=False)`` accepts: ``folds``, ``seeds``
+        (their ids, sorted; every per-fold list follows ``folds``), ``n_folds``, ``n_seeds``,
+        ``sharpe`` and ``total_return`` (each ``iqm``, ``ci_lower``, ``ci_upper``, ``level``,
+        ``reps``, ``n``, ``n_undefined``, ``method``), ``beats_buy_and_hold`` and ``beats_flat``
+        (:func:`fraction_beating`), ``spa`` (:func:`spa_test`, or ``None``), ``undefined``
+        (dotted paths of the values that were not finite, now ``None``).
+    :raises DataError: for missing columns, duplicated (fold, seed) rows, non-numeric values, an
+        empty table, or only one of the two return series.
+    """
+    missing = [c for c in SUMMARY_COLUMNS if c not in metrics_table.columns]
+    if missing:
+        raise DataError(
+            f"metrics_table lacks the column(s) {missing}; it needs one row per fold and seed "
+            f"with {list(SUMMARY_COLUMNS)}"
+        )
+    if metrics_table.empty:
+        raise DataError("metrics_table has no rows: no fold was evaluated")
+    duplicated = metrics_table.duplicated(subset=["fold", "seed"])
+    if duplicated.any():
+        first = metrics_table.loc[duplicated, ["fold", "seed"]].iloc[0].tolist()
+        raise DataError(
+            f"metrics_table has {int(duplicated.sum())} duplicated (fold, seed) row(s), first "
+            f"(fold, seed) = {tuple(first)}: give one row per run"
+        )
+    if (agent_returns is None) != (benchmark_returns is None):
+        raise DataError(
+            "the SPA test needs both agent_returns and benchmark_returns (or neither)"
+        )
+    folds = sorted(metrics_table["fold"].unique().tolist())
+    seeds = sorted(metrics_table["seed"].unique().tolist())
+    streams = [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)]
+    sharpe = _pivot(metrics_table, "sharpe", seeds, folds)
+    total = _pivot(metrics_table, "total_return", seeds, folds)
+    summary: dict[str, Any] = {
+        "folds": folds,
+        "seeds": seeds,
+        "n_folds": len(folds),
+        "n_seeds": len(seeds),
+        "sharpe": _interval_entry(
+            stratified_bootstrap_ci(sharpe, iqm, reps=reps, level=level, rng=streams[0])
+        ),
+        "total_return": _interval_entry(
+            stratified_bootstrap_ci(total, iqm, reps=reps, level=level, rng=streams[1])
+        ),
+        "beats_buy_and_hold": fraction_beating(
+            total, _pivot(metrics_table, "buy_and_hold_return", seeds, folds)
+        ),
+        "beats_flat": fraction_beating(total, _pivot(metrics_table, "flat_return", seeds, folds)),
+        "spa": None,
+    }
+    if agent_returns is not None:
+        summary["spa"] = spa_test(agent_returns, benchmark_returns, reps=spa_reps,
+                                  block_size=block_size, seed=streams[2])
+    undefined: list[str] = []
+    ready = json_ready(summary, "", undefined)
+    ready["undefined"] = undefined
+    return ready
