@@ -266,6 +266,14 @@ def test_spa_of_the_benchmark_against_itself_is_degenerate() -> None:
     assert ahead["degenerate"] and ahead["consistent"] == 0.0
 
 
+def test_spa_with_one_seed_equal_to_the_benchmark_still_tests_the_others() -> None:
+    rng, market = _market(6)
+    agents = np.stack([market, market + 0.002 + rng.normal(0.0, 0.005, market.size)], axis=1)
+    with np.errstate(divide="raise", invalid="raise"):
+        out = spa_test(agents, market, reps=200, seed=0)
+    assert not out["degenerate"] and out["consistent"] < 0.01 and out["block_size"] >= 1
+
+
 @pytest.mark.parametrize(
     ("agent", "benchmark", "kwargs", "error", "match"),
     [

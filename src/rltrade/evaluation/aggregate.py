@@ -43,8 +43,10 @@ Hansen's SPA test (:func:`spa_test`)
     The bootstrap is the **stationary bootstrap** (Politis & Romano 1994), seeded. Its mean block
     length defaults to the Politis & White (2004; Patton, Politis & White 2009) optimal stationary
     block length of the loss differential (the largest over its columns, rounded up, at least 1:
-    1 means the differential shows no serial dependence), from
+    1 means the differential shows no serial dependence; constant columns are skipped), from
     :func:`arch.bootstrap.optimal_block_length`; arch's own default would be ``sqrt(T)``.
+    arch (8.0) forms the p-values from the maximum *mean* differential, not studentized; the
+    differential's long-run variance enters only the consistent p-value's re-centring rule.
     When every column of the differential is constant (the agent *is* the benchmark, plus a
     constant), the bootstrap has nothing to resample: the p-values are 0 when the constant is
     positive and 1 otherwise, and ``degenerate`` says so.
@@ -372,8 +374,8 @@ def spa_test(
         "mean_excess_return": excess.tolist(),
         "degenerate": False,
     }
-    spread = np.ptp(diff, axis=0)
-    if np.all(spread <= 1e-12 * np.maximum(np.max(np.abs(diff), axis=0), 1e-300)):
+    constant = np.ptp(diff, axis=0) <= 1e-12 * np.max(np.abs(diff), axis=0)
+    if constant.all():
         p = 0.0 if np.max(excess) > 0 else 1.0
         result.update(
             consistent=p, lower=p, upper=p, degenerate=True,
@@ -382,7 +384,8 @@ def spa_test(
         )
         return result
     if block_size is None:
-        lengths = optimal_block_length(diff)["stationary"].to_numpy()
+        # a constant column has no autocorrelation to measure (and would divide by zero)
+        lengths = optimal_block_length(diff[:, ~constant])["stationary"].to_numpy()
         chosen = max(1, math.ceil(float(np.max(lengths))))
         source = "politis_white"
     else:
