@@ -48,6 +48,12 @@ def test_iqm_ignores_an_outlying_seed() -> None:
     assert np.mean(scores) < -3
 
 
+def test_iqm_propagates_nan_instead_of_trimming_it_away() -> None:
+    assert np.isnan(iqm([1.0, 2.0, 3.0, np.nan]))
+    rows = iqm(np.array([[1.0, 2.0, 3.0, np.nan], [1.0, 2.0, 3.0, 4.0]]), axis=1)
+    assert np.isnan(rows[0]) and rows[1] == 2.5
+
+
 def test_iqm_of_nothing_is_refused() -> None:
     with pytest.raises(DataError, match="empty"):
         iqm([])

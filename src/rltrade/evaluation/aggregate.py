@@ -15,8 +15,8 @@ Interquartile mean (:func:`iqm`)
 
 Stratified bootstrap (:func:`stratified_bootstrap_ci`)
     Each replicate resamples the runs **with replacement independently within each task**
-    (column): a fold always contributes as many values as it has, only which seeds does
-    varies. The statistic of the pooled replicate is recorded; the interval is the
+    (column): a fold always contributes as many values as it has, only which of its seeds
+    represent it varies. The statistic of the pooled replicate is recorded; the interval is the
     **percentile** interval (the ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles of the
     replicates, linear interpolation), rliable's default. Replicates come from a seeded
     :class:`numpy.random.Generator`, so an interval is reproducible bit for bit.
@@ -113,7 +113,9 @@ def iqm(scores: Any, axis: int | None = None) -> Any:
     :param scores: the scores, any shape.
     :param axis: the axis to reduce; ``None`` pools all values (rliable's IQM of a
         ``[runs, tasks]`` matrix).
-    :return: a float for ``axis=None``, else an array without ``axis``.
+    :return: a float for ``axis=None``, else an array without ``axis``; ``NaN`` where the
+        sample holds a ``NaN`` (leave undefined scores out first, as
+        :func:`stratified_bootstrap_ci` does).
     :raises DataError: for an empty sample.
     """
     x = np.asarray(scores, dtype=np.float64)
@@ -126,6 +128,8 @@ def iqm(scores: Any, axis: int | None = None) -> Any:
     cut = int(0.25 * n)
     middle = np.sort(x, axis=axis).take(np.arange(cut, n - cut), axis=axis)
     result = middle.mean(axis=axis)
+    # sorting moves NaN to the end, where trimming could silently drop it: propagate it instead
+    result = np.where(np.isnan(x).any(axis=axis), np.nan, result)
     return float(result) if np.ndim(result) == 0 else result
 
 
