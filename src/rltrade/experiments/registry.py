@@ -125,13 +125,17 @@ def config_hash(config: Any) -> str:
 
     The seed has its own column, so the seeds of one configuration share a hash (and
     :meth:`TrialRegistry.returns_matrix` can group by configuration); the description is prose.
-    The hash is of the canonical JSON (sorted keys) of ``config.to_dict()`` (a
-    :class:`~rltrade.config.RunConfig`) or of the mapping given.
+    The hash is of the canonical JSON (sorted keys) of the config validated again from its
+    ``to_dict()`` (so defaults left unresolved, e.g. ``RunConfig()``'s feature spec, hash like
+    their resolved form) or of the mapping given.
 
     :param config: a ``RunConfig`` or its ``to_dict()``.
     :return: 64 hex characters.
     """
-    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    if hasattr(config, "to_dict") and hasattr(config, "from_dict"):
+        data = type(config).from_dict(config.to_dict()).to_dict()
+    else:
+        data = dict(config)
     data = json.loads(json.dumps(data, default=str))  # a deep, plain copy
     data.pop("description", None)
     training = data.get("training")

@@ -1,0 +1,254 @@
+"""The trial registry: rows, returns files, crash safety, alignment, DSR from the trials."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rltrade.config import RunConfig
+from rltrade.errors import ConfigError
+from rltrade.evaluation.significance import (
+    deflated_sharpe_ratio,
+    effective_n_trials,
+    probabilistic_sharpe_ratio,
+    sharpe_stats,
+)
+from rltrade.experiments.registry import (
+    REGISTRY_ENV,
+    RETURNS_FILE,
+    SCHEMA_VERSION,
+    RegistryError,
+    TrialRegistry,
+    config_hash,
+    experiment_dsr,
+    registry_path,
+)
+
+HOUR = 3600 * 10**9
+
+
+def _record(reg: TrialRegistry, root: Path, name: str, returns, start: int = 0, **kw) -> int:
+    run = root / name
+    run.mkdir(parents=True, exist_ok=True)
+    r = np.asarray(returns, dtype=float)
+    ts = (start + np.arange(r.size, dtype=np.int64)) * HOUR
+    kw.setdefault("experiment", "exp")
+    kw.setdefault("config_hash", "c" + name)
+    return reg.record(run_path=run, returns=r, timestamps=ts, **kw)
+
+
+def _count(path: Path) -> int:
+    con = sqlite3.connect(path)
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return con.execute("SELECT COUNT(*) FROM trials").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_record_and_read_back_a_trial(tmp_path):
+    reg = TrialRegistry(tmp_path / "runs" / "registry.sqlite")
+    r = np.random.default_rng(0).normal(0.001, 0.01, 50)
+    tid = _record(reg, tmp_path / "runs", "a", r, seed=3, fold=2, data_fingerprint="fp",
+                  ranges={"test": {"start": "2020-01-01"}}, bars_per_year=8760)
+    (t,) = reg.trials("exp")
+    assert (t.id, t.seed, t.fold, t.data_fingerprint, t.n_returns) == (tid, 3, 2, "fp", 50)
+    assert t.ranges == {"test": {"start": "2020-01-01"}} and t.bars_per_year == 8760
+    assert t.sharpe == pytest.approx(sharpe_stats(r)[0])
+    assert t.returns_file == (tmp_path / "runs" / "a" / RETURNS_FILE).resolve()
+    arr = np.load(t.returns_file, allow_pickle=False)  # plain structured array, no pickle
+    assert arr.dtype.names == ("timestamp", "ret")
+    ts, got = t.load_returns()
+    np.testing.assert_array_equal(got, r)
+    np.testing.assert_array_equal(ts, np.arange(50) * HOUR)
+    # the returns path is stored relative to the registry: the runs folder can move whole
+    shutil.move(tmp_path / "runs", tmp_path / "moved")
+    (t2,) = TrialRegistry(tmp_path / "moved" / "registry.sqlite").trials()
+    np.testing.assert_array_equal(t2.load_returns()[1], r)
+    assert reg.trials("other") == [] and TrialRegistry(tmp_path / "none.sqlite").trials() == []
+
+
+def test_a_run_recorded_again_replaces_its_row(tmp_path):
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    _record(reg, tmp_path, "a", [0.01, -0.02, 0.03])
+    second = _record(reg, tmp_path, "a", [0.01, 0.02])
+    assert [(t.id, t.n_returns) for t in reg.trials()] == [(second, 2)]
+
+
+def test_record_refuses_bad_inputs(tmp_path):
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    (tmp_path / "a").mkdir()
+    with pytest.raises(ConfigError, match="timestamps"):
+        reg.record(run_path=tmp_path / "a", experiment="e", config_hash="h",
+                   returns=[0.1, 0.2], timestamps=[1])
+    with pytest.raises(ConfigError, match="increasing"):
+        reg.record(run_path=tmp_path / "a", experiment="e", config_hash="h",
+                   returns=[0.1, 0.2], timestamps=[2, 1])
+    with pytest.raises(ConfigError, match="experiment"):
+        reg.record(run_path=tmp_path / "a", experiment=" ", config_hash="h",
+                   returns=[0.1], timestamps=[1])
+    with pytest.raises(ConfigError, match="does not exist"):
+        reg.record(run_path=tmp_path / "b", experiment="e", config_hash="h",
+                   returns=[0.1], timestamps=[1])
+    assert reg.trials() == []
+
+
+def test_an_error_inside_the_transaction_writes_nothing(tmp_path):
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    _record(reg, tmp_path, "a", [0.01, 0.02])
+    with pytest.raises(RuntimeError, match="boom"), reg.transaction() as con:
+        con.execute("DELETE FROM trials")
+        con.execute("INSERT INTO trials (created_at, run_path, experiment, config_hash, ranges, "
+                    "n_returns, returns_path) VALUES ('t', 'half', 'e', 'h', '{}', 0, 'x')")
+        raise RuntimeError("boom")
+    assert [t.run_path for t in reg.trials()] == [str(tmp_path / "a")]
+
+
+#: records trial "b", but SIGKILLs itself when SQLite starts the COMMIT (the row is inserted)
+KILL_AT_COMMIT = """
+import os, signal, sys
+import numpy as np
+from rltrade.experiments.registry import TrialRegistry
+
+class Dying(TrialRegistry):
+    def connect(self):
+        con = super().connect()
+        def trace(sql):
+            if sql.strip().upper() == "COMMIT" and os.environ.get("ARMED"):
+                os.kill(os.getpid(), signal.SIGKILL)
+            if sql.lstrip().upper().startswith("INSERT INTO TRIALS"):
+                os.environ["ARMED"] = "1"
+        con.set_trace_callback(trace)
+        return con
+
+root = sys.argv[1]
+os.makedirs(root + "/b", exist_ok=True)
+Dying(root + "/registry.sqlite").record(run_path=root + "/b", experiment="exp",
+    config_hash="h", returns=np.array([0.1, 0.2]), timestamps=np.array([1, 2]))
+print("not killed")
+"""
+
+
+def test_a_process_killed_mid_commit_leaves_no_half_written_row(tmp_path):
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    _record(reg, tmp_path, "a", [0.01, 0.02])
+    proc = subprocess.run([sys.executable, "-c", KILL_AT_COMMIT, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stdout + proc.stderr  # SIGKILL, inside the transaction
+    assert _count(tmp_path / "registry.sqlite") == 1
+    assert [t.run_path for t in reg.trials()] == [str(tmp_path / "a")]
+    _record(reg, tmp_path, "c", [0.01, 0.02])  # and the registry still takes writes
+    assert _count(tmp_path / "registry.sqlite") == 2
+
+
+def test_forget_by_id_and_by_experiment(tmp_path):
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    a = _record(reg, tmp_path, "a", [0.01, 0.02])
+    _record(reg, tmp_path, "b", [0.01, 0.02])
+    _record(reg, tmp_path, "c", [0.01, 0.02], experiment="other")
+    assert reg.forget([a]) == 1
+    assert reg.forget(experiment="exp") == 1
+    assert [t.experiment for t in reg.trials()] == ["other"]
+    assert (tmp_path / "a" / RETURNS_FILE).is_file()  # the run keeps its returns
+    with pytest.raises(ConfigError, match="not both"):
+        reg.forget()
+    with pytest.raises(ConfigError, match="not both"):
+        reg.forget([1], experiment="other")
+
+
+def test_returns_matrix_aligns_by_timestamp(tmp_path):
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    _record(reg, tmp_path, "a", [1.0, 2.0, 3.0, 4.0], start=0, config_hash="x", seed=0)
+    _record(reg, tmp_path, "b", [10.0, 20.0, 30.0], start=2, config_hash="x", seed=1)
+    _record(reg, tmp_path, "c", [5.0, 6.0, 7.0, 8.0, 9.0], start=1, config_hash="y")
+    inner = reg.returns_matrix("exp")
+    np.testing.assert_array_equal(inner.timestamps, np.array([2, 3]) * HOUR)
+    np.testing.assert_array_equal(inner.returns, [[3.0, 10.0, 6.0], [4.0, 20.0, 7.0]])
+    assert inner.labels == ["trial 1", "trial 2", "trial 3"]
+    outer = reg.returns_matrix("exp", join="outer")
+    assert outer.returns.shape == (6, 3) and np.isnan(outer.returns[0, 1:]).all()
+    by_config = reg.returns_matrix("exp", by="config", join="outer")
+    assert by_config.trial_ids == [[1, 2], [3]]
+    # seeds of one configuration: their mean where both have a return, else the one there is
+    np.testing.assert_array_equal(by_config.returns[:, 0], [1.0, 2.0, 6.5, 12.0, 30.0, np.nan])
+    with pytest.raises(ConfigError, match="no trials"):
+        reg.returns_matrix("nope")
+
+
+def test_a_file_that_is_not_a_registry_or_is_newer_is_refused(tmp_path):
+    bad = tmp_path / "bad.sqlite"
+    bad.write_bytes(b"not a database at all, just text" * 100)
+    with pytest.raises(RegistryError, match="not a trial registry"):
+        TrialRegistry(bad).trials()
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    _record(reg, tmp_path, "a", [0.01, 0.02])
+    con = sqlite3.connect(reg.path)
+    con.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    con.commit()
+    con.close()
+    with pytest.raises(RegistryError, match="newer"):
+        reg.trials()
+
+
+def test_registry_path_precedence(tmp_path, monkeypatch):
+    monkeypatch.delenv(REGISTRY_ENV, raising=False)
+    assert registry_path(runs_root=tmp_path) == tmp_path / "registry.sqlite"
+    monkeypatch.setenv(REGISTRY_ENV, str(tmp_path / "env.sqlite"))
+    assert registry_path(runs_root=tmp_path) == tmp_path / "env.sqlite"
+    assert registry_path(tmp_path / "arg.sqlite", tmp_path) == tmp_path / "arg.sqlite"
+
+
+def test_config_hash_is_stable_and_ignores_the_seed():
+    base = RunConfig()
+    assert config_hash(base) == config_hash(RunConfig())
+    assert config_hash(base) == config_hash(base.with_overrides(training={"seed": 99}))
+    assert config_hash(base) != config_hash(base.with_overrides(training={"total_steps": 999}))
+
+
+# -- DSR from the registry ------------------------------------------------------------------
+def test_dsr_with_one_trial_equals_psr(tmp_path):
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    r = np.random.default_rng(1).normal(0.002, 0.01, 200)
+    _record(reg, tmp_path, "a", r)
+    out = experiment_dsr(reg, "exp", r)
+    sr, skew, kurt, n = sharpe_stats(r)
+    assert out["n_trials"] == 1 and out["dsr"] == out["psr"]
+    assert out["psr"] == pytest.approx(probabilistic_sharpe_ratio(sr, 0.0, n, skew, kurt))
+    assert experiment_dsr(reg, "exp", r, n_trials="effective")["dsr"] == out["psr"]
+
+
+def test_dsr_with_several_trials_is_below_psr(tmp_path):
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    rng = np.random.default_rng(2)
+    trials = [rng.normal(0.0, 0.01, 300) for _ in range(8)]
+    for k, r in enumerate(trials):
+        _record(reg, tmp_path, f"t{k}", r)
+    best = max(trials, key=lambda r: sharpe_stats(r)[0])
+    out = experiment_dsr(reg, "exp", best)
+    assert out["n_trials"] == 8 and out["dsr"] < out["psr"]
+    sharpes = [sharpe_stats(r)[0] for r in trials]
+    assert out["var_trials"] == pytest.approx(np.var(sharpes, ddof=1))
+    assert out["dsr"] == pytest.approx(deflated_sharpe_ratio(best, trial_sharpes=sharpes))
+    eff = experiment_dsr(reg, "exp", best, n_trials="effective")
+    assert 1 < eff["n_trials"] <= 8 and out["dsr"] <= eff["dsr"] < eff["psr"]
+    with pytest.raises(ConfigError, match="no trials"):
+        experiment_dsr(reg, "nope", best)
+
+
+def test_effective_n_trials_counts_correlated_trials_once():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(500, 1))
+    assert effective_n_trials(np.repeat(x, 5, axis=1)) == pytest.approx(1.0)
+    independent = effective_n_trials(rng.normal(size=(500, 5)))
+    assert 4.5 < independent <= 5.0
+    half = effective_n_trials(x + rng.normal(size=(500, 5)))  # pairwise correlation ~0.5
+    assert 2.5 < half < 3.5
+    assert effective_n_trials(x) == 1.0
+    with pytest.raises(ConfigError):
+        effective_n_trials(np.zeros(5))
