@@ -252,3 +252,73 @@ def test_effective_n_trials_counts_correlated_trials_once():
     assert effective_n_trials(x) == 1.0
     with pytest.raises(ConfigError):
         effective_n_trials(np.zeros(5))
+
+
+# -- the CLI and the training hook ----------------------------------------------------------
+def test_trials_list_and_forget_with_confirmation(tmp_path, capsys, monkeypatch):
+    from cli_helpers import run_cli
+
+    monkeypatch.delenv(REGISTRY_ENV, raising=False)
+    reg = TrialRegistry(tmp_path / "runs" / "registry.sqlite")
+    _record(reg, tmp_path / "runs", "a", [0.01, -0.02, 0.03], experiment="alpha",
+            bars_per_year=8760)
+    _record(reg, tmp_path / "runs", "b", [0.01, 0.02, -0.01], experiment="beta", seed=7)
+    runs = ["--runs-dir", str(tmp_path / "runs")]
+    code, out, err = run_cli(["trials", "list", *runs], capsys)
+    assert code == 0, err
+    assert "alpha" in out and "beta" in out and ": 2" in out
+    code, out, _ = run_cli(["trials", "list", "--experiment", "beta", *runs], capsys)
+    assert "alpha" not in out and "beta" in out and "/bar" in out
+    # the prompt: "n" keeps everything, "y" forgets
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("n\n"))
+    code, out, _ = run_cli(["trials", "forget", "--experiment", "alpha", *runs], capsys)
+    assert code == 0 and "Forget 1 trial(s)" in out and "nothing forgotten" in out
+    assert len(reg.trials()) == 2
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("y\n"))
+    code, out, _ = run_cli(["trials", "forget", "--experiment", "alpha", *runs], capsys)
+    assert code == 0 and "forgot 1 trial(s)" in out
+    assert [t.experiment for t in reg.trials()] == ["beta"]
+    (beta,) = reg.trials()
+    code, out, _ = run_cli(["trials", "forget", "--id", str(beta.id), "--yes",
+                            "--registry", str(reg.path)], capsys)
+    assert code == 0 and reg.trials() == []
+    code, _, err = run_cli(["trials", "forget", "--id", "99", "--yes", *runs], capsys)
+    assert code == 2 and "no trial with id 99" in err
+    code, _, err = run_cli(["trials", "forget", *runs], capsys)
+    assert code == 2 and "--experiment NAME or --id N" in err
+
+
+def test_a_completed_training_run_is_recorded_as_a_trial(tmp_path, small_config, capsys,
+                                                         monkeypatch):
+    from cli_helpers import run_cli
+    from rltrade.agents.training import train
+    from rltrade.evaluation import run_backtest
+    from rltrade.experiments.registry import backtest_returns
+
+    monkeypatch.delenv(REGISTRY_ENV, raising=False)
+    cfg = small_config(training={"total_steps": 128, "eval_freq": 0, "checkpoint_freq": 0})
+    path = tmp_path / "small.yaml"
+    path.write_text(cfg.to_yaml())
+    runs = tmp_path / "runs"
+    code, _, err = run_cli(["train", "--config", str(path), "--name", "one", "--runs-dir",
+                            str(runs), "--experiment", "sweep", "--no-progress"], capsys)
+    assert code == 0, err
+    (t,) = TrialRegistry(runs / "registry.sqlite").trials("sweep")
+    assert t.run_path == str(runs / "one") and t.seed == cfg.training.seed
+    assert t.config_hash == config_hash(cfg)
+    # the returns are the final evaluation's: the backtest of the final model on the eval slice
+    result = train(cfg, "two", runs_root=runs, registry=tmp_path / "elsewhere.sqlite")
+    bt = run_backtest(result.model, result.data.eval, cfg.env, normalizer=result.data.normalizer)
+    ts, r = backtest_returns(bt)
+    (t2,) = TrialRegistry(tmp_path / "elsewhere.sqlite").trials("two")  # experiment = name
+    got_ts, got_r = t2.load_returns()
+    np.testing.assert_array_equal(got_ts, ts)
+    np.testing.assert_array_equal(got_r, r)
+    assert t2.data_fingerprint == result.data.dataset.fingerprint
+    assert t2.bars_per_year == result.final_eval["bars_per_year"]
+    assert t2.ranges["evaluation"]["bars"] == len(result.data.eval)
+    # compounding the returns gives the evaluation's total return
+    assert np.prod(1 + got_r) - 1 == pytest.approx(result.final_eval["total_return"])
+    train(cfg, "three", runs_root=runs, record_trial=False)
+    assert [t.run_path for t in TrialRegistry(runs / "registry.sqlite").trials()] == [
+        str(runs / "one")]

@@ -46,6 +46,7 @@ import numpy as np
 
 from rltrade.data.store import atomic_write_bytes
 from rltrade.errors import ConfigError, RLTradeError
+from rltrade.evaluation.series import equity_returns, steps_index
 from rltrade.evaluation.significance import (
     deflated_sharpe_ratio,
     effective_n_trials,
@@ -61,6 +62,7 @@ __all__ = [
     "ReturnsMatrix",
     "Trial",
     "TrialRegistry",
+    "backtest_returns",
     "config_hash",
     "experiment_dsr",
     "registry_path",
@@ -143,6 +145,21 @@ def config_hash(config: Any) -> str:
         training.pop("seed", None)
     canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def backtest_returns(result: Any) -> tuple[np.ndarray, np.ndarray]:
+    """A backtest's per-period returns, as the metrics define them (the first bar against the
+    initial equity, :func:`~rltrade.evaluation.series.equity_returns`), with their bars' UTC
+    open timestamps.
+
+    :param result: a :class:`~rltrade.evaluation.backtest.BacktestResult`.
+    :return: ``(timestamps, returns)``: int64 nanoseconds and float64, one per bar run.
+    """
+    steps = result.steps
+    timestamps = steps_index(steps).as_unit("ns").asi8.astype(np.int64)
+    returns = equity_returns(steps["equity"].to_numpy(dtype=float),
+                             float(result.summary["initial_equity"]))
+    return timestamps, returns
 
 
 @dataclass(frozen=True)
