@@ -322,3 +322,25 @@ def test_a_completed_training_run_is_recorded_as_a_trial(tmp_path, small_config,
     train(cfg, "three", runs_root=runs, record_trial=False)
     assert [t.run_path for t in TrialRegistry(runs / "registry.sqlite").trials()] == [
         str(runs / "one")]
+
+
+def test_pbo_of_an_experiments_configurations(tmp_path):
+    from rltrade.evaluation.overfitting import probability_of_backtest_overfitting
+    from rltrade.experiments.registry import experiment_pbo
+
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    rng = np.random.default_rng(4)
+    columns = []
+    for k in range(4):  # four configurations, two seeds each
+        seeds = [rng.normal(0.0, 0.01, 64) for _ in range(2)]
+        for s, r in enumerate(seeds):
+            _record(reg, tmp_path, f"c{k}s{s}", r, config_hash=f"cfg{k}", seed=s)
+        columns.append((seeds[0] + seeds[1]) / 2)
+    res = experiment_pbo(reg, "exp", 8)
+    want = probability_of_backtest_overfitting(np.column_stack(columns), 8)
+    np.testing.assert_allclose(res.logits, want.logits)
+    assert res.details["labels"] == ["cfg0", "cfg1", "cfg2", "cfg3"]
+    assert experiment_pbo(reg, "exp", 8, by="trial").details["n_configurations"] == 8
+    _record(reg, tmp_path, "lone", rng.normal(size=64), experiment="one")
+    with pytest.raises(ConfigError, match="PBO compares at least two"):
+        experiment_pbo(reg, "one", 8)

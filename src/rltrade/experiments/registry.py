@@ -24,7 +24,8 @@ transaction. A ``schema_version`` table holds :data:`SCHEMA_VERSION`; a registry
 newer rltrade is refused rather than misread.
 
 :func:`experiment_dsr` deflates a Sharpe ratio by the experiment's trials (see its docstring
-for ``N`` and ``V``).
+for ``N`` and ``V``); :func:`experiment_pbo` is the Probability of Backtest Overfitting of its
+configurations.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ import numpy as np
 
 from rltrade.data.store import atomic_write_bytes
 from rltrade.errors import ConfigError, RLTradeError
+from rltrade.evaluation.overfitting import (
+    DEFAULT_MAX_COMBINATIONS,
+    PBOResult,
+    probability_of_backtest_overfitting,
+)
 from rltrade.evaluation.series import equity_returns, steps_index
 from rltrade.evaluation.significance import (
     deflated_sharpe_ratio,
@@ -65,6 +71,7 @@ __all__ = [
     "backtest_returns",
     "config_hash",
     "experiment_dsr",
+    "experiment_pbo",
     "registry_path",
 ]
 
@@ -518,3 +525,35 @@ def experiment_dsr(registry: TrialRegistry, experiment: str,
     return {"dsr": dsr, "psr": psr, "n_trials": n, "n_recorded": len(trials),
             "var_trials": var, "sharpe": sharpe_stats(returns, risk_free)[0],
             "n_trials_method": method}
+
+
+def experiment_pbo(registry: TrialRegistry, experiment: str, n_partitions: int = 16, *,
+                   by: Literal["trial", "config"] = "config",
+                   max_combinations: int = DEFAULT_MAX_COMBINATIONS,
+                   seed: int = 0) -> PBOResult:
+    """Probability of Backtest Overfitting of the experiment's configurations (CSCV,
+    :func:`~rltrade.evaluation.overfitting.probability_of_backtest_overfitting`).
+
+    The matrix is :meth:`TrialRegistry.returns_matrix` with ``join="inner"``: by default one
+    column per configuration (its seeds averaged, its folds stitched), on the periods every
+    configuration has.
+
+    :param registry: the registry.
+    :param experiment: the experiment.
+    :param n_partitions: ``S`` (even).
+    :param by: ``"config"`` or ``"trial"`` columns.
+    :param max_combinations: the most CSCV combinations computed (a seeded sample above).
+    :param seed: seed of that sample.
+    :return: the :class:`~rltrade.evaluation.overfitting.PBOResult`; its ``details`` add
+        ``labels`` (the columns) and ``trial_ids``.
+    :raises ConfigError: fewer than two configurations, or too few common periods.
+    """
+    matrix = registry.returns_matrix(experiment, by=by, join="inner")
+    if matrix.returns.shape[1] < 2:
+        raise ConfigError(f"experiment {experiment!r} has {matrix.returns.shape[1]} "
+                          f"{'configuration' if by == 'config' else 'trial'}; PBO compares at "
+                          "least two")
+    result = probability_of_backtest_overfitting(matrix.returns, n_partitions,
+                                                 max_combinations=max_combinations, seed=seed)
+    result.details.update(labels=matrix.labels, trial_ids=matrix.trial_ids)
+    return result
