@@ -269,6 +269,7 @@ def test_trials_list_and_forget_with_confirmation(tmp_path, capsys, monkeypatch)
     assert "alpha" in out and "beta" in out and ": 2" in out
     code, out, _ = run_cli(["trials", "list", "--experiment", "beta", *runs], capsys)
     assert "alpha" not in out and "beta" in out and "/bar" in out
+    assert "N = 1 trial(s)" in out
     # the prompt: "n" keeps everything, "y" forgets
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO("n\n"))
     code, out, _ = run_cli(["trials", "forget", "--experiment", "alpha", *runs], capsys)
@@ -344,3 +345,57 @@ def test_pbo_of_an_experiments_configurations(tmp_path):
     _record(reg, tmp_path, "lone", rng.normal(size=64), experiment="one")
     with pytest.raises(ConfigError, match="PBO compares at least two"):
         experiment_pbo(reg, "one", 8)
+
+
+def test_trials_list_of_an_experiment_says_n_v_and_pbo(tmp_path, capsys, monkeypatch):
+    from cli_helpers import run_cli
+
+    monkeypatch.delenv(REGISTRY_ENV, raising=False)
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    rng = np.random.default_rng(5)
+    for k in range(3):
+        _record(reg, tmp_path, f"r{k}", rng.normal(0, 0.01, 64))
+    code, out, err = run_cli(["trials", "list", "-e", "exp", "--registry", str(reg.path)],
+                             capsys)
+    assert code == 0, err
+    assert "N = 3 trial(s); effective N = " in out and "V = " in out
+    assert "PBO = " in out and "over 3 configurations (CSCV, S = 16)" in out
+
+
+def test_train_resume_is_not_refused_for_the_registry_env_var(tmp_path, small_config, capsys,
+                                                              monkeypatch):
+    from cli_helpers import lock_held_elsewhere, run_cli
+    from rltrade.runs import Run
+
+    monkeypatch.setenv(REGISTRY_ENV, str(tmp_path / "env.sqlite"))
+    run_ = Run.create("busy", small_config(), tmp_path)
+    run_.release_lock()
+    with lock_held_elsewhere(run_.path) as holder:
+        code, _out, err = run_cli(["train", "--resume", str(run_.path), "--no-progress"], capsys)
+    assert code == 2 and f"is in use by process {holder.pid}" in err  # not "drop --registry"
+
+
+#: ``python -c WRITER REGISTRY ROOT TAG``: records 15 trials
+WRITER = """
+import sys
+import numpy as np
+from pathlib import Path
+from rltrade.experiments.registry import TrialRegistry
+
+reg, root, tag = TrialRegistry(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+for k in range(15):
+    run = root / f"{tag}{k}"
+    run.mkdir()
+    reg.record(run_path=run, experiment=tag, config_hash="h", returns=np.ones(3) * k,
+               timestamps=np.arange(3))
+"""
+
+
+def test_concurrent_writers_lose_no_trial(tmp_path):
+    reg = TrialRegistry(tmp_path / "registry.sqlite")
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(reg.path), str(tmp_path), tag],
+                              stderr=subprocess.PIPE, text=True) for tag in ("a", "b")]
+    for p in procs:
+        assert p.wait(timeout=120) == 0, p.stderr.read() if p.stderr else ""
+    assert len(reg.trials("a")) == len(reg.trials("b")) == 15
+    assert _count(reg.path) == 30

@@ -570,10 +570,11 @@ def train_cmd(
     from rltrade.errors import ConfigError
 
     if resume is not None:
-        if (config is not None or name is not None or overwrite_failed
-                or experiment is not None or registry is not None):
+        # (--registry is not refused: RLTRADE_REGISTRY fills it; a resumed run records itself
+        # where its metadata says, else $RLTRADE_REGISTRY, else beside the run)
+        if config is not None or name is not None or overwrite_failed or experiment is not None:
             raise ConfigError("--resume continues a run with its own config: drop "
-                              "--config/--name/--overwrite-failed/--experiment/--registry")
+                              "--config/--name/--overwrite-failed/--experiment")
         result = resume_run(resume, progress=progress)
     else:
         if name is None:
@@ -845,6 +846,36 @@ def trials_list(
                       "-" if t.fold is None else str(t.fold), sharpe, f"{t.n_returns:,}",
                       t.created_at)
     console.print(table)
+    if experiment and trials:
+        console.print(_selection_line(reg, experiment), markup=False, highlight=False,
+                      soft_wrap=True)
+
+
+def _selection_line(reg, experiment: str) -> str:
+    """What the experiment's trials imply for DSR (N, effective N, V) and PBO."""
+    from rltrade.errors import RLTradeError
+    from rltrade.evaluation.significance import effective_n_trials
+    from rltrade.experiments.registry import experiment_pbo
+
+    trials = reg.trials(experiment)
+    sharpes = [t.sharpe for t in trials if t.sharpe is not None]
+    parts = [f"N = {len(trials)} trial(s)"]
+    if len(trials) > 1:
+        try:
+            n_eff = effective_n_trials(reg.returns_matrix(experiment, join="inner").returns)
+            parts.append(f"effective N = {n_eff:.2f}")
+        except RLTradeError as exc:
+            parts.append(f"effective N: n/a ({exc})")
+    if len(sharpes) > 1:
+        parts.append(f"V = {float(np.var(sharpes, ddof=1)):.3g} (variance of per-bar Sharpe)")
+    if len({t.config_hash for t in trials}) > 1:
+        try:
+            res = experiment_pbo(reg, experiment)
+            parts.append(f"PBO = {res.pbo:.2f} over {res.details['n_configurations']} "
+                         f"configurations (CSCV, S = {res.details['n_partitions']})")
+        except RLTradeError as exc:
+            parts.append(f"PBO: n/a ({exc})")
+    return "; ".join(parts)
 
 
 @trials_app.command("forget")
