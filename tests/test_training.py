@@ -334,6 +334,11 @@ def test_sigkill_mid_training_then_resume_completes(tmp_path, small_config):
     assert run.state["status"] == "completed"
     manifest = run.manifest
     assert manifest["resumed"] is True and manifest["steps"] == 30080
+    # the resumed run, once complete, is recorded as a trial of its experiment (its name)
+    from rltrade.experiments.registry import TrialRegistry
+
+    (trial,) = TrialRegistry(tmp_path / "registry.sqlite").trials("crash")
+    assert trial.run_path == str(run_dir) and trial.n_returns == manifest["final_eval"]["bars"]
     # this session's speed is over this session's steps; the totals count the first session too
     assert res.resumed_from == killed_at and res.session_steps == 30080 - killed_at
     assert manifest["session"] == {"resumed_from": killed_at, "steps": 30080 - killed_at,

@@ -510,6 +510,13 @@ def config_validate(
         console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)
 
 
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option("--registry", envvar="RLTRADE_REGISTRY",
+                 help="Trial registry file (default: RUNS_DIR/registry.sqlite)."),
+]
+
+
 def _eval_table(title: str, rows: list[tuple[str, dict]]) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("policy", "total return", "max drawdown", "trades", "Sharpe", "bars"):
@@ -546,11 +553,16 @@ def train_cmd(
         help="If a failed run holds --name, move it aside to NAME.failed-<time> and train "
              "under the name again.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    experiment: Annotated[str | None, typer.Option(
+        "--experiment", help="Record the run as a trial of this experiment (default: the run "
+                             "name).")] = None,
+    registry: RegistryOpt = None,
 ) -> None:
     """Train an agent into runs/NAME (or resume a crashed run).
 
     Nothing is written before the data and config are checked; a run is trained by one process
     at a time (a second one, e.g. a --resume of a run still training, exits 2 naming the pid).
+    A completed run is recorded as a trial in the registry (see 'rltrade trials').
     """
     from rltrade.agents.training import resume as resume_run
     from rltrade.agents.training import train
@@ -558,9 +570,11 @@ def train_cmd(
     from rltrade.errors import ConfigError
 
     if resume is not None:
-        if config is not None or name is not None or overwrite_failed:
+        # (--registry is not refused: RLTRADE_REGISTRY fills it; a resumed run records itself
+        # where its metadata says, else $RLTRADE_REGISTRY, else beside the run)
+        if config is not None or name is not None or overwrite_failed or experiment is not None:
             raise ConfigError("--resume continues a run with its own config: drop "
-                              "--config/--name/--overwrite-failed")
+                              "--config/--name/--overwrite-failed/--experiment")
         result = resume_run(resume, progress=progress)
     else:
         if name is None:
@@ -570,7 +584,8 @@ def train_cmd(
             cfg = cfg.with_overrides(training={"total_steps": steps})
         result = train(cfg, name, runs_root=runs_dir, backtest_start=backtest_start,
                        backtest_end=backtest_end, allow_overlap=allow_overlap,
-                       progress=progress, overwrite_failed=overwrite_failed)
+                       progress=progress, overwrite_failed=overwrite_failed,
+                       experiment=experiment, registry=registry)
     _after_training(result)
 
 
@@ -785,6 +800,121 @@ def demo_cmd(
                           result.comparison, result.train.run.name)
     if result.backtest is not None:
         _print_backtest(result.backtest)
+
+
+# ------------------------------------------------------------------------------------------
+# trials
+
+trials_app = typer.Typer(help="The trial registry: every training run, for DSR and PBO.",
+                         no_args_is_help=True)
+app.add_typer(trials_app, name="trials")
+
+
+def _open_registry(registry: Path | None, runs_dir: Path):
+    from rltrade.experiments.registry import TrialRegistry, registry_path
+
+    return TrialRegistry(registry_path(registry, runs_dir))
+
+
+@trials_app.command("list")
+def trials_list(
+    experiment: Annotated[str | None, typer.Option("--experiment", "-e",
+                                                   help="Only this experiment.")] = None,
+    registry: RegistryOpt = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs live.")] = Path("runs"),
+) -> None:
+    """List the recorded trials (Sharpe: annualised where the bars per year are known)."""
+    from rich.markup import escape
+
+    reg = _open_registry(registry, runs_dir)
+    trials = reg.trials(experiment)
+    scope = f"experiment {experiment!r}" if experiment else "all experiments"
+    table = Table(title=f"Trials in {reg.path} ({scope}): {len(trials)}", title_justify="left")
+    for col in ("id", "experiment", "run", "config", "seed", "fold", "Sharpe", "bars",
+                "recorded"):
+        table.add_column(col, justify="right" if col in ("id", "seed", "fold", "Sharpe",
+                                                          "bars") else "left")
+    for t in trials:
+        if t.sharpe is None:
+            sharpe = "-"
+        elif t.bars_per_year:
+            sharpe = f"{t.sharpe * float(np.sqrt(t.bars_per_year)):.2f}"
+        else:
+            sharpe = f"{t.sharpe:.4f}/bar"
+        table.add_row(str(t.id), escape(t.experiment), escape(t.run_path), t.config_hash[:12],
+                      "-" if t.seed is None else str(t.seed),
+                      "-" if t.fold is None else str(t.fold), sharpe, f"{t.n_returns:,}",
+                      t.created_at)
+    console.print(table)
+    if experiment and trials:
+        console.print(_selection_line(reg, experiment), markup=False, highlight=False,
+                      soft_wrap=True)
+
+
+def _selection_line(reg, experiment: str) -> str:
+    """What the experiment's trials imply for DSR (N, effective N, V) and PBO."""
+    from rltrade.errors import RLTradeError
+    from rltrade.evaluation.significance import effective_n_trials
+    from rltrade.experiments.registry import experiment_pbo
+
+    trials = reg.trials(experiment)
+    sharpes = [t.sharpe for t in trials if t.sharpe is not None]
+    parts = [f"N = {len(trials)} trial(s)"]
+    if len(trials) > 1:
+        try:
+            n_eff = effective_n_trials(reg.returns_matrix(experiment, join="inner").returns)
+            parts.append(f"effective N = {n_eff:.2f}")
+        except RLTradeError as exc:
+            parts.append(f"effective N: n/a ({exc})")
+    if len(sharpes) > 1:
+        parts.append(f"V = {float(np.var(sharpes, ddof=1)):.3g} (variance of per-bar Sharpe)")
+    if len({t.config_hash for t in trials}) > 1:
+        try:
+            res = experiment_pbo(reg, experiment)
+            parts.append(f"PBO = {res.pbo:.2f} over {res.details['n_configurations']} "
+                         f"configurations (CSCV, S = {res.details['n_partitions']})")
+        except RLTradeError as exc:
+            parts.append(f"PBO: n/a ({exc})")
+    return "; ".join(parts)
+
+
+@trials_app.command("forget")
+def trials_forget(
+    experiment: Annotated[str | None, typer.Option("--experiment", "-e",
+                                                   help="Forget every trial of it.")] = None,
+    ids: Annotated[list[int] | None, typer.Option("--id", help="Trial id (repeatable).")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask.")] = False,
+    registry: RegistryOpt = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs live.")] = Path("runs"),
+) -> None:
+    """Remove trials from the registry (the run directories stay). Forgetting trials lowers
+    the N that deflates every Sharpe ratio of the experiment: only forget mistakes."""
+    from rltrade.errors import ConfigError
+
+    if (experiment is None) == (not ids):
+        raise ConfigError("trials forget needs --experiment NAME or --id N (not both)")
+    reg = _open_registry(registry, runs_dir)
+    if experiment is not None:
+        chosen = reg.trials(experiment)
+    else:
+        wanted = set(ids or [])
+        chosen = [t for t in reg.trials() if t.id in wanted]
+        missing = sorted(wanted - {t.id for t in chosen})
+        if missing:
+            raise ConfigError(f"no trial with id {', '.join(map(str, missing))} in {reg.path}")
+    if not chosen:
+        console.print(f"no trials of experiment {experiment!r} in {reg.path}; nothing to forget",
+                      markup=False, highlight=False)
+        return
+    what = f"{len(chosen)} trial(s) ({', '.join(str(t.id) for t in chosen)})"
+    if not yes and not typer.confirm(f"Forget {what} in {reg.path}?", default=False):
+        console.print("nothing forgotten", markup=False, highlight=False)
+        return
+    if experiment is not None:
+        n = reg.forget(experiment=experiment)
+    else:
+        n = reg.forget([t.id for t in chosen])
+    console.print(f"forgot {n} trial(s) in {reg.path}", markup=False, highlight=False)
 
 
 # ------------------------------------------------------------------------------------------

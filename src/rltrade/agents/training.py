@@ -56,7 +56,8 @@ from rltrade.logs import hold_run_logs, release_deferred_logs, run_log_files
 from rltrade.runs import Run, machine_info, package_versions, utc_now
 
 __all__ = ["PreparedData", "StepPlan", "TrainResult", "buy_and_hold_return", "evaluate",
-           "evaluation_summary", "planned_steps", "prepare_data", "resume", "step_plan", "train"]
+           "evaluation_backtest", "evaluation_summary", "planned_steps", "prepare_data",
+           "resume", "step_plan", "train"]
 
 log = logger.bind(component="train")
 dlog = logger.bind(component="data")
@@ -176,10 +177,20 @@ def evaluate(model: Any, dataset: Dataset, env_config: EnvConfig, normalizer: No
         ``bankrupt``, ``buy_and_hold_return`` (the backtest's benchmark over the same bars) and
         ``bars_per_year``.
     """
-    result = run_backtest(model, dataset, env_config, normalizer=normalizer,
-                          deterministic=deterministic, bars_per_year=bars_per_year,
-                          equity_floor=equity_floor, name="evaluation")
-    return evaluation_summary(result)
+    return evaluation_summary(evaluation_backtest(model, dataset, env_config, normalizer,
+                                                  deterministic, bars_per_year=bars_per_year,
+                                                  equity_floor=equity_floor))
+
+
+def evaluation_backtest(model: Any, dataset: Dataset, env_config: EnvConfig,
+                        normalizer: Normalizer, deterministic: bool = True, *,
+                        bars_per_year: float | None = None,
+                        equity_floor: bool = False) -> BacktestResult:
+    """The backtest behind :func:`evaluate` (same parameters), whole: its steps give the
+    evaluation's per-period returns (what a run records as its trial)."""
+    return run_backtest(model, dataset, env_config, normalizer=normalizer,
+                        deterministic=deterministic, bars_per_year=bars_per_year,
+                        equity_floor=equity_floor, name="evaluation")
 
 
 def evaluation_summary(result: BacktestResult) -> dict[str, Any]:
@@ -289,6 +300,8 @@ class _Trainer:
         self.best = state.get("best_eval")
         self.show_progress = progress
         self._progress: Any = None
+        #: the latest evaluation's backtest (the final one records the run as a trial)
+        self.last_backtest: BacktestResult | None = None
         self._task: Any = None
         self._t0 = time.perf_counter()
         self._start_steps = 0
@@ -343,8 +356,11 @@ class _Trainer:
 
     def evaluate(self, model: BaseAlgorithm) -> dict[str, Any]:
         ev = self.config.evaluation
-        result = evaluate(model, self.data.eval, self.config.env, self.data.normalizer,
-                          bars_per_year=ev.bars_per_year, equity_floor=ev.equity_floor)
+        backtest = evaluation_backtest(model, self.data.eval, self.config.env,
+                                       self.data.normalizer, bars_per_year=ev.bars_per_year,
+                                       equity_floor=ev.equity_floor)
+        self.last_backtest = backtest
+        result = evaluation_summary(backtest)
         result["step"] = int(model.num_timesteps)
         self.evaluations.append(result)
         if self.best is None or result["total_return"] > self.best["total_return"]:
@@ -619,7 +635,8 @@ def _metadata(run: Run, config: RunConfig, data: PreparedData, model: BaseAlgori
 def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
           backtest_start: str | None = None, backtest_end: str | None = None,
           allow_overlap: bool = False, progress: bool = False,
-          overwrite_failed: bool = False) -> TrainResult:
+          overwrite_failed: bool = False, experiment: str | None = None,
+          registry: str | Path | None = None, record_trial: bool = True) -> TrainResult:
     """Train ``config`` into a new run directory ``runs_root/name`` (never overwritten).
 
     Everything that can be checked is checked before the directory exists (the name, the
@@ -634,6 +651,12 @@ def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
     :param overwrite_failed: when a failed run holds the name, move it aside to
         ``<name>.failed-<UTC time>`` and train under the name again (see
         :meth:`rltrade.runs.Run.create`).
+    :param experiment: the experiment the run is a trial of (default: the run name).
+    :param registry: the trial registry file (default: ``$RLTRADE_REGISTRY``, else
+        ``runs_root/registry.sqlite``; see :func:`rltrade.experiments.registry.registry_path`).
+    :param record_trial: record the completed run in the registry, with its final
+        evaluation's per-period returns (a resumed run records itself when it completes). A
+        driver that records its own trials (walk-forward) passes ``False``.
     :raises ConfigError: the name is taken or invalid, a bad hyperparameter, a backtest range
         that overlaps training; :class:`~rltrade.errors.DataError` for data that cannot train.
     """
@@ -657,13 +680,38 @@ def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
                 from rltrade.data.store import atomic_write_json
 
                 atomic_write_json(run.path / "forecast_diagnostics.json", diagnostics)
-            return _fit(run, config, data, env, model, progress, resume_from=None, mode=mode)
+            trial = {"record": record_trial, "experiment": experiment or name,
+                     "registry": None if registry is None else str(registry)}
+            return _fit(run, config, data, env, model, progress, resume_from=None, mode=mode,
+                        trial=trial)
     except BaseException as exc:
         if run.state.get("status") == "created":  # failed before training started
             run.write_state(status="failed", error=f"{type(exc).__name__}: {exc}")
         raise
     finally:
         run.release_lock()
+
+
+def _record_trial(run: Run, config: RunConfig, data: PreparedData,
+                  backtest: BacktestResult | None) -> None:
+    """Record the completed run in the trial registry its metadata names (``trial``)."""
+    options = run.metadata.get("trial") or {"record": True, "experiment": run.name}
+    if not options.get("record", True) or backtest is None:
+        return
+    from rltrade.experiments.registry import TrialRegistry, backtest_returns, config_hash
+    from rltrade.experiments.registry import registry_path as resolve_registry
+
+    timestamps, returns = backtest_returns(backtest)
+    path = resolve_registry(options.get("registry"), run.path.parent)
+    training = run.metadata.get("training", {})
+    trial_id = TrialRegistry(path).record(
+        run_path=run.path, experiment=options.get("experiment") or run.name,
+        config_hash=config_hash(config), returns=returns, timestamps=timestamps,
+        seed=config.training.seed, data_fingerprint=data.dataset.fingerprint,
+        ranges={"train": training.get("range"), "evaluation": training.get("eval_range")},
+        bars_per_year=(backtest.metrics or {}).get("run", {}).get("bars_per_year"))
+    log.info("recorded as trial {} of experiment {!r} in {}", trial_id,
+             options.get("experiment") or run.name, path)
 
 
 def _forecast_diagnostics(config: RunConfig, data: PreparedData) -> dict[str, Any] | None:
@@ -736,11 +784,13 @@ def resume(path: str | Path, *, progress: bool = False) -> TrainResult:
 
 def _fit(run: Run, config: RunConfig, data: PreparedData, env: VecEnv, model: BaseAlgorithm,
          progress: bool, resume_from: Path | None, mode: str,
-         prior_wall: float = 0.0) -> TrainResult:
+         prior_wall: float = 0.0, trial: dict[str, Any] | None = None) -> TrainResult:
     release_deferred_logs()  # the run is committed: from here on its log lines matter
     done = int(model.num_timesteps)
     if resume_from is None:
-        run.write_metadata(_metadata(run, config, data, model, mode))
+        run.write_metadata({**_metadata(run, config, data, model, mode),
+                            "trial": trial or {"record": True, "experiment": run.name,
+                                               "registry": None}})
     trainer = _Trainer(run, config, data, progress, prior_wall=prior_wall)
     planned = trainer.planned
     trainer.schedule_after(done)  # next checkpoint / eval after what was already done
@@ -801,6 +851,9 @@ def _train_and_finish(run: Run, config: RunConfig, data: PreparedData, env: VecE
         "buy_and_hold_eval_return": final["buy_and_hold_return"],
     }
     run.write_manifest(manifest)
+    # recorded before the run is marked completed: a completed run is a recorded trial (a
+    # record that fails leaves the run resumable; recording a run again replaces its row)
+    _record_trial(run, config, data, trainer.last_backtest)
     run.write_state(status="completed", steps_done=steps, wall_seconds=total_wall,
                     evaluations=trainer.evaluations, best_eval=trainer.best)
     result = TrainResult(run, model, steps, wall, rate, trainer.best, final, trainer.evaluations,

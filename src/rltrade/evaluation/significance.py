@@ -38,6 +38,13 @@ Deflated Sharpe Ratio
       ``n_trials > 1`` and no variance we refuse (:class:`~rltrade.errors.ConfigError`) rather
       than guess: a made-up variance would make the deflation look like evidence it is not.
 
+Effective number of trials (Bailey & López de Prado 2014, "The Deflated Sharpe Ratio", §3)
+    Correlated trials are fewer independent ones. :func:`effective_n_trials` of ``M`` trials'
+    return series uses the paper's approximation ``N = ρ̄ + (1 - ρ̄) M`` with ``ρ̄`` the mean
+    pairwise correlation of their returns (clipped to [0, 1]: ``ρ̄ = 0`` keeps ``N = M``,
+    ``ρ̄ = 1`` gives ``N = 1``). Rows with a non-finite value are dropped first; pairs with an
+    undefined correlation (a constant series) are left out of the mean.
+
 Minimum Track Record Length
     ``MinTRL = 1 + (1 - g3 SR + (g4 - 1) / 4 SR²) (Φ⁻¹(1 - α) / (SR - SR*))²``: the number of
     observations needed for ``PSR(SR*) >= 1 - α``; by construction ``PSR`` evaluated at
@@ -61,6 +68,7 @@ __all__ = [
     "EULER_GAMMA",
     "ZERO_DISPERSION",
     "deflated_sharpe_ratio",
+    "effective_n_trials",
     "expected_max_sharpe",
     "is_zero_dispersion",
     "min_track_record_length",
@@ -246,6 +254,34 @@ def deflated_sharpe_ratio(
     sr0 = expected_max_sharpe(n, var)
     sr, skew, kurt, count = sharpe_stats(returns, risk_free)
     return probabilistic_sharpe_ratio(sr, sr0, count, skew, kurt)
+
+
+def effective_n_trials(returns: np.ndarray) -> float:
+    """Effective number of independent trials ``N = ρ̄ + (1 - ρ̄) M`` (module docstring).
+
+    :param returns: ``[T, M]`` per-period returns, one column per trial, aligned in time.
+    :return: ``N`` in ``[1, M]``.
+    :raises ConfigError: not a 2-D matrix, no trial, or fewer than two complete rows with
+        ``M > 1``.
+    """
+    r = np.asarray(returns, dtype=float)
+    if r.ndim != 2 or r.shape[1] < 1:
+        raise ConfigError(f"returns must be a [T, M] matrix with M >= 1, got shape {r.shape}")
+    m = r.shape[1]
+    if m == 1:
+        return 1.0
+    r = r[np.all(np.isfinite(r), axis=1)]
+    if r.shape[0] < 2:
+        raise ConfigError("fewer than two periods where every trial has a return: the trials' "
+                          "correlation is undefined")
+    dev = r - r.mean(axis=0)
+    std = np.sqrt(np.sum(dev**2, axis=0))
+    with np.errstate(all="ignore"):
+        corr = (dev.T @ dev) / np.outer(std, std)
+    pairs = corr[np.triu_indices(m, k=1)]
+    pairs = pairs[np.isfinite(pairs)]
+    rho = float(np.clip(pairs.mean(), 0.0, 1.0)) if pairs.size else 0.0
+    return rho + (1.0 - rho) * m
 
 
 def min_track_record_length(

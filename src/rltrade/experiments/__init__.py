@@ -1,0 +1,1 @@
+"""Experiments: walk-forward folds, the trial registry, sweeps and their executors."""
