@@ -619,7 +619,7 @@ def _metadata(run: Run, config: RunConfig, data: PreparedData, model: BaseAlgori
 def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
           backtest_start: str | None = None, backtest_end: str | None = None,
           allow_overlap: bool = False, progress: bool = False,
-          overwrite_failed: bool = False) -> TrainResult:
+          overwrite_failed: bool = False, data: PreparedData | None = None) -> TrainResult:
     """Train ``config`` into a new run directory ``runs_root/name`` (never overwritten).
 
     Everything that can be checked is checked before the directory exists (the name, the
@@ -634,15 +634,25 @@ def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
     :param overwrite_failed: when a failed run holds the name, move it aside to
         ``<name>.failed-<UTC time>`` and train under the name again (see
         :meth:`rltrade.runs.Run.create`).
+    :param data: an already prepared split to train on instead of loading ``config.data``
+        (:func:`prepare_data`): a walk-forward fold's training and validation rows of a Dataset
+        built once (:func:`rltrade.experiments.run_fold`); its ``eval`` slice is what training
+        evaluates and selects the best model on, its normalizer must be fitted on ``train``
+        only. Not combined with a backtest range.
     :raises ConfigError: the name is taken or invalid, a bad hyperparameter, a backtest range
         that overlaps training; :class:`~rltrade.errors.DataError` for data that cannot train.
     """
     Run.check_name_free(name, runs_root, overwrite_failed=overwrite_failed)
     check_hyperparams(config.agent)
+    if data is not None and (backtest_start or backtest_end):
+        raise ConfigError("train(data=...) trains a prepared split: give no backtest range")
     mode = "train+backtest" if (backtest_start or backtest_end or config.backtest) else "train"
+    if data is not None:
+        mode = "walkforward_fold"
     with hold_run_logs() as held:
-        data = prepare_data(config, backtest_start=backtest_start,
-                            backtest_end=backtest_end, allow_overlap=allow_overlap)
+        if data is None:
+            data = prepare_data(config, backtest_start=backtest_start,
+                                backtest_end=backtest_end, allow_overlap=allow_overlap)
         diagnostics = _forecast_diagnostics(config, data)
         env, model = _build(config, data, Path(runs_root) / name / "tensorboard")
         try:
@@ -711,6 +721,9 @@ def resume(path: str | Path, *, progress: bool = False) -> TrainResult:
         check_hyperparams(config.agent)
         with run_log_files(run.path / "logs"):
             meta = run.metadata
+            if meta.get("run_mode") == "walkforward_fold":
+                raise ConfigError(f"run {run.path} is a walk-forward fold (trained on a slice of "
+                                  f"a Dataset): run the walk-forward again instead of --resume")
             bt = meta.get("training", {}).get("backtest_request") or {}
             data = prepare_data(config, backtest_start=bt.get("start"),
                                 backtest_end=bt.get("end"),
