@@ -187,3 +187,43 @@ def test_executors_return_results_in_task_order():
     assert SequentialExecutor().map(abs, tasks) == [3, 1, 2]
     with pytest.raises(ConfigError):
         make_executor(0)
+
+
+def test_cli_walkforward_writes_the_files_and_refuses_short_data(tmp_path, capsys,
+                                                                  small_config):
+    from cli_helpers import run_cli
+
+    cfg = _config(small_config, seeds=[3])
+    path = tmp_path / "wf.yaml"
+    path.write_text(cfg.to_yaml())
+    code, out, _ = run_cli(["walkforward", "--config", str(path), "--name", "cli_wf",
+                            "--runs-dir", str(tmp_path), "--workers", "1", "--steps", "128"],
+                           capsys)
+    assert code == 0
+    assert "stitched out-of-sample return" in out and "agent_seed_3" in out
+    folder = tmp_path / "cli_wf"
+    assert (folder / "walkforward.json").is_file() and (folder / "oos_steps.csv").is_file()
+    assert Run.open(folder / "folds" / "fold_1" / "seed_3").manifest["steps"] == 128
+    path.write_text(cfg.with_overrides(walkforward={"folds": 9}).to_yaml())
+    code, _, err = run_cli(["walkforward", "--config", str(path), "--name", "short",
+                            "--runs-dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert err.startswith("error: the data is too short for 9 folds")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_fold_run_is_not_resumed_and_a_prepared_split_takes_no_backtest_range(
+        sequential, small_config, tmp_path):
+    import shutil
+
+    from rltrade.agents.training import resume, train
+
+    copy = tmp_path / "seed_0"  # a fold run that crashed
+    shutil.copytree(next(iter(sequential.results)).run, copy,
+                    ignore=shutil.ignore_patterns("train.lock"))
+    Run.open(copy).write_state(status="failed")
+    with pytest.raises(ConfigError, match="walk-forward fold"):
+        resume(copy)
+    with pytest.raises(ConfigError, match="give no backtest range"):
+        train(small_config(), "x", runs_root=sequential.path.parent, backtest_start="2020-01-10",
+              data=object())  # type: ignore[arg-type]
