@@ -227,3 +227,23 @@ def test_a_fold_run_is_not_resumed_and_a_prepared_split_takes_no_backtest_range(
     with pytest.raises(ConfigError, match="give no backtest range"):
         train(small_config(), "x", runs_root=sequential.path.parent, backtest_start="2020-01-10",
               data=object())  # type: ignore[arg-type]
+
+
+def test_report_html_has_the_fold_table_and_both_charts(sequential):
+    from rltrade.experiments.report import fold_table
+    from test_report import assert_no_external_resources
+
+    page = (sequential.path / "report.html").read_text()
+    report = json.loads((sequential.path / "walkforward.json").read_text())
+    table = fold_table(report)
+    assert len(table) == 4 and list(table["seed"]) == [0, 1, 0, 1]
+    assert table["test return"].tolist() == [r.test["total_return"]
+                                             for r in sequential.results]
+    assert 'id="chart-stitched"' in page and 'id="chart-fold-returns"' in page
+    assert "agent_median" in page and "buy_and_hold" in page
+    assert page.count("<tr>") >= 1 + 4 + 1 + oos_columns(sequential)
+    assert_no_external_resources(page)  # self-contained, like the backtest report
+
+
+def oos_columns(result) -> int:
+    return len([c for c in result.oos.columns if c != "fold"])

@@ -21,10 +21,10 @@ machine):
 The test rows are used for nothing else. :func:`walk_forward` builds the Dataset once for the
 whole data range (features are causal: the truncation test proves it), saves it under
 ``runs/NAME/dataset/``, plans the folds (:mod:`rltrade.experiments.folds`), runs folds × seeds
-through an executor (:mod:`rltrade.experiments.executors`) and writes ``walkforward.json`` and
-``oos_steps.csv``. Every fold run trains with one torch thread (``training.torch_threads: 1``),
-so a pool of processes does not oversubscribe the cores and its results equal a sequential
-run's.
+through an executor (:mod:`rltrade.experiments.executors`) and writes ``walkforward.json``,
+``oos_steps.csv`` and ``report.html`` (:mod:`rltrade.experiments.report`). Every fold run
+trains with one torch thread (``training.torch_threads: 1``), so a pool of processes does
+not oversubscribe the cores and its results equal a sequential run's.
 """
 
 from __future__ import annotations
@@ -297,7 +297,7 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
                  workers: int | None = 1, *, executor: Executor | None = None,
                  dataset: Dataset | None = None) -> WalkForwardResult:
     """Run ``config.walkforward``: every fold × seed through :func:`run_fold`, then
-    ``walkforward.json`` and ``oos_steps.csv`` in ``runs_root/name/``.
+    ``walkforward.json``, ``oos_steps.csv`` and ``report.html`` in ``runs_root/name/``.
 
     :param config: a run config with a ``walkforward:`` section.
     :param name: the walk-forward's folder name (letters, digits, underscores; never reused).
@@ -344,6 +344,9 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     timings = {"prepare": t_prep, "units": t_units, "stitch": time.perf_counter() - t2,
                "total": time.perf_counter() - t0}
     _write_json(path, config, ds, plan, results, oos, seeds, workers, timings)
+    from rltrade.experiments.report import write_walkforward_report
+
+    write_walkforward_report(path)
     log.info("walk-forward {} done in {:.1f} s: {}", name, timings["total"], path)
     return WalkForwardResult(path, plan, results, oos, timings["total"], timings)
 
