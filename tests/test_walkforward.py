@@ -247,3 +247,17 @@ def test_report_html_has_the_fold_table_and_both_charts(sequential):
 
 def oos_columns(result) -> int:
     return len([c for c in result.oos.columns if c != "fold"])
+
+
+def test_baselines_of_a_dataset_without_strategies_leave_out_the_rule(small_config):
+    """A walk-forward over features only (no strategies) judges against every baseline that
+    can run on it: ``rule`` needs strategy signals or the forecast features."""
+    from rltrade.agents.baselines import baseline_names
+    from rltrade.evaluation.judge import compare_baselines
+
+    cfg = small_config(features={"strategies": []})
+    ds = build_dataset("synthetic:planted?n_bars=300&seed=3", cfg.feature_spec)
+    assert ds.signals.shape[1] == 0
+    assert baseline_names(ds) == ["buy_and_hold", "flat", "random", "oracle"]
+    table, _ = compare_baselines(ds, cfg.env, None)
+    assert list(table["name"]) == ["buy_and_hold", "flat", "random", "oracle"]
