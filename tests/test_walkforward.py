@@ -261,3 +261,31 @@ def test_baselines_of_a_dataset_without_strategies_leave_out_the_rule(small_conf
     assert baseline_names(ds) == ["buy_and_hold", "flat", "random", "oracle"]
     table, _ = compare_baselines(ds, cfg.env, None)
     assert list(table["name"]) == ["buy_and_hold", "flat", "random", "oracle"]
+
+
+@pytest.mark.slow
+def test_on_a_planted_market_the_walk_forward_agent_beats_buy_and_hold_on_most_folds(tmp_path):
+    """``alpha_signal`` predicts the next bar's return: trained on each fold's past, selected
+    on its validation window, the agent beats buy-and-hold on most test windows and over the
+    stitched out-of-sample period (about a minute on 2 cores; measured: 4 of 4 folds)."""
+    from rltrade.config import RunConfig
+
+    cfg = RunConfig.from_dict({
+        "data": {"source": "synthetic:planted?n_bars=4000&seed=5"},
+        "features": {"features": [{"name": "column"},
+                                  {"name": "returns", "params": {"periods": [1]}}],
+                     "strategies": []},
+        "env": {"window": 4, "episode_length": 512},
+        "agent": {"hyperparams": {"n_steps": 256, "batch_size": 128, "n_epochs": 10,
+                                  "learning_rate": 0.001},
+                  "policy": {"net_arch": [32]}},
+        "training": {"total_steps": 49152, "n_envs": 4, "eval_freq": 4096,
+                     "checkpoint_freq": 0},
+        "walkforward": {"train": 1500, "validation": 300, "test": 400, "folds": 4,
+                        "seeds": [0]},
+    })
+    res = walk_forward(cfg, "planted", tmp_path, workers=1)
+    wins = sum(r.test["total_return"] > r.baselines["buy_and_hold"]["total_return"]
+               for r in res.results)
+    assert wins >= 3
+    assert res.oos["agent_seed_0"].iloc[-1] > res.oos["buy_and_hold"].iloc[-1]

@@ -122,13 +122,11 @@ def _with_context(ds: Dataset, block: Block, window: int) -> Dataset:
     return with_context(ds, start, end, window, what="the walk-forward Dataset")
 
 
-def _equity_on(result: Any, timestamps: np.ndarray) -> np.ndarray:
-    """A backtest's equity over ``timestamps`` as a multiple of its initial equity (the last
-    value carried over bars it did not run)."""
-    steps = result.steps
-    initial = float(result.summary["initial_equity"])
-    eq = pd.Series(steps["equity"].to_numpy(dtype=np.float64) / initial,
-                   index=steps.index.as_unit("ns").asi8)
+def _curve(equity: pd.Series, timestamps: np.ndarray, initial: float) -> np.ndarray:
+    """An equity curve over ``timestamps`` as a multiple of ``initial`` (the last value
+    carried over bars the backtest did not run, e.g. after it stopped early)."""
+    eq = pd.Series(equity.to_numpy(dtype=np.float64) / float(initial),
+                   index=pd.DatetimeIndex(equity.index).as_unit("ns").asi8)
     return eq.reindex(timestamps).ffill().fillna(1.0).to_numpy()
 
 
@@ -171,7 +169,8 @@ def run_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, s
         atomic_write_bytes(result.path / "comparison.csv", table.to_csv(index=False).encode())
     rows = {str(r["name"]): _plain(r) for r in table.to_dict(orient="records")}
     timestamps = ds.timestamps[fold.test.start:fold.test.stop].astype(np.int64)
-    curves = {AGENT: _equity_on(result, timestamps)}
+    curves = {AGENT: _curve(result.steps["equity"], timestamps,
+                            result.summary["initial_equity"])}
     for name, series in equity.items():
         if name != AGENT:
             curves[name] = _curve(series, timestamps, cfg.env.engine.initial_cash)
@@ -182,14 +181,6 @@ def run_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, s
         test=rows.pop(AGENT), baselines=rows, timestamps=timestamps, equity=curves,
         wall_seconds=time.perf_counter() - t0,
         backtest=str(result.path) if result.path is not None else None)
-
-
-def _curve(series: pd.Series, timestamps: np.ndarray, initial: float) -> np.ndarray:
-    """A baseline's equity over ``timestamps`` as a multiple of the initial cash (the last
-    value carried over bars it did not run)."""
-    eq = pd.Series(series.to_numpy(dtype=np.float64) / float(initial),
-                   index=pd.DatetimeIndex(series.index).as_unit("ns").asi8)
-    return eq.reindex(timestamps).ffill().fillna(1.0).to_numpy()
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
