@@ -313,6 +313,7 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     # equals the pooled one
     config = config.with_overrides(training={"torch_threads": 1})
     ds = _load_dataset(config) if dataset is None else dataset
+    t_data = time.perf_counter() - t0
     plan = fold_plan(config, ds)
     seeds = list(config.walkforward.seeds)
     log.info("walk-forward {}: {} folds x {} seeds ({} scheme, purge {}, embargo {}) over {} "
@@ -321,7 +322,7 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     path.mkdir(parents=True)
     ds_dir = ds.save(path / "dataset")
     atomic_write_bytes(path / "config.yaml", config.to_yaml().encode())
-    t_prep = time.perf_counter() - t0
+    t_prep = time.perf_counter() - t0 - t_data
     runner = executor if executor is not None else make_executor(workers)
     # in this process the Dataset itself; other processes load the saved copy once each
     ref: Dataset | Path = ds if isinstance(runner, SequentialExecutor) else ds_dir
@@ -332,12 +333,16 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     t2 = time.perf_counter()
     oos = stitch(results, seeds)
     atomic_write_bytes(path / "oos_steps.csv", oos.to_csv().encode())
-    timings = {"prepare": t_prep, "units": t_units, "stitch": time.perf_counter() - t2,
-               "total": time.perf_counter() - t0}
+    timings = {"dataset": t_data, "prepare": t_prep, "units": t_units,
+               "stitch": time.perf_counter() - t2, "report": 0.0, "total": 0.0}
     _write_json(path, config, ds, plan, results, oos, seeds, workers, timings)
     from rltrade.experiments.report import write_walkforward_report
 
+    t3 = time.perf_counter()
     write_walkforward_report(path)
+    timings["report"] = time.perf_counter() - t3
+    timings["total"] = time.perf_counter() - t0
+    _write_json(path, config, ds, plan, results, oos, seeds, workers, timings)
     log.info("walk-forward {} done in {:.1f} s: {}", name, timings["total"], path)
     return WalkForwardResult(path, plan, results, oos, timings["total"], timings)
 
