@@ -78,6 +78,11 @@ def main() -> None:
          f"results identical: {same}"),
     ]
     for label, res in (("sequential", sequential), ("pool", pooled)):
+        walls = sorted(r.wall_seconds for r in res.results)
+        rows.append((f"units, {label}", f"{res.timings['units']:.1f} s",
+                     f"each unit {walls[0]:.1f} .. {walls[-1]:.1f} s, "
+                     f"{sum(walls):.1f} s summed"))
+    for label, res in (("sequential", sequential), ("pool", pooled)):
         t = res.timings
         orch = t["prepare"] + t["stitch"] + t["report"]
         rows.append((f"orchestration, {label}", f"{100 * orch / t['total']:.1f} %",
