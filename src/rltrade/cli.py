@@ -779,6 +779,53 @@ def compare_cmd(
     console.print(f"wrote {out}/comparison.csv, comparison.md, equity.png")
 
 
+@app.command("walkforward")
+def walkforward_cmd(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Run config YAML with a "
+                                         "walkforward: section.")],
+    name: Annotated[str, typer.Option("--name", "-n", help="Folder name under --runs-dir "
+                                      "(letters, digits, _).")],
+    workers: Annotated[int | None, typer.Option("--workers", help="Processes (default: one "
+                                                "per core; 1 runs in this process).")] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs live.")] = Path("runs"),
+    steps: Annotated[int | None, typer.Option("--steps",
+                                              help="Override training.total_steps.")] = None,
+) -> None:
+    """Walk-forward: train every fold with every seed, select on validation, test once; writes
+    runs/NAME/walkforward.json, oos_steps.csv and folds/fold_<k>/seed_<s>/ run directories."""
+    from rltrade.config import RunConfig
+    from rltrade.experiments.walkforward import walk_forward
+
+    cfg = RunConfig.from_yaml(config)
+    if steps is not None:
+        cfg = cfg.with_overrides(training={"total_steps": steps})
+    result = walk_forward(cfg, name, runs_root=runs_dir, workers=workers)
+    table = Table(title=f"Walk-forward {name}: out of sample, each fold's test window",
+                  title_justify="left")
+    for col in ("fold", "seed", "test window", "selected step", "validation", "test",
+                "buy and hold", "Sharpe"):
+        table.add_column(col, justify="left" if col == "test window" else "right")
+    for r in result.results:
+        fold = result.plan.folds[r.fold]
+        ts = result.oos.index[result.oos["fold"] == r.fold]
+        window = f"{ts[0]:%Y-%m-%d %H:%M} .. {ts[-1]:%Y-%m-%d %H:%M}" if len(ts) else "-"
+        bh = r.baselines.get("buy_and_hold", {}).get("total_return")
+        sharpe = r.test.get("sharpe")
+        table.add_row(str(fold.index), str(r.seed), window, f"{r.selected.get('step') or 0:,}",
+                      _fmt_pct(_num(r.selected["validation"].get("total_return"))),
+                      _fmt_pct(_num(r.test.get("total_return"))), _fmt_pct(_num(bh)),
+                      f"{sharpe:.2f}" if sharpe is not None else "-")
+    console.print(table)
+    last = result.oos.iloc[-1]
+    parts = [f"{col} {_fmt_pct(float(last[col]) - 1.0)}" for col in result.oos.columns
+             if col.startswith("agent_") or col in ("buy_and_hold", "flat")]
+    console.print("stitched out-of-sample return: " + ", ".join(parts), markup=False,
+                  highlight=False, soft_wrap=True)
+    console.print(f"wrote {result.path}/walkforward.json, oos_steps.csv and "
+                  f"{len(result.results)} fold runs in {result.wall_seconds:.1f} s",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
 @app.command("demo")
 def demo_cmd(
     steps: Annotated[int | None, typer.Option("--steps", help="Training steps "

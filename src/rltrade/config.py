@@ -9,7 +9,8 @@ Sections (every key documented on its model below and in ``rltrade config exampl
 * ``training``: steps, seed, envs, evaluation and checkpoint frequency (:class:`TrainingConfig`);
 * ``split``: the train / evaluation split by time (:class:`SplitConfig`);
 * ``backtest``: an optional out-of-sample range (:class:`BacktestConfig`);
-* ``evaluation``: how runs are judged: annualisation, the equity floor (:class:`EvaluationConfig`).
+* ``evaluation``: how runs are judged: annualisation, the equity floor (:class:`EvaluationConfig`);
+* ``walkforward``: an optional walk-forward plan, folds and seeds (:class:`WalkForwardConfig`).
 
 Unknown keys and bad values are one :class:`~rltrade.errors.ConfigError` naming each key
 (``config.agent.algorithm: ...``); so are a range whose start is not before its end, an empty
@@ -46,6 +47,7 @@ __all__ = [
     "RunConfig",
     "SplitConfig",
     "TrainingConfig",
+    "WalkForwardConfig",
     "example_yaml",
 ]
 
@@ -307,6 +309,54 @@ class EvaluationConfig(StrictModel):
     equity_floor: bool = False
 
 
+class WalkForwardConfig(StrictModel):
+    """A walk-forward (``rltrade walkforward``): folds of train / validation / test windows over
+    the data range, each trained with every seed (see :mod:`rltrade.experiments.folds`).
+
+    :param scheme: ``rolling`` (every window moves by ``step``) or ``anchored`` (training
+        always starts at the first row and grows).
+    :param train: training window: bars (``2000``) or a duration (``180d``, ``12h``), turned
+        into bars of the data's timeframe.
+    :param validation: validation window (checkpoint selection only), bars or a duration.
+    :param test: test window (one backtest of the selected checkpoint), bars or a duration;
+        may be left out when ``folds`` is given (the rest of the data is shared out).
+    :param step: bars or duration between consecutive test windows (default ``test +
+        embargo``).
+    :param folds: how many folds (default: as many as the data allows).
+    :param purge: bars left out between train and validation and between validation and test;
+        ``None`` = ``env.window + env.engine.decision_lag`` (no training observation or reward
+        reaches a later block, see :func:`rltrade.experiments.default_purge`).
+    :param embargo: bars after each test window that no later test window starts in.
+    :param seeds: training seeds; every fold is trained once per seed (``training.seed`` is
+        replaced).
+    """
+
+    _label: ClassVar[str] = "walkforward"
+
+    scheme: Literal["rolling", "anchored"] = "rolling"
+    train: int | str = "180d"
+    validation: int | str = "30d"
+    test: int | str | None = "30d"
+    step: int | str | None = None
+    folds: int | None = Field(None, ge=1)
+    purge: int | None = Field(None, ge=0)
+    embargo: int = Field(0, ge=0)
+    seeds: list[int] = Field(default_factory=lambda: [0])
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if not v or any(int(s) < 0 for s in v) or len(set(v)) != len(v):
+            raise ValueError("seeds must be a non-empty list of distinct non-negative integers")
+        return v
+
+    @model_validator(mode="after")
+    def _test_or_folds(self) -> WalkForwardConfig:
+        if self.test is None and self.folds is None:
+            raise ValueError("give the test window (test: 30d or a bar count) or folds: N")
+        return self
+
+
 class RunConfig(StrictModel):
     """A whole run: data, features, env, agent, training, split and an optional backtest.
 
@@ -325,6 +375,7 @@ class RunConfig(StrictModel):
     split: SplitConfig = Field(default_factory=SplitConfig)
     backtest: BacktestConfig | None = None
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    walkforward: WalkForwardConfig | None = None
 
     @model_validator(mode="before")
     @classmethod

@@ -19,12 +19,12 @@ Layout (every JSON/YAML file written atomically; nothing here is ever unpickled)
       backtests/bt_<UTC time>/  one folder per backtest
 
 ``metadata.json`` sections: ``name``, ``machine``, ``description``, ``created_at`` (UTC),
-``run_mode`` (``train`` or ``train+backtest``); ``training`` (range, split, bars); ``rl``
-(algorithm, gamma, learning rate, network, total steps, seed, parameters); ``env_spec``
-(observation and action shapes); ``environment`` (cash, leverage, stops, dead-zone, fees,
-slippage, reward and weights); ``data`` (source, symbol, timeframe, fingerprint); ``features``
-(spec, hash, names, signal names, strategy order); ``versions`` (packages, git commit);
-``backtests`` (a list each backtest appends to).
+``run_mode`` (``train``, ``train+backtest`` or ``walkforward_fold``); ``training`` (range,
+split, bars); ``rl`` (algorithm, gamma, learning rate, network, total steps, seed,
+parameters); ``env_spec`` (observation and action shapes); ``environment`` (cash, leverage,
+stops, dead-zone, fees, slippage, reward and weights); ``data`` (source, symbol, timeframe,
+fingerprint); ``features`` (spec, hash, names, signal names, strategy order); ``versions``
+(packages, git commit); ``backtests`` (a list each backtest appends to).
 
 Lifecycle: :meth:`Run.create` makes the directory only once the data and config of a run were
 checked (``train`` does that first), and takes the training lock at once; :meth:`Run.acquire_lock`

@@ -530,9 +530,13 @@ BASELINES: dict[str, Callable[..., Baseline]] = {
 
 
 def baseline_names(dataset: Dataset) -> list[str]:
-    """Every baseline for this Dataset: the fixed ones and ``signal:<strategy>`` per strategy."""
+    """Every baseline for this Dataset: the fixed ones, ``signal:<strategy>`` per strategy, and
+    ``rule`` when the Dataset has what it trades on (strategy signals or the forecast
+    features)."""
     signals = [f"signal:{label}" for label in _strategy_labels(dataset)]
-    return ["buy_and_hold", "flat", "random", *signals, "oracle", "rule"]
+    forecast = {"forecast_signal", "forecast_confidence"} <= set(dataset.feature_names)
+    rule = ["rule"] if dataset.signals.shape[1] > 0 or forecast else []
+    return ["buy_and_hold", "flat", "random", *signals, "oracle", *rule]
 
 
 def make_baseline(name: str, dataset: Dataset | None = None, **params: Any) -> Baseline:

@@ -635,8 +635,9 @@ def _metadata(run: Run, config: RunConfig, data: PreparedData, model: BaseAlgori
 def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
           backtest_start: str | None = None, backtest_end: str | None = None,
           allow_overlap: bool = False, progress: bool = False,
-          overwrite_failed: bool = False, experiment: str | None = None,
-          registry: str | Path | None = None, record_trial: bool = True) -> TrainResult:
+          overwrite_failed: bool = False, data: PreparedData | None = None,
+          experiment: str | None = None, registry: str | Path | None = None,
+          record_trial: bool = True) -> TrainResult:
     """Train ``config`` into a new run directory ``runs_root/name`` (never overwritten).
 
     Everything that can be checked is checked before the directory exists (the name, the
@@ -651,6 +652,11 @@ def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
     :param overwrite_failed: when a failed run holds the name, move it aside to
         ``<name>.failed-<UTC time>`` and train under the name again (see
         :meth:`rltrade.runs.Run.create`).
+    :param data: an already prepared split to train on instead of loading ``config.data``
+        (:func:`prepare_data`): a walk-forward fold's training and validation rows of a Dataset
+        built once (:func:`rltrade.experiments.run_fold`); its ``eval`` slice is what training
+        evaluates and selects the best model on, its normalizer must be fitted on ``train``
+        only. Not combined with a backtest range.
     :param experiment: the experiment the run is a trial of (default: the run name).
     :param registry: the trial registry file (default: ``$RLTRADE_REGISTRY``, else
         ``runs_root/registry.sqlite``; see :func:`rltrade.experiments.registry.registry_path`).
@@ -662,10 +668,15 @@ def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
     """
     Run.check_name_free(name, runs_root, overwrite_failed=overwrite_failed)
     check_hyperparams(config.agent)
+    if data is not None and (backtest_start or backtest_end):
+        raise ConfigError("train(data=...) trains a prepared split: give no backtest range")
     mode = "train+backtest" if (backtest_start or backtest_end or config.backtest) else "train"
+    if data is not None:
+        mode = "walkforward_fold"
     with hold_run_logs() as held:
-        data = prepare_data(config, backtest_start=backtest_start,
-                            backtest_end=backtest_end, allow_overlap=allow_overlap)
+        if data is None:
+            data = prepare_data(config, backtest_start=backtest_start,
+                                backtest_end=backtest_end, allow_overlap=allow_overlap)
         diagnostics = _forecast_diagnostics(config, data)
         env, model = _build(config, data, Path(runs_root) / name / "tensorboard")
         try:
@@ -759,6 +770,9 @@ def resume(path: str | Path, *, progress: bool = False) -> TrainResult:
         check_hyperparams(config.agent)
         with run_log_files(run.path / "logs"):
             meta = run.metadata
+            if meta.get("run_mode") == "walkforward_fold":
+                raise ConfigError(f"run {run.path} is a walk-forward fold (trained on a slice of "
+                                  f"a Dataset): run the walk-forward again instead of --resume")
             bt = meta.get("training", {}).get("backtest_request") or {}
             data = prepare_data(config, backtest_start=bt.get("start"),
                                 backtest_end=bt.get("end"),

@@ -61,6 +61,7 @@ from rltrade.evaluation.plots import (
 from rltrade.evaluation.series import numeric, total_return, utc_index
 
 __all__ = ["HIDDEN_BY_DEFAULT", "MAX_CHART_POINTS", "MAX_TRADE_ROWS", "METRIC_LABELS",
+           "chart_html", "chart_layout", "equity_chart_html", "html_page", "table_html",
            "write_report"]
 
 log = logger.bind(component="backtest")
@@ -729,7 +730,6 @@ def write_report(
     timeframe = _get(metrics, "run", "timeframe")
     if timeframe:
         subtitle += f" · {timeframe}"
-    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     body = [
         _early_stop(summary, steps),
@@ -748,29 +748,73 @@ def write_report(
         nav_items.insert(-2, ("plots", "Plots"))
     if config is not None or metadata is not None:
         nav_items.append(("config", "Config"))
+    document = html_page(page_title, subtitle, nav_items, "".join(part for part in body if part))
+    out = Path(path)
+    atomic_write_bytes(out, document.encode("utf-8"))
+    log.info("wrote report {} ({:.1f} MB)", out, out.stat().st_size / 1e6)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# page pieces other reports reuse (the walk-forward report, rltrade.experiments.report)
+# --------------------------------------------------------------------------------------------
+
+
+def html_page(title: str, subtitle: str, nav_items: Sequence[tuple[str, str]],
+              body: str) -> str:
+    """A whole self-contained page (this module's style, plotly.js inline, header, navigation,
+    footer) around ``body``.
+
+    :param title: the page title (escaped here).
+    :param subtitle: the line under it (escaped here).
+    :param nav_items: ``(anchor, label)`` links to the body's sections.
+    :param body: HTML of the sections (already escaped).
+    """
     nav = "".join(f'<a href="#{a}">{_esc(label)}</a>' for a, label in nav_items)
-    document = f"""<!DOCTYPE html>
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="generator" content="rltrade {_esc(rltrade.__version__)}">
-<title>{_esc(page_title)}</title>
+<title>{_esc(title)}</title>
 <style>{_CSS}</style>
 <script id="plotlyjs" type="text/javascript">{_plotly_js()}</script>
 </head>
 <body>
-<header><h1>{_esc(page_title)}</h1><div class="sub">{_esc(subtitle)}</div>
+<header><h1>{_esc(title)}</h1><div class="sub">{_esc(subtitle)}</div>
 <nav>{nav}</nav></header>
 <main>
-{"".join(part for part in body if part)}
+{body}
 </main>
 <footer>Generated {_esc(generated)} by rltrade {_esc(rltrade.__version__)}.
 Self-contained: works offline.</footer>
 </body>
 </html>
 """
-    out = Path(path)
-    atomic_write_bytes(out, document.encode("utf-8"))
-    log.info("wrote report {} ({:.1f} MB)", out, out.stat().st_size / 1e6)
-    return out
+
+
+def table_html(frame: pd.DataFrame, *, percent_columns: AbstractSet[str] = frozenset()) -> str:
+    """``frame`` as an HTML table in the report's number format (``percent_columns`` in %)."""
+    return _table(frame, percent_columns=percent_columns)
+
+
+def chart_layout(title: str, **extra: Any) -> dict[str, Any]:
+    """The report's plotly layout (title, template, margins, legend) with ``extra`` keys."""
+    return _layout(title, **extra)
+
+
+def chart_html(fig: Any, div_id: str) -> str:
+    """A plotly figure as a ``div`` of the page (plotly.js comes once, from :func:`html_page`)."""
+    return _chart_div(fig, div_id)
+
+
+def equity_chart_html(equity: Mapping[str, pd.Series], div_id: str,
+                      hidden: AbstractSet[str] = HIDDEN_BY_DEFAULT) -> str:
+    """The comparison chart of the backtest report (equity curves on timestamps, log scale,
+    thinned, ``hidden`` curves shown on a legend click) as a ``div``."""
+    go = _require_plotly()
+    first = next(iter(equity.values()))
+    with np.errstate(all="ignore"):
+        return _chart_div(_comparison_figure(go, equity, utc_index(first), hidden), div_id)

@@ -1,1 +1,35 @@
-"""Experiments: walk-forward folds, the trial registry, sweeps and their executors."""
+"""Experiments: walk-forward and CPCV fold plans with purge and embargo (:mod:`.folds`), the
+unit of work (one config on one fold with one seed, :func:`run_fold`), the walk-forward driver
+(:func:`walk_forward`), the executors that run many units (:mod:`.executors`) and the
+walk-forward report (:mod:`.report`); the trial registry is :mod:`.registry`."""
+
+from rltrade.experiments.executors import (
+    Executor,
+    LocalExecutor,
+    SequentialExecutor,
+    make_executor,
+)
+from rltrade.experiments.folds import (
+    Block,
+    CpcvPlan,
+    CpcvSplit,
+    Fold,
+    FoldPlan,
+    cpcv_plan,
+    default_purge,
+    duration_bars,
+    plan_folds,
+)
+from rltrade.experiments.walkforward import (
+    FoldResult,
+    WalkForwardResult,
+    fold_plan,
+    run_fold,
+    stitch,
+    walk_forward,
+)
+
+__all__ = ["Block", "CpcvPlan", "CpcvSplit", "Executor", "Fold", "FoldPlan", "FoldResult",
+           "LocalExecutor", "SequentialExecutor", "WalkForwardResult", "cpcv_plan",
+           "default_purge", "duration_bars", "fold_plan", "make_executor", "plan_folds",
+           "run_fold", "stitch", "walk_forward"]

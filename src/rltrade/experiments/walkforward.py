@@ -1,0 +1,383 @@
+"""Walk-forward: one config trained on every fold with every seed, each judged once out of
+sample, the test windows stitched into one out-of-sample equity.
+
+The unit of work is :func:`run_fold` ``(config, dataset_ref, fold, seed, out_dir)``, a plain
+function of picklable arguments (an executor may run it in another process, or later on another
+machine):
+
+1. **train** on the fold's training rows (the normalizer fitted on those rows only) with
+   :func:`rltrade.agents.training.train`, into ``out_dir/folds/fold_<k>/seed_<s>/``, an
+   ordinary run directory (``rltrade backtest --run`` works on it);
+2. **select** on the validation rows only: training evaluates the model on the validation rows
+   (with their ``window - 1`` context rows) every ``training.eval_freq`` steps and at the end,
+   each time through :func:`~rltrade.evaluation.run_backtest`, and keeps the model with the
+   highest validation **total return** in ``best/``; that is the selected checkpoint;
+3. **test** it once on the test rows (with their context, :func:`~rltrade.evaluation.ranges.
+   with_context`) through :func:`~rltrade.evaluation.judge.backtest_run` (the run's own costs,
+   recorded in its ``metadata.json``), and every baseline on the same rows through the same
+   ``run_backtest`` (:func:`~rltrade.evaluation.judge.compare_baselines`), written as
+   ``comparison.csv`` beside the backtest.
+
+The test rows are used for nothing else. :func:`walk_forward` builds the Dataset once for the
+whole data range (features are causal: the truncation test proves it), saves it under
+``runs/NAME/dataset/``, plans the folds (:mod:`rltrade.experiments.folds`), runs folds × seeds
+through an executor (:mod:`rltrade.experiments.executors`) and writes ``walkforward.json``,
+``oos_steps.csv`` and ``report.html`` (:mod:`rltrade.experiments.report`). Every fold run
+trains with one torch thread (``training.torch_threads: 1``), so a pool of processes does
+not oversubscribe the cores and its results equal a sequential run's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from loguru import logger
+
+from rltrade.config import RunConfig
+from rltrade.data.store import atomic_write_bytes, atomic_write_json
+from rltrade.errors import ConfigError
+from rltrade.experiments.executors import Executor, SequentialExecutor, make_executor
+from rltrade.experiments.folds import (
+    Block,
+    Fold,
+    FoldPlan,
+    default_purge,
+    duration_bars,
+    plan_folds,
+)
+from rltrade.features.dataset import Dataset
+from rltrade.runs import check_run_name, utc_now
+
+__all__ = [
+    "AGENT",
+    "SELECTION_RULE",
+    "FoldResult",
+    "WalkForwardResult",
+    "fold_plan",
+    "load_dataset_ref",
+    "run_fold",
+    "stitch",
+    "walk_forward",
+]
+
+log = logger.bind(component="train")
+
+#: the agent's column name in the per-fold equity
+AGENT = "agent"
+#: how the checkpoint of a fold is chosen (recorded in walkforward.json)
+SELECTION_RULE = ("the model with the highest total return on the validation rows among "
+                  "training's evaluations (every training.eval_freq steps and the final model)")
+
+
+@dataclass
+class FoldResult:
+    """What one fold × seed produced (picklable: plain data and numpy arrays).
+
+    :param equity: per test bar (``timestamps``), equity as a multiple of the initial equity,
+        for the agent (``"agent"``) and every baseline; a backtest that stopped early keeps its
+        last equity for the remaining bars.
+    """
+
+    fold: int
+    seed: int
+    run: str
+    selected: dict[str, Any]
+    test: dict[str, Any]
+    baselines: dict[str, dict[str, Any]]
+    timestamps: np.ndarray
+    equity: dict[str, np.ndarray]
+    wall_seconds: float
+    backtest: str | None = None
+
+
+# -- dataset references -------------------------------------------------------------------------
+_LOADED: dict[str, Dataset] = {}
+
+
+def load_dataset_ref(ref: Dataset | str | Path) -> Dataset:
+    """The Dataset itself, or the one saved at a path (:meth:`Dataset.save`), loaded once per
+    process."""
+    if isinstance(ref, Dataset):
+        return ref
+    key = str(Path(ref).resolve())
+    if key not in _LOADED:
+        _LOADED.clear()  # one walk-forward's Dataset per process at a time
+        _LOADED[key] = Dataset.load(key)
+    return _LOADED[key]
+
+
+def _with_context(ds: Dataset, block: Block, window: int) -> Dataset:
+    """The block's rows with the ``window - 1`` rows before it as context."""
+    from rltrade.evaluation.ranges import with_context
+
+    ts = ds.timestamps
+    start = pd.Timestamp(int(ts[block.start]), tz="UTC")
+    end = pd.Timestamp(int(ts[block.stop]), tz="UTC") if block.stop < len(ds) else None
+    return with_context(ds, start, end, window, what="the walk-forward Dataset")
+
+
+def _curve(equity: pd.Series, timestamps: np.ndarray, initial: float) -> np.ndarray:
+    """An equity curve over ``timestamps`` as a multiple of ``initial`` (the last value
+    carried over bars the backtest did not run, e.g. after it stopped early)."""
+    eq = pd.Series(equity.to_numpy(dtype=np.float64) / float(initial),
+                   index=pd.DatetimeIndex(equity.index).as_unit("ns").asi8)
+    return eq.reindex(timestamps).ffill().fillna(1.0).to_numpy()
+
+
+# -- the unit of work --------------------------------------------------------------------------
+def run_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, seed: int,
+             out_dir: str | Path) -> FoldResult:
+    """Train ``config`` with ``seed`` on ``fold``'s training rows, select on its validation
+    rows, backtest the selection once on its test rows with every baseline (see the module
+    docstring).
+
+    :param config: the run config (``training.seed`` is replaced by ``seed``).
+    :param dataset_ref: the walk-forward's Dataset, or the folder it was saved to.
+    :param fold: the fold (row ranges of that Dataset).
+    :param seed: the training seed.
+    :param out_dir: the walk-forward's folder; the run goes to ``folds/fold_<k>/seed_<s>/``.
+    """
+    from rltrade.agents.training import PreparedData, train
+    from rltrade.evaluation.judge import backtest_run, compare_baselines
+    from rltrade.features.normalize import Normalizer
+
+    t0 = time.perf_counter()
+    ds = load_dataset_ref(dataset_ref)
+    cfg = config.with_overrides(training={"seed": int(seed)})
+    window = cfg.env.window
+    train_ds = ds.slice(fold.train.start, fold.train.stop)
+    valid_ds = _with_context(ds, fold.validation, window)
+    test_ds = _with_context(ds, fold.test, window)
+    normalizer = Normalizer.for_dataset(train_ds).fit(train_ds)
+    data = PreparedData(ds, train_ds, valid_ds, None, normalizer)
+    root = Path(out_dir) / "folds" / f"fold_{fold.index}"
+    trained = train(cfg, f"seed_{seed}", runs_root=root, data=data)
+    run = trained.run
+    best = trained.best_eval or trained.final_eval
+    result = backtest_run(run, test_ds, model="best", baselines=False, report=False)
+    ev = cfg.evaluation
+    table, equity = compare_baselines(
+        test_ds, cfg.env, normalizer, agent=(AGENT, result), bars_per_year=ev.bars_per_year,
+        equity_floor=ev.equity_floor, judged_under=run.name)
+    if result.path is not None:
+        atomic_write_bytes(result.path / "comparison.csv", table.to_csv(index=False).encode())
+    rows = {str(r["name"]): _plain(r) for r in table.to_dict(orient="records")}
+    timestamps = ds.timestamps[fold.test.start:fold.test.stop].astype(np.int64)
+    curves = {AGENT: _curve(result.steps["equity"], timestamps,
+                            result.summary["initial_equity"])}
+    for name, series in equity.items():
+        if name != AGENT:
+            curves[name] = _curve(series, timestamps, cfg.env.engine.initial_cash)
+    return FoldResult(
+        fold=fold.index, seed=int(seed), run=str(run.path),
+        selected={"model": "best", "step": best.get("step"), "rule": SELECTION_RULE,
+                  "validation": _plain(best)},
+        test=rows.pop(AGENT), baselines=rows, timestamps=timestamps, equity=curves,
+        wall_seconds=time.perf_counter() - t0,
+        backtest=str(result.path) if result.path is not None else None)
+
+
+def _plain(row: dict[str, Any]) -> dict[str, Any]:
+    """JSON-ready values (numpy scalars, NaN -> None, timestamps as text)."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, np.generic):
+            value = value.item()
+        if isinstance(value, float) and not np.isfinite(value):
+            value = None
+        elif isinstance(value, pd.Timestamp):
+            value = value.isoformat()
+        out[key] = value
+    return out
+
+
+# -- the plan ----------------------------------------------------------------------------------
+def fold_plan(config: RunConfig, dataset: Dataset) -> FoldPlan:
+    """The folds of ``config.walkforward`` over ``dataset`` (durations in bars of its
+    timeframe, the default purge from the env config).
+
+    :raises ConfigError: no ``walkforward`` section, bad sizes, or data too short.
+    """
+    wf = config.walkforward
+    if wf is None:
+        raise ConfigError("the config has no walkforward: section (scheme, train, validation, "
+                          "test, seeds); see docs/walkforward.md")
+    tf = dataset.timeframe
+
+    def bars(value: int | str | None, key: str) -> int | None:
+        return None if value is None else duration_bars(value, tf, f"walkforward.{key}")
+
+    env = config.env
+    purge = default_purge(env.window, env.engine.effective_lag) if wf.purge is None \
+        else wf.purge
+    return plan_folds(len(dataset), train=bars(wf.train, "train") or 0,
+                      validation=bars(wf.validation, "validation") or 0,
+                      test=bars(wf.test, "test"), step=bars(wf.step, "step"), folds=wf.folds,
+                      purge=purge, embargo=wf.embargo, scheme=wf.scheme,
+                      min_train=env.window + 2)
+
+
+# -- stitching ---------------------------------------------------------------------------------
+def stitch(results: list[FoldResult], seeds: list[int]) -> pd.DataFrame:
+    """The test windows one after the other: per seed the agent's equity (``agent_seed_<s>``,
+    a multiple of the initial equity, each fold starting where the previous one ended), the
+    seeds' median (``agent_median``) and every baseline stitched the same way; ``fold`` says
+    which fold each bar belongs to. Indexed by the bars' UTC open times."""
+    by_fold: dict[int, dict[int, FoldResult]] = {}
+    for r in results:
+        by_fold.setdefault(r.fold, {})[r.seed] = r
+    frames = []
+    carry: dict[str, float] = {}
+    for k in sorted(by_fold):
+        per_seed = by_fold[k]
+        first = per_seed[seeds[0]]
+        cols: dict[str, np.ndarray] = {"fold": np.full(len(first.timestamps), k)}
+        for s in seeds:
+            col = f"agent_seed_{s}"
+            cols[col] = carry.get(col, 1.0) * per_seed[s].equity[AGENT]
+        for name, curve in first.equity.items():
+            if name != AGENT:
+                cols[name] = carry.get(name, 1.0) * curve
+        for col, values in cols.items():
+            if col != "fold" and len(values):
+                carry[col] = float(values[-1])
+        frames.append(pd.DataFrame(cols, index=first.timestamps))
+    frame = pd.concat(frames)
+    seed_cols = [f"agent_seed_{s}" for s in seeds]
+    frame.insert(1 + len(seeds), "agent_median", frame[seed_cols].median(axis=1))
+    frame.index = pd.DatetimeIndex(frame.index.to_numpy().astype("datetime64[ns]"), tz="UTC",
+                                   name="timestamp")
+    return frame
+
+
+# -- the driver --------------------------------------------------------------------------------
+@dataclass
+class WalkForwardResult:
+    """What :func:`walk_forward` produced: its folder, the plan, every fold × seed result (in
+    fold, then seed order) and the stitched out-of-sample equity."""
+
+    path: Path
+    plan: FoldPlan
+    results: list[FoldResult]
+    oos: pd.DataFrame
+    wall_seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.path / "walkforward.json").read_text())
+
+
+def _load_dataset(config: RunConfig) -> Dataset:
+    from rltrade.data.loaders import load_bars
+    from rltrade.features.dataset import build_dataset
+
+    dc = config.data
+    bars = load_bars(dc.source, timeframe=dc.timeframe, start=dc.start, end=dc.end,
+                     policy=dc.policy, symbol=dc.symbol)
+    return build_dataset(bars, config.feature_spec, timeframe=dc.timeframe, symbol=dc.symbol)
+
+
+def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
+                 workers: int | None = 1, *, executor: Executor | None = None,
+                 dataset: Dataset | None = None) -> WalkForwardResult:
+    """Run ``config.walkforward``: every fold × seed through :func:`run_fold`, then
+    ``walkforward.json``, ``oos_steps.csv`` and ``report.html`` in ``runs_root/name/``.
+
+    :param config: a run config with a ``walkforward:`` section.
+    :param name: the walk-forward's folder name (letters, digits, underscores; never reused).
+    :param runs_root: where it goes.
+    :param workers: processes (1: sequential in this process; ``None``: one per core).
+    :param executor: run the units with this instead (e.g. a Ray executor).
+    :param dataset: the Dataset to use instead of building it from ``config.data`` (tests).
+    :raises ConfigError: no walkforward section, the name is taken, the data is too short.
+    """
+    from rltrade.agents.algorithms import check_hyperparams
+
+    t0 = time.perf_counter()
+    check_run_name(name)
+    path = Path(runs_root) / name
+    if path.exists():
+        raise ConfigError(f"{path} already exists: choose another --name")
+    if config.walkforward is None:
+        raise ConfigError("the config has no walkforward: section (scheme, train, validation, "
+                          "test, seeds); see docs/walkforward.md")
+    check_hyperparams(config.agent)
+    # one torch thread per unit: a pool of processes shares the cores, and the sequential run
+    # equals the pooled one
+    config = config.with_overrides(training={"torch_threads": 1})
+    ds = _load_dataset(config) if dataset is None else dataset
+    t_data = time.perf_counter() - t0
+    plan = fold_plan(config, ds)
+    seeds = list(config.walkforward.seeds)
+    log.info("walk-forward {}: {} folds x {} seeds ({} scheme, purge {}, embargo {}) over {} "
+             "rows", name, len(plan.folds), len(seeds), plan.scheme, plan.purge, plan.embargo,
+             len(ds))
+    path.mkdir(parents=True)
+    ds_dir = ds.save(path / "dataset")
+    atomic_write_bytes(path / "config.yaml", config.to_yaml().encode())
+    t_prep = time.perf_counter() - t0 - t_data
+    runner = executor if executor is not None else make_executor(workers)
+    # in this process the Dataset itself; other processes load the saved copy once each
+    ref: Dataset | Path = ds if isinstance(runner, SequentialExecutor) else ds_dir
+    tasks = [(config, ref, fold, seed, path) for fold in plan.folds for seed in seeds]
+    t1 = time.perf_counter()
+    results = runner.map(run_fold, tasks)
+    t_units = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    oos = stitch(results, seeds)
+    atomic_write_bytes(path / "oos_steps.csv", oos.to_csv().encode())
+    timings = {"dataset": t_data, "prepare": t_prep, "units": t_units,
+               "stitch": time.perf_counter() - t2, "report": 0.0, "total": 0.0}
+    _write_json(path, config, ds, plan, results, oos, seeds, workers, timings)
+    from rltrade.experiments.report import write_walkforward_report
+
+    t3 = time.perf_counter()
+    write_walkforward_report(path)
+    timings["report"] = time.perf_counter() - t3
+    timings["total"] = time.perf_counter() - t0
+    _write_json(path, config, ds, plan, results, oos, seeds, workers, timings)
+    log.info("walk-forward {} done in {:.1f} s: {}", name, timings["total"], path)
+    return WalkForwardResult(path, plan, results, oos, timings["total"], timings)
+
+
+def _write_json(path: Path, config: RunConfig, ds: Dataset, plan: FoldPlan,
+                results: list[FoldResult], oos: pd.DataFrame, seeds: list[int],
+                workers: int | None, timings: dict[str, float]) -> None:
+    ts = ds.timestamps
+    folds = []
+    for fold in plan.folds:
+        entry = fold.to_dict(ts)
+        entry["seeds"] = {
+            str(r.seed): {"run": str(Path(r.run).relative_to(path)),
+                          "backtest": (str(Path(r.backtest).relative_to(path))
+                                       if r.backtest else None),
+                          "selected": r.selected, "test": r.test, "baselines": r.baselines,
+                          "wall_seconds": r.wall_seconds}
+            for r in results if r.fold == fold.index}
+        folds.append(entry)
+    last = oos.iloc[-1]
+    stitched = {col: float(last[col]) - 1.0 for col in oos.columns if col != "fold"}
+    atomic_write_json(path / "walkforward.json", {
+        "format": "rltrade-walkforward-v1",
+        "name": path.name,
+        "created_at": utc_now(),
+        "data": {"source": config.data.source, "symbol": ds.symbol, "timeframe": ds.timeframe,
+                 "fingerprint": ds.fingerprint, "spec_hash": ds.spec_hash, "rows": len(ds),
+                 "start": str(ds.index[0]), "end": str(ds.index[-1]),
+                 "warmup_dropped": ds.warmup_dropped},
+        "seeds": seeds,
+        "selection": SELECTION_RULE,
+        "plan": {k: v for k, v in plan.to_dict(ts).items() if k != "folds"},
+        "folds": folds,
+        "stitched_total_return": stitched,
+        "oos_bars": len(oos),
+        "workers": workers,
+        "timings": timings,
+    })

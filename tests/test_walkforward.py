@@ -1,0 +1,291 @@
+"""Walk-forward: the unit of work (train on a fold, select on validation, test once), the
+driver's files, stitching, and the process pool equal to the sequential run."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rltrade.errors import ConfigError
+from rltrade.experiments.executors import LocalExecutor, SequentialExecutor, make_executor
+from rltrade.experiments.walkforward import (
+    AGENT,
+    FoldResult,
+    fold_plan,
+    run_fold,
+    stitch,
+    walk_forward,
+)
+from rltrade.features.dataset import build_dataset
+from rltrade.features.normalize import Normalizer
+from rltrade.runs import Run
+
+#: two folds of train 200 / validation 50 / test 60 bars (purge = window 8), tiny training
+WF = {"train": 200, "validation": 50, "test": 60, "folds": 2, "seeds": [0, 1]}
+
+
+def _config(small_config, **wf):
+    cfg = small_config(data={"source": "synthetic:planted?n_bars=420&seed=3"},
+                       training={"total_steps": 256, "eval_freq": 128, "checkpoint_freq": 128})
+    return cfg.with_overrides(walkforward={**WF, **wf})
+
+
+@pytest.fixture(scope="module")
+def sequential(tmp_path_factory, small_config):
+    cfg = _config(small_config)
+    return walk_forward(cfg, "wf", tmp_path_factory.mktemp("runs"), workers=1)
+
+
+def test_walkforward_writes_its_plan_folds_and_stitched_equity(sequential):
+    res = sequential
+    path = res.path
+    report = json.loads((path / "walkforward.json").read_text())
+    assert report["plan"]["bars"] == {"train": 200, "validation": 50, "test": 60, "step": 60,
+                                      "purge": 8, "embargo": 0}
+    assert [f["fold"] for f in report["folds"]] == [0, 1]
+    ds = res.plan  # the row ranges recorded are the plan's
+    for entry, fold in zip(report["folds"], ds.folds, strict=True):
+        for key in ("train", "validation", "test"):
+            block = getattr(fold, key)
+            assert entry[key]["start_row"] == block.start and entry[key]["stop_row"] == block.stop
+            assert entry[key]["start"] and entry[key]["end"]
+        assert entry["purge"] == 8 and entry["embargo"] == 0
+        assert set(entry["seeds"]) == {"0", "1"}
+        for seed, s in entry["seeds"].items():
+            assert s["run"] == f"folds/fold_{fold.index}/seed_{seed}"
+            assert s["test"]["bars_run"] == 60
+            assert {"buy_and_hold", "flat"} <= set(s["baselines"])
+            assert s["selected"]["model"] == "best"
+    oos = pd.read_csv(path / "oos_steps.csv", index_col=0, parse_dates=True)
+    assert len(oos) == 2 * 60
+    assert list(oos.columns[:4]) == ["fold", "agent_seed_0", "agent_seed_1", "agent_median"]
+    assert "buy_and_hold" in oos.columns
+    np.testing.assert_allclose(oos["agent_median"],
+                               oos[["agent_seed_0", "agent_seed_1"]].median(axis=1))
+    # the stitched curve ends at the product of the folds' test growths
+    for seed in (0, 1):
+        growth = np.prod([1 + e["seeds"][str(seed)]["test"]["total_return"]
+                          for e in report["folds"]])
+        assert oos[f"agent_seed_{seed}"].iloc[-1] == pytest.approx(growth, rel=1e-9)
+    bh = np.prod([1 + e["seeds"]["0"]["baselines"]["buy_and_hold"]["total_return"]
+                  for e in report["folds"]])
+    assert oos["buy_and_hold"].iloc[-1] == pytest.approx(bh, rel=1e-9)
+
+
+def test_each_fold_seed_is_an_ordinary_run_trained_on_its_rows_only(sequential):
+    res = sequential
+    from rltrade.features.dataset import Dataset
+
+    ds = Dataset.load(res.path / "dataset")
+    for r in res.results:
+        fold = res.plan.folds[r.fold]
+        run = Run.open(res.path / "folds" / f"fold_{r.fold}" / f"seed_{r.seed}")
+        assert run.state["status"] == "completed"
+        assert run.config.training.seed == r.seed
+        meta = run.metadata
+        assert meta["run_mode"] == "walkforward_fold"
+        train = ds.slice(fold.train.start, fold.train.stop)
+        assert meta["training"]["range"] == {"start": train.index[0].isoformat(),
+                                             "end": train.index[-1].isoformat(), "bars": 200}
+        # evaluated (selection) on the validation rows and their window - 1 context rows
+        ev = meta["training"]["eval_range"]
+        assert ev["end"] == ds.index[fold.validation.stop - 1].isoformat()
+        assert ev["bars"] == len(fold.validation) + 8 - 1
+        # the normalizer was fitted on the fold's training rows only
+        fitted = Normalizer.for_dataset(train).fit(train).to_dict()
+        assert run.normalizer().to_dict() == fitted
+        # the test rows were backtested once, with the selected (best) model
+        (bt,) = meta["backtests"]
+        assert bt["model"] == "best" and not bt["overlaps_training"]
+        assert bt["data"]["start"] == str(ds.index[fold.test.start])
+        assert (run.path / bt["path"] / "comparison.csv").is_file()
+        assert run.model_dir("best").is_dir()
+
+
+def test_the_test_rows_play_no_part_in_the_selection(sequential, small_config):
+    """Scramble the prices and features of a fold's test rows: the training, the
+    validation evaluations and the selected checkpoint stay exactly the same; only the test
+    result changes."""
+    from rltrade.features.dataset import Dataset
+
+    res = sequential
+    ds = Dataset.load(res.path / "dataset")
+    fold = res.plan.folds[1]
+    rows = slice(fold.test.start, fold.test.stop)
+    rng = np.random.default_rng(0)
+    ohlcv = ds.ohlcv.copy()
+    ohlcv[rows] *= rng.uniform(0.9, 1.1, size=(fold.test.stop - fold.test.start, 1))
+    features = ds.features.copy()
+    features[rows] = rng.normal(size=features[rows].shape)
+    scrambled = dataclasses.replace(ds, ohlcv=ohlcv, features=features)
+    cfg = _config(small_config).with_overrides(training={"torch_threads": 1})
+    out = res.path.parent / "scrambled"
+    got = run_fold(cfg, scrambled, fold, 0, out)
+    want = next(r for r in res.results if r.fold == 1 and r.seed == 0)
+    assert got.selected == want.selected
+    assert Run.open(got.run).state["evaluations"] == Run.open(want.run).state["evaluations"]
+    assert got.test["total_return"] != want.test["total_return"]
+
+
+def test_a_process_pool_gives_the_sequential_results(sequential, tmp_path, small_config):
+    cfg = _config(small_config)
+    pooled = walk_forward(cfg, "wf", tmp_path, workers=2)
+    assert isinstance(make_executor(2), LocalExecutor)
+    pd.testing.assert_frame_equal(pooled.oos, sequential.oos)
+    for a, b in zip(pooled.results, sequential.results, strict=True):
+        assert (a.fold, a.seed) == (b.fold, b.seed)
+        assert a.selected == b.selected and a.test == b.test and a.baselines == b.baselines
+
+
+def test_data_too_short_is_refused_before_anything_is_written(tmp_path, small_config):
+    cfg = _config(small_config, folds=5)
+    with pytest.raises(ConfigError, match=r"too short for 5 folds.*allows 2 folds"):
+        walk_forward(cfg, "wf", tmp_path)
+    assert not (tmp_path / "wf").exists()
+
+
+def test_a_config_without_walkforward_or_a_taken_name_is_refused(tmp_path, small_config):
+    with pytest.raises(ConfigError, match="no walkforward: section"):
+        walk_forward(small_config(), "wf", tmp_path)
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ConfigError, match="already exists"):
+        walk_forward(_config(small_config), "taken", tmp_path)
+
+
+def test_fold_plan_reads_durations_in_bars_of_the_data(small_config):
+    cfg = _config(small_config, train="8d", validation="2d", test="60h", folds=None)
+    ds = build_dataset("synthetic:planted?n_bars=420&seed=3", cfg.feature_spec)
+    plan = fold_plan(cfg, ds)
+    assert (plan.train, plan.validation, plan.test, plan.purge) == (192, 48, 60, 8)
+    cfg = cfg.with_overrides(walkforward={"purge": 20, "embargo": 3})
+    assert (fold_plan(cfg, ds).purge, fold_plan(cfg, ds).step) == (20, 63)
+
+
+def _fake(fold: int, seed: int, growth: list[float], bh: list[float]) -> FoldResult:
+    ts = np.arange(len(growth), dtype=np.int64) + 100 * fold
+    return FoldResult(fold, seed, "", {}, {}, {}, ts,
+                      {AGENT: np.array(growth), "buy_and_hold": np.array(bh)}, 0.0)
+
+
+def test_stitch_chains_the_test_windows_per_seed_and_takes_the_median():
+    results = [_fake(0, 0, [1.0, 1.1], [1.0, 0.5]), _fake(0, 1, [1.0, 0.9], [1.0, 0.5]),
+               _fake(1, 0, [1.0, 2.0], [1.0, 3.0]), _fake(1, 1, [0.5, 0.5], [1.0, 3.0])]
+    oos = stitch(results, [0, 1])
+    np.testing.assert_allclose(oos["agent_seed_0"], [1.0, 1.1, 1.1, 2.2])
+    np.testing.assert_allclose(oos["agent_seed_1"], [1.0, 0.9, 0.45, 0.45])
+    np.testing.assert_allclose(oos["agent_median"], [1.0, 1.0, 0.775, 1.325])
+    np.testing.assert_allclose(oos["buy_and_hold"], [1.0, 0.5, 0.5, 1.5])
+    assert oos["fold"].tolist() == [0, 0, 1, 1]
+
+
+def test_executors_return_results_in_task_order():
+    tasks = [(3,), (1,), (2,)]
+    assert SequentialExecutor().map(abs, tasks) == [3, 1, 2]
+    with pytest.raises(ConfigError):
+        make_executor(0)
+
+
+def test_cli_walkforward_writes_the_files_and_refuses_short_data(tmp_path, capsys,
+                                                                  small_config):
+    from cli_helpers import run_cli
+
+    cfg = _config(small_config, seeds=[3])
+    path = tmp_path / "wf.yaml"
+    path.write_text(cfg.to_yaml())
+    code, out, _ = run_cli(["walkforward", "--config", str(path), "--name", "cli_wf",
+                            "--runs-dir", str(tmp_path), "--workers", "1", "--steps", "128"],
+                           capsys)
+    assert code == 0
+    assert "stitched out-of-sample return" in out and "agent_seed_3" in out
+    folder = tmp_path / "cli_wf"
+    assert (folder / "walkforward.json").is_file() and (folder / "oos_steps.csv").is_file()
+    assert Run.open(folder / "folds" / "fold_1" / "seed_3").manifest["steps"] == 128
+    path.write_text(cfg.with_overrides(walkforward={"folds": 9}).to_yaml())
+    code, _, err = run_cli(["walkforward", "--config", str(path), "--name", "short",
+                            "--runs-dir", str(tmp_path)], capsys)
+    assert code == 2
+    assert err.startswith("error: the data is too short for 9 folds")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_fold_run_is_not_resumed_and_a_prepared_split_takes_no_backtest_range(
+        sequential, small_config, tmp_path):
+    import shutil
+
+    from rltrade.agents.training import resume, train
+
+    copy = tmp_path / "seed_0"  # a fold run that crashed
+    shutil.copytree(next(iter(sequential.results)).run, copy,
+                    ignore=shutil.ignore_patterns("train.lock"))
+    Run.open(copy).write_state(status="failed")
+    with pytest.raises(ConfigError, match="walk-forward fold"):
+        resume(copy)
+    with pytest.raises(ConfigError, match="give no backtest range"):
+        train(small_config(), "x", runs_root=sequential.path.parent, backtest_start="2020-01-10",
+              data=object())  # type: ignore[arg-type]
+
+
+def test_report_html_has_the_fold_table_and_both_charts(sequential):
+    from rltrade.experiments.report import fold_table
+    from test_report import assert_no_external_resources
+
+    page = (sequential.path / "report.html").read_text()
+    report = json.loads((sequential.path / "walkforward.json").read_text())
+    table = fold_table(report)
+    assert len(table) == 4 and list(table["seed"]) == [0, 1, 0, 1]
+    assert table["test return"].tolist() == [r.test["total_return"]
+                                             for r in sequential.results]
+    assert 'id="chart-stitched"' in page and 'id="chart-fold-returns"' in page
+    assert "agent_median" in page and "buy_and_hold" in page
+    assert page.count("<tr>") >= 1 + 4 + 1 + oos_columns(sequential)
+    assert_no_external_resources(page)  # self-contained, like the backtest report
+
+
+def oos_columns(result) -> int:
+    return len([c for c in result.oos.columns if c != "fold"])
+
+
+def test_baselines_of_a_dataset_without_strategies_leave_out_the_rule(small_config):
+    """A walk-forward over features only (no strategies) judges against every baseline that
+    can run on it: ``rule`` needs strategy signals or the forecast features."""
+    from rltrade.agents.baselines import baseline_names
+    from rltrade.evaluation.judge import compare_baselines
+
+    cfg = small_config(features={"strategies": []})
+    ds = build_dataset("synthetic:planted?n_bars=300&seed=3", cfg.feature_spec)
+    assert ds.signals.shape[1] == 0
+    assert baseline_names(ds) == ["buy_and_hold", "flat", "random", "oracle"]
+    table, _ = compare_baselines(ds, cfg.env, None)
+    assert list(table["name"]) == ["buy_and_hold", "flat", "random", "oracle"]
+
+
+@pytest.mark.slow
+def test_on_a_planted_market_the_walk_forward_agent_beats_buy_and_hold_on_most_folds(tmp_path):
+    """``alpha_signal`` predicts the next bar's return: trained on each fold's past, selected
+    on its validation window, the agent beats buy-and-hold on most test windows and over the
+    stitched out-of-sample period (about a minute on 2 cores; measured: 4 of 4 folds)."""
+    from rltrade.config import RunConfig
+
+    cfg = RunConfig.from_dict({
+        "data": {"source": "synthetic:planted?n_bars=4000&seed=5"},
+        "features": {"features": [{"name": "column"},
+                                  {"name": "returns", "params": {"periods": [1]}}],
+                     "strategies": []},
+        "env": {"window": 4, "episode_length": 512},
+        "agent": {"hyperparams": {"n_steps": 256, "batch_size": 128, "n_epochs": 10,
+                                  "learning_rate": 0.001},
+                  "policy": {"net_arch": [32]}},
+        "training": {"total_steps": 49152, "n_envs": 4, "eval_freq": 4096,
+                     "checkpoint_freq": 0},
+        "walkforward": {"train": 1500, "validation": 300, "test": 400, "folds": 4,
+                        "seeds": [0]},
+    })
+    res = walk_forward(cfg, "planted", tmp_path, workers=1)
+    wins = sum(r.test["total_return"] > r.baselines["buy_and_hold"]["total_return"]
+               for r in res.results)
+    assert wins >= 3
+    assert res.oos["agent_seed_0"].iloc[-1] > res.oos["buy_and_hold"].iloc[-1]
