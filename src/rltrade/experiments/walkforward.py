@@ -157,7 +157,7 @@ def run_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, s
     normalizer = Normalizer.for_dataset(train_ds).fit(train_ds)
     data = PreparedData(ds, train_ds, valid_ds, None, normalizer)
     root = Path(out_dir) / "folds" / f"fold_{fold.index}"
-    trained = train(cfg, f"seed_{seed}", runs_root=root, data=data)
+    trained = train(cfg, f"seed_{seed}", runs_root=root, data=data, record_trial=False)
     run = trained.run
     best = trained.best_eval or trained.final_eval
     result = backtest_run(run, test_ds, model="best", baselines=False, report=False)
