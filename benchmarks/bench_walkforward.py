@@ -12,8 +12,9 @@ Both runs are timed end to end (``walk_forward``). Targets:
 * speed-up: the pool's wall time at least 1.8x faster than the sequential run with 2 workers
   on 2 cores;
 * orchestration under 5 % of the total: slicing and saving the Dataset, the fold plan,
-  stitching and the report (``timings`` of ``walkforward.json``: ``prepare + stitch +
-  report``; building the Dataset, ``dataset``, is featurisation and is shown on its own).
+  recording the trials, stitching, the statistics and the report (``timings`` of
+  ``walkforward.json``: ``prepare + registry + stitch + statistics + report``; building the
+  Dataset, ``dataset``, is featurisation and is shown on its own).
 
 The pool's processes start with the ``spawn`` method: each imports torch and compiles the numba
 kernels once, a fixed cost that a longer training hides. ``--quick`` is a smoke test with tiny
@@ -84,9 +85,10 @@ def main() -> None:
                      f"{sum(walls):.1f} s summed"))
     for label, res in (("sequential", sequential), ("pool", pooled)):
         t = res.timings
-        orch = t["prepare"] + t["stitch"] + t["report"]
+        orch = t["prepare"] + t["registry"] + t["stitch"] + t["statistics"] + t["report"]
         rows.append((f"orchestration, {label}", f"{100 * orch / t['total']:.1f} %",
-                     f"prepare {t['prepare']:.2f} s + stitch {t['stitch']:.2f} s + report "
+                     f"prepare {t['prepare']:.2f} s + registry {t['registry']:.2f} s + stitch "
+                     f"{t['stitch']:.2f} s + statistics {t['statistics']:.2f} s + report "
                      f"{t['report']:.2f} s of {t['total']:.1f} s (target < 5 %); dataset "
                      f"build {t['dataset']:.2f} s"))
     print(f"# bench_walkforward on {machine()}")

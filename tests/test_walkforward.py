@@ -12,12 +12,15 @@ import pytest
 
 from rltrade.errors import ConfigError
 from rltrade.experiments.executors import LocalExecutor, SequentialExecutor, make_executor
+from rltrade.experiments.registry import TrialRegistry, config_hash, registry_path
 from rltrade.experiments.walkforward import (
     AGENT,
     FoldResult,
     fold_plan,
+    fold_seed_table,
     run_fold,
     stitch,
+    stitched_returns,
     walk_forward,
 )
 from rltrade.features.dataset import build_dataset
@@ -136,6 +139,8 @@ def test_a_process_pool_gives_the_sequential_results(sequential, tmp_path, small
     pooled = walk_forward(cfg, "wf", tmp_path, workers=2)
     assert isinstance(make_executor(2), LocalExecutor)
     pd.testing.assert_frame_equal(pooled.oos, sequential.oos)
+    # the driver recorded the trials of the worker processes' runs
+    assert len(TrialRegistry(registry_path(None, tmp_path)).trials("wf")) == 4
     for a, b in zip(pooled.results, sequential.results, strict=True):
         assert (a.fold, a.seed) == (b.fold, b.seed)
         assert a.selected == b.selected and a.test == b.test and a.baselines == b.baselines
@@ -289,3 +294,137 @@ def test_on_a_planted_market_the_walk_forward_agent_beats_buy_and_hold_on_most_f
                for r in res.results)
     assert wins >= 3
     assert res.oos["agent_seed_0"].iloc[-1] > res.oos["buy_and_hold"].iloc[-1]
+
+
+# -- the trial registry and the statistics ------------------------------------------------------
+def _registry(result) -> TrialRegistry:
+    return TrialRegistry(registry_path(None, result.path.parent))
+
+
+def test_every_fold_seed_test_run_is_recorded_as_one_trial(sequential, small_config):
+    from rltrade.features.dataset import Dataset
+
+    res = sequential
+    ds = Dataset.load(res.path / "dataset")
+    trials = _registry(res).trials("wf")
+    assert [(t.fold, t.seed) for t in trials] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    returns = stitched_returns(res.oos)
+    want_hash = config_hash(_config(small_config))
+    for t, r in zip(trials, res.results, strict=True):
+        fold = res.plan.folds[r.fold]
+        assert t.run_path == r.run and t.experiment == "wf"
+        assert t.config_hash == want_hash and t.data_fingerprint == ds.fingerprint
+        assert t.bars_per_year == pytest.approx(8766.0)
+        for key in ("train", "validation", "test"):
+            block = getattr(fold, key)
+            assert (t.ranges[key]["start_row"], t.ranges[key]["stop_row"]) == (block.start,
+                                                                              block.stop)
+            assert t.ranges[key]["start"] == ds.index[block.start].isoformat()
+        assert (t.ranges["purge"], t.ranges["embargo"]) == (8, 0)
+        # the test backtest's per-bar returns: its bars, compounding to its total return,
+        # and equal to this fold's part of the stitched curve
+        ts, ret = t.load_returns()
+        np.testing.assert_array_equal(ts, ds.timestamps[fold.test.start:fold.test.stop])
+        assert np.prod(1 + ret) - 1 == pytest.approx(r.test["total_return"], rel=1e-9)
+        part = returns.loc[(res.oos["fold"] == r.fold).to_numpy(), f"agent_seed_{r.seed}"]
+        np.testing.assert_allclose(ret, part.to_numpy(), rtol=1e-9, atol=1e-15)
+        sharpe = np.mean(ret) / np.std(ret, ddof=1)
+        assert t.sharpe == pytest.approx(sharpe, rel=1e-9)  # per bar
+
+
+def test_walkforward_json_statistics_follow_the_fold_table(sequential):
+    from rltrade.evaluation.aggregate import iqm
+
+    res = sequential
+    report = res.report
+    stats, sig = report["statistics"], report["significance"]
+    table = fold_seed_table(res.results)
+    for entry in report["folds"]:
+        for seed, s in entry["seeds"].items():
+            row = table[(table["fold"] == entry["fold"]) & (table["seed"] == int(seed))].iloc[0]
+            assert row["sharpe"] == s["test"]["sharpe"]  # annualised, from the test metrics
+            assert row["total_return"] == s["test"]["total_return"]
+            assert row["buy_and_hold_return"] == s["baselines"]["buy_and_hold"]["total_return"]
+            assert row["flat_return"] == s["baselines"]["flat"]["total_return"]
+    assert (stats["n_folds"], stats["n_seeds"]) == (2, 2)
+    assert stats["sharpe"]["iqm"] == pytest.approx(iqm(table["sharpe"]))
+    assert stats["total_return"]["iqm"] == pytest.approx(iqm(table["total_return"]))
+    assert stats["sharpe"]["ci_lower"] <= stats["sharpe"]["iqm"] <= stats["sharpe"]["ci_upper"]
+    wide = table.pivot(index="seed", columns="fold", values="total_return")
+    bh = table.groupby("fold")["buy_and_hold_return"].first()
+    beats = [bool(wide[k].median() > bh[k]) for k in (0, 1)]
+    assert stats["beats_buy_and_hold"]["per_fold"] == beats
+    assert stats["beats_buy_and_hold"]["fraction"] == pytest.approx(sum(beats) / 2)
+    assert stats["beats_flat"]["folds"] == 2
+    spa = stats["spa"]  # every seed's 120 stitched bars against buy-and-hold
+    assert stats["spa_skipped"] is None
+    assert (spa["n_observations"], spa["n_models"]) == (120, 2)
+    returns = stitched_returns(res.oos)
+    excess = (returns[["agent_seed_0", "agent_seed_1"]].sub(returns["buy_and_hold"], axis=0)
+              .mean().to_numpy())
+    np.testing.assert_allclose(spa["mean_excess_return"], excess, rtol=1e-9)
+    assert 0.0 <= spa["consistent"] <= 1.0
+    # significance: of the median curve's per-bar returns, deflated by the 4 recorded trials
+    sharpes = [t.sharpe for t in _registry(res).trials("wf")]
+    assert (sig["n_trials"], sig["n_recorded"]) == (4, 4)
+    assert sig["var_trials_per_bar"] == pytest.approx(np.var(sharpes, ddof=1))
+    median = returns["agent_median"].to_numpy()
+    assert sig["sharpe_per_bar"] == pytest.approx(np.mean(median) / np.std(median, ddof=1))
+    assert sig["sharpe_annualised"] == pytest.approx(sig["sharpe_per_bar"] * np.sqrt(8766))
+    assert sig["pbo"] is None and "1 configuration" in sig["pbo_skipped"]
+    assert sig["undefined"] == [] and sig["dsr_skipped"] is None
+
+
+def test_dsr_deflated_by_the_walk_forwards_trials_is_below_psr(sequential):
+    sig = sequential.report["significance"]
+    assert sig["n_trials"] == 4 and sig["var_trials_per_bar"] > 0
+    assert 0.0 <= sig["dsr"] < sig["psr"] <= 1.0
+
+
+def test_a_second_config_in_the_experiment_gives_pbo_in_json_and_report(sequential, tmp_path,
+                                                                          small_config):
+    import shutil
+
+    root = tmp_path / "runs"  # a copy: the fixture's registry stays as it was
+    shutil.copytree(sequential.path.parent, root)
+    cfg = _config(small_config, seeds=[0]).with_overrides(training={"total_steps": 128})
+    res = walk_forward(cfg, "wf_other", root, experiment="wf")
+    trials = TrialRegistry(root / "registry.sqlite").trials("wf")
+    assert len(trials) == 6 and len({t.config_hash for t in trials}) == 2
+    sig = res.report["significance"]
+    assert (sig["n_trials"], sig["n_configurations"]) == (6, 2)
+    pbo = sig["pbo"]
+    assert sig["pbo_skipped"] is None and 0.0 <= pbo["pbo"] <= 1.0
+    assert pbo["n_configurations"] == 2 and pbo["n_partitions"] == 16
+    assert sum(pbo["logit_histogram"]["counts"]) == pbo["n_combinations"]
+    page = (res.path / "report.html").read_text()
+    assert "Probability of Backtest Overfitting" in page and 'id="chart-pbo-logits"' in page
+
+
+def test_report_html_shows_the_statistics(sequential):
+    page = (sequential.path / "report.html").read_text()
+    report = sequential.report
+    sig = report["significance"]
+    assert 'id="statistics"' in page and "IQM" in page and "95% CI" in page
+    assert "Sharpe ratio (annualised)" in page and "buy and hold" in page
+    assert "p-value (consistent)" in page
+    assert f"{report['statistics']['spa']['consistent']:.3g}" in page
+    assert "PSR" in page and "DSR" in page and "N = 4 trials" in page
+    assert f"{sig['psr']:.3g}" in page and f"{sig['dsr']:.3g}" in page
+    assert "Not computed: experiment &#x27;wf&#x27; has 1 configuration" in page
+
+
+@pytest.mark.slow
+def test_on_a_random_walk_the_spa_test_finds_no_edge(tmp_path, small_config):
+    """A zero-drift GBM: no policy has an edge, so the SPA test of every seed against
+    buy-and-hold on 2 x 300 stitched test bars does not reject (p > 0.05)."""
+    features = {"features": [{"name": "returns", "params": {"periods": [1]}}, {"name": "rsi"}],
+                "strategies": [{"name": "supertrend", "timeframe": None}]}
+    cfg = small_config(replace={"features": features},
+                       data={"source": "synthetic:gbm?n_bars=1000&seed=11"},
+                       training={"total_steps": 256, "eval_freq": 128, "checkpoint_freq": 128})
+    cfg = cfg.with_overrides(walkforward={**WF, "test": 300})
+    res = walk_forward(cfg, "gbm", tmp_path)
+    spa = res.report["statistics"]["spa"]
+    assert spa["n_observations"] == 600 and spa["n_models"] == 2
+    assert spa["consistent"] > 0.05

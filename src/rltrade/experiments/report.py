@@ -11,12 +11,18 @@ holds:
   and buy-and-hold and flat on the same test window;
 * the **stitched equity** of every seed, their median and every baseline (log scale, the
   oracle hidden until clicked);
-* the **per-fold test returns** as a bar chart: each seed against buy-and-hold.
+* the **per-fold test returns** as a bar chart: each seed against buy-and-hold;
+* the **statistics** (``walkforward.json``'s ``statistics`` and ``significance``): the IQM and
+  95 % stratified bootstrap interval of the annualised test Sharpe ratio and of the test
+  return over folds × seeds, the fractions of folds beating buy-and-hold and flat, Hansen's
+  SPA p-values, PSR against DSR with the ``N`` and ``V`` that deflate it, and PBO with its
+  logit histogram (or why there is none).
 """
 
 from __future__ import annotations
 
 import json
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +37,7 @@ from rltrade.evaluation.report import (
     table_html,
 )
 
-__all__ = ["fold_table", "write_walkforward_report"]
+__all__ = ["fold_table", "statistics_html", "write_walkforward_report"]
 
 _PERCENT = frozenset({"validation return", "test return", "max drawdown", "buy and hold",
                       "flat", "stitched return"})
@@ -80,6 +86,109 @@ def _returns_chart(table: pd.DataFrame) -> str:
     return chart_html(fig, "chart-fold-returns")
 
 
+def _pct(value: Any) -> str:
+    return "—" if value is None else f"{float(value):+.2%}"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return "—" if value is None else f"{float(value):.{digits}g}"
+
+
+def statistics_html(report: dict[str, Any]) -> str:
+    """The statistics section of the report from ``walkforward.json``'s ``statistics`` and
+    ``significance`` (empty for a walk-forward written before they existed)."""
+    stats, sig = report.get("statistics"), report.get("significance")
+    if not stats or not sig:
+        return ""
+    parts = ['<section id="statistics"><h2>Statistics</h2>']
+    sharpe, ret = stats["sharpe"], stats["total_return"]
+    level = f"{float(sharpe['level']):.0%}"
+    spread = pd.DataFrame([
+        {"out of sample": "Sharpe ratio (annualised)", "IQM": _num(sharpe["iqm"]),
+         f"{level} CI": f"{_num(sharpe['ci_lower'])} .. {_num(sharpe['ci_upper'])}",
+         "runs": sharpe["n"], "undefined": sharpe["n_undefined"]},
+        {"out of sample": "test return", "IQM": _pct(ret["iqm"]),
+         f"{level} CI": f"{_pct(ret['ci_lower'])} .. {_pct(ret['ci_upper'])}",
+         "runs": ret["n"], "undefined": ret["n_undefined"]},
+    ])
+    parts.append(
+        f'<p class="note">Over {stats["n_folds"]} folds × {stats["n_seeds"]} seeds: the '
+        "interquartile mean and its stratified bootstrap interval (seeds resampled within "
+        f"each fold, {sharpe['reps']:,} replicates, percentile interval).</p>"
+        f"{table_html(spread)}")
+    beats = []
+    for key, label in (("beats_buy_and_hold", "buy and hold"), ("beats_flat", "flat")):
+        b = stats[key]
+        beats.append({"baseline": label,
+                      "folds beaten (seeds' median)": f"{b['folds_beating']} of {b['folds']}",
+                      "fraction of folds": _pct(b["fraction"]).lstrip("+"),
+                      "runs beaten": f"{b['runs_beating']} of {b['runs']}"})
+    parts.append('<h3>Beating the baselines after costs</h3>'
+                 f"{table_html(pd.DataFrame(beats))}")
+    spa = stats.get("spa")
+    parts.append("<h3>Hansen's SPA test against buy-and-hold</h3>")
+    if spa:
+        parts.append(
+            f'<p class="note">Every seed\'s stitched per-period returns against buy-and-hold '
+            f"on the same {spa['n_observations']:,} bars; null: no seed beats buy-and-hold. "
+            f"Stationary bootstrap, {spa['reps']:,} replicates, mean block length "
+            f"{spa['block_size']}. A p-value below 0.05 rejects the null.</p>"
+            + table_html(pd.DataFrame([{
+                "p-value (consistent)": _num(spa["consistent"]),
+                "lower": _num(spa["lower"]), "upper (Reality Check)": _num(spa["upper"]),
+                "mean excess return per bar": ", ".join(
+                    f"{float(x):+.3g}" for x in spa["mean_excess_return"])}])))
+    else:
+        parts.append(f'<p class="note">Not computed: {_escape(str(stats.get("spa_skipped")))}'
+                     "</p>")
+    parts.append("<h3>Sharpe ratio significance: PSR and DSR</h3>")
+    if sig.get("dsr_skipped"):
+        parts.append(f'<p class="note">Not computed: {_escape(sig["dsr_skipped"])}</p>')
+    else:
+        parts.append(
+            f'<p class="note">Of the per-bar returns of the seeds\' median stitched curve '
+            f"({sig['n_periods']:,} bars). PSR: probability that the true Sharpe ratio is above "
+            f"0. DSR: the same against the Sharpe ratio the best of N trials would reach by "
+            f"luck, N = {_num(sig['n_trials'], 6)} trials recorded for experiment "
+            f"{_escape(repr(sig['experiment']))} and V = {_num(sig['var_trials_per_bar'])} "
+            "the variance of their per-bar Sharpe ratios.</p>"
+            + table_html(pd.DataFrame([{
+                "Sharpe (per bar)": _num(sig["sharpe_per_bar"]),
+                "Sharpe (annualised)": _num(sig["sharpe_annualised"]),
+                "PSR": _num(sig["psr"]), "DSR": _num(sig["dsr"]),
+                "N (trials)": _num(sig["n_trials"], 6),
+                "V (per-bar Sharpe variance)": _num(sig["var_trials_per_bar"])}])))
+    parts.append("<h3>Probability of Backtest Overfitting</h3>")
+    pbo = sig.get("pbo")
+    if pbo:
+        parts.append(
+            f'<p class="note">CSCV over the experiment\'s {pbo["n_configurations"]} '
+            f"configurations on {pbo['n_periods']:,} common bars, S = {pbo['n_partitions']}, "
+            f"{pbo['n_combinations']:,} splits: PBO = {_num(pbo['pbo'])} (the share of splits "
+            "whose in-sample best configuration ranks at or below the median out of sample; "
+            "about 0.5 means no skill).</p>"
+            f'<div class="chart-box">{_logit_chart(pbo["logit_histogram"])}</div>')
+    else:
+        parts.append(f'<p class="note">Not computed: {_escape(str(sig.get("pbo_skipped")))}'
+                     "</p>")
+    parts.append("</section>")
+    return "".join(parts)
+
+
+def _logit_chart(hist: dict[str, list[float]]) -> str:
+    import plotly.graph_objects as go
+
+    edges = hist["edges"]
+    centres = [(a + b) / 2 for a, b in pairwise(edges)]
+    fig = go.Figure()
+    fig.add_bar(x=centres, y=hist["counts"], name="splits", marker_color="#1f77b4")
+    fig.add_vline(x=0.0, line_dash="dash", line_color="#7f7f7f")
+    fig.update_layout(**chart_layout("PBO: logit of the in-sample best's out-of-sample rank",
+                                     xaxis={"title": "logit (≤ 0: overfit)"},
+                                     yaxis={"title": "splits"}, bargap=0.05))
+    return chart_html(fig, "chart-pbo-logits")
+
+
 def write_walkforward_report(folder: str | Path) -> Path:
     """Write ``report.html`` into a walk-forward's folder from its ``walkforward.json`` and
     ``oos_steps.csv``; return its path."""
@@ -107,11 +216,14 @@ def write_walkforward_report(folder: str | Path) -> Path:
         '<section id="charts"><h2>Charts</h2>'
         f'<div class="chart-box">{equity_chart_html(curves, "chart-stitched")}</div>'
         f'<div class="chart-box">{_returns_chart(table)}</div></section>',
+        statistics_html(report),
     ])
     data = report["data"]
     subtitle = (f"{data.get('source')} · {data.get('timeframe')} · {len(report['folds'])} folds"
                 f" × {len(report['seeds'])} seeds · {report['oos_bars']:,} out-of-sample bars")
     nav = [("stitched", "Stitched"), ("folds", "Folds"), ("charts", "Charts")]
+    if report.get("statistics"):
+        nav.append(("statistics", "Statistics"))
     page = html_page(f"Walk-forward report: {report['name']}", subtitle, nav, body)
     out = folder / "report.html"
     atomic_write_bytes(out, page.encode("utf-8"))

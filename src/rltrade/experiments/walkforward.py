@@ -42,6 +42,7 @@ from loguru import logger
 from rltrade.config import RunConfig
 from rltrade.data.store import atomic_write_bytes, atomic_write_json
 from rltrade.errors import ConfigError
+from rltrade.evaluation.aggregate import SUMMARY_COLUMNS
 from rltrade.experiments.executors import Executor, SequentialExecutor, make_executor
 from rltrade.experiments.folds import (
     Block,
@@ -51,6 +52,7 @@ from rltrade.experiments.folds import (
     duration_bars,
     plan_folds,
 )
+from rltrade.experiments.registry import TrialRegistry, registry_path
 from rltrade.features.dataset import Dataset
 from rltrade.runs import check_run_name, utc_now
 
@@ -60,10 +62,14 @@ __all__ = [
     "FoldResult",
     "WalkForwardResult",
     "fold_plan",
+    "fold_seed_table",
     "load_dataset_ref",
+    "record_trials",
     "run_fold",
     "stitch",
+    "stitched_returns",
     "walk_forward",
+    "walkforward_statistics",
 ]
 
 log = logger.bind(component="train")
@@ -82,6 +88,8 @@ class FoldResult:
     :param equity: per test bar (``timestamps``), equity as a multiple of the initial equity,
         for the agent (``"agent"``) and every baseline; a backtest that stopped early keeps its
         last equity for the remaining bars.
+    :param test_returns: the agent's per-period returns on the bars its test backtest ran
+        (``test_timestamps``), as the metrics define them.
     """
 
     fold: int
@@ -94,6 +102,12 @@ class FoldResult:
     equity: dict[str, np.ndarray]
     wall_seconds: float
     backtest: str | None = None
+    #: the bars the test backtest ran (int64 UTC ns) and their per-period returns
+    #: (:func:`~rltrade.experiments.registry.backtest_returns`): what the registry records
+    test_timestamps: np.ndarray | None = None
+    test_returns: np.ndarray | None = None
+    #: the test backtest's annualisation (``metrics["run"]["bars_per_year"]``)
+    bars_per_year: float | None = None
 
 
 # -- dataset references -------------------------------------------------------------------------
@@ -145,6 +159,7 @@ def run_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, s
     """
     from rltrade.agents.training import PreparedData, train
     from rltrade.evaluation.judge import backtest_run, compare_baselines
+    from rltrade.experiments.registry import backtest_returns
     from rltrade.features.normalize import Normalizer
 
     t0 = time.perf_counter()
@@ -174,13 +189,17 @@ def run_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, s
     for name, series in equity.items():
         if name != AGENT:
             curves[name] = _curve(series, timestamps, cfg.env.engine.initial_cash)
+    test_ts, test_returns = backtest_returns(result)
+    bars_per_year = ((result.metrics or {}).get("run") or {}).get("bars_per_year")
     return FoldResult(
         fold=fold.index, seed=int(seed), run=str(run.path),
         selected={"model": "best", "step": best.get("step"), "rule": SELECTION_RULE,
                   "validation": _plain(best)},
         test=rows.pop(AGENT), baselines=rows, timestamps=timestamps, equity=curves,
         wall_seconds=time.perf_counter() - t0,
-        backtest=str(result.path) if result.path is not None else None)
+        backtest=str(result.path) if result.path is not None else None,
+        test_timestamps=test_ts, test_returns=test_returns,
+        bars_per_year=None if bars_per_year is None else float(bars_per_year))
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -256,6 +275,177 @@ def stitch(results: list[FoldResult], seeds: list[int]) -> pd.DataFrame:
     return frame
 
 
+# -- the trial registry and the statistics ------------------------------------------------------
+def record_trials(registry: TrialRegistry, experiment: str, config: RunConfig, ds: Dataset,
+                  plan: FoldPlan, results: list[FoldResult]) -> list[int]:
+    """Record every fold × seed test run as one trial of ``experiment`` (the driver does this,
+    never a worker): its run directory, :func:`~rltrade.experiments.registry.config_hash` of
+    ``config`` (the seeds and folds of one walk-forward share it), seed, fold, the Dataset's
+    fingerprint, the fold's train / validation / test ranges (row indices and timestamps, with
+    the purge and embargo) and the test backtest's per-period returns.
+
+    :param registry: the trial registry.
+    :param experiment: the experiment the trials belong to.
+    :param config: the walk-forward's config (its hash identifies the configuration).
+    :param ds: the walk-forward's Dataset.
+    :param plan: the fold plan the results came from.
+    :param results: the fold × seed results.
+    :return: the new trial ids, in the order of ``results``.
+    :raises ConfigError: a result without its test returns.
+    """
+    from rltrade.experiments.registry import config_hash
+
+    digest = config_hash(config)
+    folds = {f.index: f for f in plan.folds}
+    ids = []
+    for r in results:
+        if r.test_returns is None or r.test_timestamps is None:
+            raise ConfigError(f"fold {r.fold} seed {r.seed}: the result has no test returns to "
+                              "record (was it made by run_fold?)")
+        ranges = folds[r.fold].to_dict(ds.timestamps)
+        ranges.pop("fold")
+        ids.append(registry.record(
+            run_path=r.run, experiment=experiment, config_hash=digest,
+            returns=r.test_returns, timestamps=r.test_timestamps, seed=r.seed,
+            data_fingerprint=ds.fingerprint, fold=r.fold, ranges=ranges,
+            bars_per_year=r.bars_per_year))
+    return ids
+
+
+def fold_seed_table(results: list[FoldResult]) -> pd.DataFrame:
+    """One row per fold and seed with :data:`~rltrade.evaluation.aggregate.SUMMARY_COLUMNS`:
+    the test backtest's **annualised** Sharpe ratio (its metrics' ``performance.sharpe``) and
+    total return, buy-and-hold's and flat's total returns on the same test window (``NaN``
+    where undefined)."""
+
+    def num(value: Any) -> float:
+        return np.nan if value is None else float(value)
+
+    return pd.DataFrame([{
+        "fold": r.fold, "seed": r.seed, "sharpe": num(r.test.get("sharpe")),
+        "total_return": num(r.test.get("total_return")),
+        "buy_and_hold_return": num((r.baselines.get("buy_and_hold") or {}).get("total_return")),
+        "flat_return": num((r.baselines.get("flat") or {}).get("total_return")),
+    } for r in results], columns=list(SUMMARY_COLUMNS))
+
+
+def stitched_returns(oos: pd.DataFrame) -> pd.DataFrame:
+    """Per-period simple returns of every stitched curve of :func:`stitch` (the first bar
+    against the start, 1.0): each fold's bars give that fold's test returns, since each fold
+    starts where the previous one ended."""
+    from rltrade.evaluation.series import equity_returns
+
+    return pd.DataFrame({c: equity_returns(oos[c].to_numpy(dtype=float), 1.0)
+                         for c in oos.columns if c != "fold"}, index=oos.index)
+
+
+def walkforward_statistics(results: list[FoldResult], oos: pd.DataFrame, seeds: list[int],
+                           registry: TrialRegistry, experiment: str, *, seed: int = 0,
+                           bars_per_year: float | None = None) -> dict[str, Any]:
+    """The ``statistics`` and ``significance`` sections of ``walkforward.json``.
+
+    ``statistics``: :func:`~rltrade.evaluation.aggregate.summarize_seeds_and_folds` over
+    :func:`fold_seed_table` (IQM and stratified bootstrap 95 % interval of the annualised
+    test Sharpe ratio and of the test return, the fractions of folds beating buy-and-hold and
+    flat), with Hansen's SPA test of the stitched per-period returns of every seed (``[T,
+    seeds]``) against stitched buy-and-hold when there are at least
+    :data:`~rltrade.evaluation.aggregate.MIN_SPA_OBSERVATIONS` periods (else ``spa`` is
+    ``None`` and ``spa_skipped`` says why).
+
+    ``significance``: PSR (against 0) and DSR of the per-period returns of the seeds' median
+    stitched curve (``agent_median``), DSR deflated by the experiment's recorded trials
+    (:func:`~rltrade.experiments.registry.experiment_dsr`: ``N`` the number of trials, ``V``
+    the variance of their **per-bar** Sharpe ratios); and PBO
+    (:func:`~rltrade.experiments.registry.experiment_pbo`) when the experiment holds at least
+    two configurations, else ``None`` and ``pbo_skipped`` says why.
+
+    :param results: the fold × seed results.
+    :param oos: the stitched curves (:func:`stitch`).
+    :param seeds: the seeds, in column order.
+    :param registry: the registry the trials were recorded in.
+    :param experiment: their experiment.
+    :param seed: seed of every bootstrap.
+    :param bars_per_year: to annualise the per-bar Sharpe ratios (``None``: not annualised).
+    :return: ``{"statistics": ..., "significance": ...}``, JSON-ready.
+    """
+    from rltrade.evaluation.aggregate import MIN_SPA_OBSERVATIONS, summarize_seeds_and_folds
+    from rltrade.evaluation.metrics import json_ready
+    from rltrade.experiments.registry import experiment_dsr, experiment_pbo
+
+    returns = stitched_returns(oos)
+    agent = returns[[f"agent_seed_{s}" for s in seeds]].to_numpy()
+    spa_skipped = None
+    spa_args: dict[str, Any] = {}
+    if "buy_and_hold" not in returns.columns:
+        spa_skipped = "no buy-and-hold curve to compare with"
+    elif len(returns) < MIN_SPA_OBSERVATIONS:
+        spa_skipped = (f"{len(returns)} stitched out-of-sample periods; the SPA test needs at "
+                       f"least {MIN_SPA_OBSERVATIONS}")
+    elif not (np.isfinite(agent).all() and np.isfinite(returns["buy_and_hold"]).all()):
+        spa_skipped = "a stitched return is undefined (an equity reached zero)"
+    else:
+        spa_args = {"agent_returns": agent,
+                    "benchmark_returns": returns["buy_and_hold"].to_numpy()}
+    try:
+        statistics = summarize_seeds_and_folds(fold_seed_table(results), seed=seed, **spa_args)
+    except ImportError as exc:  # no arch: everything but the SPA test
+        spa_skipped = str(exc)
+        statistics = summarize_seeds_and_folds(fold_seed_table(results), seed=seed)
+    statistics["sharpe_units"] = "annualised (each test backtest's metrics performance.sharpe)"
+    statistics["spa_returns"] = "stitched per-period returns, every seed against buy_and_hold"
+    statistics["spa_skipped"] = spa_skipped
+
+    median = returns["agent_median"].to_numpy()
+    significance: dict[str, Any] = {
+        "experiment": experiment, "registry": str(registry.path),
+        "returns": "per-period returns of agent_median (the seeds' median stitched curve)",
+        "n_periods": len(median), "bars_per_year": bars_per_year,
+        "sharpe_per_bar": None, "sharpe_annualised": None, "psr": None, "dsr": None,
+        "n_trials": None, "n_recorded": None, "var_trials_per_bar": None,
+        "n_configurations": len({t.config_hash for t in registry.trials(experiment)}),
+        "dsr_skipped": None, "pbo": None, "pbo_skipped": None,
+    }
+    try:
+        dsr = experiment_dsr(registry, experiment, median)
+    except ConfigError as exc:
+        significance["dsr_skipped"] = str(exc)
+    else:
+        sr = dsr["sharpe"]
+        significance.update(
+            sharpe_per_bar=sr, psr=dsr["psr"], dsr=dsr["dsr"], n_trials=dsr["n_trials"],
+            n_recorded=dsr["n_recorded"], var_trials_per_bar=dsr["var_trials"],
+            sharpe_annualised=(sr * np.sqrt(bars_per_year)
+                               if bars_per_year is not None and np.isfinite(sr) else None))
+    if significance["n_configurations"] < 2:
+        significance["pbo_skipped"] = (
+            f"experiment {experiment!r} has {significance['n_configurations']} configuration; "
+            "PBO compares at least two (run another config with the same experiment)")
+    else:
+        try:
+            pbo = experiment_pbo(registry, experiment)
+        except ConfigError as exc:
+            significance["pbo_skipped"] = str(exc)
+        else:
+            d = pbo.details
+            significance["pbo"] = {
+                "pbo": pbo.pbo, "logit_histogram": _histogram(pbo.logits),
+                "n_partitions": d.get("n_partitions"),
+                "n_configurations": d.get("n_configurations"),
+                "n_periods": d.get("n_periods"), "n_combinations": d.get("n_combinations"),
+                "prob_oos_loss": d.get("prob_oos_loss"), "labels": d.get("labels")}
+    undefined: list[str] = []
+    ready = json_ready(significance, "", undefined)
+    ready["undefined"] = undefined
+    return {"statistics": statistics, "significance": ready}
+
+
+def _histogram(values: np.ndarray, bins: int = 30) -> dict[str, list[float]]:
+    """A histogram of the finite ``values``: ``counts`` and the ``edges`` of its bins."""
+    v = np.asarray(values, dtype=float)
+    counts, edges = np.histogram(v[np.isfinite(v)], bins=bins)
+    return {"counts": counts.tolist(), "edges": edges.tolist()}
+
+
 # -- the driver --------------------------------------------------------------------------------
 @dataclass
 class WalkForwardResult:
@@ -286,9 +476,12 @@ def _load_dataset(config: RunConfig) -> Dataset:
 
 def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
                  workers: int | None = 1, *, executor: Executor | None = None,
-                 dataset: Dataset | None = None) -> WalkForwardResult:
-    """Run ``config.walkforward``: every fold × seed through :func:`run_fold`, then
-    ``walkforward.json``, ``oos_steps.csv`` and ``report.html`` in ``runs_root/name/``.
+                 dataset: Dataset | None = None, registry: str | Path | None = None,
+                 experiment: str | None = None) -> WalkForwardResult:
+    """Run ``config.walkforward``: every fold × seed through :func:`run_fold`, each recorded
+    as a trial in the registry (:func:`record_trials`), then ``walkforward.json`` (with the
+    :func:`walkforward_statistics`), ``oos_steps.csv`` and ``report.html`` in
+    ``runs_root/name/``.
 
     :param config: a run config with a ``walkforward:`` section.
     :param name: the walk-forward's folder name (letters, digits, underscores; never reused).
@@ -296,6 +489,10 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     :param workers: processes (1: sequential in this process; ``None``: one per core).
     :param executor: run the units with this instead (e.g. a Ray executor).
     :param dataset: the Dataset to use instead of building it from ``config.data`` (tests).
+    :param registry: the trial registry file (default: ``$RLTRADE_REGISTRY``, else
+        ``runs_root/registry.sqlite``; :func:`~rltrade.experiments.registry.registry_path`).
+    :param experiment: the experiment the trials belong to (default ``name``); give several
+        walk-forwards of different configs one experiment to get their PBO.
     :raises ConfigError: no walkforward section, the name is taken, the data is too short.
     """
     from rltrade.agents.algorithms import check_hyperparams
@@ -309,6 +506,10 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
         raise ConfigError("the config has no walkforward: section (scheme, train, validation, "
                           "test, seeds); see docs/walkforward.md")
     check_hyperparams(config.agent)
+    experiment = experiment or name
+    trials = TrialRegistry(registry_path(registry, runs_root))
+    trials.connect().close()  # an unreadable registry fails now, not after the training
+    user_config = config  # its hash identifies the configuration
     # one torch thread per unit: a pool of processes shares the cores, and the sequential run
     # equals the pooled one
     config = config.with_overrides(training={"torch_threads": 1})
@@ -331,25 +532,36 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     results = runner.map(run_fold, tasks)
     t_units = time.perf_counter() - t1
     t2 = time.perf_counter()
+    record_trials(trials, experiment, user_config, ds, plan, results)
+    t_registry = time.perf_counter() - t2
+    t2 = time.perf_counter()
     oos = stitch(results, seeds)
     atomic_write_bytes(path / "oos_steps.csv", oos.to_csv().encode())
-    timings = {"dataset": t_data, "prepare": t_prep, "units": t_units,
-               "stitch": time.perf_counter() - t2, "report": 0.0, "total": 0.0}
-    _write_json(path, config, ds, plan, results, oos, seeds, workers, timings)
+    t_stitch = time.perf_counter() - t2
+    t2 = time.perf_counter()
+    per_year = {r.bars_per_year for r in results if r.bars_per_year is not None}
+    stats = walkforward_statistics(results, oos, seeds, trials, experiment,
+                                   seed=int(seeds[0]) if seeds else 0,
+                                   bars_per_year=per_year.pop() if len(per_year) == 1 else None)
+    timings = {"dataset": t_data, "prepare": t_prep, "units": t_units, "registry": t_registry,
+               "stitch": t_stitch, "statistics": time.perf_counter() - t2, "report": 0.0,
+               "total": 0.0}
+    _write_json(path, config, ds, plan, results, oos, seeds, workers, timings, stats)
     from rltrade.experiments.report import write_walkforward_report
 
     t3 = time.perf_counter()
     write_walkforward_report(path)
     timings["report"] = time.perf_counter() - t3
     timings["total"] = time.perf_counter() - t0
-    _write_json(path, config, ds, plan, results, oos, seeds, workers, timings)
+    _write_json(path, config, ds, plan, results, oos, seeds, workers, timings, stats)
     log.info("walk-forward {} done in {:.1f} s: {}", name, timings["total"], path)
     return WalkForwardResult(path, plan, results, oos, timings["total"], timings)
 
 
 def _write_json(path: Path, config: RunConfig, ds: Dataset, plan: FoldPlan,
                 results: list[FoldResult], oos: pd.DataFrame, seeds: list[int],
-                workers: int | None, timings: dict[str, float]) -> None:
+                workers: int | None, timings: dict[str, float],
+                stats: dict[str, Any]) -> None:
     ts = ds.timestamps
     folds = []
     for fold in plan.folds:
@@ -378,6 +590,8 @@ def _write_json(path: Path, config: RunConfig, ds: Dataset, plan: FoldPlan,
         "folds": folds,
         "stitched_total_return": stitched,
         "oos_bars": len(oos),
+        "statistics": stats["statistics"],
+        "significance": stats["significance"],
         "workers": workers,
         "timings": timings,
     })
