@@ -201,11 +201,16 @@ def test_cli_walkforward_writes_the_files_and_refuses_short_data(tmp_path, capsy
     cfg = _config(small_config, seeds=[3])
     path = tmp_path / "wf.yaml"
     path.write_text(cfg.to_yaml())
+    registry = tmp_path / "trials.sqlite"
     code, out, _ = run_cli(["walkforward", "--config", str(path), "--name", "cli_wf",
-                            "--runs-dir", str(tmp_path), "--workers", "1", "--steps", "128"],
+                            "--runs-dir", str(tmp_path), "--workers", "1", "--steps", "128",
+                            "--experiment", "cli_exp", "--registry", str(registry)],
                            capsys)
     assert code == 0
     assert "stitched out-of-sample return" in out and "agent_seed_3" in out
+    assert "IQM Sharpe (annualised)" in out and "N = 2 trials of cli_exp" in out
+    assert [(t.fold, t.seed) for t in TrialRegistry(registry).trials("cli_exp")] == [(0, 3),
+                                                                                     (1, 3)]
     folder = tmp_path / "cli_wf"
     assert (folder / "walkforward.json").is_file() and (folder / "oos_steps.csv").is_file()
     assert Run.open(folder / "folds" / "fold_1" / "seed_3").manifest["steps"] == 128

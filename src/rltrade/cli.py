@@ -790,16 +790,23 @@ def walkforward_cmd(
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs live.")] = Path("runs"),
     steps: Annotated[int | None, typer.Option("--steps",
                                               help="Override training.total_steps.")] = None,
+    experiment: Annotated[str | None, typer.Option(
+        "--experiment", help="Record the fold x seed runs as trials of this experiment "
+                             "(default: NAME); walk-forwards of several configs under one "
+                             "experiment get a PBO.")] = None,
+    registry: RegistryOpt = None,
 ) -> None:
     """Walk-forward: train every fold with every seed, select on validation, test once; writes
-    runs/NAME/walkforward.json, oos_steps.csv and folds/fold_<k>/seed_<s>/ run directories."""
+    runs/NAME/walkforward.json, oos_steps.csv and folds/fold_<k>/seed_<s>/ run directories,
+    and records every fold x seed run in the trial registry."""
     from rltrade.config import RunConfig
     from rltrade.experiments.walkforward import walk_forward
 
     cfg = RunConfig.from_yaml(config)
     if steps is not None:
         cfg = cfg.with_overrides(training={"total_steps": steps})
-    result = walk_forward(cfg, name, runs_root=runs_dir, workers=workers)
+    result = walk_forward(cfg, name, runs_root=runs_dir, workers=workers, registry=registry,
+                          experiment=experiment)
     table = Table(title=f"Walk-forward {name}: out of sample, each fold's test window",
                   title_justify="left")
     for col in ("fold", "seed", "test window", "selected step", "validation", "test",
@@ -821,6 +828,20 @@ def walkforward_cmd(
              if col.startswith("agent_") or col in ("buy_and_hold", "flat")]
     console.print("stitched out-of-sample return: " + ", ".join(parts), markup=False,
                   highlight=False, soft_wrap=True)
+    report = result.report
+    stats, sig = report["statistics"], report["significance"]
+    sh, bh, spa, pbo = (stats["sharpe"], stats["beats_buy_and_hold"], stats["spa"],
+                        sig["pbo"])
+
+    def g(x: float | None) -> str:
+        return "n/a" if x is None else f"{float(x):.3g}"
+
+    console.print(
+        f"IQM Sharpe (annualised) {g(sh['iqm'])} [{g(sh['ci_lower'])}, {g(sh['ci_upper'])}]; "
+        f"folds beating buy and hold {bh['folds_beating']}/{bh['folds']}; SPA p "
+        f"{g(spa['consistent']) if spa else 'n/a'}; PSR {g(sig['psr'])}, DSR {g(sig['dsr'])} "
+        f"(N = {g(sig['n_trials'])} trials of {sig['experiment']}); PBO "
+        f"{g(pbo['pbo']) if pbo else 'n/a'}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"wrote {result.path}/walkforward.json, oos_steps.csv and "
                   f"{len(result.results)} fold runs in {result.wall_seconds:.1f} s",
                   markup=False, highlight=False, soft_wrap=True)
