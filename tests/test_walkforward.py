@@ -139,8 +139,11 @@ def test_a_process_pool_gives_the_sequential_results(sequential, tmp_path, small
     pooled = walk_forward(cfg, "wf", tmp_path, workers=2)
     assert isinstance(make_executor(2), LocalExecutor)
     pd.testing.assert_frame_equal(pooled.oos, sequential.oos)
-    # the driver recorded the trials of the worker processes' runs
+    # the driver recorded the trials of the worker processes' runs; same statistics
     assert len(TrialRegistry(registry_path(None, tmp_path)).trials("wf")) == 4
+    assert pooled.report["statistics"] == sequential.report["statistics"]
+    a, b = pooled.report["significance"], sequential.report["significance"]
+    assert a.pop("registry") != b.pop("registry") and a == b
     for a, b in zip(pooled.results, sequential.results, strict=True):
         assert (a.fold, a.seed) == (b.fold, b.seed)
         assert a.selected == b.selected and a.test == b.test and a.baselines == b.baselines

@@ -541,7 +541,6 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     t2 = time.perf_counter()
     per_year = {r.bars_per_year for r in results if r.bars_per_year is not None}
     stats = walkforward_statistics(results, oos, seeds, trials, experiment,
-                                   seed=int(seeds[0]) if seeds else 0,
                                    bars_per_year=per_year.pop() if len(per_year) == 1 else None)
     timings = {"dataset": t_data, "prepare": t_prep, "units": t_units, "registry": t_registry,
                "stitch": t_stitch, "statistics": time.perf_counter() - t2, "report": 0.0,
