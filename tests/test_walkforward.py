@@ -153,6 +153,16 @@ def test_data_too_short_is_refused_before_anything_is_written(tmp_path, small_co
     cfg = _config(small_config, folds=5)
     with pytest.raises(ConfigError, match=r"too short for 5 folds.*allows 2 folds"):
         walk_forward(cfg, "wf", tmp_path)
+    assert not (tmp_path / "wf").exists() and not (tmp_path / "registry.sqlite").exists()
+
+
+def test_an_unreadable_registry_is_refused_before_any_training(tmp_path, small_config):
+    from rltrade.experiments.registry import RegistryError
+
+    bad = tmp_path / "not_a_registry.sqlite"
+    bad.write_text("not SQLite")
+    with pytest.raises(RegistryError, match="is not a trial registry"):
+        walk_forward(_config(small_config), "wf", tmp_path, registry=bad)
     assert not (tmp_path / "wf").exists()
 
 

@@ -507,8 +507,6 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
                           "test, seeds); see docs/walkforward.md")
     check_hyperparams(config.agent)
     experiment = experiment or name
-    trials = TrialRegistry(registry_path(registry, runs_root))
-    trials.connect().close()  # an unreadable registry fails now, not after the training
     user_config = config  # its hash identifies the configuration
     # one torch thread per unit: a pool of processes shares the cores, and the sequential run
     # equals the pooled one
@@ -517,6 +515,8 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     t_data = time.perf_counter() - t0
     plan = fold_plan(config, ds)
     seeds = list(config.walkforward.seeds)
+    trials = TrialRegistry(registry_path(registry, runs_root))
+    trials.connect().close()  # an unreadable registry fails now, not after the training
     log.info("walk-forward {}: {} folds x {} seeds ({} scheme, purge {}, embargo {}) over {} "
              "rows", name, len(plan.folds), len(seeds), plan.scheme, plan.purge, plan.embargo,
              len(ds))
