@@ -42,6 +42,12 @@ def test_example_config_validates_and_equals_defaults_where_shown():
     default = RunConfig()
     assert cfg.env == default.env
     assert cfg.training == default.training
+    # the example's walk-forward fits the bundled sample it names (5 folds)
+    from rltrade.experiments.walkforward import fold_plan
+    from rltrade.features import build_dataset
+
+    ds = build_dataset(cfg.data.source, cfg.feature_spec)
+    assert len(fold_plan(cfg, ds).folds) == 5
 
 
 def test_source_document_defaults():

@@ -554,6 +554,16 @@ split:
 evaluation:                  # how the run is judged (evaluations, backtest, compare)
   bars_per_year: null        # annualisation override (e.g. 98280 for US regular-hours 1m bars)
   equity_floor: false        # true: backtests stop at env.equity_floor like training episodes
+
+walkforward:                 # `rltrade walkforward` (ignored by `train`); docs/walkforward.md
+  scheme: rolling            # rolling or anchored (training always starts at the first bar)
+  train: 2000                # bars, or a duration such as 180d (bars of the data's timeframe)
+  validation: 400            # checkpoint selection only
+  test: 400                  # one backtest per fold and seed, never used for a choice
+  step: 400                  # distance between test windows
+  purge: null                # default: env.window + decision lag
+  embargo: 0
+  seeds: [0, 1, 2]           # 5 folds x 3 seeds on the bundled sample (try --steps 20000)
 """
 
 
