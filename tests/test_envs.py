@@ -15,7 +15,7 @@ from rltrade.data import load_bars
 from rltrade.data.synthetic import synthetic_market
 from rltrade.envs import ACTION_SCHEMES, REWARDS, TradingEnv, VecTradingEnv
 from rltrade.envs import kernels as EK
-from rltrade.errors import ConfigError
+from rltrade.errors import ConfigError, DataError
 from rltrade.features import FeatureSpec, Normalizer, build_dataset
 from rltrade.sim import EngineConfig, ExecutionEngine
 
@@ -110,6 +110,44 @@ def test_train_episodes_random_start_fixed_length_seeded(ds):
     for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(flat_obs(x[0]), flat_obs(y[0]))
         assert x[1] == y[1]
+
+
+def test_train_episodes_stay_inside_one_segment(ds):
+    """CPCV trains on rows cut by test groups: no episode (nor its observation window) crosses
+    a gap between segments, and every segment is used."""
+    from rltrade.envs.config import EnvConfig
+    from rltrade.envs.core import EnvCore
+
+    segments = ((0, 120), (150, 260), (300, len(ds)))
+    window = 16
+    core = EnvCore(ds, EnvConfig(window=window, episode_length=50, segments=segments))
+    rng = np.random.default_rng(0)
+    used = set()
+    for _ in range(2000):
+        start, end = core.episode_bounds(rng)
+        inside = [k for k, (lo, hi) in enumerate(segments)
+                  if lo <= start - window + 1 and start < end <= hi - 1]
+        assert len(inside) == 1, (start, end)
+        assert end - start == 50
+        used.add(inside[0])
+    assert used == {0, 1, 2}
+    # the env's rollouts agree: every bar it visits lies in the episode's segment
+    env = TradingEnv(ds, window=window, episode_length=200, segments=segments)
+    for seed in range(6):
+        bars = [step[4]["bar"] for step in rollout(env, [1] * 1000, seed=seed)]
+        seg = [k for k, (lo, hi) in enumerate(segments) if lo + window - 1 <= bars[0] < hi]
+        assert len(seg) == 1
+        lo, hi = segments[seg[0]]
+        assert all(lo + window - 1 <= b <= hi - 1 for b in bars)
+    # a segment too short for a window plus one step is never used; none usable is an error
+    short = EnvCore(ds, EnvConfig(window=window, segments=((0, 16), (100, 300))))
+    assert short.train_spans == [(115, 299)]
+    with pytest.raises(DataError, match="no training segment"):
+        EnvCore(ds, EnvConfig(window=window, segments=((0, 16),)))
+    with pytest.raises(DataError, match="ends after"):
+        EnvCore(ds, EnvConfig(window=window, segments=((0, len(ds) + 1),)))
+    with pytest.raises(ConfigError, match="segments"):
+        EnvConfig.build({"segments": [[5, 5]]})
 
 
 def test_eval_is_one_pass_over_everything(ds):

@@ -52,6 +52,11 @@ class EnvConfig(StrictModel):
         sequence encoders) or ``flat`` (one Box, for MLPs).
     :param episode_length: bars per training episode (random start); ``None`` = to the end.
     :param mode: ``train`` (random start, fixed length) or ``eval`` (one pass over everything).
+    :param segments: optional row ranges ``[start, end)`` of the dataset that training episodes
+        may use (``None``: all rows). Each ``train``-mode episode lies inside one segment, its
+        observation window included, and never crosses the rows between segments (how a
+        combinatorial purged cross-validation split trains on rows cut by its test groups).
+        ``eval`` mode ignores it.
     :param equity_floor: terminate when equity falls to this share of the initial equity.
     :param obs_clip: observations are clipped to ``[-obs_clip, obs_clip]``.
     :param invalid_action: ``clip`` (NaN -> flat/hold, out of range -> nearest valid; counted)
@@ -84,6 +89,7 @@ class EnvConfig(StrictModel):
     layout: Literal["window", "flat"] = "window"
     episode_length: int | None = Field(1024, ge=2)
     mode: Literal["train", "eval"] = "train"
+    segments: tuple[tuple[int, int], ...] | None = None
     equity_floor: float = Field(0.5, ge=0, lt=1)
     obs_clip: float = Field(10.0, gt=0)
     invalid_action: Literal["clip", "raise"] = "clip"
@@ -102,6 +108,12 @@ class EnvConfig(StrictModel):
     def _check(self) -> EnvConfig:
         if self.min_stop_pct > self.max_stop_pct:
             raise ValueError("min_stop_pct must not exceed max_stop_pct")
+        if self.segments is not None:
+            if not self.segments:
+                raise ValueError("segments: give at least one [start, end) row range, or None")
+            for lo, hi in self.segments:
+                if not 0 <= lo < hi:
+                    raise ValueError(f"segments: [{lo}, {hi}) is not a row range 0 <= start < end")
         unknown = sorted(set(self.reward_weights) - set(REWARD_DEFAULTS[self.reward]))
         if unknown:
             raise ValueError(

@@ -195,6 +195,9 @@ class EnvCore:
         self._bind_kernels()
         self.first_bar = self.window - 1
         self.last_bar = t_len - 1
+        #: (first, last) bars a training episode may span, one pair per usable segment of
+        #: ``config.segments`` (``None``: the whole dataset)
+        self.train_spans = self._train_spans(config.segments, t_len)
 
     # the compiled kernels bound to this core's arrays: rebuilt, never copied, by copy and pickle
     # (a copied table of addresses would point into the original's memory)
@@ -257,12 +260,39 @@ class EnvCore:
         self._bind_kernels()
 
     # -- episodes ---------------------------------------------------------------------------
+    def _train_spans(self, segments: tuple[tuple[int, int], ...] | None,
+                     t_len: int) -> list[tuple[int, int]] | None:
+        """(first, last) bars of each segment an episode can use: the start bar's observation
+        window lies inside the segment and at least one step fits."""
+        if segments is None:
+            return None
+        spans = []
+        for lo, hi in segments:
+            if hi > t_len:
+                raise DataError(f"env: segment [{lo}, {hi}) ends after the dataset's {t_len} rows")
+            first, last = lo + self.window - 1, hi - 1
+            if last > first:
+                spans.append((first, last))
+        if not spans:
+            raise DataError(
+                f"env: no training segment holds a window of {self.window} rows plus one step"
+            )
+        return spans
+
     def episode_bounds(self, rng: np.random.Generator | None) -> tuple[int, int]:
         """(start, end) bars of a new episode: random start and fixed length in ``train``
-        mode, the whole range in ``eval`` mode."""
+        mode, the whole range in ``eval`` mode. With ``config.segments`` a training episode
+        lies inside one segment, drawn with weight its number of possible start bars."""
         lo, last = self.first_bar, self.last_bar
         if self.config.mode == "eval" or rng is None:
             return lo, last
+        if self.train_spans is not None:
+            spans = self.train_spans
+            if len(spans) > 1:
+                weights = np.array([b - a for a, b in spans], dtype=np.float64)
+                lo, last = spans[int(rng.choice(len(spans), p=weights / weights.sum()))]
+            else:
+                lo, last = spans[0]
         length = self.config.episode_length
         if length is None:
             start = int(rng.integers(lo, last))  # at least one step
