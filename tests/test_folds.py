@@ -10,7 +10,13 @@ import numpy as np
 import pytest
 
 from rltrade.errors import ConfigError
-from rltrade.experiments.folds import cpcv_plan, default_purge, duration_bars, plan_folds
+from rltrade.experiments.folds import (
+    cpcv_path_statistics,
+    cpcv_plan,
+    default_purge,
+    duration_bars,
+    plan_folds,
+)
 
 
 def _blocks(fold):
@@ -142,6 +148,52 @@ def test_cpcv_paths_cover_every_group_once_from_splits_that_test_it():
         for g in split.test_groups:
             b = plan.groups[g]
             assert not np.any((rows >= b.start - 5) & (rows < b.stop + 5))
+
+
+def test_cpcv_train_segments_are_the_training_rows():
+    plan = cpcv_plan(400, groups=4, test_groups=2, purge=3, embargo=2)
+    for split in plan.splits:
+        segs = split.train_segments()
+        assert all(lo < hi for lo, hi in segs)
+        np.testing.assert_array_equal(
+            np.concatenate([np.arange(lo, hi) for lo, hi in segs]), split.train_rows())
+
+
+def test_cpcv_paths_assemble_each_group_once_and_give_a_sharpe_distribution():
+    plan = cpcv_plan(400, groups=4, test_groups=2, purge=3)
+    assert (len(plan.splits), plan.n_paths) == (6, 3)
+    rng = np.random.default_rng(1)
+    # each (split, group) test gets its own returns, tagged by a constant offset per split so
+    # the assembled path shows which split each group's returns came from
+    returns = {}
+    for split in plan.splits:
+        for g in split.test_groups:
+            n = len(plan.groups[g])
+            returns[(split.index, g)] = 0.001 * split.index + rng.normal(0, 0.01, n)
+    for p in range(plan.n_paths):
+        r = plan.path_returns(returns, p)
+        assert r.size == 400  # every group exactly once, in time order
+        for g, block in enumerate(plan.groups):
+            np.testing.assert_array_equal(r[block.start:block.stop],
+                                          returns[(int(plan.paths[g, p]), g)])
+    stats = cpcv_path_statistics(plan, returns, bars_per_year=252)
+    sharpes = []
+    for row in stats["paths"]:
+        r = plan.path_returns(returns, row["path"])
+        expected = r.mean() / r.std(ddof=1) * math.sqrt(252)
+        assert row["sharpe"] == pytest.approx(expected)
+        assert row["return"] == pytest.approx(np.prod(1 + r) - 1)
+        assert row["bars"] == 400
+        sharpes.append(expected)
+    dist = stats["sharpe"]
+    assert dist["n"] == 3 and len(set(np.round(sharpes, 9))) == 3  # a distribution, not a number
+    assert dist["min"] == pytest.approx(min(sharpes))
+    assert dist["max"] == pytest.approx(max(sharpes))
+    assert dist["median"] == pytest.approx(float(np.median(sharpes)))
+    assert dist["min"] <= dist["q25"] <= dist["median"] <= dist["q75"] <= dist["max"]
+    del returns[(int(plan.paths[2, 1]), 2)]
+    with pytest.raises(ConfigError, match="path 1: no test returns"):
+        cpcv_path_statistics(plan, returns, bars_per_year=252)
 
 
 def test_cpcv_refuses_groups_smaller_than_purge_and_embargo():

@@ -47,8 +47,8 @@ import pandas as pd
 from rltrade.data.timeframes import parse_timeframe
 from rltrade.errors import ConfigError, DataError
 
-__all__ = ["Block", "CpcvPlan", "CpcvSplit", "Fold", "FoldPlan", "cpcv_plan", "default_purge",
-           "duration_bars", "plan_folds"]
+__all__ = ["Block", "CpcvPlan", "CpcvSplit", "Fold", "FoldPlan", "cpcv_path_statistics",
+           "cpcv_plan", "default_purge", "duration_bars", "plan_folds"]
 
 Scheme = Literal["rolling", "anchored"]
 
@@ -238,6 +238,11 @@ class CpcvSplit:
     def train_rows(self) -> np.ndarray:
         return np.concatenate([b.rows() for b in self.train]) if self.train else np.array([], int)
 
+    def train_segments(self) -> tuple[tuple[int, int], ...]:
+        """The training rows as ``[start, stop)`` ranges, the form of
+        :attr:`rltrade.envs.config.EnvConfig.segments` (episodes never cross a test group)."""
+        return tuple((b.start, b.stop) for b in self.train)
+
     def to_dict(self, timestamps: np.ndarray | None = None) -> dict[str, Any]:
         return {"split": self.index, "test_groups": list(self.test_groups),
                 "train": [b.to_dict(timestamps) for b in self.train],
@@ -267,6 +272,25 @@ class CpcvPlan:
     def path_segments(self, path: int) -> list[tuple[int, Block]]:
         """Backtest path ``path`` as ``(split, group block)`` in time order."""
         return [(int(self.paths[g, path]), self.groups[g]) for g in range(len(self.groups))]
+
+    def path_returns(self, group_returns: dict[tuple[int, int], np.ndarray],
+                     path: int) -> np.ndarray:
+        """Backtest path ``path``'s per-period returns: for each group in time order, the
+        returns of the split that tests it on this path.
+
+        :param group_returns: ``(split, group) -> per-period returns`` of every split's model
+            backtested on each of its test groups.
+        :param path: the path, ``0 .. n_paths - 1``.
+        :raises ConfigError: a ``(split, group)`` the path needs is missing.
+        """
+        parts = []
+        for g in range(len(self.groups)):
+            key = (int(self.paths[g, path]), g)
+            if key not in group_returns:
+                raise ConfigError(f"cpcv path {path}: no test returns of split {key[0]} on "
+                                  f"group {g}")
+            parts.append(np.asarray(group_returns[key], dtype=np.float64).ravel())
+        return np.concatenate(parts)
 
     def to_dict(self, timestamps: np.ndarray | None = None) -> dict[str, Any]:
         return {"scheme": "cpcv", "n_rows": self.n_rows, "groups": len(self.groups),
@@ -326,3 +350,46 @@ def cpcv_plan(n_rows: int, groups: int = 6, test_groups: int = 2, purge: int = 0
     paths = np.array([np.flatnonzero(member[g]) for g in range(groups)], dtype=int)
     assert paths.shape == (groups, n_paths)
     return CpcvPlan(blocks, test_groups, splits, paths, purge, embargo, n_rows)
+
+
+def cpcv_path_statistics(plan: CpcvPlan, group_returns: dict[tuple[int, int], np.ndarray],
+                         bars_per_year: float) -> dict[str, Any]:
+    """The distribution of the backtest paths' Sharpe ratios (the ``cpcv`` result: one number
+    per path, never one number for the whole cross-validation).
+
+    Each path's returns are :meth:`CpcvPlan.path_returns`; its Sharpe ratio is the per-period
+    one (:func:`~rltrade.evaluation.significance.sharpe_stats`) times
+    ``sqrt(bars_per_year)``, its return the compounded ``prod(1 + r) - 1``.
+
+    :param plan: the CPCV plan.
+    :param group_returns: ``(split, group) -> per-period returns`` (see
+        :meth:`CpcvPlan.path_returns`).
+    :param bars_per_year: the annualisation.
+    :return: ``{"paths": [{"path", "splits", "bars", "sharpe", "return"}, ...],
+        "sharpe": {"min", "q25", "median", "q75", "max", "mean", "n"}}`` (``None`` for a
+        Sharpe ratio that is not defined, e.g. returns without dispersion; the distribution is
+        over the defined ones).
+    """
+    from rltrade.evaluation.significance import sharpe_stats
+
+    if not bars_per_year > 0:
+        raise ConfigError(f"cpcv: bars_per_year must be positive (got {bars_per_year})")
+    rows = []
+    for p in range(plan.n_paths):
+        r = plan.path_returns(group_returns, p)
+        sr = sharpe_stats(r)[0]
+        finite = r[np.isfinite(r)]
+        rows.append({"path": p, "splits": [int(s) for s in plan.paths[:, p]],
+                     "bars": int(r.size),
+                     "sharpe": float(sr * math.sqrt(bars_per_year)) if math.isfinite(sr) else None,
+                     "return": float(np.prod(1.0 + finite) - 1.0)})
+    values = np.array([row["sharpe"] for row in rows if row["sharpe"] is not None])
+    if values.size:
+        q = np.quantile(values, [0.0, 0.25, 0.5, 0.75, 1.0])
+        dist: dict[str, Any] = {"min": float(q[0]), "q25": float(q[1]), "median": float(q[2]),
+                                "q75": float(q[3]), "max": float(q[4]),
+                                "mean": float(values.mean()), "n": int(values.size)}
+    else:
+        dist = {"min": None, "q25": None, "median": None, "q75": None, "max": None,
+                "mean": None, "n": 0}
+    return {"paths": rows, "sharpe": dist}
