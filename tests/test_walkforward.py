@@ -446,3 +446,31 @@ def test_on_a_random_walk_the_spa_test_finds_no_edge(tmp_path, small_config):
     spa = res.report["statistics"]["spa"]
     assert spa["n_observations"] == 600 and spa["n_models"] == 2
     assert spa["consistent"] > 0.05
+
+
+def test_a_cpcv_split_trains_once_inside_its_segments_and_tests_each_group(tmp_path,
+                                                                           small_config):
+    from rltrade.experiments.folds import cpcv_path_statistics, cpcv_plan
+    from rltrade.experiments.walkforward import run_cpcv_split
+
+    cfg = _config(small_config)
+    ds = build_dataset("synthetic:planted?n_bars=420&seed=3", cfg.feature_spec)
+    plan = cpcv_plan(len(ds), groups=4, test_groups=2, purge=8)
+    results = [run_cpcv_split(cfg, ds, plan, i, 0, tmp_path) for i in range(len(plan.splits))]
+    for res, split in zip(results, plan.splits, strict=True):
+        run = Run.open(res.run)
+        assert res.run.endswith(f"splits/split_{split.index}/seed_0")
+        assert run.config.env.segments is not None
+        span = split.train_segments()[0][0]
+        assert [tuple(np.add(s, span)) for s in run.config.env.segments] == list(
+            split.train_segments())
+        for g in split.test_groups:  # every bar of the group (the data's first window - 1
+            block = plan.groups[g]    # bars only give the first group's context)
+            first = max(block.start, cfg.env.window - 1)
+            assert res.group_returns[g].size == block.stop - first
+            assert (tmp_path / res.run / "cpcv" / f"group_{g}").is_dir()
+    returns = {(r.split, g): v for r in results for g, v in r.group_returns.items()}
+    stats = cpcv_path_statistics(plan, returns, results[0].bars_per_year)
+    assert len(stats["paths"]) == plan.n_paths == 3
+    assert all(p["bars"] == len(ds) - (cfg.env.window - 1) for p in stats["paths"])
+    assert stats["sharpe"]["n"] == 3

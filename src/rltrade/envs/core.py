@@ -196,8 +196,9 @@ class EnvCore:
         self.first_bar = self.window - 1
         self.last_bar = t_len - 1
         #: (first, last) bars a training episode may span, one pair per usable segment of
-        #: ``config.segments`` (``None``: the whole dataset)
-        self.train_spans = self._train_spans(config.segments, t_len)
+        #: ``config.segments`` (``None``: the whole dataset; ``eval`` mode ignores segments)
+        self.train_spans = (self._train_spans(config.segments, t_len)
+                            if config.mode == "train" else None)
 
     # the compiled kernels bound to this core's arrays: rebuilt, never copied, by copy and pickle
     # (a copied table of addresses would point into the original's memory)

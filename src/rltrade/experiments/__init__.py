@@ -15,21 +15,25 @@ from rltrade.experiments.folds import (
     CpcvSplit,
     Fold,
     FoldPlan,
+    cpcv_path_statistics,
     cpcv_plan,
     default_purge,
     duration_bars,
     plan_folds,
 )
 from rltrade.experiments.walkforward import (
+    CpcvSplitResult,
     FoldResult,
     WalkForwardResult,
     fold_plan,
+    run_cpcv_split,
     run_fold,
     stitch,
     walk_forward,
 )
 
-__all__ = ["Block", "CpcvPlan", "CpcvSplit", "Executor", "Fold", "FoldPlan", "FoldResult",
-           "LocalExecutor", "SequentialExecutor", "WalkForwardResult", "cpcv_plan",
-           "default_purge", "duration_bars", "fold_plan", "make_executor", "plan_folds",
-           "run_fold", "stitch", "walk_forward"]
+__all__ = ["Block", "CpcvPlan", "CpcvSplit", "CpcvSplitResult", "Executor", "Fold", "FoldPlan",
+           "FoldResult", "LocalExecutor", "SequentialExecutor", "WalkForwardResult",
+           "cpcv_path_statistics", "cpcv_plan", "default_purge", "duration_bars", "fold_plan",
+           "make_executor", "plan_folds", "run_cpcv_split", "run_fold", "stitch",
+           "walk_forward"]

@@ -46,6 +46,7 @@ from rltrade.evaluation.aggregate import SUMMARY_COLUMNS
 from rltrade.experiments.executors import Executor, SequentialExecutor, make_executor
 from rltrade.experiments.folds import (
     Block,
+    CpcvPlan,
     Fold,
     FoldPlan,
     default_purge,
@@ -59,12 +60,14 @@ from rltrade.runs import check_run_name, utc_now
 __all__ = [
     "AGENT",
     "SELECTION_RULE",
+    "CpcvSplitResult",
     "FoldResult",
     "WalkForwardResult",
     "fold_plan",
     "fold_seed_table",
     "load_dataset_ref",
     "record_trials",
+    "run_cpcv_split",
     "run_fold",
     "stitch",
     "stitched_returns",
@@ -200,6 +203,96 @@ def run_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, s
         backtest=str(result.path) if result.path is not None else None,
         test_timestamps=test_ts, test_returns=test_returns,
         bars_per_year=None if bars_per_year is None else float(bars_per_year))
+
+
+@dataclass
+class CpcvSplitResult:
+    """What one CPCV split × seed produced (picklable).
+
+    :param group_returns: per test group, the model's per-period returns on that group's bars
+        (:func:`~rltrade.experiments.registry.backtest_returns`), what the backtest paths are
+        assembled from (:func:`~rltrade.experiments.folds.cpcv_path_statistics`).
+    :param group_tests: per test group, the backtest's summary numbers.
+    """
+
+    split: int
+    seed: int
+    run: str
+    test_groups: tuple[int, ...]
+    group_returns: dict[int, np.ndarray]
+    group_tests: dict[int, dict[str, Any]]
+    wall_seconds: float
+    bars_per_year: float | None = None
+
+
+def run_cpcv_split(config: RunConfig, dataset_ref: Dataset | str | Path, plan: CpcvPlan,
+                   split: int, seed: int, out_dir: str | Path) -> CpcvSplitResult:
+    """Train ``config`` with ``seed`` once on CPCV split ``split``'s training rows and backtest
+    the final model once on each of its test groups.
+
+    The training rows are several segments cut by the test groups and their purge / embargo
+    gaps: the run trains on the Dataset spanning them with ``env.segments`` set to them, so
+    every training episode (its observation window included) lies inside one segment
+    (:meth:`rltrade.envs.core.EnvCore.episode_bounds`). The normalizer is fitted on the
+    training rows only. CPCV has no validation rows: ``training.eval_freq`` is set to 0 and
+    the **final** model is tested; training's one evaluation (at the end) runs on the longest
+    training segment, in sample, and selects nothing. Each test group is backtested through
+    :func:`~rltrade.evaluation.run_backtest` on its rows with their ``window - 1`` context
+    bars, into ``<run>/cpcv/group_<g>/``.
+
+    :param config: the run config (``training.seed`` is replaced by ``seed``).
+    :param dataset_ref: the Dataset the plan is over, or the folder it was saved to.
+    :param plan: the CPCV plan (:func:`~rltrade.experiments.folds.cpcv_plan`).
+    :param split: the split's index in ``plan.splits``.
+    :param seed: the training seed.
+    :param out_dir: the run goes to ``out_dir/splits/split_<i>/seed_<s>/``.
+    """
+    from types import SimpleNamespace
+
+    from rltrade.agents.training import PreparedData, train
+    from rltrade.evaluation.backtest import run_backtest
+    from rltrade.experiments.registry import backtest_returns
+    from rltrade.features.normalize import Normalizer
+
+    t0 = time.perf_counter()
+    ds = load_dataset_ref(dataset_ref)
+    sp = plan.splits[split]
+    segments = sp.train_segments()
+    lo, hi = segments[0][0], segments[-1][1]
+    local = [[a - lo, b - lo] for a, b in segments]
+    cfg = config.with_overrides(training={"seed": int(seed), "eval_freq": 0},
+                                env={"segments": local})
+    window = cfg.env.window
+    train_ds = ds.slice(lo, hi)
+    rows = sp.train_rows()
+    normalizer = Normalizer.for_dataset(train_ds)
+    normalizer.fit(SimpleNamespace(features=ds.features[rows], close=ds.close[rows],
+                                   feature_names=ds.feature_names), 0, len(rows))
+    # the rows it was fitted on, as [start, stop) pairs of the spanning Dataset's rows
+    normalizer.fitted_rows = [x for pair in local for x in pair]
+    longest = max(segments, key=lambda seg: seg[1] - seg[0])
+    data = PreparedData(ds, train_ds, ds.slice(longest[0], longest[1]), None, normalizer)
+    root = Path(out_dir) / "splits" / f"split_{sp.index}"
+    trained = train(cfg, f"seed_{seed}", runs_root=root, data=data, record_trial=False)
+    run = trained.run
+    ev = cfg.evaluation
+    test_env = cfg.env.model_copy(update={"segments": None})
+    group_returns: dict[int, np.ndarray] = {}
+    group_tests: dict[int, dict[str, Any]] = {}
+    bars_per_year: float | None = None
+    for g in sp.test_groups:
+        test_ds = _with_context(ds, plan.groups[g], window)
+        result = run_backtest(trained.model, test_ds, test_env, normalizer=normalizer,
+                              out_dir=run.path / "cpcv" / f"group_{g}", name=f"cpcv_group_{g}",
+                              bars_per_year=ev.bars_per_year, equity_floor=ev.equity_floor)
+        group_returns[g] = backtest_returns(result)[1]
+        group_tests[g] = _plain(dict(result.summary))
+        bpy = ((result.metrics or {}).get("run") or {}).get("bars_per_year")
+        bars_per_year = None if bpy is None else float(bpy)
+    return CpcvSplitResult(split=sp.index, seed=int(seed), run=str(run.path),
+                           test_groups=tuple(sp.test_groups), group_returns=group_returns,
+                           group_tests=group_tests, wall_seconds=time.perf_counter() - t0,
+                           bars_per_year=bars_per_year)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
