@@ -474,3 +474,50 @@ def test_a_cpcv_split_trains_once_inside_its_segments_and_tests_each_group(tmp_p
     assert len(stats["paths"]) == plan.n_paths == 3
     assert all(p["bars"] == len(ds) - (cfg.env.window - 1) for p in stats["paths"])
     assert stats["sharpe"]["n"] == 3
+
+
+def test_walkforward_cpcv_trains_every_split_once_and_reports_the_path_sharpes(tmp_path,
+                                                                               small_config):
+    from rltrade.experiments.walkforward import CpcvResult
+
+    cfg = _config(small_config, scheme="cpcv", groups=4, test_groups=2, seeds=[0])
+    res = walk_forward(cfg, "cv", tmp_path, workers=1)
+    assert isinstance(res, CpcvResult)
+    report = json.loads((res.path / "walkforward.json").read_text())
+    cpcv = report["cpcv"]
+    # every split trained exactly once (one seed), each its own run directory
+    assert sorted(s["split"] for s in cpcv["splits"]) == list(range(6))
+    runs = [s["run"] for s in cpcv["splits"]]
+    assert len(set(runs)) == 6 and all((res.path / r / "metadata.json").is_file() for r in runs)
+    for s in cpcv["splits"]:
+        segs = Run.open(res.path / s["run"]).config.env.segments
+        assert segs is not None and len(segs) >= 1
+    assert cpcv["n_paths"] == 3 and np.array(cpcv["paths"]).shape == (4, 3)
+    stats = cpcv["seeds"]["0"]
+    assert len(stats["paths"]) == 3
+    assert all(p["bars"] == res.plan.n_rows - (cfg.env.window - 1)
+               for p in stats["paths"])
+    sharpes = [p["sharpe"] for p in stats["paths"]]
+    assert stats["sharpe"]["n"] == 3
+    assert stats["sharpe"]["min"] == pytest.approx(min(sharpes))
+    assert stats["sharpe"]["max"] == pytest.approx(max(sharpes))
+    html = (res.path / "report.html").read_text()
+    assert "Path Sharpe distribution" in html and "chart-cpcv-paths" in html
+    for p in stats["paths"]:
+        assert f"{p['sharpe']:.3f}"[:4] in html
+
+
+def test_cli_walkforward_cpcv_prints_the_path_sharpe_distribution(tmp_path, capsys,
+                                                                  small_config):
+    from cli_helpers import run_cli
+
+    cfg = _config(small_config, scheme="cpcv", groups=3, test_groups=1, seeds=[0])
+    path = tmp_path / "cv.yaml"
+    path.write_text(cfg.to_yaml())
+    code, out, _ = run_cli(["walkforward", "--config", str(path), "--name", "cli_cv",
+                            "--runs-dir", str(tmp_path), "--workers", "1", "--steps", "128"],
+                           capsys)
+    assert code == 0
+    assert "(cpcv): annualised Sharpe of the" in out and "median" in out and "report.html" in out
+    report = json.loads((tmp_path / "cli_cv" / "walkforward.json").read_text())
+    assert report["cpcv"]["n_paths"] == 1 and len(report["cpcv"]["splits"]) == 3

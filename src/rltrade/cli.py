@@ -800,13 +800,26 @@ def walkforward_cmd(
     runs/NAME/walkforward.json, oos_steps.csv and folds/fold_<k>/seed_<s>/ run directories,
     and records every fold x seed run in the trial registry."""
     from rltrade.config import RunConfig
-    from rltrade.experiments.walkforward import walk_forward
+    from rltrade.experiments.walkforward import CpcvResult, walk_forward
 
     cfg = RunConfig.from_yaml(config)
     if steps is not None:
         cfg = cfg.with_overrides(training={"total_steps": steps})
     result = walk_forward(cfg, name, runs_root=runs_dir, workers=workers, registry=registry,
                           experiment=experiment)
+    if isinstance(result, CpcvResult):
+        cpcv = Table(title=f"Walk-forward {name} (cpcv): annualised Sharpe of the backtest paths",
+                     title_justify="left")
+        for col in ("seed", "paths", "min", "q25", "median", "q75", "max"):
+            cpcv.add_column(col, justify="right")
+        for seed, stats in result.statistics.items():
+            d = stats["sharpe"]
+            cpcv.add_row(seed, str(d["n"]), *(f"{d[k]:.2f}" if d[k] is not None else "-"
+                                              for k in ("min", "q25", "median", "q75", "max")))
+        console.print(cpcv)
+        console.print(f"report: {result.path / 'report.html'}", markup=False, highlight=False,
+                      soft_wrap=True)
+        return
     table = Table(title=f"Walk-forward {name}: out of sample, each fold's test window",
                   title_justify="left")
     for col in ("fold", "seed", "test window", "selected step", "validation", "test",

@@ -313,8 +313,12 @@ class WalkForwardConfig(StrictModel):
     """A walk-forward (``rltrade walkforward``): folds of train / validation / test windows over
     the data range, each trained with every seed (see :mod:`rltrade.experiments.folds`).
 
-    :param scheme: ``rolling`` (every window moves by ``step``) or ``anchored`` (training
-        always starts at the first row and grows).
+    :param scheme: ``rolling`` (every window moves by ``step``), ``anchored`` (training
+        always starts at the first row and grows) or ``cpcv`` (combinatorial purged
+        cross-validation over ``groups`` groups, ``test_groups`` tested per split; ``train``,
+        ``validation``, ``test``, ``step`` and ``folds`` do not apply).
+    :param groups: cpcv: how many groups the rows are cut into.
+    :param test_groups: cpcv: groups tested per split.
     :param train: training window: bars (``2000``) or a duration (``180d``, ``12h``), turned
         into bars of the data's timeframe.
     :param validation: validation window (checkpoint selection only), bars or a duration.
@@ -333,7 +337,9 @@ class WalkForwardConfig(StrictModel):
 
     _label: ClassVar[str] = "walkforward"
 
-    scheme: Literal["rolling", "anchored"] = "rolling"
+    scheme: Literal["rolling", "anchored", "cpcv"] = "rolling"
+    groups: int = Field(6, ge=2)
+    test_groups: int = Field(2, ge=1)
     train: int | str = "180d"
     validation: int | str = "30d"
     test: int | str | None = "30d"

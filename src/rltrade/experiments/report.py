@@ -37,7 +37,8 @@ from rltrade.evaluation.report import (
     table_html,
 )
 
-__all__ = ["fold_table", "statistics_html", "write_walkforward_report"]
+__all__ = ["cpcv_path_table", "fold_table", "statistics_html", "write_cpcv_report",
+           "write_walkforward_report"]
 
 _PERCENT = frozenset({"validation return", "test return", "max drawdown", "buy and hold",
                       "flat", "stitched return"})
@@ -234,3 +235,61 @@ def _escape(text: str) -> str:
     import html
 
     return html.escape(text, quote=True)
+
+
+def cpcv_path_table(report: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """From a cpcv ``walkforward.json``: one row per seed and backtest path (its splits, bars,
+    annualised Sharpe ratio, return), and one row per seed with the distribution of its path
+    Sharpe ratios."""
+    paths, dists = [], []
+    for seed, stats in sorted(report["cpcv"]["seeds"].items(), key=lambda kv: int(kv[0])):
+        for row in stats["paths"]:
+            paths.append({"seed": int(seed), "path": row["path"],
+                          "splits": " ".join(str(s) for s in row["splits"]),
+                          "bars": row["bars"], "Sharpe": row["sharpe"],
+                          "path return": row["return"]})
+        dists.append({"seed": int(seed), **stats["sharpe"]})
+    return pd.DataFrame(paths), pd.DataFrame(dists)
+
+
+def _cpcv_histogram(paths: pd.DataFrame) -> str:
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for seed, rows in paths.groupby("seed"):
+        fig.add_histogram(x=rows["Sharpe"].dropna(), name=f"seed {seed}", opacity=0.75)
+    fig.update_layout(**chart_layout("CPCV: Sharpe ratio of every backtest path",
+                                     xaxis={"title": "annualised Sharpe ratio"},
+                                     yaxis={"title": "paths"}, barmode="overlay"))
+    return chart_html(fig, "chart-cpcv-paths")
+
+
+def write_cpcv_report(folder: str | Path) -> Path:
+    """Write ``report.html`` of a ``scheme: cpcv`` walk-forward from its ``walkforward.json``:
+    the distribution of the backtest paths' Sharpe ratios per seed, the path table and a
+    histogram of the path Sharpe ratios; return its path."""
+    folder = Path(folder)
+    report = json.loads((folder / "walkforward.json").read_text())
+    plan = report["plan"]
+    paths, dists = cpcv_path_table(report)
+    note = (f"cpcv: {plan['groups']} groups, {plan['test_groups']} tested per split, "
+            f"{len(plan['splits'])} splits each trained once per seed, "
+            f"{report['cpcv']['n_paths']} backtest paths; purge {plan['purge']}, embargo "
+            f"{plan['embargo']}. {report['selection']}. The result is the distribution of the "
+            "path Sharpe ratios, not one number.")
+    body = "".join([
+        '<section id="distribution"><h2>Path Sharpe distribution</h2>'
+        f'<p class="note">{_escape(note)}</p>{table_html(dists)}</section>',
+        '<section id="paths"><h2>Backtest paths</h2><div class="scroll">'
+        f'{table_html(paths, percent_columns=frozenset({"path return"}))}</div>'
+        f'<div class="chart-box">{_cpcv_histogram(paths)}</div></section>',
+    ])
+    data = report["data"]
+    subtitle = (f"{data.get('source')} · {data.get('timeframe')} · cpcv · "
+                f"{len(plan['splits'])} splits × {len(report['seeds'])} seeds · "
+                f"{report['cpcv']['n_paths']} paths")
+    page = html_page(f"Walk-forward report: {report['name']}", subtitle,
+                     [("distribution", "Distribution"), ("paths", "Paths")], body)
+    out = folder / "report.html"
+    atomic_write_bytes(out, page.encode("utf-8"))
+    return out

@@ -49,6 +49,8 @@ from rltrade.experiments.folds import (
     CpcvPlan,
     Fold,
     FoldPlan,
+    cpcv_path_statistics,
+    cpcv_plan,
     default_purge,
     duration_bars,
     plan_folds,
@@ -60,9 +62,11 @@ from rltrade.runs import check_run_name, utc_now
 __all__ = [
     "AGENT",
     "SELECTION_RULE",
+    "CpcvResult",
     "CpcvSplitResult",
     "FoldResult",
     "WalkForwardResult",
+    "cpcv_walk_plan",
     "fold_plan",
     "fold_seed_table",
     "load_dataset_ref",
@@ -570,7 +574,7 @@ def _load_dataset(config: RunConfig) -> Dataset:
 def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
                  workers: int | None = 1, *, executor: Executor | None = None,
                  dataset: Dataset | None = None, registry: str | Path | None = None,
-                 experiment: str | None = None) -> WalkForwardResult:
+                 experiment: str | None = None) -> WalkForwardResult | CpcvResult:
     """Run ``config.walkforward``: every fold × seed through :func:`run_fold`, each recorded
     as a trial in the registry (:func:`record_trials`), then ``walkforward.json`` (with the
     :func:`walkforward_statistics`), ``oos_steps.csv`` and ``report.html`` in
@@ -586,6 +590,9 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
         ``runs_root/registry.sqlite``; :func:`~rltrade.experiments.registry.registry_path`).
     :param experiment: the experiment the trials belong to (default ``name``); give several
         walk-forwards of different configs one experiment to get their PBO.
+    With ``scheme: cpcv`` every split × seed runs through :func:`run_cpcv_split` instead and
+    the result is a :class:`CpcvResult` (see :func:`_walk_forward_cpcv`).
+
     :raises ConfigError: no walkforward section, the name is taken, the data is too short.
     """
     from rltrade.agents.algorithms import check_hyperparams
@@ -606,6 +613,8 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     config = config.with_overrides(training={"torch_threads": 1})
     ds = _load_dataset(config) if dataset is None else dataset
     t_data = time.perf_counter() - t0
+    if config.walkforward.scheme == "cpcv":
+        return _walk_forward_cpcv(config, path, ds, workers, executor, t0, t_data)
     plan = fold_plan(config, ds)
     seeds = list(config.walkforward.seeds)
     trials = TrialRegistry(registry_path(registry, runs_root))
@@ -687,3 +696,97 @@ def _write_json(path: Path, config: RunConfig, ds: Dataset, plan: FoldPlan,
         "workers": workers,
         "timings": timings,
     })
+
+
+# -- CPCV ----------------------------------------------------------------------------------------
+def cpcv_walk_plan(config: RunConfig, dataset: Dataset) -> CpcvPlan:
+    """The CPCV plan of ``config.walkforward`` (``groups``, ``test_groups``, ``purge``
+    (default :func:`~rltrade.experiments.folds.default_purge`), ``embargo``) over
+    ``dataset``'s rows."""
+    wf = config.walkforward
+    if wf is None:
+        raise ConfigError("the config has no walkforward: section; see docs/walkforward.md")
+    env = config.env
+    purge = default_purge(env.window, env.engine.effective_lag) if wf.purge is None \
+        else wf.purge
+    return cpcv_plan(len(dataset), groups=wf.groups, test_groups=wf.test_groups, purge=purge,
+                     embargo=wf.embargo)
+
+
+@dataclass
+class CpcvResult:
+    """What a ``scheme: cpcv`` :func:`walk_forward` produced: its folder, the plan, every
+    split × seed result (split, then seed order) and, per seed, the backtest paths' Sharpe
+    distribution (:func:`~rltrade.experiments.folds.cpcv_path_statistics`)."""
+
+    path: Path
+    plan: CpcvPlan
+    results: list[CpcvSplitResult]
+    statistics: dict[str, dict[str, Any]]
+    wall_seconds: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def report(self) -> dict[str, Any]:
+        return json.loads((self.path / "walkforward.json").read_text())
+
+
+def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int | None,
+                       executor: Executor | None, t0: float, t_data: float) -> CpcvResult:
+    """:func:`walk_forward` with ``scheme: cpcv``: every split trained once per seed
+    (:func:`run_cpcv_split`), the test groups recombined into the ``φ`` backtest paths, and
+    ``walkforward.json`` (its ``cpcv`` section: the splits, the paths, per seed every path's
+    annualised Sharpe ratio and return and their distribution) and ``report.html``. The runs
+    are not recorded in the trial registry (one trial per split would be one per test group
+    pair, not one per configuration: not done yet)."""
+    plan = cpcv_walk_plan(config, ds)
+    seeds = list(config.walkforward.seeds)
+    log.info("walk-forward {} (cpcv): {} splits x {} seeds, {} paths, purge {}, embargo {}, "
+             "over {} rows", path.name, len(plan.splits), len(seeds), plan.n_paths, plan.purge,
+             plan.embargo, len(ds))
+    path.mkdir(parents=True)
+    ds_dir = ds.save(path / "dataset")
+    atomic_write_bytes(path / "config.yaml", config.to_yaml().encode())
+    runner = executor if executor is not None else make_executor(workers)
+    ref: Dataset | Path = ds if isinstance(runner, SequentialExecutor) else ds_dir
+    tasks = [(config, ref, plan, split.index, seed, path) for split in plan.splits
+             for seed in seeds]
+    t1 = time.perf_counter()
+    results: list[CpcvSplitResult] = runner.map(run_cpcv_split, tasks)
+    t_units = time.perf_counter() - t1
+    statistics: dict[str, dict[str, Any]] = {}
+    for seed in seeds:
+        mine = [r for r in results if r.seed == seed]
+        returns = {(r.split, g): v for r in mine for g, v in r.group_returns.items()}
+        per_year = {r.bars_per_year for r in mine if r.bars_per_year is not None}
+        if len(per_year) != 1:
+            raise ConfigError(f"cpcv: the splits' backtests disagree on bars_per_year "
+                              f"({sorted(per_year)})")
+        statistics[str(seed)] = cpcv_path_statistics(plan, returns, per_year.pop())
+    ts = ds.timestamps
+    splits = [{"split": r.split, "seed": r.seed, "test_groups": list(r.test_groups),
+               "run": str(Path(r.run).relative_to(path)),
+               "tests": {str(g): t for g, t in r.group_tests.items()},
+               "wall_seconds": r.wall_seconds} for r in results]
+    timings = {"dataset": t_data, "units": t_units, "total": time.perf_counter() - t0}
+    atomic_write_json(path / "walkforward.json", {
+        "format": "rltrade-walkforward-v1",
+        "name": path.name,
+        "created_at": utc_now(),
+        "data": {"source": config.data.source, "symbol": ds.symbol, "timeframe": ds.timeframe,
+                 "fingerprint": ds.fingerprint, "spec_hash": ds.spec_hash, "rows": len(ds),
+                 "start": str(ds.index[0]), "end": str(ds.index[-1]),
+                 "warmup_dropped": ds.warmup_dropped},
+        "seeds": seeds,
+        "selection": "none: cpcv has no validation rows, each split's final model is tested",
+        "plan": plan.to_dict(ts),
+        "cpcv": {"splits": splits, "n_paths": plan.n_paths, "paths": plan.paths.tolist(),
+                 "seeds": statistics},
+        "workers": workers,
+        "timings": timings,
+    })
+    from rltrade.experiments.report import write_cpcv_report
+
+    write_cpcv_report(path)
+    log.info("walk-forward {} (cpcv) done in {:.1f} s: {}", path.name, timings["total"], path)
+    return CpcvResult(path, plan, results, statistics, timings["total"], timings)
