@@ -469,6 +469,12 @@ def test_a_cpcv_split_trains_once_inside_its_segments_and_tests_each_group(tmp_p
             first = max(block.start, cfg.env.window - 1)
             assert res.group_returns[g].size == block.stop - first
             assert (tmp_path / res.run / "cpcv" / f"group_{g}").is_dir()
+            # the baselines on the same bars: same length, and flat stays flat
+            for name in ("buy_and_hold", "flat"):
+                assert res.baseline_returns[name][g].size == res.group_returns[g].size
+                assert res.baseline_tests[g][name]["name"] == name
+            assert res.group_timestamps[g].size == res.group_returns[g].size
+            assert np.allclose(res.baseline_returns["flat"][g], 0.0)
     returns = {(r.split, g): v for r in results for g, v in r.group_returns.items()}
     stats = cpcv_path_statistics(plan, returns, results[0].bars_per_year)
     assert len(stats["paths"]) == plan.n_paths == 3
@@ -498,6 +504,18 @@ def test_walkforward_cpcv_trains_every_split_once_and_reports_the_path_sharpes(t
     assert all(p["bars"] == res.plan.n_rows - (cfg.env.window - 1)
                for p in stats["paths"])
     sharpes = [p["sharpe"] for p in stats["paths"]]
+    # baselines per group and per path: buy-and-hold's path return is the same on every path
+    # (deterministic on the same bars), the agent judged against it path by path
+    for s in cpcv["splits"]:
+        for g in s["test_groups"]:
+            assert {"buy_and_hold", "flat"} <= set(s["baselines"][str(g)])
+    bh = [p["buy_and_hold_return"] for p in stats["paths"]]
+    assert bh == pytest.approx([bh[0]] * 3) and all(p["flat_return"] == 0.0
+                                                      for p in stats["paths"])
+    assert [p["beats_buy_and_hold"] for p in stats["paths"]] == [
+        p["return"] > p["buy_and_hold_return"] for p in stats["paths"]]
+    assert stats["fraction_beating_buy_and_hold"] == pytest.approx(
+        np.mean([p["beats_buy_and_hold"] for p in stats["paths"]]))
     assert stats["sharpe"]["n"] == 3
     assert stats["sharpe"]["min"] == pytest.approx(min(sharpes))
     assert stats["sharpe"]["max"] == pytest.approx(max(sharpes))

@@ -66,6 +66,7 @@ __all__ = [
     "CpcvSplitResult",
     "FoldResult",
     "WalkForwardResult",
+    "cpcv_baseline_paths",
     "cpcv_walk_plan",
     "fold_plan",
     "fold_seed_table",
@@ -217,6 +218,10 @@ class CpcvSplitResult:
         (:func:`~rltrade.experiments.registry.backtest_returns`), what the backtest paths are
         assembled from (:func:`~rltrade.experiments.folds.cpcv_path_statistics`).
     :param group_tests: per test group, the backtest's summary numbers.
+    :param group_timestamps: per test group, the UTC open timestamps (int64 ns) of its returns.
+    :param baseline_returns: per baseline, per test group, its per-period returns on the same
+        bars under the same costs (:func:`~rltrade.evaluation.judge.compare_baselines`).
+    :param baseline_tests: per test group, per baseline, its comparison row.
     """
 
     split: int
@@ -227,6 +232,9 @@ class CpcvSplitResult:
     group_tests: dict[int, dict[str, Any]]
     wall_seconds: float
     bars_per_year: float | None = None
+    group_timestamps: dict[int, np.ndarray] = field(default_factory=dict)
+    baseline_returns: dict[str, dict[int, np.ndarray]] = field(default_factory=dict)
+    baseline_tests: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
 
 def run_cpcv_split(config: RunConfig, dataset_ref: Dataset | str | Path, plan: CpcvPlan,
@@ -242,7 +250,9 @@ def run_cpcv_split(config: RunConfig, dataset_ref: Dataset | str | Path, plan: C
     the **final** model is tested; training's one evaluation (at the end) runs on the longest
     training segment, in sample, and selects nothing. Each test group is backtested through
     :func:`~rltrade.evaluation.run_backtest` on its rows with their ``window - 1`` context
-    bars, into ``<run>/cpcv/group_<g>/``.
+    bars, into ``<run>/cpcv/group_<g>/``, and every baseline on the same bars under the same
+    costs (:func:`~rltrade.evaluation.judge.compare_baselines`), their per-period returns kept
+    per group.
 
     :param config: the run config (``training.seed`` is replaced by ``seed``).
     :param dataset_ref: the Dataset the plan is over, or the folder it was saved to.
@@ -255,6 +265,8 @@ def run_cpcv_split(config: RunConfig, dataset_ref: Dataset | str | Path, plan: C
 
     from rltrade.agents.training import PreparedData, train
     from rltrade.evaluation.backtest import run_backtest
+    from rltrade.evaluation.judge import compare_baselines
+    from rltrade.evaluation.series import equity_returns
     from rltrade.experiments.registry import backtest_returns
     from rltrade.features.normalize import Normalizer
 
@@ -283,20 +295,31 @@ def run_cpcv_split(config: RunConfig, dataset_ref: Dataset | str | Path, plan: C
     test_env = cfg.env.model_copy(update={"segments": None})
     group_returns: dict[int, np.ndarray] = {}
     group_tests: dict[int, dict[str, Any]] = {}
+    group_timestamps: dict[int, np.ndarray] = {}
+    baseline_returns: dict[str, dict[int, np.ndarray]] = {}
+    baseline_tests: dict[int, dict[str, dict[str, Any]]] = {}
     bars_per_year: float | None = None
     for g in sp.test_groups:
         test_ds = _with_context(ds, plan.groups[g], window)
         result = run_backtest(trained.model, test_ds, test_env, normalizer=normalizer,
                               out_dir=run.path / "cpcv" / f"group_{g}", name=f"cpcv_group_{g}",
                               bars_per_year=ev.bars_per_year, equity_floor=ev.equity_floor)
-        group_returns[g] = backtest_returns(result)[1]
+        group_timestamps[g], group_returns[g] = backtest_returns(result)
         group_tests[g] = _plain(dict(result.summary))
         bpy = ((result.metrics or {}).get("run") or {}).get("bars_per_year")
         bars_per_year = None if bpy is None else float(bpy)
+        table, equity = compare_baselines(
+            test_ds, test_env, normalizer, bars_per_year=ev.bars_per_year,
+            equity_floor=ev.equity_floor, judged_under=run.name)
+        baseline_tests[g] = {str(r["name"]): _plain(r) for r in table.to_dict(orient="records")}
+        for name, series in equity.items():
+            baseline_returns.setdefault(name, {})[g] = equity_returns(
+                series.to_numpy(dtype=float), float(cfg.env.engine.initial_cash))
     return CpcvSplitResult(split=sp.index, seed=int(seed), run=str(run.path),
                            test_groups=tuple(sp.test_groups), group_returns=group_returns,
                            group_tests=group_tests, wall_seconds=time.perf_counter() - t0,
-                           bars_per_year=bars_per_year)
+                           bars_per_year=bars_per_year, group_timestamps=group_timestamps,
+                           baseline_returns=baseline_returns, baseline_tests=baseline_tests)
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:
@@ -713,6 +736,37 @@ def cpcv_walk_plan(config: RunConfig, dataset: Dataset) -> CpcvPlan:
                      embargo=wf.embargo)
 
 
+def cpcv_baseline_paths(plan: CpcvPlan, results: list[CpcvSplitResult],
+                        stats: dict[str, Any]) -> dict[str, Any]:
+    """Add the baselines to one seed's :func:`~rltrade.experiments.folds.cpcv_path_statistics`
+    (in place): each baseline's path is assembled like the agent's
+    (:meth:`~rltrade.experiments.folds.CpcvPlan.path_returns` of its per-group returns), every
+    path row gets ``<baseline>_return`` (compounded) for each baseline and
+    ``beats_buy_and_hold`` (the agent's path return above buy-and-hold's), and ``stats`` gets
+    ``fraction_beating_buy_and_hold`` (over the paths; ``None`` without buy-and-hold).
+
+    :param plan: the CPCV plan.
+    :param results: that seed's split results (:func:`run_cpcv_split`).
+    :param stats: that seed's path statistics.
+    :return: ``stats``.
+    """
+    names = sorted({n for r in results for n in r.baseline_returns})
+    for name in names:
+        returns = {(r.split, g): v for r in results
+                   for g, v in r.baseline_returns.get(name, {}).items()}
+        for row in stats["paths"]:
+            r = plan.path_returns(returns, row["path"])
+            row[f"{name}_return"] = float(np.prod(1.0 + r[np.isfinite(r)]) - 1.0)
+    if "buy_and_hold" in names:
+        for row in stats["paths"]:
+            row["beats_buy_and_hold"] = bool(row["return"] > row["buy_and_hold_return"])
+        stats["fraction_beating_buy_and_hold"] = float(np.mean(
+            [row["beats_buy_and_hold"] for row in stats["paths"]]))
+    else:
+        stats["fraction_beating_buy_and_hold"] = None
+    return stats
+
+
 @dataclass
 class CpcvResult:
     """What a ``scheme: cpcv`` :func:`walk_forward` produced: its folder, the plan, every
@@ -762,11 +816,14 @@ def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int 
         if len(per_year) != 1:
             raise ConfigError(f"cpcv: the splits' backtests disagree on bars_per_year "
                               f"({sorted(per_year)})")
-        statistics[str(seed)] = cpcv_path_statistics(plan, returns, per_year.pop())
+        stats = cpcv_path_statistics(plan, returns, per_year.pop())
+        cpcv_baseline_paths(plan, mine, stats)
+        statistics[str(seed)] = stats
     ts = ds.timestamps
     splits = [{"split": r.split, "seed": r.seed, "test_groups": list(r.test_groups),
                "run": str(Path(r.run).relative_to(path)),
                "tests": {str(g): t for g, t in r.group_tests.items()},
+               "baselines": {str(g): t for g, t in r.baseline_tests.items()},
                "wall_seconds": r.wall_seconds} for r in results]
     timings = {"dataset": t_data, "units": t_units, "total": time.perf_counter() - t0}
     atomic_write_json(path / "walkforward.json", {
