@@ -517,6 +517,26 @@ def test_walkforward_cpcv_trains_every_split_once_and_reports_the_path_sharpes(t
     assert stats["fraction_beating_buy_and_hold"] == pytest.approx(
         np.mean([p["beats_buy_and_hold"] for p in stats["paths"]]))
     assert stats["sharpe"]["n"] == 3
+    # every split x seed recorded by the driver as one trial of the walk-forward's experiment
+    registry = TrialRegistry(tmp_path / "registry.sqlite")
+    trials = registry.trials("cv")
+    assert sorted(t.fold for t in trials) == list(range(6))
+    for t in trials:
+        split = res.plan.splits[t.fold]
+        assert t.ranges["test_groups"] == list(split.test_groups)
+        assert [b["start_row"] for b in t.ranges["train"]] == [b.start for b in split.train]
+        assert "start" in t.ranges["test"][0] and t.ranges["purge"] == res.plan.purge
+        mine = next(r for r in res.results if r.split == t.fold)
+        stamps, got = t.load_returns()
+        assert np.allclose(got, np.concatenate([mine.group_returns[g]
+                                                for g in sorted(mine.group_returns)]))
+        assert (np.diff(stamps) > 0).all() and stamps.size == got.size
+    sig = cpcv["significance"]
+    assert sig["n_recorded"] == 6 and sig["n_trials"] == 6
+    assert sig["path"] in range(3) and sig["seed"] == 0
+    assert sig["dsr"] <= sig["psr"]
+    median = sorted(sharpes)[1]
+    assert sig["sharpe_annualised"] == pytest.approx(median)
     assert stats["sharpe"]["min"] == pytest.approx(min(sharpes))
     assert stats["sharpe"]["max"] == pytest.approx(max(sharpes))
     html = (res.path / "report.html").read_text()

@@ -67,10 +67,13 @@ __all__ = [
     "FoldResult",
     "WalkForwardResult",
     "cpcv_baseline_paths",
+    "cpcv_significance",
     "cpcv_walk_plan",
+    "deflated_sharpe_fields",
     "fold_plan",
     "fold_seed_table",
     "load_dataset_ref",
+    "record_cpcv_trials",
     "record_trials",
     "run_cpcv_split",
     "run_fold",
@@ -432,6 +435,43 @@ def record_trials(registry: TrialRegistry, experiment: str, config: RunConfig, d
     return ids
 
 
+def record_cpcv_trials(registry: TrialRegistry, experiment: str, config: RunConfig,
+                       ds: Dataset, plan: CpcvPlan, results: list[CpcvSplitResult]) -> list[int]:
+    """Record every CPCV split × seed as one trial of ``experiment`` (the driver does this,
+    never a worker): ``fold`` is the split index, ``ranges`` the split's training segments
+    and test groups (row indices and timestamps, with the purge and embargo), the returns the
+    split's test-group returns concatenated in time order with their timestamps.
+
+    :param registry: the trial registry.
+    :param experiment: the experiment the trials belong to.
+    :param config: the walk-forward's config (its hash identifies the configuration).
+    :param ds: the walk-forward's Dataset.
+    :param plan: the CPCV plan the results came from.
+    :param results: the split × seed results (:func:`run_cpcv_split`).
+    :return: the new trial ids, in the order of ``results``.
+    :raises ConfigError: a result without the timestamps of its test returns.
+    """
+    from rltrade.experiments.registry import config_hash
+
+    digest = config_hash(config)
+    ids = []
+    for r in results:
+        groups = sorted(r.group_returns)
+        if any(g not in r.group_timestamps for g in groups):
+            raise ConfigError(f"cpcv split {r.split} seed {r.seed}: the result has no test "
+                              "timestamps to record (was it made by run_cpcv_split?)")
+        ranges = plan.splits[r.split].to_dict(ds.timestamps)
+        ranges.pop("split")
+        ranges.update(purge=plan.purge, embargo=plan.embargo)
+        ids.append(registry.record(
+            run_path=r.run, experiment=experiment, config_hash=digest,
+            returns=np.concatenate([r.group_returns[g] for g in groups]),
+            timestamps=np.concatenate([r.group_timestamps[g] for g in groups]), seed=r.seed,
+            data_fingerprint=ds.fingerprint, fold=r.split, ranges=ranges,
+            bars_per_year=r.bars_per_year))
+    return ids
+
+
 def fold_seed_table(results: list[FoldResult]) -> pd.DataFrame:
     """One row per fold and seed with :data:`~rltrade.evaluation.aggregate.SUMMARY_COLUMNS`:
     the test backtest's **annualised** Sharpe ratio (its metrics' ``performance.sharpe``) and
@@ -457,6 +497,36 @@ def stitched_returns(oos: pd.DataFrame) -> pd.DataFrame:
 
     return pd.DataFrame({c: equity_returns(oos[c].to_numpy(dtype=float), 1.0)
                          for c in oos.columns if c != "fold"}, index=oos.index)
+
+
+def deflated_sharpe_fields(registry: TrialRegistry, experiment: str, returns: np.ndarray,
+                           bars_per_year: float | None) -> dict[str, Any]:
+    """PSR (against 0) and DSR of ``returns`` deflated by ``experiment``'s recorded trials
+    (:func:`~rltrade.experiments.registry.experiment_dsr`), as the ``significance`` fields
+    ``sharpe_per_bar``, ``sharpe_annualised``, ``psr``, ``dsr``, ``n_trials``, ``n_recorded``,
+    ``var_trials_per_bar`` (``None`` when not computable, ``dsr_skipped`` then says why).
+
+    :param registry: the registry the trials were recorded in.
+    :param experiment: their experiment.
+    :param returns: the per-period returns judged.
+    :param bars_per_year: to annualise the per-bar Sharpe ratio (``None``: not annualised).
+    """
+    from rltrade.experiments.registry import experiment_dsr
+
+    out: dict[str, Any] = {"sharpe_per_bar": None, "sharpe_annualised": None, "psr": None,
+                           "dsr": None, "n_trials": None, "n_recorded": None,
+                           "var_trials_per_bar": None, "dsr_skipped": None}
+    try:
+        dsr = experiment_dsr(registry, experiment, returns)
+    except ConfigError as exc:
+        out["dsr_skipped"] = str(exc)
+        return out
+    sr = dsr["sharpe"]
+    out.update(sharpe_per_bar=sr, psr=dsr["psr"], dsr=dsr["dsr"], n_trials=dsr["n_trials"],
+               n_recorded=dsr["n_recorded"], var_trials_per_bar=dsr["var_trials"],
+               sharpe_annualised=(sr * np.sqrt(bars_per_year)
+                                  if bars_per_year is not None and np.isfinite(sr) else None))
+    return out
 
 
 def walkforward_statistics(results: list[FoldResult], oos: pd.DataFrame, seeds: list[int],
@@ -490,7 +560,7 @@ def walkforward_statistics(results: list[FoldResult], oos: pd.DataFrame, seeds: 
     """
     from rltrade.evaluation.aggregate import MIN_SPA_OBSERVATIONS, summarize_seeds_and_folds
     from rltrade.evaluation.metrics import json_ready
-    from rltrade.experiments.registry import experiment_dsr, experiment_pbo
+    from rltrade.experiments.registry import experiment_pbo
 
     returns = stitched_returns(oos)
     agent = returns[[f"agent_seed_{s}" for s in seeds]].to_numpy()
@@ -525,17 +595,7 @@ def walkforward_statistics(results: list[FoldResult], oos: pd.DataFrame, seeds: 
         "n_configurations": len({t.config_hash for t in registry.trials(experiment)}),
         "dsr_skipped": None, "pbo": None, "pbo_skipped": None,
     }
-    try:
-        dsr = experiment_dsr(registry, experiment, median)
-    except ConfigError as exc:
-        significance["dsr_skipped"] = str(exc)
-    else:
-        sr = dsr["sharpe"]
-        significance.update(
-            sharpe_per_bar=sr, psr=dsr["psr"], dsr=dsr["dsr"], n_trials=dsr["n_trials"],
-            n_recorded=dsr["n_recorded"], var_trials_per_bar=dsr["var_trials"],
-            sharpe_annualised=(sr * np.sqrt(bars_per_year)
-                               if bars_per_year is not None and np.isfinite(sr) else None))
+    significance.update(deflated_sharpe_fields(registry, experiment, median, bars_per_year))
     if significance["n_configurations"] < 2:
         significance["pbo_skipped"] = (
             f"experiment {experiment!r} has {significance['n_configurations']} configuration; "
@@ -636,11 +696,12 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     config = config.with_overrides(training={"torch_threads": 1})
     ds = _load_dataset(config) if dataset is None else dataset
     t_data = time.perf_counter() - t0
+    trials = TrialRegistry(registry_path(registry, runs_root))
     if config.walkforward.scheme == "cpcv":
-        return _walk_forward_cpcv(config, path, ds, workers, executor, t0, t_data)
+        return _walk_forward_cpcv(config, path, ds, workers, executor, t0, t_data, trials,
+                                  experiment, user_config)
     plan = fold_plan(config, ds)
     seeds = list(config.walkforward.seeds)
-    trials = TrialRegistry(registry_path(registry, runs_root))
     trials.connect().close()  # an unreadable registry fails now, not after the training
     log.info("walk-forward {}: {} folds x {} seeds ({} scheme, purge {}, embargo {}) over {} "
              "rows", name, len(plan.folds), len(seeds), plan.scheme, plan.purge, plan.embargo,
@@ -767,6 +828,46 @@ def cpcv_baseline_paths(plan: CpcvPlan, results: list[CpcvSplitResult],
     return stats
 
 
+def cpcv_significance(plan: CpcvPlan, results: list[CpcvSplitResult],
+                      statistics: dict[str, dict[str, Any]], registry: TrialRegistry,
+                      experiment: str, bars_per_year: float | None) -> dict[str, Any]:
+    """The ``cpcv`` section's ``significance``: PSR (against 0) and DSR of the median path's
+    per-period returns (the path whose annualised Sharpe ratio is the median over every seed's
+    paths, the lower middle one for an even count), DSR deflated by ``experiment``'s recorded
+    trials (:func:`deflated_sharpe_fields`), JSON-ready.
+
+    :param plan: the CPCV plan.
+    :param results: every split × seed result.
+    :param statistics: per seed (``str``), its :func:`cpcv_path_statistics`.
+    :param registry: the registry the trials were recorded in.
+    :param experiment: their experiment.
+    :param bars_per_year: to annualise the per-bar Sharpe ratio.
+    """
+    from rltrade.evaluation.metrics import json_ready
+
+    ranked = sorted((row["sharpe"], int(seed), row["path"]) for seed, st in statistics.items()
+                    for row in st["paths"] if row["sharpe"] is not None)
+    out: dict[str, Any] = {"experiment": experiment, "registry": str(registry.path),
+                           "returns": "per-period returns of the median path (median "
+                                      "annualised Sharpe over every seed's paths)",
+                           "seed": None, "path": None, "n_periods": 0,
+                           "bars_per_year": bars_per_year}
+    if not ranked:
+        out.update(deflated_sharpe_fields(registry, experiment, np.array([]), bars_per_year))
+        out["dsr_skipped"] = "no path has a defined Sharpe ratio"
+    else:
+        _, seed, p = ranked[(len(ranked) - 1) // 2]
+        returns = {(r.split, g): v for r in results if r.seed == seed
+                   for g, v in r.group_returns.items()}
+        median = plan.path_returns(returns, p)
+        out.update(seed=seed, path=p, n_periods=int(median.size))
+        out.update(deflated_sharpe_fields(registry, experiment, median, bars_per_year))
+    undefined: list[str] = []
+    ready = json_ready(out, "", undefined)
+    ready["undefined"] = undefined
+    return ready
+
+
 @dataclass
 class CpcvResult:
     """What a ``scheme: cpcv`` :func:`walk_forward` produced: its folder, the plan, every
@@ -786,15 +887,21 @@ class CpcvResult:
 
 
 def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int | None,
-                       executor: Executor | None, t0: float, t_data: float) -> CpcvResult:
+                       executor: Executor | None, t0: float, t_data: float,
+                       trials: TrialRegistry, experiment: str,
+                       user_config: RunConfig) -> CpcvResult:
     """:func:`walk_forward` with ``scheme: cpcv``: every split trained once per seed
     (:func:`run_cpcv_split`), the test groups recombined into the ``φ`` backtest paths, and
     ``walkforward.json`` (its ``cpcv`` section: the splits, the paths, per seed every path's
-    annualised Sharpe ratio and return and their distribution) and ``report.html``. The runs
-    are not recorded in the trial registry (one trial per split would be one per test group
-    pair, not one per configuration: not done yet)."""
+    annualised Sharpe ratio and return, the baselines' path returns, and their distribution;
+    its ``significance``) and ``report.html``. Every split × seed is recorded as a trial of
+    ``experiment`` (:func:`record_cpcv_trials`); ``significance`` is PSR and DSR (deflated by
+    the experiment's trials, :func:`deflated_sharpe_fields`) of the per-period returns of the
+    median path: the path whose annualised Sharpe ratio is the median over every seed's paths
+    (the lower one of the two middle ones for an even count)."""
     plan = cpcv_walk_plan(config, ds)
     seeds = list(config.walkforward.seeds)
+    trials.connect().close()  # an unreadable registry fails now, not after the training
     log.info("walk-forward {} (cpcv): {} splits x {} seeds, {} paths, purge {}, embargo {}, "
              "over {} rows", path.name, len(plan.splits), len(seeds), plan.n_paths, plan.purge,
              plan.embargo, len(ds))
@@ -808,7 +915,11 @@ def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int 
     t1 = time.perf_counter()
     results: list[CpcvSplitResult] = runner.map(run_cpcv_split, tasks)
     t_units = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    record_cpcv_trials(trials, experiment, user_config, ds, plan, results)
+    t_registry = time.perf_counter() - t2
     statistics: dict[str, dict[str, Any]] = {}
+    bars_per_year = None
     for seed in seeds:
         mine = [r for r in results if r.seed == seed]
         returns = {(r.split, g): v for r in mine for g, v in r.group_returns.items()}
@@ -816,16 +927,20 @@ def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int 
         if len(per_year) != 1:
             raise ConfigError(f"cpcv: the splits' backtests disagree on bars_per_year "
                               f"({sorted(per_year)})")
-        stats = cpcv_path_statistics(plan, returns, per_year.pop())
+        bars_per_year = per_year.pop()
+        stats = cpcv_path_statistics(plan, returns, bars_per_year)
         cpcv_baseline_paths(plan, mine, stats)
         statistics[str(seed)] = stats
+    significance = cpcv_significance(plan, results, statistics, trials, experiment,
+                                     bars_per_year)
     ts = ds.timestamps
     splits = [{"split": r.split, "seed": r.seed, "test_groups": list(r.test_groups),
                "run": str(Path(r.run).relative_to(path)),
                "tests": {str(g): t for g, t in r.group_tests.items()},
                "baselines": {str(g): t for g, t in r.baseline_tests.items()},
                "wall_seconds": r.wall_seconds} for r in results]
-    timings = {"dataset": t_data, "units": t_units, "total": time.perf_counter() - t0}
+    timings = {"dataset": t_data, "units": t_units, "registry": t_registry,
+               "total": time.perf_counter() - t0}
     atomic_write_json(path / "walkforward.json", {
         "format": "rltrade-walkforward-v1",
         "name": path.name,
@@ -838,7 +953,7 @@ def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int 
         "selection": "none: cpcv has no validation rows, each split's final model is tested",
         "plan": plan.to_dict(ts),
         "cpcv": {"splits": splits, "n_paths": plan.n_paths, "paths": plan.paths.tolist(),
-                 "seeds": statistics},
+                 "seeds": statistics, "significance": significance},
         "workers": workers,
         "timings": timings,
     })
