@@ -541,6 +541,7 @@ def test_walkforward_cpcv_trains_every_split_once_and_reports_the_path_sharpes(t
     assert stats["sharpe"]["max"] == pytest.approx(max(sharpes))
     html = (res.path / "report.html").read_text()
     assert "Path Sharpe distribution" in html and "chart-cpcv-paths" in html
+    assert "buy-and-hold return" in html and "paths beating buy-and-hold" in html
     for p in stats["paths"]:
         assert f"{p['sharpe']:.3f}"[:4] in html
 

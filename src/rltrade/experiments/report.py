@@ -239,16 +239,20 @@ def _escape(text: str) -> str:
 
 def cpcv_path_table(report: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """From a cpcv ``walkforward.json``: one row per seed and backtest path (its splits, bars,
-    annualised Sharpe ratio, return), and one row per seed with the distribution of its path
-    Sharpe ratios."""
+    annualised Sharpe ratio, return, buy-and-hold's return on the same path and whether the
+    agent beat it), and one row per seed with the distribution of its path Sharpe ratios and
+    the fraction of its paths beating buy-and-hold."""
     paths, dists = [], []
     for seed, stats in sorted(report["cpcv"]["seeds"].items(), key=lambda kv: int(kv[0])):
         for row in stats["paths"]:
             paths.append({"seed": int(seed), "path": row["path"],
                           "splits": " ".join(str(s) for s in row["splits"]),
                           "bars": row["bars"], "Sharpe": row["sharpe"],
-                          "path return": row["return"]})
-        dists.append({"seed": int(seed), **stats["sharpe"]})
+                          "path return": row["return"],
+                          "buy-and-hold return": row.get("buy_and_hold_return"),
+                          "beats buy-and-hold": row.get("beats_buy_and_hold")})
+        dists.append({"seed": int(seed), **stats["sharpe"],
+                      "paths beating buy-and-hold": stats.get("fraction_beating_buy_and_hold")})
     return pd.DataFrame(paths), pd.DataFrame(dists)
 
 
@@ -277,11 +281,12 @@ def write_cpcv_report(folder: str | Path) -> Path:
             f"{report['cpcv']['n_paths']} backtest paths; purge {plan['purge']}, embargo "
             f"{plan['embargo']}. {report['selection']}. The result is the distribution of the "
             "path Sharpe ratios, not one number.")
+    percent = frozenset({"path return", "buy-and-hold return"})
     body = "".join([
         '<section id="distribution"><h2>Path Sharpe distribution</h2>'
         f'<p class="note">{_escape(note)}</p>{table_html(dists)}</section>',
         '<section id="paths"><h2>Backtest paths</h2><div class="scroll">'
-        f'{table_html(paths, percent_columns=frozenset({"path return"}))}</div>'
+        f'{table_html(paths, percent_columns=percent)}</div>'
         f'<div class="chart-box">{_cpcv_histogram(paths)}</div></section>',
     ])
     data = report["data"]
