@@ -340,6 +340,14 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- the plan ----------------------------------------------------------------------------------
+def _data_section(config: RunConfig, ds: Dataset) -> dict[str, Any]:
+    """The ``data`` section of ``walkforward.json``: where the bars came from and their range."""
+    return {"source": config.data.source, "symbol": ds.symbol, "timeframe": ds.timeframe,
+            "fingerprint": ds.fingerprint, "spec_hash": ds.spec_hash, "rows": len(ds),
+            "start": str(ds.index[0]), "end": str(ds.index[-1]),
+            "warmup_dropped": ds.warmup_dropped}
+
+
 def fold_plan(config: RunConfig, dataset: Dataset) -> FoldPlan:
     """The folds of ``config.walkforward`` over ``dataset`` (durations in bars of its
     timeframe, the default purge from the env config).
@@ -765,10 +773,7 @@ def _write_json(path: Path, config: RunConfig, ds: Dataset, plan: FoldPlan,
         "format": "rltrade-walkforward-v1",
         "name": path.name,
         "created_at": utc_now(),
-        "data": {"source": config.data.source, "symbol": ds.symbol, "timeframe": ds.timeframe,
-                 "fingerprint": ds.fingerprint, "spec_hash": ds.spec_hash, "rows": len(ds),
-                 "start": str(ds.index[0]), "end": str(ds.index[-1]),
-                 "warmup_dropped": ds.warmup_dropped},
+        "data": _data_section(config, ds),
         "seeds": seeds,
         "selection": SELECTION_RULE,
         "plan": {k: v for k, v in plan.to_dict(ts).items() if k != "folds"},
@@ -945,10 +950,7 @@ def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int 
         "format": "rltrade-walkforward-v1",
         "name": path.name,
         "created_at": utc_now(),
-        "data": {"source": config.data.source, "symbol": ds.symbol, "timeframe": ds.timeframe,
-                 "fingerprint": ds.fingerprint, "spec_hash": ds.spec_hash, "rows": len(ds),
-                 "start": str(ds.index[0]), "end": str(ds.index[-1]),
-                 "warmup_dropped": ds.warmup_dropped},
+        "data": _data_section(config, ds),
         "seeds": seeds,
         "selection": "none: cpcv has no validation rows, each split's final model is tested",
         "plan": plan.to_dict(ts),
