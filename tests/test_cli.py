@@ -260,3 +260,17 @@ def test_data_summary_annualises_with_the_bars_per_year_observed(capsys):
     assert code == 0
     text = " ".join(out.split())
     assert "bars per year │ 6,203 (observed:" in text
+
+
+def test_data_validate_says_each_finding_once(capsys):
+    """The findings table is the report: the same warnings are not printed again as log lines
+    after it (they were held back while the command ran)."""
+    import subprocess
+    import sys
+
+    gaps = str(CORPUS / "gaps.csv")
+    done = subprocess.run([sys.executable, "-m", "rltrade.cli", "data", "validate", gaps],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "gaps" in done.stdout
+    assert "WARNING" not in done.stderr, done.stderr

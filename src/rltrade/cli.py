@@ -137,6 +137,7 @@ def _summary(source: str, policy: str, naive_tz: str | None) -> None:
     table.add_row("fingerprint", fingerprint_bars(bars)[:16])
     console.print(table)
     console.print(_findings_table(report))
+    discard_deferred_logs()  # the findings table says what the held log lines said
 
 
 @data_app.callback(invoke_without_command=True)
@@ -225,6 +226,7 @@ def data_validate(
             f"{report.rows_in:,} rows in, {report.rows_out:,} out; timeframe {report.timeframe}; "
             f"{report.start} -> {report.end}"
         )
+    discard_deferred_logs()  # the findings were the log lines held back: printed once, above
     if out is not None:
         if not repair and report.errors:
             raise ValidationError(f"{file}: not writing bars with errors; add --repair", report)
