@@ -103,6 +103,18 @@ def test_column_mode_books_the_bars_that_have_a_rate():
     assert eng.account.funding == pytest.approx(-105 * 3e-4 + 112 * 1e-4)
 
 
+def test_batch_accounts_book_the_same_funding():
+    from rltrade.sim import BatchEngine
+
+    ohlcv, ts = hourly()
+    batch = BatchEngine(ohlcv, perp(), 2, timestamps=ts, funding_rate=RATES)
+    batch.reset()
+    for _ in range(10):
+        batch.step(np.array([2.0, -2.0]))
+    # both filled at bar 1 (101) and paid / received 2 * 108 * 1e-4 at bar 8
+    assert batch.funding == pytest.approx([0.0216, -0.0216])
+
+
 def test_funding_schedule_on_other_timeframes():
     inst = Instrument(funding="schedule")
     rate = np.full(6, 1e-4)

@@ -165,6 +165,8 @@ def test_instrument_margin_sets_leverage_and_maintenance():
         Instrument(initial_margin=0.05, maintenance_margin=0.1)
     with pytest.raises(ConfigError, match="multiplier"):
         Instrument(multiplier=0)
+    with pytest.raises(ConfigError, match="pay funding"):
+        Instrument(asset_class="equity", funding="schedule")
 
 
 def test_per_share_fee_with_a_minimum():
@@ -225,6 +227,8 @@ def test_presets_load_and_validate(name):
     assert cfg.maintenance_margin <= 1 / cfg.leverage
     run = RunConfig.from_dict(yaml.safe_load(example_yaml(name)))
     assert run.env.engine == cfg
+    # the venue's margin limit is the engine's; a full discrete3 position stays at 1x equity
+    assert run.env.max_exposure * cfg.leverage == pytest.approx(1.0, rel=1e-5)
 
 
 def test_cme_micro_preset_is_mes():

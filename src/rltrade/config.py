@@ -585,11 +585,15 @@ _PRESET_NOTES = {
 }
 
 
-def _preset_engine_block(name: str) -> str:
-    """The ``env.engine`` section of a market preset as YAML, indented under ``env:``."""
+def _preset_settings(name: str) -> dict[str, Any]:
     from rltrade.sim.instruments import preset
 
-    settings = preset(name)
+    return preset(name)
+
+
+def _preset_engine_block(name: str) -> str:
+    """The ``env.engine`` section of a market preset as YAML, indented under ``env:``."""
+    settings = _preset_settings(name)
     engine = {"mode": "retail", "initial_cash": 50000.0, "fill": "open", **settings}
     body = yaml.safe_dump({"engine": engine}, sort_keys=False, default_flow_style=False)
     what, _ = _PRESET_NOTES[name]
@@ -612,6 +616,16 @@ def example_yaml(preset: str | None = None) -> str:
     start = EXAMPLE_YAML.index("  engine:\n")
     end = EXAMPLE_YAML.index("  risk: null")
     text = EXAMPLE_YAML[:start] + block + EXAMPLE_YAML[end:]
+    from rltrade.sim.config import EngineConfig
+
+    leverage = EngineConfig(**_preset_settings(preset)).leverage
+    if leverage > 1.0:
+        # the margin is the venue's limit; a full discrete3 position stays 1x equity
+        exposure = f"{1.0 / leverage:.6g}"
+        text = text.replace(
+            "  equity_floor: 0.5 ",
+            f"  max_exposure: {exposure:<12} # x leverage {leverage:.4g} (the margin limit): a "
+            "full discrete3 position = 1x equity\n  equity_floor: 0.5 ")
     what, source = _PRESET_NOTES[preset]
     text = text.replace('description: "PPO on EURUSD 1h, default features"',
                         f'description: "PPO, preset {preset}: {what.split(";")[0]}"')

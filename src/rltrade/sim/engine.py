@@ -846,6 +846,11 @@ class BatchEngine(_Base):
         return self._col(K.FEES)
 
     @property
+    def funding(self) -> np.ndarray:
+        """Funding each account paid (negative: received)."""
+        return self._col(K.FUNDING)
+
+    @property
     def drawdown(self) -> np.ndarray:
         """Each account's drawdown from its running peak equity."""
         return self._col(K.DRAWDOWN)

@@ -29,14 +29,17 @@ __all__ = ["ASSET_CLASSES", "PRESETS", "Instrument", "funding_rates", "preset"]
 #: Asset classes an instrument may name (``generic``: the default, no assumption).
 ASSET_CLASSES = ("generic", "crypto_spot", "crypto_perp", "fx", "equity", "future")
 
+#: Asset classes that may pay funding (a spot, equity or dated-futures position does not).
+_FUNDED = ("generic", "crypto_perp", "fx")
 _NS_PER_HOUR = 3_600_000_000_000
 
 
 class Instrument(StrictModel):
     """One tradable instrument: what a unit of position is worth and how it trades.
 
-    :param asset_class: one of :data:`ASSET_CLASSES` (documentation and presets; the engine's
-        rules come from the numbers below).
+    :param asset_class: one of :data:`ASSET_CLASSES`. The engine's rules come from the numbers
+        below; the class says which make sense: only ``crypto_perp``, ``fx`` (rollover as a
+        ``funding_rate`` column) and ``generic`` may pay funding.
     :param multiplier: money per unit of price per unit of position (MES: 5 dollars per index
         point per contract). PnL, notional, margin and fees on notional use ``price * units *
         multiplier``; positions and orders are in units (contracts, shares, coins).
@@ -109,6 +112,11 @@ class Instrument(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> Instrument:
+        if self.funding != "none" and self.asset_class not in _FUNDED:
+            raise ValueError(
+                f"funding={self.funding!r} with asset_class={self.asset_class!r}: only "
+                f"{', '.join(_FUNDED)} pay funding (perpetuals; FX rollover as a column)"
+            )
         im, mm = self.initial_margin, self.maintenance_margin
         if im is not None and mm is not None and mm > im:
             raise ValueError(
