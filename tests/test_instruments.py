@@ -193,6 +193,46 @@ def test_default_instrument_is_a_plain_unit():
     assert not eng.kernel_arrays().market[:, K.M_FUNDING].any()
 
 
+#: (cash, equity, realized, fees, spread, slippage, trades) of the scenario below, recorded on the
+#: commit before instruments existed (dc204b0): the default instrument must reproduce them bit
+#: for bit
+OLD_NUMBERS = [
+    (6490.921236453662, 50297.77722886592, 75.34771653029247, 1838.1777228389788,
+     171.25605979559802, 342.51211959119604, 118),
+    (5420.168962607189, 49198.178609563714, -1005.0492057237107, 2363.6874244135415,
+     664.6453933640704, 1851.0773598899455, 127),
+]
+
+
+def test_default_instrument_reproduces_the_old_numbers_bit_for_bit():
+    from rltrade.data.synthetic import synthetic_market
+
+    bars = synthetic_market("gbm", 400, seed=11, timeframe="1h")
+    ohlcv = bars[["open", "high", "low", "close", "volume"]].to_numpy()
+    configs = (EngineConfig(), EngineConfig(leverage=4, maintenance_margin=0.1, lot_size=0.5,
+                                            costs=CostModel(slippage="atr", spread_bps=3)))
+    for cfg, expected in zip(configs, OLD_NUMBERS, strict=True):
+        eng = ExecutionEngine(ohlcv, cfg)
+        eng.reset(0)
+        r = np.random.default_rng(3)
+        while not eng.done:
+            u = r.uniform()
+            c = eng.close[eng.bar]
+            if u < 0.3:
+                eng.step(r.uniform(-900, 900), sl=c * 0.98 if u < 0.1 else None,
+                         tp=c * 1.03 if u > 0.2 else None)
+            elif u < 0.45:
+                eng.submit(Order.limit(c * r.uniform(0.99, 1.01), r.uniform(-300, 300),
+                                       bars_valid=3))
+                eng.advance()
+            else:
+                eng.advance()
+        a = eng.account
+        assert (a.cash, a.equity, a.realized, a.fees, a.spread_cost, a.slippage_cost,
+                a.n_trades) == expected
+        assert a.funding == 0.0
+
+
 def test_env_sizes_contracts_with_the_multiplier():
     """discrete3 'long' at 1x: position * close * multiplier is about the equity, not 5x."""
     from rltrade.agents import make_baseline
