@@ -284,6 +284,18 @@ def test_unknown_preset_is_a_config_error():
         preset("crypto-perpetual")
 
 
+def test_the_docs_instrument_example_runs_as_written():
+    from pathlib import Path
+
+    text = (Path(__file__).parents[1] / "docs" / "engine.md").read_text()
+    section = text.split("## 12. Instruments and funding", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    scope: dict = {}
+    exec(compile(code, "docs/engine.md", "exec"), scope)
+    eng = scope["eng"]
+    assert eng.account.funding == pytest.approx(0.5)
+
+
 def test_cli_config_example_preset(tmp_path, capsys):
     out = tmp_path / "perp.yaml"
     assert run_cli(["config", "example", "--preset", "crypto-perp", "--out", str(out)],
