@@ -480,11 +480,14 @@ app.add_typer(config_app, name="config")
 @config_app.command("example")
 def config_example(
     out: Annotated[Path | None, typer.Option("--out", help="Write here (default: stdout).")] = None,
+    preset: Annotated[str | None, typer.Option(
+        "--preset", help="Costs and instrument of a market: crypto-spot, crypto-perp, fx, "
+                         "us-equity or cme-micro (docs/engine.md, Instruments).")] = None,
 ) -> None:
     """Write a commented starting config (every key optional, defaults shown)."""
     from rltrade.config import example_yaml
 
-    text = example_yaml()
+    text = example_yaml(preset)
     if out is None:
         sys.stdout.write(text)
     else:

@@ -573,6 +573,60 @@ walkforward:                 # `rltrade walkforward` (ignored by `train`); docs/
 """
 
 
-def example_yaml() -> str:
-    """A commented starting config (``rltrade config example``); it validates as is."""
-    return EXAMPLE_YAML
+#: What each market preset trades and where its bars come from (comments of the example).
+_PRESET_NOTES = {
+    "crypto-spot": ("BTC/USDT spot, Binance regular-tier fees", "sample:BTCUSD-1M"),
+    "crypto-perp": ("BTC/USDT perpetual, Binance USD-M; the bars need a funding_rate column "
+                    "(fraction per 8 h funding, + = longs pay)", "path/to/BTCUSDT-perp-1h.csv"),
+    "fx": ("EUR/USD at an ECN broker, ESMA retail leverage", "sample:EURUSD-1h"),
+    "us-equity": ("a US stock or ETF (SPY) at Interactive Brokers, Reg T margin",
+                  "path/to/SPY-1m.csv"),
+    "cme-micro": ("CME Micro E-mini S&P 500 (MES), 5 USD per point", "path/to/MES-5m.csv"),
+}
+
+
+def _preset_settings(name: str) -> dict[str, Any]:
+    from rltrade.sim.instruments import preset
+
+    return preset(name)
+
+
+def _preset_engine_block(name: str) -> str:
+    """The ``env.engine`` section of a market preset as YAML, indented under ``env:``."""
+    settings = _preset_settings(name)
+    engine = {"mode": "retail", "initial_cash": 50000.0, "fill": "open", **settings}
+    body = yaml.safe_dump({"engine": engine}, sort_keys=False, default_flow_style=False)
+    what, _ = _PRESET_NOTES[name]
+    lines = [f"  # preset {name}: {what}.", "  # Values and their sources: docs/engine.md, "
+             "section Instruments; check them against your venue."]
+    lines += ["  " + line for line in body.rstrip("\n").splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def example_yaml(preset: str | None = None) -> str:
+    """A commented starting config (``rltrade config example``); it validates as is.
+
+    :param preset: a market preset (:data:`rltrade.sim.instruments.PRESETS`): the engine
+        section (costs, instrument, margin) and the data source fit that market.
+    :raises ConfigError: for an unknown preset.
+    """
+    if preset is None:
+        return EXAMPLE_YAML
+    block = _preset_engine_block(preset)
+    start = EXAMPLE_YAML.index("  engine:\n")
+    end = EXAMPLE_YAML.index("  risk: null")
+    text = EXAMPLE_YAML[:start] + block + EXAMPLE_YAML[end:]
+    from rltrade.sim.config import EngineConfig
+
+    leverage = EngineConfig(**_preset_settings(preset)).leverage
+    if leverage > 1.0:
+        # the margin is the venue's limit; a full discrete3 position stays 1x equity
+        exposure = f"{1.0 / leverage:.6g}"
+        text = text.replace(
+            "  equity_floor: 0.5 ",
+            f"  max_exposure: {exposure:<12} # x leverage {leverage:.4g} (the margin limit): a "
+            "full discrete3 position = 1x equity\n  equity_floor: 0.5 ")
+    what, source = _PRESET_NOTES[preset]
+    text = text.replace('description: "PPO on EURUSD 1h, default features"',
+                        f'description: "PPO, preset {preset}: {what.split(";")[0]}"')
+    return text.replace("  source: sample:EURUSD-1h ", f"  source: {source} ")

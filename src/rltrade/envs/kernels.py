@@ -266,6 +266,7 @@ def target_of(a: StepArgs, i: int, a0: float, a1: float) -> tuple[float, float, 
     p = a.p
     bar = int(st[K.BAR])
     c = a.mkt[bar, K.M_CLOSE]
+    mult = a.cfg[K.C_MULTIPLIER]  # units are contracts: one is worth c * mult
     eq = st[K.EQUITY]
     pos = st[K.POS]
     nan = np.nan
@@ -276,10 +277,10 @@ def target_of(a: StepArgs, i: int, a0: float, a1: float) -> tuple[float, float, 
             return pos, nan, nan  # already on that side: hold, no re-sizing trade
         if side == 0:  # flat: clear the levels (a flat account has none: keep, a hold)
             return 0.0, (0.0 if pos != 0.0 else nan), nan
-        full = p[P_LEVERAGE] * eq / c if eq > 0.0 else 0.0
+        full = p[P_LEVERAGE] * eq / c / mult if eq > 0.0 else 0.0
         target = side * p[P_MAX_EXPOSURE] * full
         return target, nan, nan
-    full = p[P_LEVERAGE] * eq / c if eq > 0.0 else 0.0
+    full = p[P_LEVERAGE] * eq / c / mult if eq > 0.0 else 0.0
     if scheme == S_EXPOSURE_SL:
         target = a0 * full
         pct = p[P_MIN_STOP] + (a1 + 1.0) * 0.5 * (p[P_MAX_STOP] - p[P_MIN_STOP])
@@ -296,8 +297,8 @@ def target_of(a: StepArgs, i: int, a0: float, a1: float) -> tuple[float, float, 
         if pos * side > 0.0:
             a.env[i, E_INVALID] += 1.0  # already in that direction
             return pos, nan, nan
-        size = p[P_RISK_PER_TRADE] * eq / dist if dist > 0.0 else full
-        cap = min(full, p[P_MAX_CAPITAL] * eq / c) if eq > 0.0 else 0.0
+        size = p[P_RISK_PER_TRADE] * eq / dist / mult if dist > 0.0 else full
+        cap = min(full, p[P_MAX_CAPITAL] * eq / c / mult) if eq > 0.0 else 0.0
         if size > cap:
             size = cap
         return side * size, c - side * dist if dist > 0.0 else nan, nan
@@ -388,16 +389,15 @@ def _cvar(rets: np.ndarray, count: int, alpha: float) -> float:
 
 
 @_jit
-def _liq_distance(st: np.ndarray, c: float, mmr: float) -> float:
-    """Relative distance from the close to the liquidation price (1 when none applies)."""
+def _liq_distance(st: np.ndarray, c: float, mmr: float, cfg: np.ndarray) -> float:
+    """Relative distance from the close to the engine's liquidation price (1 when none
+    applies)."""
     pos = st[K.POS]
     if pos == 0.0 or mmr <= 0.0:
         return 1.0
-    cash = st[K.CASH]
+    p = K.liquidation_price(st, cfg)
     if pos > 0.0:
-        p = -cash / (pos * (1.0 - mmr))
-        return 1.0 if p <= 0.0 else min(1.0, max(0.0, (c - p) / c))
-    p = cash / (-pos * (1.0 + mmr))
+        return 1.0 if math.isnan(p) else min(1.0, max(0.0, (c - p) / c))
     return min(1.0, max(0.0, (p - c) / c))
 
 
@@ -420,14 +420,14 @@ def observe(a: StepArgs, i: int) -> None:
     e = a.env[i]
     mean, std, n = _ring_stats(e, a.rets.shape[1])
     values = (
-        s[K.POS] * c / eq / lev if eq > 0.0 else 0.0,
+        s[K.POS] * c * a.cfg[K.C_MULTIPLIER] / eq / lev if eq > 0.0 else 0.0,
         s[K.UNREALIZED] / eq if eq > 0.0 else 0.0,
         math.tanh(e[E_IN_POSITION] / 100.0),
         eq / s[K.INITIAL_EQUITY] - 1.0,
         s[K.DRAWDOWN],
         s[K.CASH] / eq if eq > 0.0 else 0.0,
         mean / std * math.sqrt(n) if std > 0.0 else 0.0,
-        _liq_distance(s, c, p[P_MMR]),
+        _liq_distance(s, c, p[P_MMR], a.cfg),
         s[K.N_WINS] / s[K.N_TRADES] if s[K.N_TRADES] > 0.0 else 0.5,
     )
     account = a.obs_account[i]
@@ -459,7 +459,8 @@ def _reward(a: StepArgs, i: int, ret: float, costs_delta: float, c: float) -> fl
         mean, std, n = _ring_stats(e, ring.shape[0])
         sharpe = mean / std * math.sqrt(n) if std > 0.0 else 0.0
         hold_excess = max(0.0, e[E_IN_POSITION] - w[4])
-        liq = max(0.0, 1.0 - _liq_distance(s, c, a.p[P_MMR]) / w[8]) if w[8] > 0.0 else 0.0
+        liq = (max(0.0, 1.0 - _liq_distance(s, c, a.p[P_MMR], a.cfg) / w[8]) if w[8] > 0.0
+               else 0.0)
         return (ret - w[1] * s[K.DRAWDOWN] - w[2] * std - w[3] * hold_excess
                 - w[5] * costs_delta / prev + w[6] * sharpe - w[7] * liq)
     if reward_id == R_DIFFERENTIAL_SHARPE:
@@ -488,7 +489,7 @@ def transition(a: StepArgs, i: int, target: float, stop: float,
     s = a.st[i]
     e = a.env[i]
     p = a.p
-    costs_before = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
+    costs_before = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST] + s[K.FUNDING]
     K.step(s, a.lots[i], a.orders[i], a.trades, a.mkt, a.cfg, target, stop, take)
     bar = int(s[K.BAR])
     c = a.mkt[bar, K.M_CLOSE]
@@ -500,7 +501,7 @@ def transition(a: StepArgs, i: int, target: float, stop: float,
     e[E_IN_POSITION] = e[E_IN_POSITION] + 1.0 if sign != 0.0 and sign == e[E_POS_SIGN] else (
         1.0 if sign != 0.0 else 0.0)
     e[E_POS_SIGN] = sign
-    costs_delta = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST] - costs_before
+    costs_delta = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST] + s[K.FUNDING] - costs_before
     r = _reward(a, i, ret, costs_delta, c) * p[P_REWARD_SCALE]
     e[E_PREV_EQUITY] = eq
     e[E_PREV_DRAWDOWN] = s[K.DRAWDOWN]
@@ -537,7 +538,7 @@ def _step_env(a: StepArgs, i: int, use_targets: bool) -> None:
     q[Q_TRADES] = n
     q[Q_WIN_RATE] = s[K.N_WINS] / n if n > 0.0 else 0.0
     q[Q_MAX_DRAWDOWN] = s[K.MAX_DRAWDOWN]
-    q[Q_COSTS] = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
+    q[Q_COSTS] = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST] + s[K.FUNDING]
     q[Q_BANKRUPT] = s[K.BANKRUPT]
     q[Q_INVALID] = a.env[i, E_INVALID]
 
@@ -639,5 +640,6 @@ def info_values(a: StepArgs, i: int) -> tuple[
     n = int(s[K.N_TRADES])
     return (int(s[K.BAR]), s[K.EQUITY], s[K.POS], s[K.EQUITY] - s[K.INITIAL_EQUITY], n,
             s[K.N_WINS] / n if n > 0 else 0.0, s[K.MAX_DRAWDOWN],
-            s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST], s[K.BANKRUPT] != 0.0,
+            s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST] + s[K.FUNDING],
+            s[K.BANKRUPT] != 0.0,
             int(a.env[i, E_INVALID]))

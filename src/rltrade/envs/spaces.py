@@ -5,7 +5,8 @@ turns an action into an order):
 
 ``discrete3``
     ``Discrete(3)``: 0 short, 1 flat, 2 long; long/short use ``max_exposure`` of the leverage
-    limit (target units = ±max_exposure × leverage × equity / close).
+    limit (target units = ±max_exposure × leverage × equity / (close × the instrument's
+    multiplier)).
 ``discrete6``
     ``Discrete(6)``: 0 HOLD, 1 ENTER_LONG, 2 ENTER_SHORT, 3 EXIT, 4 SCALE_IN (+50 %),
     5 SCALE_OUT (-50 %). Entries size from risk per trade (``risk_per_trade`` × equity over a

@@ -85,11 +85,11 @@ PARQUET_ROWS = 100_000
 BENCHMARK_COLUMN = "benchmark_equity"
 
 # What is recorded after every step: one row per value, one column per bar (each column of the
-# steps table is then a contiguous row; 9 values, 72 bytes a bar). The bar of column k is the
+# steps table is then a contiguous row; 10 values, 80 bytes a bar). The bar of column k is the
 # start bar + k (a pass steps one bar at a time).
 (_R_CASH, _R_POS, _R_EQUITY, _R_REALIZED, _R_UNREALIZED, _R_COSTS, _R_DRAWDOWN, _R_REWARD,
- _R_FLAGS) = range(9)
-_N_REC = 9
+ _R_FLAGS, _R_FUNDING) = range(10)
+_N_REC = 10
 # _R_FLAGS: bits of what happened in the step (the engine's counters moved) and its end flags
 (_F_FILL, _F_STOP, _F_TP, _F_LIQ, _F_INVALID, _F_TERMINATED, _F_TRUNCATED) = (
     1, 2, 4, 8, 16, 32, 64)
@@ -144,7 +144,8 @@ def _record(s: np.ndarray, counters: np.ndarray, prev: np.ndarray, rec: np.ndarr
     rec[_R_EQUITY, k] = s[K.EQUITY]
     rec[_R_REALIZED, k] = s[K.REALIZED]
     rec[_R_UNREALIZED, k] = s[K.UNREALIZED]
-    rec[_R_COSTS, k] = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
+    rec[_R_COSTS, k] = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST] + s[K.FUNDING]
+    rec[_R_FUNDING, k] = s[K.FUNDING]
     rec[_R_DRAWDOWN, k] = s[K.DRAWDOWN]
     rec[_R_REWARD, k] = reward
     flags = 0
@@ -552,8 +553,9 @@ def _trade_records(run: _Run) -> np.ndarray:
 
 
 def _costs(st: np.ndarray) -> dict[str, float]:
+    """The account's cost lines (funding: paid at funding times, negative when received)."""
     return {"fees": float(st[K.FEES]), "spread_cost": float(st[K.SPREAD_COST]),
-            "slippage_cost": float(st[K.SLIPPAGE_COST])}
+            "slippage_cost": float(st[K.SLIPPAGE_COST]), "funding": float(st[K.FUNDING])}
 
 
 def _run_fused(run: _Run, mlp: NumpyMlpPolicy | None, plan: np.ndarray | None,
@@ -676,6 +678,7 @@ def _steps_frame(dataset: Dataset, cfg: EnvConfig, done: _Pass, forced: bool,
         "unrealized_pnl": rec[_R_UNREALIZED],
         "close": dataset.ohlcv[take, 3],
         "costs": delta(rec[_R_COSTS]),
+        "funding": delta(rec[_R_FUNDING]),
         "reward": rec[_R_REWARD],
         "stop_triggered": event(_F_STOP),
         "take_profit": event(_F_TP),
@@ -708,6 +711,7 @@ def _trades_frame(buf: np.ndarray, timestamps: np.ndarray) -> pd.DataFrame:
         "fees": table["fees"],
         "spread_cost": table["spread_cost"],
         "slippage_cost": table["slippage_cost"],
+        "funding": table["funding"],
         "net_pnl": table["net_pnl"],
         "duration_bars": table["duration_bars"],
         # from the engine's codes (EXIT_REASONS is indexed by them): no string round trip
@@ -818,7 +822,7 @@ def _summary(policy: Any, name: str | None, dataset: Dataset, cfg: EnvConfig,
         "n_trades": len(trades),
         "n_fills": int(st[K.N_FILLS]),
         "costs": {**costs, "total": costs["fees"] + costs["spread_cost"]
-                  + costs["slippage_cost"]},
+                  + costs["slippage_cost"] + costs["funding"]},
         "rejections": {k: v for k, v in reason_counts(st, REJECTION_REASONS).items() if v},
         "adjustments": {k: v for k, v in reason_counts(st, ADJUSTMENTS).items() if v},
         "risk_interventions": _risk_counts(run.core) if cfg.risk is not None else {},

@@ -142,8 +142,9 @@ trial's metrics); ``n_trials`` defaults to their count, or 1. ``n_trials > 1`` w
 
 costs (when ``costs`` is given)
 -------------------------------
-``costs`` holds totals in money (``fees``, ``spread_cost``, ``slippage_cost``; missing ones count
-as 0; any other numeric key, e.g. ``funding``, is kept and counted too). ``total`` is their sum.
+``costs`` holds totals in money (``fees``, ``spread_cost``, ``slippage_cost``, ``funding``: the
+perpetual's funding paid, negative when received; missing ones count as 0; any other numeric key
+is kept and counted too). ``total`` is their sum.
 With ``net_pnl = equity_last - initial_capital`` and ``gross_pnl = net_pnl + total`` (the PnL the
 same trades would have made without costs), ``share_of_gross_pnl[k] = costs[k] / gross_pnl`` and
 ``total_share_of_gross_pnl = total / gross_pnl``: the fraction of the pre-cost profit eaten by each
@@ -401,7 +402,8 @@ def _benchmark_section(
 def _costs_section(
     costs: Mapping[str, float], net_pnl: float, initial_capital: float, n_trades: int | None
 ) -> dict[str, Any]:
-    totals: dict[str, float] = {"fees": 0.0, "spread_cost": 0.0, "slippage_cost": 0.0}
+    totals: dict[str, float] = {"fees": 0.0, "spread_cost": 0.0, "slippage_cost": 0.0,
+                                "funding": 0.0}
     for key, value in costs.items():
         try:
             totals[str(key)] = float(value)
@@ -506,7 +508,8 @@ def compute_metrics(
         ``len(trial_sharpes)``, or 1.
     :param trial_sharpes: per-period Sharpe ratios of all the trials.
     :param var_trials: variance of the trials' per-period Sharpe ratios, if the list is unknown.
-    :param costs: cost totals in money: ``fees``, ``spread_cost``, ``slippage_cost`` (and more).
+    :param costs: cost totals in money: ``fees``, ``spread_cost``, ``slippage_cost``,
+        ``funding`` (and more).
     :param interventions: risk-manager intervention counts by reason.
     :param run_id: identifier of the run, copied to ``run.id``.
     :param bars_per_year: annualization factor override (e.g. 252 for daily equity bars);

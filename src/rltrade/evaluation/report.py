@@ -310,6 +310,10 @@ def _cards(summary: Mapping[str, Any], metrics: Mapping[str, Any], curves: Curve
         _card("Final equity", _fmt_number(final), f"from {_fmt_number(initial)}",
               _sign_class((_finite(final) or 0) - (_finite(initial) or 0))),
     ]
+    costs = metrics.get("costs") or summary.get("costs")
+    if isinstance(costs, Mapping):
+        cards.append(_card("Costs", _fmt_number(costs.get("total"), digits=2),
+                           _cost_breakdown(costs)))
     flags = []
     if summary.get("bankrupt"):
         flags.append("bankrupt")
@@ -317,6 +321,15 @@ def _cards(summary: Mapping[str, Any], metrics: Mapping[str, Any], curves: Curve
         flags.append("position force-closed at the end")
     flag_html = (f'<p class="note neg">{_esc("; ".join(flags))}</p>' if flags else "")
     return f'<div class="cards">{"".join(cards)}</div>{flag_html}'
+
+
+def _cost_breakdown(costs: Mapping[str, Any]) -> str:
+    """``fees 12.3, spread 4.5, slippage 1.2, funding -0.8`` (funding: negative when
+    received)."""
+    names = (("fees", "fees"), ("spread_cost", "spread"), ("slippage_cost", "slippage"),
+             ("funding", "funding"))
+    return ", ".join(f"{label} {_fmt_number(costs.get(key), digits=2)}" for key, label in names
+                     if key in costs)
 
 
 def _table(frame: pd.DataFrame, *, percent_columns: AbstractSet[str] = frozenset(),

@@ -18,11 +18,13 @@ from rltrade.sim.engine import (
     KernelArrays,
     Order,
 )
+from rltrade.sim.instruments import PRESETS, Instrument, funding_rates, preset
 from rltrade.sim.risk import Decision, RiskConfig, RiskManager, RiskState
 
 __all__ = [
     "ADJUSTMENTS",
     "EXIT_REASONS",
+    "PRESETS",
     "REJECTION_REASONS",
     "TRADE_DTYPE",
     "Account",
@@ -32,9 +34,12 @@ __all__ = [
     "EngineConfig",
     "EngineError",
     "ExecutionEngine",
+    "Instrument",
     "KernelArrays",
     "Order",
     "RiskConfig",
     "RiskManager",
     "RiskState",
+    "funding_rates",
+    "preset",
 ]

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import field_validator, model_validator
 
+from rltrade.sim.instruments import Instrument
 from rltrade.strict import StrictModel
 
 __all__ = ["CostModel", "EngineConfig"]
@@ -34,6 +35,9 @@ class CostModel(_Strict):
 
     :param maker_fee: fee rate of limit and take-profit fills (``0.0002`` = 2 bps).
     :param taker_fee: fee rate of market, stop-loss and liquidation fills.
+    :param fee_per_unit: fee in money per unit traded, on every fill: per contract for futures,
+        per share for stocks (added to the rate on notional).
+    :param min_fee: the least fee of one fill (a broker's minimum per order; ``0``: none).
     :param spread: ``"fixed"`` (``spread_bps`` on every bar) or ``"column"`` (the data's
         per-bar ``spread`` column, in ``spread_unit``).
     :param spread_bps: the full bid-ask spread in basis points of price for ``"fixed"``. Half of
@@ -53,6 +57,8 @@ class CostModel(_Strict):
 
     maker_fee: float = 0.0002
     taker_fee: float = 0.0005
+    fee_per_unit: float = 0.0
+    min_fee: float = 0.0
     spread: Literal["fixed", "column"] = "fixed"
     spread_bps: float = 1.0
     spread_unit: Literal["bps", "fraction"] | None = None
@@ -68,6 +74,11 @@ class CostModel(_Strict):
         if v >= 0.1:
             raise ValueError(f"{info.field_name} is a fraction of notional; {v} is >= 10%")
         return v
+
+    @field_validator("fee_per_unit", "min_fee")
+    @classmethod
+    def _money(cls, v: float, info: Any) -> float:
+        return _non_negative(v, info.field_name)
 
     @field_validator("spread_bps", "slippage_bps", "slippage_atr")
     @classmethod
@@ -98,6 +109,11 @@ class CostModel(_Strict):
         """No fee, no spread, no slippage."""
         return cls(maker_fee=0.0, taker_fee=0.0, spread_bps=0.0, slippage="none")
 
+    @property
+    def has_fixed_fees(self) -> bool:
+        """``True`` when a fill pays more than a rate of its notional (per unit, minimum)."""
+        return self.fee_per_unit > 0.0 or self.min_fee > 0.0
+
 
 class EngineConfig(_Strict):
     """How the engine fills orders and keeps the account.
@@ -108,6 +124,10 @@ class EngineConfig(_Strict):
         those four are switched off whatever their values; setting one of them explicitly to
         something else is a :class:`ConfigError`.
     :param costs: the :class:`CostModel`.
+    :param instrument: the :class:`~rltrade.sim.instruments.Instrument` traded (multiplier,
+        tick, lot size, margin, funding); its ``lot_size``, ``initial_margin`` and
+        ``maintenance_margin``, when set, set ``lot_size``, ``leverage`` and
+        ``maintenance_margin`` here (giving both with other values is an error).
     :param initial_cash: cash at reset (> 0).
     :param initial_position: units held at reset, as one lot bought at the start bar's close
         without costs (negative = short).
@@ -136,6 +156,7 @@ class EngineConfig(_Strict):
 
     mode: Literal["retail", "ideal"] = "retail"
     costs: CostModel = CostModel()
+    instrument: Instrument = Instrument()
     initial_cash: float = 50_000.0
     initial_position: float = 0.0
     fill: Literal["open", "close"] = "open"
@@ -151,6 +172,33 @@ class EngineConfig(_Strict):
     lot_capacity: int = 256
     order_capacity: int = 64
     seed: int = 0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_instrument(cls, data: Any) -> Any:
+        """The instrument's lot size and margin rates fill ``lot_size``, ``leverage`` and
+        ``maintenance_margin`` (one value per setting: both given and different is an error)."""
+        if not isinstance(data, dict) or data.get("instrument") is None:
+            return data
+        inst = data["instrument"]
+        if isinstance(inst, dict):
+            inst = Instrument(**inst)
+        if not isinstance(inst, Instrument):
+            return data
+        out = dict(data)
+        pairs = (("lot_size", inst.lot_size or None), ("leverage", inst.leverage),
+                 ("maintenance_margin", inst.maintenance_margin))
+        for key, value in pairs:
+            if value is None:
+                continue
+            given = out.get(key)
+            if given is not None and not math.isclose(float(given), value, rel_tol=1e-12):
+                source = {"lot_size": "instrument.lot_size",
+                          "leverage": "1 / instrument.initial_margin",
+                          "maintenance_margin": "instrument.maintenance_margin"}[key]
+                raise ValueError(f"{key}={given} disagrees with {source} = {value}; set one")
+            out[key] = value
+        return out
 
     @field_validator("initial_cash", "leverage")
     @classmethod

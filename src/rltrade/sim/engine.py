@@ -24,6 +24,7 @@ import numpy as np
 from rltrade.errors import ConfigError, DataError, RLTradeError
 from rltrade.sim import kernels as K
 from rltrade.sim.config import EngineConfig
+from rltrade.sim.instruments import funding_rates
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -75,7 +76,7 @@ EXIT_REASONS: tuple[str, ...] = ("order", "stop_loss", "take_profit", "liquidati
 
 #: One closed (part of a) lot. ``qty > 0``; ``side`` +1 long, -1 short; prices are reference
 #: prices (before spread and slippage); ``net_pnl = gross_pnl - fees - spread_cost -
-#: slippage_cost``.
+#: slippage_cost - funding`` (``funding``: paid while the lot was open; negative = received).
 TRADE_DTYPE = np.dtype([
     ("entry_bar", np.int64),
     ("exit_bar", np.int64),
@@ -89,6 +90,7 @@ TRADE_DTYPE = np.dtype([
     ("fees", np.float64),
     ("spread_cost", np.float64),
     ("slippage_cost", np.float64),
+    ("funding", np.float64),
     ("net_pnl", np.float64),
     ("duration_bars", np.int64),
     ("exit_reason", "U11"),
@@ -209,6 +211,7 @@ class Account:
     fees: float
     spread_cost: float
     slippage_cost: float
+    funding: float
     margin_used: float
     peak: float
     drawdown: float
@@ -228,8 +231,9 @@ class Account:
 
     @property
     def costs(self) -> float:
-        """Every cost paid so far: fees + spread + slippage."""
-        return self.fees + self.spread_cost + self.slippage_cost
+        """Every cost paid so far: fees + spread + slippage + funding (funding received
+        counts negative)."""
+        return self.fees + self.spread_cost + self.slippage_cost + self.funding
 
 
 def _account(st: np.ndarray, lots: np.ndarray, timestamps: np.ndarray | None) -> Account:
@@ -251,6 +255,7 @@ def _account(st: np.ndarray, lots: np.ndarray, timestamps: np.ndarray | None) ->
         fees=float(st[K.FEES]),
         spread_cost=float(st[K.SPREAD_COST]),
         slippage_cost=float(st[K.SLIPPAGE_COST]),
+        funding=float(st[K.FUNDING]),
         margin_used=float(st[K.MARGIN]),
         peak=float(st[K.PEAK]),
         drawdown=float(st[K.DRAWDOWN]),
@@ -279,7 +284,8 @@ def reason_counts(st: np.ndarray, names: dict[int, str]) -> dict[str, int]:
 
 # ------------------------------------------------------------------------------- inputs
 def _market(ohlcv: Any, config: EngineConfig, spread: Any, atr: Any) -> np.ndarray:
-    """The kernels' market array ``[T, N_MKT]`` (validated prices, half-spread, ATR slippage)."""
+    """The kernels' market array ``[T, N_MKT]`` (validated prices, half-spread, ATR slippage;
+    the funding column is filled by :func:`_funding`)."""
     arr = np.asarray(ohlcv, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] not in (4, 5):
         raise DataError(f"ohlcv must be an array [T, 5] (or [T, 4]), got shape {arr.shape}")
@@ -320,6 +326,19 @@ def _market(ohlcv: Any, config: EngineConfig, spread: Any, atr: Any) -> np.ndarr
     return mkt
 
 
+def _funding(mkt: np.ndarray, config: EngineConfig, funding_rate: Any,
+             timestamps: np.ndarray | None) -> None:
+    """Fill the market array's funding column: the rate booked at each bar's open."""
+    if config.instrument.funding != "none":
+        mkt[:, K.M_FUNDING] = funding_rates(config.instrument, funding_rate, timestamps,
+                                            len(mkt))
+    elif funding_rate is not None:
+        raise ConfigError(
+            "a funding_rate column was given but engine.instrument.funding is 'none'; set it to "
+            "'schedule' or 'column' to book funding"
+        )
+
+
 def _column(values: Any, t_len: int, name: str) -> np.ndarray:
     col = np.asarray(values, dtype=np.float64)
     if col.shape != (t_len,):
@@ -351,7 +370,20 @@ def _config_vector(config: EngineConfig) -> np.ndarray:
     cfg[K.C_MMR] = config.maintenance_margin
     cfg[K.C_INITIAL_CASH] = config.initial_cash
     cfg[K.C_INITIAL_POSITION] = config.initial_position
+    inst = config.instrument
+    cfg[K.C_MULTIPLIER] = inst.multiplier
+    cfg[K.C_TICK] = inst.tick_size
+    cfg[K.C_FEE_UNIT] = costs.fee_per_unit
+    cfg[K.C_MIN_FEE] = costs.min_fee
     return cfg
+
+
+def _dataset_columns(dataset: Dataset, config: EngineConfig) -> tuple[Any, Any]:
+    """The dataset's ``spread`` and ``funding_rate`` extras the config uses (else ``None``)."""
+    spread = dataset.extras.get("spread") if config.costs.spread == "column" else None
+    funding = (dataset.extras.get("funding_rate") if config.instrument.funding != "none"
+               else None)
+    return spread, funding
 
 
 def _timestamps(timestamps: Any, t_len: int) -> np.ndarray | None:
@@ -389,6 +421,7 @@ def trade_table(buf: np.ndarray, timestamps: np.ndarray | None) -> np.ndarray:
     out["fees"] = buf[:, K.T_FEES]
     out["spread_cost"] = buf[:, K.T_SPREAD]
     out["slippage_cost"] = buf[:, K.T_SLIPPAGE]
+    out["funding"] = buf[:, K.T_FUNDING]
     out["net_pnl"] = buf[:, K.T_NET]
     out["duration_bars"] = exit_ - entry
     out["exit_reason"] = np.asarray(EXIT_REASONS)[reason]
@@ -412,7 +445,7 @@ class KernelArrays(NamedTuple):
     orders: np.ndarray
     #: the trade records (the batch engine keeps none: an empty array)
     trades: np.ndarray
-    #: per-bar market matrix (prices, spread, ATR)
+    #: per-bar market matrix (prices, spread, ATR, funding)
     market: np.ndarray
     #: the config vector
     config: np.ndarray
@@ -422,7 +455,7 @@ class _Base:
     """What the single and the batch engine share: inputs, config, state arrays."""
 
     def __init__(self, ohlcv: Any, config: EngineConfig | None, n_accounts: int,
-                 timestamps: Any, spread: Any, atr: Any) -> None:
+                 timestamps: Any, spread: Any, atr: Any, funding_rate: Any = None) -> None:
         if config is None:
             config = EngineConfig()
         elif isinstance(config, dict):
@@ -432,6 +465,7 @@ class _Base:
         self.config: EngineConfig = config
         self._mkt = _market(ohlcv, config, spread, atr)
         self._ts = _timestamps(timestamps, len(self._mkt))
+        _funding(self._mkt, config, funding_rate, self._ts)
         self._cfg = _config_vector(config)
         self._state = np.zeros((n_accounts, K.N_STATE))
         self._lot_rows = np.zeros((n_accounts, config.lot_capacity, K.N_LOT))
@@ -465,11 +499,14 @@ class ExecutionEngine(_Base):
     :param timestamps: int64 UTC ns (or datetime64) bar open times, for the trade table.
     :param spread: per-bar spread when ``costs.spread == "column"`` (unit ``costs.spread_unit``).
     :param atr: per-bar ATR for ``costs.slippage == "atr"``; computed when omitted.
+    :param funding_rate: per-bar funding rate when ``instrument.funding`` is not ``"none"``
+        (see :func:`rltrade.sim.instruments.funding_rates`).
     """
 
     def __init__(self, ohlcv: Any, config: EngineConfig | None = None, *,
-                 timestamps: Any = None, spread: Any = None, atr: Any = None) -> None:
-        super().__init__(ohlcv, config, 1, timestamps, spread, atr)
+                 timestamps: Any = None, spread: Any = None, atr: Any = None,
+                 funding_rate: Any = None) -> None:
+        super().__init__(ohlcv, config, 1, timestamps, spread, atr, funding_rate)
         self._st = self._state[0]
         self._lots = self._lot_rows[0]
         self._orders = self._order_rows[0]
@@ -481,10 +518,12 @@ class ExecutionEngine(_Base):
     def from_dataset(cls, dataset: Dataset, config: EngineConfig | None = None,
                      atr: Any = None) -> ExecutionEngine:
         """An engine on a :class:`~rltrade.features.dataset.Dataset` (its ``spread`` extra is
-        used when ``costs.spread == "column"``)."""
+        used when ``costs.spread == "column"``, its ``funding_rate`` extra when the instrument
+        pays funding)."""
         config = config or EngineConfig()
-        spread = dataset.extras.get("spread") if config.costs.spread == "column" else None
-        return cls(dataset.ohlcv, config, timestamps=dataset.timestamps, spread=spread, atr=atr)
+        spread, funding = _dataset_columns(dataset, config)
+        return cls(dataset.ohlcv, config, timestamps=dataset.timestamps, spread=spread, atr=atr,
+                   funding_rate=funding)
 
     def kernel_arrays(self) -> KernelArrays:
         """The :class:`KernelArrays` of this account (``state`` is ``[N_STATE]``; ``trades``
@@ -681,10 +720,11 @@ class BatchEngine(_Base):
     """
 
     def __init__(self, ohlcv: Any, config: EngineConfig | None = None, n_accounts: int = 1, *,
-                 timestamps: Any = None, spread: Any = None, atr: Any = None) -> None:
+                 timestamps: Any = None, spread: Any = None, atr: Any = None,
+                 funding_rate: Any = None) -> None:
         if int(n_accounts) < 1:
             raise ConfigError(f"n_accounts must be >= 1, got {n_accounts}")
-        super().__init__(ohlcv, config, int(n_accounts), timestamps, spread, atr)
+        super().__init__(ohlcv, config, int(n_accounts), timestamps, spread, atr, funding_rate)
         self.n_accounts = int(n_accounts)
         self._no_trades = np.zeros((0, K.N_TRADE))
         self._keep = np.full(self.n_accounts, _NAN)
@@ -695,9 +735,9 @@ class BatchEngine(_Base):
                      n_accounts: int = 1, atr: Any = None) -> BatchEngine:
         """A batch engine on a :class:`~rltrade.features.dataset.Dataset`."""
         config = config or EngineConfig()
-        spread = dataset.extras.get("spread") if config.costs.spread == "column" else None
+        spread, funding = _dataset_columns(dataset, config)
         return cls(dataset.ohlcv, config, n_accounts, timestamps=dataset.timestamps,
-                   spread=spread, atr=atr)
+                   spread=spread, atr=atr, funding_rate=funding)
 
     def reset(self, indices: Sequence[int] | np.ndarray | None = None,
               starts: Sequence[int] | np.ndarray | int = 0,
@@ -804,6 +844,11 @@ class BatchEngine(_Base):
     def fees(self) -> np.ndarray:
         """Fees each account paid."""
         return self._col(K.FEES)
+
+    @property
+    def funding(self) -> np.ndarray:
+        """Funding each account paid (negative: received)."""
+        return self._col(K.FUNDING)
 
     @property
     def drawdown(self) -> np.ndarray:

@@ -8,8 +8,9 @@ State is struct-of-arrays, all float64:
 * ``orders[capacity, N_ORDER]`` per account: pending orders in submission order;
 * ``trades[rows, N_TRADE]``: closed-trade records, written only when it has rows (the single
   engine passes a growing buffer, the batch engine an empty one);
-* ``mkt[T, N_MKT]``: open, high, low, close, half-spread (fraction of price) and ATR slippage
-  (price units per unit traded) of every bar;
+* ``mkt[T, N_MKT]``: open, high, low, close, half-spread (fraction of price), ATR slippage
+  (price units per unit traded) and the funding rate booked at the bar's open (0 = none) of
+  every bar;
 * ``cfg[N_CFG]``: the configuration as numbers.
 
 :func:`advance_one` processes one bar of one account. The single engine calls it for its one
@@ -77,6 +78,7 @@ LAST_ORDER_ID = 33
 N_STOP_EXITS = 34
 N_TP_EXITS = 35
 DROPPED_RECORDS = 36  # must stay 0: records that found no room in the trades buffer
+FUNDING = 37  # funding paid so far (negative: received)
 COUNTS = 40  # COUNTS + code: how many times each code below happened
 N_CODES = 18
 N_STATE = COUNTS + N_CODES
@@ -111,7 +113,8 @@ L_BAR = 2
 L_FEE = 3  # entry costs not yet attributed to a closed trade
 L_SPREAD = 4
 L_SLIPPAGE = 5
-N_LOT = 6
+L_FUNDING = 6  # funding paid while the lot was open, not yet attributed to a closed trade
+N_LOT = 7
 
 # ------------------------------------------------------------------------------- orders
 O_ID = 0
@@ -144,7 +147,8 @@ T_SPREAD = 7
 T_SLIPPAGE = 8
 T_NET = 9
 T_REASON = 10
-N_TRADE = 11
+T_FUNDING = 11
+N_TRADE = 12
 
 X_ORDER = 0.0
 X_STOP = 1.0
@@ -159,7 +163,8 @@ M_LOW = 2
 M_CLOSE = 3
 M_HALF_SPREAD = 4
 M_ATR_SLIP = 5
-N_MKT = 6
+M_FUNDING = 6  # funding rate paid at this bar's open by longs (received by shorts); 0 = none
+N_MKT = 7
 
 C_MAKER = 0
 C_TAKER = 1
@@ -177,7 +182,11 @@ C_ALLOW_SHORT = 12
 C_MMR = 13
 C_INITIAL_CASH = 14
 C_INITIAL_POSITION = 15
-N_CFG = 16
+C_MULTIPLIER = 16  # contract multiplier: money per unit of price per unit of position
+C_TICK = 17  # tick size of fill prices (0 = any price)
+C_FEE_UNIT = 18  # fee per unit traded (per contract / per share)
+C_MIN_FEE = 19  # minimum fee of one fill
+N_CFG = 20
 
 SLIP_NONE = 0.0
 SLIP_FIXED = 1.0
@@ -239,7 +248,7 @@ def _slip_unit(st: np.ndarray, mkt: np.ndarray, cfg: np.ndarray, bar: int, price
 @_inline
 def _record(st: np.ndarray, trades: np.ndarray, entry_bar: float, exit_bar: int, qty: float,
             entry_price: float, exit_price: float, gross: float, fees: float, spread: float,
-            slippage: float, net: float, reason: float) -> None:
+            slippage: float, funding: float, net: float, reason: float) -> None:
     st[N_TRADES] += 1.0
     if net > 0.0:
         st[N_WINS] += 1.0
@@ -260,6 +269,7 @@ def _record(st: np.ndarray, trades: np.ndarray, entry_bar: float, exit_bar: int,
     trades[n, T_SLIPPAGE] = slippage
     trades[n, T_NET] = net
     trades[n, T_REASON] = reason
+    trades[n, T_FUNDING] = funding
     st[N_RECORDS] = n + 1
 
 
@@ -288,6 +298,7 @@ def _add_lot(st: np.ndarray, lots: np.ndarray, price: float, qty: float, bar: in
         lots[j, L_FEE] = fee
         lots[j, L_SPREAD] = spread
         lots[j, L_SLIPPAGE] = slippage
+        lots[j, L_FUNDING] = 0.0
         st[LOT_COUNT] = n + 1
     st[LOT_QTY] += side * qty
     st[LOT_BASIS] += side * qty * price
@@ -297,11 +308,11 @@ def _add_lot(st: np.ndarray, lots: np.ndarray, price: float, qty: float, bar: in
 @_jit
 def _close_lots(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, bar: int, price: float,
                 closing: float, every: bool, fill_qty: float, fee: float, spread: float,
-                slippage: float, reason: float) -> None:
+                slippage: float, reason: float, mult: float) -> None:
     """Close ``closing`` units FIFO (every lot when ``every``), one trade record per lot part.
 
-    Each record gets its lot's entry costs pro rata to the quantity closed, and the share
-    ``part / fill_qty`` of this fill's costs.
+    Each record gets its lot's entry costs and funding pro rata to the quantity closed, and the
+    share ``part / fill_qty`` of this fill's costs; ``mult`` is the contract multiplier.
     """
     cap = lots.shape[0]
     side = 1.0 if st[POS] > 0 else -1.0
@@ -318,19 +329,20 @@ def _close_lots(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, bar: int, 
         e_fee = lots[h, L_FEE] * frac
         e_spread = lots[h, L_SPREAD] * frac
         e_slip = lots[h, L_SLIPPAGE] * frac
+        e_fund = lots[h, L_FUNDING] * frac
         share = take / fill_qty
         fees = e_fee + fee * share
         spr = e_spread + spread * share
         slp = e_slip + slippage * share
         entry = lots[h, L_PRICE]
-        gross = side * take * (price - entry)
-        net = gross - fees - spr - slp
+        gross = side * take * (price - entry) * mult
+        net = gross - fees - spr - slp - e_fund
         st[REALIZED] += net
         _record(st, trades, lots[h, L_BAR], bar, side * take, entry, price, gross, fees, spr,
-                slp, net, reason)
+                slp, e_fund, net, reason)
         st[LOT_QTY] -= side * take
         st[LOT_BASIS] -= side * take * entry
-        st[LOT_COST] -= e_fee + e_spread + e_slip
+        st[LOT_COST] -= e_fee + e_spread + e_slip + e_fund
         if whole:
             st[LOT_HEAD] = (h + 1) % cap
             st[LOT_COUNT] -= 1.0
@@ -339,7 +351,40 @@ def _close_lots(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, bar: int, 
             lots[h, L_FEE] -= e_fee
             lots[h, L_SPREAD] -= e_spread
             lots[h, L_SLIPPAGE] -= e_slip
+            lots[h, L_FUNDING] -= e_fund
         rem -= take
+
+
+@_inline
+def round_to_tick(price: float, tick: float, side: float) -> float:
+    """``price`` on the ``tick`` grid against the trader: up for a buy (``side > 0``), down for
+    a sell. A price within ``1e-7`` tick of the grid counts as on it (float noise of
+    ``price / tick``)."""
+    q = price / tick
+    if side > 0.0:
+        n = math.ceil(q - 1e-7)
+    else:
+        n = math.floor(q + 1e-7)
+    return n * tick
+
+
+@_jit
+def pay_funding(st: np.ndarray, lots: np.ndarray, per_unit: float) -> None:
+    """Book funding of ``per_unit`` money per unit held long (``price * multiplier * rate``):
+    a long pays it, a short receives it. Each open lot carries its part until it is closed
+    (then it is the trade's ``funding``), so realized + unrealized stays equity."""
+    cap = lots.shape[0]
+    head = int(st[LOT_HEAD])
+    side = 1.0 if st[POS] > 0.0 else -1.0
+    total = 0.0
+    for k in range(int(st[LOT_COUNT])):
+        j = (head + k) % cap
+        amount = side * lots[j, L_QTY] * per_unit
+        lots[j, L_FUNDING] += amount
+        total += amount
+    st[CASH] -= total
+    st[FUNDING] += total
+    st[LOT_COST] += total
 
 
 @_jit
@@ -350,7 +395,10 @@ def fill(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.ndarray, 
     A :data:`MAKER` fill (limit, take-profit) pays the maker fee only; a :data:`TAKER` fill
     (market, stop, liquidation) pays the taker fee, half the spread and slippage. Costs are
     booked separately and the lots keep the reference price; the fee is charged on the executed
-    price (reference price moved against the trader by half the spread and the slippage).
+    price (reference price moved against the trader by half the spread and the slippage, then
+    rounded to the tick against the trader: buys up, sells down; the rounding is booked as
+    slippage), plus the fee per unit, at least the minimum fee. Money is price times units
+    times the contract multiplier.
     """
     pos = st[POS]
     delta = new_pos - pos
@@ -358,6 +406,7 @@ def fill(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.ndarray, 
         return
     qty = abs(delta)
     side = 1.0 if delta > 0.0 else -1.0
+    mult = cfg[C_MULTIPLIER]
     if liquidity == MAKER:
         half_spread = 0.0
         slip = 0.0
@@ -367,14 +416,23 @@ def fill(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.ndarray, 
         slip = _slip_unit(st, mkt, cfg, bar, price)
         rate = cfg[C_TAKER]
     executed = price + side * (half_spread + slip)
-    fee = rate * qty * executed
-    spread_cost = qty * half_spread
-    slip_cost = qty * slip
-    st[CASH] -= delta * price + fee + spread_cost + slip_cost
+    tick = cfg[C_TICK]
+    if tick > 0.0:
+        on_grid = round_to_tick(executed, tick, side)
+        extra = side * (on_grid - executed)
+        if extra > 0.0:
+            slip += extra
+        executed = price + side * (half_spread + slip)
+    fee = rate * qty * executed * mult + qty * cfg[C_FEE_UNIT]
+    if fee < cfg[C_MIN_FEE]:
+        fee = cfg[C_MIN_FEE]
+    spread_cost = qty * half_spread * mult
+    slip_cost = qty * slip * mult
+    st[CASH] -= delta * price * mult + fee + spread_cost + slip_cost
     st[FEES] += fee
     st[SPREAD_COST] += spread_cost
     st[SLIPPAGE_COST] += slip_cost
-    st[TURNOVER] += qty * price
+    st[TURNOVER] += qty * price * mult
     st[N_FILLS] += 1.0
 
     reverses = pos != 0.0 and pos * delta < 0.0
@@ -382,7 +440,7 @@ def fill(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.ndarray, 
         closing = min(qty, abs(pos))
         every = new_pos == 0.0 or new_pos * pos < 0.0
         _close_lots(st, lots, trades, bar, price, closing, every, qty, fee, spread_cost,
-                    slip_cost, reason)
+                    slip_cost, reason, mult)
         if every:  # no lot left: drop the rounding residue of the running sums
             st[LOT_QTY] = 0.0
             st[LOT_BASIS] = 0.0
@@ -443,8 +501,10 @@ def market_order(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.n
     clamped = _cap(pos, target, cfg[C_MAX_POSITION])
     capped = clamped != target
     target = clamped
-    equity = st[CASH] + pos * price
-    clamped = _cap(pos, target, cfg[C_LEVERAGE] * equity / price if equity > 0.0 else 0.0)
+    mult = cfg[C_MULTIPLIER]
+    equity = st[CASH] + pos * price * mult
+    clamped = _cap(pos, target,
+                   cfg[C_LEVERAGE] * equity / price / mult if equity > 0.0 else 0.0)
     levered = clamped != target
     target = clamped
     rounded = False
@@ -457,7 +517,7 @@ def market_order(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.n
         target = pos + d2 if n > 0 else pos  # always a whole number of lots
     dead = False
     if target != pos and target != 0.0:
-        notional = abs(target - pos) * price
+        notional = abs(target - pos) * price * mult
         if notional < cfg[C_DEAD_ZONE] * equity:
             target = pos
             dead = True
@@ -501,16 +561,17 @@ def cancel_all_one(st: np.ndarray) -> None:
 
 
 @_inline
-def _liquidation_price(st: np.ndarray, cfg: np.ndarray) -> float:
+def liquidation_price(st: np.ndarray, cfg: np.ndarray) -> float:
     """Price at which equity equals maintenance margin (NaN when it cannot be reached)."""
     pos = st[POS]
     cash = st[CASH]
     mmr = cfg[C_MMR]
+    units = pos * cfg[C_MULTIPLIER]
     if pos > 0.0:
-        p = -cash / (pos * (1.0 - mmr))
+        p = -cash / (units * (1.0 - mmr))
         return p if p > 0.0 else np.nan
     if pos < 0.0:
-        p = cash / (-pos * (1.0 + mmr))
+        p = cash / (-units * (1.0 + mmr))
         return p if p > 0.0 else 0.0  # a short with no cash is liquidated at any price
     return np.nan
 
@@ -535,7 +596,7 @@ def _intrabar(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.ndar
     lo = mkt[bar, M_LOW]
     sl = st[SL]
     tp = st[TP]
-    liq = _liquidation_price(st, cfg)
+    liq = liquidation_price(st, cfg)
     has_liq = not math.isnan(liq)
     if pos > 0.0:
         use_stop = sl > 0.0 and (not has_liq or sl >= liq)
@@ -627,13 +688,14 @@ def _mark(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.ndarray,
           cfg: np.ndarray, bar: int) -> None:
     """Mark to market at the close; bankruptcy; peak and drawdown."""
     close = mkt[bar, M_CLOSE]
-    equity = st[CASH] + st[POS] * close
+    mult = cfg[C_MULTIPLIER]
+    equity = st[CASH] + st[POS] * close * mult
     if equity <= 0.0 and st[BANKRUPT] == 0.0:
         _go_bankrupt(st, lots, trades, mkt, cfg, bar, close)
-        equity = st[CASH] + st[POS] * close
+        equity = st[CASH] + st[POS] * close * mult
     st[EQUITY] = equity
-    st[UNREALIZED] = st[LOT_QTY] * close - st[LOT_BASIS] - st[LOT_COST]
-    st[MARGIN] = abs(st[POS]) * close / cfg[C_LEVERAGE]
+    st[UNREALIZED] = (st[LOT_QTY] * close - st[LOT_BASIS]) * mult - st[LOT_COST]
+    st[MARGIN] = abs(st[POS]) * close * mult / cfg[C_LEVERAGE]
     if equity > st[PEAK]:
         st[PEAK] = equity
     dd = (st[PEAK] - equity) / st[PEAK] if st[PEAK] > 0.0 else 0.0
@@ -658,9 +720,9 @@ def advance_one(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np
     if st[BANKRUPT] != 0.0:
         st[BAR] = b
         return 0
-    if st[ORDER_COUNT] > 0:
+    if st[ORDER_COUNT] > 0 and cfg[C_AT_CLOSE] != 0.0:
         # market orders filling at the close of the previous bar
-        i = 0 if cfg[C_AT_CLOSE] != 0.0 else int(st[ORDER_COUNT])
+        i = 0
         while i < int(st[ORDER_COUNT]):
             if (orders[i, O_KIND] != K_LIMIT and orders[i, O_AT_CLOSE] != 0.0
                     and orders[i, O_ACTIVE] <= b - 1):
@@ -671,6 +733,11 @@ def advance_one(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, trades: np
                 _remove_order(st, orders, i)
             else:
                 i += 1
+    rate = mkt[b, M_FUNDING]
+    if rate != 0.0 and st[POS] != 0.0:
+        # funding at this open, on the position held then (before this open's orders)
+        pay_funding(st, lots, mkt[b, M_OPEN] * cfg[C_MULTIPLIER] * rate)
+    if st[ORDER_COUNT] > 0:
         # market orders filling at this open
         i = 0
         while i < int(st[ORDER_COUNT]):
@@ -699,7 +766,8 @@ def submit_one(st: np.ndarray, orders: np.ndarray, mkt: np.ndarray, cfg: np.ndar
 
     ``sl``/``tp``: NaN keeps the position's level, 0 clears it, a positive price sets it; any
     other value (negative, infinite) is malformed. ``bars_valid``: limit orders only, a whole
-    number >= 1, or infinity for good-till-cancelled.
+    number >= 1, or infinity for good-till-cancelled. With a tick size, a limit price off the
+    grid is moved to it on the passive side (a buy down, a sell up).
     """
     code = _validate(st, orders, mkt, cfg, kind, qty, price, sl, tp, bars_valid)
     st[LAST_CODE] = code
@@ -707,6 +775,9 @@ def submit_one(st: np.ndarray, orders: np.ndarray, mkt: np.ndarray, cfg: np.ndar
         _count(st, code)
         st[LAST_ORDER_ID] = -1.0
         return code
+    if kind == K_LIMIT and cfg[C_TICK] > 0.0:
+        # a limit price off the tick moves to the passive side: a buy down, a sell up
+        price = round_to_tick(price, cfg[C_TICK], -1.0 if qty > 0.0 else 1.0)
     b = int(st[BAR])
     n = int(st[ORDER_COUNT])
     oid = st[NEXT_ORDER_ID]
@@ -773,11 +844,12 @@ def reset_one(st: np.ndarray, lots: np.ndarray, orders: np.ndarray, mkt: np.ndar
     if inv != 0.0:
         st[POS] = inv
         _add_lot(st, lots, close, abs(inv), start, 0.0, 0.0, 0.0, 1.0 if inv > 0.0 else -1.0)
-    equity = st[CASH] + inv * close
+    mult = cfg[C_MULTIPLIER]
+    equity = st[CASH] + inv * close * mult
     st[EQUITY] = equity
     st[INITIAL_EQUITY] = equity
     st[PEAK] = equity
-    st[MARGIN] = abs(inv) * close / cfg[C_LEVERAGE]
+    st[MARGIN] = abs(inv) * close * mult / cfg[C_LEVERAGE]
     st[LAST_ORDER_ID] = -1.0
     orders[:, :] = 0.0
     if inv == 0.0:
