@@ -194,7 +194,7 @@ def backtest_run(run: Run | str | Path, dataset: Dataset | None = None, *,
             result.comparison, equity = compare_baselines(
                 dataset, config.env, run.normalizer(), agent=(result.summary["name"], result),
                 bars_per_year=_bars_per_year(run, bars_per_year),
-                equity_floor=floor, judged_under=run.name)
+                equity_floor=floor, judged_under=run.name, params=config.baselines.params())
         if report and result.path is not None:
             write_backtest_report(result, run=run, comparison=result.comparison,
                                   comparison_equity=equity, overlap=overlap)
@@ -287,12 +287,16 @@ def compare_baselines(dataset: Dataset, env_config: EnvConfig, normalizer: Norma
                       agent: tuple[str, BacktestResult] | None = None, *,
                       bars_per_year: float | None = None, equity_floor: bool = False,
                       judged_under: str | None = None,
+                      params: dict[str, dict[str, Any]] | None = None,
                       ) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     """Backtest the baselines (default: all of :func:`~rltrade.agents.baseline_names`) under
     ``env_config``'s engine and costs; the agent's own result first when given.
 
     :param judged_under: the run whose settings ``env_config`` is (the table's
         ``judged_under`` column).
+    :param params: baseline name (without ``:argument``) -> its keyword parameters: a run's
+        ``config.baselines.params()`` (the fixed rule's confidence, horizon, take-profit and
+        stop-loss).
     """
     from rltrade.agents.baselines import baseline_names, make_baseline
 
@@ -302,7 +306,8 @@ def compare_baselines(dataset: Dataset, env_config: EnvConfig, normalizer: Norma
         rows.append(comparison_row(agent[0], "agent", agent[1], judged_under))
         equity[agent[0]] = agent[1].steps["equity"]
     for name in names or baseline_names(dataset):
-        res = run_backtest(make_baseline(name, dataset), dataset, env_config,
+        kwargs = (params or {}).get(name.partition(":")[0], {})
+        res = run_backtest(make_baseline(name, dataset, **kwargs), dataset, env_config,
                            normalizer=normalizer, name=name, bars_per_year=bars_per_year,
                            equity_floor=equity_floor)
         rows.append(comparison_row(name, "baseline", res, judged_under))
@@ -427,7 +432,8 @@ def compare(runs: list[Run | str | Path], dataset: Dataset | None = None, *,
         table, eq = compare_baselines(
             ref_data, ref.config.env, ref.normalizer(), names,
             bars_per_year=_bars_per_year(ref, bars_per_year),
-            equity_floor=ref.config.evaluation.equity_floor, judged_under=ref.name)
+            equity_floor=ref.config.evaluation.equity_floor, judged_under=ref.name,
+            params=ref.config.baselines.params())
         rows.extend(table.to_dict("records"))
         equity.update(eq)
         under = ref.name
