@@ -275,3 +275,48 @@ def test_walk_forward_units_show_a_progress_bar(capsys, monkeypatch):
     assert SequentialExecutor().map(pow, [(2, 1), (2, 2), (2, 3)]) == [2, 4, 8]
     err = capsys.readouterr().err
     assert "walk-forward" in err and "3/3" in err
+
+
+def test_wizard_downloads_the_bars_of_the_dates_asked(tmp_path, small_config, capsys,
+                                                      monkeypatch):
+    """``--data download:EXCHANGE:SYMBOL:TF``: the bars of the training range are fetched into
+    the store (a local fake Binance), and the run trains on the store series."""
+    from fake_exchange import FakeBinance
+    from rltrade.data.store import BarStore
+
+    base_config = tmp_path / "exchange.yaml"  # the small run without the synthetic column
+    base_config.write_text(small_config(**TINY, features={"features": [
+        {"name": "returns", "params": {"periods": [1]}}, {"name": "rsi"}]}).to_yaml())
+    store = tmp_path / "store"
+    monkeypatch.setenv("RLTRADE_STORE", str(store))  # restored after the test
+    with FakeBinance(now="2024-03-01 10:30", listing="2023-06-01") as server:
+        cfg = tmp_path / "ccxt.json"
+        cfg.write_text(json.dumps(server.ccxt_config()))
+        code, _, err = run_cli(
+            ["wizard", "--yes", "--mode", "TRAIN_ONLY", "--name", "dl", "--config",
+             str(base_config), "--runs-dir", str(tmp_path / "runs"), "--data",
+             "download:binance:BTC/USDT:1h", "--train-start", "01-01-2024", "--train-end",
+             "20-01-2024", "--store", str(store), "--exchange-config", str(cfg)], capsys)
+    assert code == 0, err
+    assert len(BarStore(store).read("BTC/USDT", "1h")) == 20 * 24
+    run = Run.open(tmp_path / "runs" / "dl")
+    assert run.config.data.source == "store:BTC/USDT/1h"
+    assert run.metadata["training"]["dataset_range"]["bars"] > 0
+    assert "from binance" in (tmp_path / "runs" / "dl.wizard.yaml").read_text()
+
+
+def test_ask_plan_asks_the_scheme_again_when_the_algorithm_refuses_it(tmp_path, base_config):
+    from rltrade.wizard import WizardOptions, ask_plan
+
+    said: list[str] = []
+    answers = iter(["sac", "discrete3", "3"])
+    options = WizardOptions(mode="TRAIN_ONLY", name="s", description="", data=SOURCE,
+                            train_start="01-01-2020", train_end="01-03-2020", start=False,
+                            runs_dir=tmp_path, base_config=base_config)
+    plan = ask_plan(options, Prompter(say=said.append, read=lambda prompt: next(answers)))
+    assert plan.config is not None and not plan.start
+    assert (plan.config.agent.algorithm, plan.config.env.action_scheme) == ("sac",
+                                                                          "exposure_sl")
+    assert plan.config.agent.hyperparams == {}  # the base's PPO overrides are not carried over
+    assert any("sac needs a continuous action space" in line for line in said)
+    assert (plan.config.data.start, plan.config.data.end) == ("2020-01-01", "2020-03-02")

@@ -248,6 +248,22 @@ def data_validate(
         raise typer.Exit(1)
 
 
+def _exchange_client(exchange: str, exchange_config: Path | None) -> object:
+    """The exchange id, or a ccxt client built with the settings of ``--exchange-config``."""
+    from rltrade.data.exchange import make_exchange
+    from rltrade.errors import ConfigError
+
+    if exchange_config is None:
+        return exchange
+    try:
+        settings = json.loads(exchange_config.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--exchange-config {exchange_config}: {exc}") from exc
+    if not isinstance(settings, dict):
+        raise ConfigError(f"--exchange-config {exchange_config}: expected a JSON object")
+    return make_exchange(exchange, config=settings)
+
+
 def _write_bars(bars, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() in (".parquet", ".pq"):
@@ -360,19 +376,10 @@ def data_download(
     later bars): they are not recorded as covered, so running the same command again asks for
     them.
     """
-    from rltrade.data.exchange import download_bars, make_exchange
+    from rltrade.data.exchange import download_bars
     from rltrade.data.store import BarStore
-    from rltrade.errors import ConfigError
 
-    client: object = exchange
-    if exchange_config is not None:
-        try:
-            settings = json.loads(exchange_config.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"--exchange-config {exchange_config}: {exc}") from exc
-        if not isinstance(settings, dict):
-            raise ConfigError(f"--exchange-config {exchange_config}: expected a JSON object")
-        client = make_exchange(exchange, config=settings)
+    client = _exchange_client(exchange, exchange_config)
     with progress_bar(f"download {symbol} {timeframe}", unit="bars") as update:
         result = download_bars(
             client, symbol, timeframe, start, end, BarStore(store),  # type: ignore[arg-type]
@@ -934,6 +941,9 @@ def wizard_cmd(
     ] = None,
     runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs live.")] = Path("runs"),
     store: StoreOpt = Path("data/store"),
+    exchange_config: Annotated[Path | None, typer.Option(
+        "--exchange-config", help="With download:...: JSON file of ccxt client settings (as "
+                                  "for 'rltrade data download').")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """The guided flow: mode, description, data, date ranges (DD-MM-YYYY), algorithm and action
@@ -959,7 +969,7 @@ def wizard_cmd(
             _say(f"not started; the same later: {command}")
             return
         if plan.download is not None:
-            _wizard_download(plan, store)
+            _wizard_download(plan, store, exchange_config)
         release_deferred_logs()
         result = backtest_run(plan.run, source=plan.source, start=plan.backtest[0],
                               end=plan.backtest[1], allow_overlap=plan.allow_overlap)
@@ -978,7 +988,7 @@ def wizard_cmd(
         return
     _say(f"wrote {path} (train it again: {again})")
     if plan.download is not None:
-        _wizard_download(plan, store)
+        _wizard_download(plan, store, exchange_config)
     result = train(plan.config, plan.name, runs_root=runs_dir, allow_overlap=plan.allow_overlap,
                    progress=progress)
     _after_training(result)
@@ -988,7 +998,7 @@ def _say(text: str) -> None:
     console.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _wizard_download(plan, store: Path) -> None:
+def _wizard_download(plan, store: Path, exchange_config: Path | None) -> None:
     """The wizard's exchange download, over the dates it asked for, into the bar store."""
     from rltrade.data.exchange import download_bars
     from rltrade.data.store import BarStore
@@ -998,7 +1008,8 @@ def _wizard_download(plan, store: Path) -> None:
     release_deferred_logs()
     os.environ["RLTRADE_STORE"] = str(store)  # where the run's store: source reads from
     with progress_bar(f"download {spec.symbol} {spec.timeframe}", unit="bars") as update:
-        result = download_bars(spec.exchange, spec.symbol, spec.timeframe,
+        result = download_bars(_exchange_client(spec.exchange, exchange_config),  # type: ignore[arg-type]
+                               spec.symbol, spec.timeframe,
                                plan.download_range[0], plan.download_range[1], BarStore(store),
                                progress=update)
     _say(result.summary())

@@ -501,18 +501,6 @@ def _ask_training(options: WizardOptions, p: Prompter, mode: str) -> WizardPlan:
         sections["backtest"] = None
     algorithm = p.choose("Algorithm", list(ALGORITHMS), default=base.agent.algorithm,
                          given=options.algorithm, flag="--algorithm")
-    holder: dict[str, RunConfig] = {}
-
-    def build(scheme: str) -> str:
-        scheme = p_scheme(scheme)
-        agent = base.agent.model_dump(mode="json")
-        if algorithm != base.agent.algorithm:
-            agent["hyperparams"] = {}  # the base's overrides were for its own algorithm
-        agent["algorithm"] = algorithm
-        holder["config"] = base.with_overrides(**sections, agent=agent,
-                                               env={"action_scheme": scheme})
-        return scheme
-
     def p_scheme(text: str) -> str:
         value = text.strip()
         if value.isdigit() and 1 <= int(value) <= len(ACTION_SCHEME_NAMES):
@@ -520,6 +508,20 @@ def _ask_training(options: WizardOptions, p: Prompter, mode: str) -> WizardPlan:
         if value not in ACTION_SCHEME_NAMES:
             raise ConfigError(f"{value!r} is not one of: {', '.join(ACTION_SCHEME_NAMES)}")
         return value
+
+    holder: dict[str, RunConfig] = {}
+
+    def build(text: str) -> str:
+        """The scheme, checked by building the whole config (SAC needs exposure_sl...)."""
+        scheme = p_scheme(text)
+        agent = base.agent.model_dump(mode="json")
+        if algorithm != base.agent.algorithm:
+            agent["hyperparams"] = {}  # the base's overrides were for its own algorithm
+        agent["algorithm"] = algorithm
+        data = {**base.to_dict(), **sections, "agent": agent}  # whole sections replaced
+        data["env"] = {**data["env"], "action_scheme": scheme}
+        holder["config"] = RunConfig.from_dict(data)
+        return scheme
 
     default_scheme = "exposure_sl" if algorithm == "sac" else (
         "discrete3" if algorithm == "dqn" and base.env.action_scheme == "exposure_sl"
