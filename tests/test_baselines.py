@@ -265,3 +265,39 @@ def test_oracle_beats_any_random_plan_under_the_same_costs(ds, seed, fee, spread
     plan = np.repeat(rng.integers(-1, 2, size=300 // hold + 1), hold)[:300]
     assert plan_log_growth(oracle_sides(small, cfg), small, cfg) >= (
         plan_log_growth(plan, small, cfg) - 1e-9)
+
+
+# -- the rule's parameters from the config ---------------------------------------------------
+
+
+def test_rule_defaults_are_the_source_documents():
+    """0.6 confidence, 20 bars, +1 % / -0.5 %: the baseline's own defaults and the config's."""
+    from rltrade.config import RunConfig
+
+    rule = RuleBaseline()
+    assert (rule.threshold, rule.max_hold, rule.take_profit, rule.stop_loss) == (
+        0.6, 20, 0.01, 0.005)
+    params = RunConfig().baselines.params()["rule"]
+    assert (params["threshold"], params["max_hold"], params["take_profit"],
+            params["stop_loss"]) == (0.6, 20, 0.01, 0.005)
+
+
+def test_rule_takes_its_parameters_from_the_config(ds):
+    """``baselines.rule`` in a run config reaches the rule row of the baseline comparison."""
+    from rltrade.config import RunConfig
+    from rltrade.evaluation.judge import compare_baselines
+
+    cfg = RunConfig.from_yaml("baselines:\n  rule: {confidence: 0.3, horizon: 7, "
+                              "take_profit: 0, stop_loss: 0}\n")
+    assert cfg.baselines.rule.horizon == 7
+    env = EnvConfig.build(CFG, engine={"dead_zone": 0.2})
+    table, _ = compare_baselines(ds, env, None, ["rule"], params=cfg.baselines.params())
+    direct = run_backtest(RuleBaseline(threshold=0.3, max_hold=7, take_profit=0, stop_loss=0),
+                          ds, env, benchmark=False, metrics=False)
+    default, _ = compare_baselines(ds, env, None, ["rule"])
+    row = table.iloc[0]
+    assert row["final_equity"] == pytest.approx(direct.summary["final_equity"])
+    assert row["trades"] == len(direct.trades)
+    assert default.iloc[0]["final_equity"] != pytest.approx(row["final_equity"])
+    with pytest.raises(ConfigError, match=r"baselines\.rule\.horizon"):
+        RunConfig.from_dict({"baselines": {"rule": {"horizon": 0}}})

@@ -12,6 +12,7 @@ streams every log line (DEBUG and up) as it happens.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -24,7 +25,12 @@ from rich.table import Table
 
 from rltrade import __version__
 from rltrade.errors import RLTradeError, ValidationError
-from rltrade.logs import discard_deferred_logs, release_deferred_logs, setup_logging
+from rltrade.logs import (
+    discard_deferred_logs,
+    progress_bar,
+    release_deferred_logs,
+    setup_logging,
+)
 
 app = typer.Typer(
     name="rltrade",
@@ -242,6 +248,22 @@ def data_validate(
         raise typer.Exit(1)
 
 
+def _exchange_client(exchange: str, exchange_config: Path | None) -> object:
+    """The exchange id, or a ccxt client built with the settings of ``--exchange-config``."""
+    from rltrade.data.exchange import make_exchange
+    from rltrade.errors import ConfigError
+
+    if exchange_config is None:
+        return exchange
+    try:
+        settings = json.loads(exchange_config.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"--exchange-config {exchange_config}: {exc}") from exc
+    if not isinstance(settings, dict):
+        raise ConfigError(f"--exchange-config {exchange_config}: expected a JSON object")
+    return make_exchange(exchange, config=settings)
+
+
 def _write_bars(bars, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() in (".parquet", ".pq"):
@@ -354,23 +376,15 @@ def data_download(
     later bars): they are not recorded as covered, so running the same command again asks for
     them.
     """
-    from rltrade.data.exchange import download_bars, make_exchange
+    from rltrade.data.exchange import download_bars
     from rltrade.data.store import BarStore
-    from rltrade.errors import ConfigError
 
-    client: object = exchange
-    if exchange_config is not None:
-        try:
-            settings = json.loads(exchange_config.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"--exchange-config {exchange_config}: {exc}") from exc
-        if not isinstance(settings, dict):
-            raise ConfigError(f"--exchange-config {exchange_config}: expected a JSON object")
-        client = make_exchange(exchange, config=settings)
-    result = download_bars(
-        client, symbol, timeframe, start, end, BarStore(store),  # type: ignore[arg-type]
-        with_derivatives=with_derivatives, backoff=backoff,
-    )
+    client = _exchange_client(exchange, exchange_config)
+    with progress_bar(f"download {symbol} {timeframe}", unit="bars") as update:
+        result = download_bars(
+            client, symbol, timeframe, start, end, BarStore(store),  # type: ignore[arg-type]
+            with_derivatives=with_derivatives, backoff=backoff, progress=update,
+        )
     console.print(result.summary(), markup=False, highlight=False)
     for line in result.derivative_gaps:
         err_console.print(f"warning: {line}", markup=False, highlight=False)
@@ -618,7 +632,9 @@ def _after_training(result) -> None:
         cfg_bt = run.config.backtest
         bt = backtest_run(run, data.backtest, model="final",
                           force_close=bool(cfg_bt and cfg_bt.force_close),
-                          allow_overlap=bool(data.backtest_request.get("allow_overlap")))
+                          allow_overlap=bool(data.backtest_request.get("allow_overlap")),
+                          timings=result.timings)
+        run.update_metadata(phases=result.timings.to_dict())
         console.print("Backtest range (out of sample):")
         _print_backtest(bt)
 
@@ -889,6 +905,123 @@ def demo_cmd(
 
 
 # ------------------------------------------------------------------------------------------
+# wizard
+
+
+@app.command("wizard")
+def wizard_cmd(
+    mode: Annotated[str | None, typer.Option(
+        "--mode", help="TRAIN_AND_BACKTEST, TRAIN_ONLY or BACKTEST_ONLY.")] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="New run's name.")] = None,
+    description: Annotated[str | None, typer.Option("--description")] = None,
+    data: Annotated[str | None, typer.Option(
+        "--data", help="File, store:SYMBOL/TF, sample:NAME, synthetic:KIND or "
+                       "download:EXCHANGE:SYMBOL:TF.")] = None,
+    train_start: Annotated[str | None, typer.Option(
+        "--train-start", help="First training day, DD-MM-YYYY.")] = None,
+    train_end: Annotated[str | None, typer.Option(
+        "--train-end", help="Last training day (included), DD-MM-YYYY.")] = None,
+    backtest_start: Annotated[str | None, typer.Option(
+        "--backtest-start", help="First backtest day, DD-MM-YYYY.")] = None,
+    backtest_end: Annotated[str | None, typer.Option(
+        "--backtest-end", help="Last backtest day (included), DD-MM-YYYY.")] = None,
+    algorithm: Annotated[str | None, typer.Option("--algorithm")] = None,
+    action_scheme: Annotated[str | None, typer.Option("--action-scheme")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="BACKTEST_ONLY: the run to backtest (name under --runs-dir, or a path).")
+    ] = None,
+    allow_overlap: Annotated[bool, typer.Option(
+        "--allow-overlap", help="Accept a backtest range overlapping training (marked).")] = False,
+    start: Annotated[bool | None, typer.Option(
+        "--start/--no-start", help="Answer the last question (Start?) in advance.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Accept the default of every "
+                                      "question not answered by a flag.")] = False,
+    steps: Annotated[int | None, typer.Option("--steps",
+                                              help="Override training.total_steps.")] = None,
+    base_config: Annotated[Path | None, typer.Option(
+        "--config", "-c", help="Start from this run config (features, env, costs, training); "
+                               "the answers replace its data, ranges, algorithm and scheme.")
+    ] = None,
+    runs_dir: Annotated[Path, typer.Option("--runs-dir", help="Where runs live.")] = Path("runs"),
+    store: StoreOpt = Path("data/store"),
+    exchange_config: Annotated[Path | None, typer.Option(
+        "--exchange-config", help="With download:...: JSON file of ccxt client settings (as "
+                                  "for 'rltrade data download').")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """The guided flow: mode, description, data, date ranges (DD-MM-YYYY), algorithm and action
+    scheme (or an existing model to backtest); writes the config beside the run and runs it.
+    See docs/wizard.md."""
+    from rltrade.wizard import Prompter, WizardOptions, ask_plan, write_config
+
+    options = WizardOptions(
+        mode=mode.upper() if mode else None, name=name, description=description, data=data,
+        train_start=train_start, train_end=train_end, backtest_start=backtest_start,
+        backtest_end=backtest_end, algorithm=algorithm, action_scheme=action_scheme,
+        model=model, allow_overlap=allow_overlap, start=start, steps=steps, runs_dir=runs_dir,
+        base_config=base_config)
+    plan = ask_plan(options, Prompter(yes=yes, say=_say, read=input))
+    if plan.mode == "BACKTEST_ONLY":
+        from rltrade.evaluation.judge import backtest_run
+
+        assert plan.backtest is not None
+        command = (f"rltrade backtest --run {plan.run} --data {plan.source} --start "
+                   f"{plan.backtest[0]} --end {plan.backtest[1]}"
+                   + (" --allow-overlap" if plan.allow_overlap else ""))
+        if not plan.start:
+            _say(f"not started; the same later: {command}")
+            return
+        if plan.download is not None:
+            _wizard_download(plan, store, exchange_config)
+        release_deferred_logs()
+        result = backtest_run(plan.run, source=plan.source, start=plan.backtest[0],
+                              end=plan.backtest[1], allow_overlap=plan.allow_overlap)
+        _print_backtest(result)
+        _say(f"the same again: {command}")
+        return
+    from rltrade.agents.training import train
+
+    assert plan.config is not None and plan.name is not None
+    path = write_config(plan, runs_dir)
+    again = (f"rltrade train --config {path} --name "
+             + ("NAME" if plan.start else plan.name)
+             + (" --allow-overlap" if plan.allow_overlap else ""))
+    if not plan.start:
+        _say(f"wrote {path}; not started: train it with {again}")
+        return
+    _say(f"wrote {path} (train it again: {again})")
+    if plan.download is not None:
+        _wizard_download(plan, store, exchange_config)
+    result = train(plan.config, plan.name, runs_root=runs_dir, allow_overlap=plan.allow_overlap,
+                   progress=progress)
+    _after_training(result)
+
+
+def _say(text: str) -> None:
+    console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _wizard_download(plan, store: Path, exchange_config: Path | None) -> None:
+    """The wizard's exchange download, over the dates it asked for, into the bar store."""
+    from rltrade.data.exchange import download_bars
+    from rltrade.data.store import BarStore
+
+    spec = plan.download
+    assert plan.download_range is not None
+    release_deferred_logs()
+    os.environ["RLTRADE_STORE"] = str(store)  # where the run's store: source reads from
+    with progress_bar(f"download {spec.symbol} {spec.timeframe}", unit="bars") as update:
+        result = download_bars(_exchange_client(spec.exchange, exchange_config),  # type: ignore[arg-type]
+                               spec.symbol, spec.timeframe,
+                               plan.download_range[0], plan.download_range[1], BarStore(store),
+                               progress=update)
+    _say(result.summary())
+    if not result.complete:
+        err_console.print(f"warning: {result.bars_missing} bar(s) not fetched", markup=False,
+                          highlight=False)
+
+
+# ------------------------------------------------------------------------------------------
 # trials
 
 trials_app = typer.Typer(help="The trial registry: every training run, for DSR and PBO.",
@@ -1020,13 +1153,21 @@ def _usage_error(exc: typer.TyperException) -> str:
     return f"{ctx.command_path}: {message} (see '{ctx.command_path} --help')"
 
 
+def _on_a_terminal() -> bool:
+    return all(hasattr(f, "isatty") and f.isatty() for f in (sys.stdin, sys.stdout))
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``rltrade`` console script.
+    """Entry point of the ``rltrade`` console script. ``rltrade`` with no arguments starts the
+    wizard (:mod:`rltrade.wizard`) when stdin and stdout are a terminal, and prints the help
+    otherwise.
 
     Exit codes: 0 done; 1 ``data validate`` found errors (or an internal failure); 2 a user
     error (:class:`~rltrade.errors.RLTradeError` or a usage error), printed as one ``error:``
     line and nothing else (held log lines are dropped unless ``-v``); 130 interrupted.
     """
+    if argv is None and len(sys.argv) <= 1 and _on_a_terminal():
+        argv = ["wizard"]  # `rltrade` alone on a terminal: the guided flow
     try:
         code = app(args=argv, prog_name="rltrade", standalone_mode=False)
     except typer.TyperException as exc:  # usage: unknown / missing option, extra argument...

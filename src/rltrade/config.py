@@ -10,7 +10,8 @@ Sections (every key documented on its model below and in ``rltrade config exampl
 * ``split``: the train / evaluation split by time (:class:`SplitConfig`);
 * ``backtest``: an optional out-of-sample range (:class:`BacktestConfig`);
 * ``evaluation``: how runs are judged: annualisation, the equity floor (:class:`EvaluationConfig`);
-* ``walkforward``: an optional walk-forward plan, folds and seeds (:class:`WalkForwardConfig`).
+* ``walkforward``: an optional walk-forward plan, folds and seeds (:class:`WalkForwardConfig`);
+* ``baselines``: the baselines' parameters, e.g. the fixed rule's (:class:`BaselinesConfig`).
 
 Unknown keys and bad values are one :class:`~rltrade.errors.ConfigError` naming each key
 (``config.agent.algorithm: ...``); so are a range whose start is not before its end, an empty
@@ -23,6 +24,7 @@ call it): this module imports nothing from ``rltrade.agents``.
 from __future__ import annotations
 
 import datetime
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -41,14 +43,17 @@ __all__ = [
     "ALGORITHM_DEFAULTS",
     "AgentConfig",
     "BacktestConfig",
+    "BaselinesConfig",
     "DataConfig",
     "EvaluationConfig",
     "PolicyConfig",
+    "RuleBaselineConfig",
     "RunConfig",
     "SplitConfig",
     "TrainingConfig",
     "WalkForwardConfig",
     "example_yaml",
+    "inclusive_end",
 ]
 
 #: Hyperparameter defaults per algorithm: the source documents' values (PPO, A2C) and
@@ -119,6 +124,7 @@ ALGORITHM_DEFAULTS: dict[str, dict[str, Any]] = {
 
 ALGORITHMS = tuple(ALGORITHM_DEFAULTS)
 _NAME_CHARS = "letters, digits and underscores"
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _date_text(value: Any) -> Any:
@@ -136,6 +142,17 @@ def _check_range(value: str | None) -> str | None:
     except (ValueError, TypeError) as exc:
         raise ValueError(f"not a date/time: {value!r}") from exc
     return str(value)
+
+
+def inclusive_end(value: str) -> pd.Timestamp:
+    """The exclusive UTC bound of an inclusive end: a date (``2024-12-31``) covers its whole
+    day (bound: the next midnight), a date and time covers the bar opening then (bound: one
+    nanosecond later)."""
+    text = str(value).strip()
+    ts = to_utc(text)
+    if _DATE_ONLY.fullmatch(text):
+        return ts + pd.Timedelta(days=1)
+    return ts + pd.Timedelta(1, "ns")
 
 
 def _check_end(end: str | None, info: ValidationInfo) -> str | None:
@@ -257,19 +274,102 @@ class TrainingConfig(StrictModel):
 
 
 class SplitConfig(StrictModel):
-    """Train / evaluation split of the data range, by time.
+    """Train / evaluation split of the training range (``data.start`` .. ``data.end``), by time:
+    a share of the bars, or dates.
 
-    :param train: share of the bars (after feature warm-up) used for training; the rest, later
-        in time, is the evaluation slice used during training (best model selection).
+    :param train: share of the bars used for training; the rest, later in time, is the
+        evaluation slice used during training (best model selection). Used when ``train_end``
+        is not given.
+    :param train_end: the last moment of training, **inclusive**: a date (``2024-12-31``)
+        trains through that whole day, a date and time through the bar that opens then. The
+        evaluation slice starts after it.
+    :param eval_end: the last moment of the evaluation slice, inclusive like ``train_end``
+        (``None``: to ``data.end``, else to the end of the data). Needs ``train_end``.
+
+    The features' warm-up is taken from bars before ``data.start`` when the data has them, so
+    the training slice starts at ``data.start`` exactly (see
+    :func:`rltrade.agents.training.prepare_data`).
     """
 
     _label: ClassVar[str] = "split"
 
     train: float = Field(0.75, gt=0, lt=1)
+    train_end: str | None = None
+    eval_end: str | None = None
+
+    _yaml_dates = field_validator("train_end", "eval_end", mode="before")(_date_text)
+    _dates = field_validator("train_end", "eval_end")(_check_range)
+
+    @model_validator(mode="after")
+    def _ordered_ends(self) -> SplitConfig:
+        if self.eval_end is not None and self.train_end is None:
+            raise ValueError("split.eval_end needs split.train_end (the evaluation slice "
+                             "starts after it)")
+        if self.train_end is not None and self.eval_end is not None and \
+                inclusive_end(self.eval_end) <= inclusive_end(self.train_end):
+            raise ValueError(f"split.eval_end {self.eval_end!r} is not after split.train_end "
+                             f"{self.train_end!r}")
+        return self
 
     @property
     def eval(self) -> float:
         return 1.0 - self.train
+
+    @property
+    def by_date(self) -> bool:
+        """Whether the split is by dates (``train_end``) rather than by share."""
+        return self.train_end is not None
+
+    def describe(self) -> dict[str, Any]:
+        """The split as recorded in a run's metadata."""
+        if self.by_date:
+            return {"train_end": self.train_end, "eval_end": self.eval_end}
+        return {"train": self.train, "eval": self.eval}
+
+
+class RuleBaselineConfig(StrictModel):
+    """The fixed-rule baseline (``rule``, :class:`rltrade.agents.baselines.RuleBaseline`);
+    defaults are the source documents' rule.
+
+    :param confidence: enter only when the direction's confidence is above this (0.6).
+    :param horizon: exit after this many bars in the trade (20).
+    :param take_profit: exit when the trade's return reaches this fraction (0.01 = +1 %).
+    :param stop_loss: exit when the trade's return falls to minus this fraction (0.005 = -0.5 %).
+    :param source: ``auto``, ``consensus`` (the strategies' signals) or ``forecast``.
+    :param confirm: the confirming feature (``auto``, a feature name, or ``null``: none).
+    """
+
+    _label: ClassVar[str] = "baselines.rule"
+
+    confidence: float = Field(0.6, ge=0)
+    horizon: int = Field(20, ge=1)
+    take_profit: float = Field(0.01, ge=0)
+    stop_loss: float = Field(0.005, ge=0)
+    source: Literal["auto", "consensus", "forecast"] = "auto"
+    confirm: str | None = "auto"
+
+    def baseline_params(self) -> dict[str, Any]:
+        """Keyword arguments of :class:`~rltrade.agents.baselines.RuleBaseline`."""
+        return {"threshold": self.confidence, "max_hold": self.horizon,
+                "take_profit": self.take_profit, "stop_loss": self.stop_loss,
+                "source": self.source, "confirm": self.confirm}
+
+
+class BaselinesConfig(StrictModel):
+    """Parameters of the baselines a run is judged against (``rltrade backtest``, ``compare``,
+    walk-forward folds).
+
+    :param rule: the fixed-rule baseline (:class:`RuleBaselineConfig`).
+    """
+
+    _label: ClassVar[str] = "baselines"
+
+    rule: RuleBaselineConfig = Field(default_factory=RuleBaselineConfig)
+
+    def params(self) -> dict[str, dict[str, Any]]:
+        """Baseline name -> keyword parameters (what :func:`~rltrade.evaluation.judge.
+        compare_baselines` takes as ``params``)."""
+        return {"rule": self.rule.baseline_params()}
 
 
 class BacktestConfig(StrictModel):
@@ -382,6 +482,7 @@ class RunConfig(StrictModel):
     backtest: BacktestConfig | None = None
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     walkforward: WalkForwardConfig | None = None
+    baselines: BaselinesConfig = Field(default_factory=BaselinesConfig)
 
     @model_validator(mode="before")
     @classmethod
@@ -551,6 +652,8 @@ training:
 
 split:
   train: 0.75                # first 75 % trains, the last 25 % evaluates (by time)
+  # train_end: 2024-12-31    # or by date: train through this day (inclusive), evaluate after
+  # eval_end: null           # last day of the evaluation slice (default: data.end)
 
 # backtest:                  # an out-of-sample range to backtest after training
 #   start: "2020-01-01"
@@ -560,6 +663,13 @@ split:
 evaluation:                  # how the run is judged (evaluations, backtest, compare)
   bars_per_year: null        # annualisation override (e.g. 98280 for US regular-hours 1m bars)
   equity_floor: false        # true: backtests stop at env.equity_floor like training episodes
+
+baselines:
+  rule:                      # the fixed-rule baseline (the source documents' rule)
+    confidence: 0.6          # enter when the signals' confidence is above this
+    horizon: 20              # exit after this many bars
+    take_profit: 0.01        # or at +1 %
+    stop_loss: 0.005         # or at -0.5 %
 
 walkforward:                 # `rltrade walkforward` (ignored by `train`); docs/walkforward.md
   scheme: rolling            # rolling or anchored (training always starts at the first bar)

@@ -12,6 +12,15 @@ prints what was held and streams from then on (training calls it once its run di
 
 A run's own files (``logs/``) get every message of their components: :func:`hold_run_logs`
 keeps the lines logged before the run directory exists, :func:`run_log_files` writes them first.
+
+:class:`PhaseTimer` times the phases of a run (data, features, train, backtest, report): each
+phase logs its start and its seconds (or its failure), and the table is recorded in the run's
+``metadata.json`` (``phases``).
+
+:func:`progress_bar` shows a progress bar (rich) on long steps when stderr is a terminal:
+a count (download, walk-forward units) or, where the total is unknown or the work is one call
+into compiled code (feature build, a backtest), the elapsed time. Updates are throttled; hot
+loops are never touched.
 """
 
 from __future__ import annotations
@@ -19,17 +28,22 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 __all__ = [
+    "PHASES",
     "RUN_LOG_FILES",
     "HeldLogs",
+    "PhaseTimer",
     "discard_deferred_logs",
     "hold_run_logs",
+    "progress_bar",
+    "progress_enabled",
     "release_deferred_logs",
     "run_log_files",
     "setup_logging",
@@ -118,8 +132,52 @@ def discard_deferred_logs() -> None:
 RUN_LOG_FILES: dict[str, tuple[str, ...]] = {
     "training.log": ("train",),
     "data_pipeline.log": ("data", "features"),
+    "strategy_execution.log": ("strategy",),
     "backtest.log": ("backtest",),
 }
+
+#: the phases of a run, in order, with the component each one logs as
+PHASES: dict[str, str] = {
+    "data": "data",
+    "features": "features",
+    "train": "train",
+    "backtest": "backtest",
+    "report": "backtest",
+}
+
+
+class PhaseTimer:
+    """Wall-clock seconds per phase of a run (:data:`PHASES`; a phase run twice adds up).
+
+    ``with timer.phase("features"): ...`` logs the phase's start and, at its end, its seconds
+    (or that it failed after so many seconds) under the phase's component.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time the block as phase ``name``."""
+        plog = logger.bind(component=PHASES.get(name, "rltrade"))
+        plog.debug("phase {}: start", name)
+        t0 = time.perf_counter()
+        try:
+            yield
+        except BaseException:
+            plog.error("phase {} failed after {:.2f} s", name, time.perf_counter() - t0)
+            raise
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+        plog.info("phase {}: {:.2f} s", name, self.seconds[name])
+
+    def to_dict(self) -> dict[str, float | None]:
+        """The table: every phase of :data:`PHASES` (``None`` when it did not run), then any
+        other phase, in seconds, plus ``total``."""
+        table: dict[str, float | None] = {name: None for name in PHASES}
+        table.update({k: round(v, 4) for k, v in self.seconds.items()})
+        table["total"] = round(sum(self.seconds.values()), 4)
+        return table
 
 
 class HeldLogs:
@@ -196,3 +254,59 @@ def run_log_files(logs_dir: str | Path, files: dict[str, tuple[str, ...]] | None
             for handler_id in ids:
                 with contextlib.suppress(ValueError):
                     logger.remove(handler_id)
+
+
+def progress_enabled() -> bool:
+    """Whether :func:`progress_bar` draws: stderr is a terminal (``RLTRADE_PROGRESS=0`` turns it
+    off, ``=1`` on, drawn as on a terminal)."""
+    env = os.environ.get("RLTRADE_PROGRESS")
+    if env is not None:
+        return env not in ("0", "false", "no", "")
+    return hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None = None, *, unit: str = "",
+                 enabled: bool | None = None) -> Iterator[Callable[..., None]]:
+    """A progress bar on stderr while the block runs; yields ``update(done, total=None)``.
+
+    :param description: what is running (``features``, ``backtest``, ``walk-forward``).
+    :param total: the count to reach (``None``: unknown, the bar shows the elapsed time).
+    :param unit: the counted thing, shown after the count (``bars``, ``runs``).
+    :param enabled: draw or not (default :func:`progress_enabled`); when off, ``update`` does
+        nothing.
+    """
+    on = progress_enabled() if enabled is None else enabled
+    if not on:
+        yield lambda done, total=None: None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns: list[Any] = [SpinnerColumn(), TextColumn(f"[bold]{description}"), BarColumn()]
+    if total is not None:
+        columns += [MofNCompleteColumn(), TextColumn(unit), TimeRemainingColumn()]
+    columns.append(TimeElapsedColumn())
+    forced = os.environ.get("RLTRADE_PROGRESS") not in (None, "0", "false", "no", "")
+    progress = Progress(*columns, console=Console(stderr=True, force_terminal=forced or None),
+                        transient=True)
+    task = progress.add_task(description, total=total)
+    last = [0.0]
+
+    def update(done: int, new_total: int | None = None) -> None:
+        now = time.perf_counter()
+        if now - last[0] < 0.2 and (new_total is None and done != total):
+            return
+        last[0] = now
+        progress.update(task, completed=done, total=new_total if new_total is not None else total)
+
+    with progress:
+        yield update

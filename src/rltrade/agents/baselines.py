@@ -443,13 +443,18 @@ class RuleBaseline(Baseline):
     reaches ``take_profit`` or falls to ``-stop_loss`` (0 disables either). The exit fills like
     any decision (next open by default); the rule stays flat at that close and may enter again
     from the next one.
+
+    The defaults are the source documents' rule: confidence above 0.6, exit after 20 bars, at
+    +1 % or at -0.5 %. A run sets them in its config (``baselines.rule``: ``confidence``,
+    ``horizon``, ``take_profit``, ``stop_loss``; :class:`rltrade.config.RuleBaselineConfig`),
+    which every comparison of the run's baselines uses.
     """
 
     name = "rule"
 
-    def __init__(self, source: str = "auto", threshold: float = 0.5, confirm: str | None = "auto",
-                 confirm_threshold: float = 0.0, max_hold: int = 24, take_profit: float = 0.02,
-                 stop_loss: float = 0.01, carry_hold: bool = True) -> None:
+    def __init__(self, source: str = "auto", threshold: float = 0.6, confirm: str | None = "auto",
+                 confirm_threshold: float = 0.0, max_hold: int = 20, take_profit: float = 0.01,
+                 stop_loss: float = 0.005, carry_hold: bool = True) -> None:
         if source not in ("auto", "consensus", "forecast"):
             raise ConfigError(f"baseline 'rule': source must be auto, consensus or forecast, got "
                               f"{source!r}")

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from loguru import logger
 from stable_baselines3.common.base_class import BaseAlgorithm
@@ -42,7 +44,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
 from rltrade.agents.algorithms import check_hyperparams, load_into, make_agent, save_model
 from rltrade.agents.baselines import BuyAndHold
-from rltrade.config import RunConfig
+from rltrade.config import RunConfig, inclusive_end
 from rltrade.data.loaders import load_bars
 from rltrade.data.timeframes import to_utc
 from rltrade.envs import TradingEnv, VecTradingEnv
@@ -52,7 +54,13 @@ from rltrade.evaluation.backtest import BacktestResult, run_backtest
 from rltrade.evaluation.ranges import overlaps, range_text, traded_range, with_context
 from rltrade.features.dataset import Dataset, build_dataset
 from rltrade.features.normalize import Normalizer
-from rltrade.logs import hold_run_logs, release_deferred_logs, run_log_files
+from rltrade.logs import (
+    PhaseTimer,
+    hold_run_logs,
+    progress_bar,
+    release_deferred_logs,
+    run_log_files,
+)
 from rltrade.runs import Run, machine_info, package_versions, utc_now
 
 __all__ = ["PreparedData", "StepPlan", "TrainResult", "buy_and_hold_return", "evaluate",
@@ -61,6 +69,7 @@ __all__ = ["PreparedData", "StepPlan", "TrainResult", "buy_and_hold_return", "ev
 
 log = logger.bind(component="train")
 dlog = logger.bind(component="data")
+slog = logger.bind(component="strategy")
 _ON_POLICY = ("ppo", "a2c", "recurrent_ppo", "a3c")
 
 
@@ -88,18 +97,28 @@ def _range(ds: Dataset) -> dict[str, Any]:
 
 
 def prepare_data(config: RunConfig, *, backtest_start: str | None = None,
-                 backtest_end: str | None = None, allow_overlap: bool = False) -> PreparedData:
+                 backtest_end: str | None = None, allow_overlap: bool = False,
+                 timings: PhaseTimer | None = None) -> PreparedData:
     """Bars -> Dataset -> train / eval slices (and the backtest range); the normalizer is fitted
     on the training slice only.
 
     The training range is ``config.data`` (``start`` .. ``end``), split by time into the training
-    and evaluation slices. A backtest range (arguments, else ``config.backtest``) may lie outside
-    it: the bars of both are loaded and featurised together, and the backtest slice gets the
-    ``window - 1`` bars before its start as context (observed, never traded).
+    and evaluation slices: by share (``split.train``) or by date (``split.train_end``, inclusive,
+    and ``split.eval_end``). A backtest range (arguments, else ``config.backtest``) may lie
+    outside it: the bars of both are loaded and featurised together, and the backtest slice gets
+    the ``window - 1`` bars before its start as context (observed, never traded).
 
+    The features' warm-up (the leading bars on which an indicator is not defined yet) is taken
+    from bars **before** the earliest requested start when the data has them
+    (:func:`build_from_before`): asking to train from 2024-01-01 trains from 2024-01-01. When the
+    data has too few earlier bars, the warm-up eats the start of the range, with a warning.
+
+    :param timings: records the ``data`` (loading) and ``features`` phases.
     :raises ConfigError: a backtest range that overlaps the training slice, unless
         ``allow_overlap`` (then ``overlap`` is set and the run is marked).
+    :raises DataError: a range that holds no bars of the data or lies outside it.
     """
+    timings = timings if timings is not None else PhaseTimer()
     dc = config.data
     bt = config.backtest
     bs = backtest_start if backtest_start is not None else (bt.start if bt else None)
@@ -110,15 +129,23 @@ def prepare_data(config: RunConfig, *, backtest_start: str | None = None,
     if bs is not None:
         lo = None if lo is None else min(to_utc(lo), to_utc(bs)).isoformat()
         hi = None if (hi is None or be is None) else max(to_utc(hi), to_utc(be)).isoformat()
-    bars = load_bars(dc.source, timeframe=dc.timeframe, start=lo, end=hi, policy=dc.policy,
-                     symbol=dc.symbol)
+    with timings.phase("data"):
+        # every bar before the range too: the features' warm-up comes from them
+        bars = _load_through(config, hi)
     dlog.info("loaded {} bars of {} ({} {})", len(bars), dc.source, bars.attrs.get("symbol"),
               bars.attrs.get("timeframe"))
-    full = build_dataset(bars, config.feature_spec, timeframe=dc.timeframe, symbol=dc.symbol)
+    with timings.phase("features"), progress_bar(f"features ({len(bars):,} bars)"):
+        full = build_from_before(bars, lo, config, end=hi, what=dc.source)
     dlog.info("dataset: {} rows x {} features + {} signal columns (warm-up {} dropped), spec {}",
               len(full), len(full.feature_names), len(full.signal_names), full.warmup_dropped,
               full.spec_hash[:12])
-    dataset = full.between(dc.start, dc.end) if bs is not None else full
+    _log_strategies(full)
+    dataset = full.between(dc.start, dc.end)
+    if len(dataset) == 0:
+        raise DataError(f"the training range {dc.start or 'the start'} .. "
+                          f"{dc.end or 'the end'} holds no bars of {dc.source} after the "
+                          f"features' warm-up (the data covers {_span(full)}): "
+                          f"change data.start / data.end")
     train_ds, eval_ds = _split(dataset, config)
     backtest = None
     overlap = False
@@ -143,14 +170,128 @@ def prepare_data(config: RunConfig, *, backtest_start: str | None = None,
     return PreparedData(dataset, train_ds, eval_ds, backtest, normalizer, overlap, request)
 
 
+def _load_through(config: RunConfig, end: str | None) -> pd.DataFrame:
+    """The bars of ``config.data`` from the first one to ``end`` (exclusive).
+
+    :raises DataError: ``end`` is at or before the first bar (the range lies before the data).
+    """
+    dc = config.data
+    try:
+        return load_bars(dc.source, timeframe=dc.timeframe, start=None, end=end,
+                         policy=dc.policy, symbol=dc.symbol)
+    except DataError:
+        if end is None:
+            raise
+        bars = load_bars(dc.source, timeframe=dc.timeframe, policy=dc.policy, symbol=dc.symbol)
+        if len(bars) and bars.index[0] >= to_utc(end):
+            raise DataError(f"the requested range ends at {end}, before the first bar of "
+                              f"{dc.source}: it holds no bars (the data covers "
+                              f"{bars.index[0].isoformat()} .. {bars.index[-1].isoformat()})"
+                              ) from None
+        raise
+
+
+#: bars before the range featurised first; more when the warm-up needs them
+FIRST_WARMUP_MARGIN = 1024
+
+
+def build_from_before(bars: pd.DataFrame, start: str | None, config: RunConfig, *,
+                      end: str | None = None, what: str = "the data") -> Dataset:
+    """The Dataset of ``bars`` whose first row is the first bar at or after ``start``, its
+    features' warm-up taken from the bars before it.
+
+    The bars before ``start`` are featurised with the range: first the last
+    :data:`FIRST_WARMUP_MARGIN` of them, more (the warm-up's length, at least twice as many)
+    while the warm-up still reaches into the range and the data has earlier bars. The rows
+    before ``start`` that are left stay in the Dataset (context for a backtest that starts
+    at ``start``); training cuts its range with ``Dataset.between``. Without enough earlier
+    bars the warm-up eats the start of the range, and a warning says how many bars.
+
+    :param bars: validated bars from :func:`~rltrade.data.load_bars`, from their first bar.
+    :param start: the earliest requested start (``None``: from the first bar, no margin).
+    :param config: the run config (feature spec, ``data.timeframe``, ``data.symbol``).
+    :param end: where ``bars`` were cut (exclusive; for messages).
+    :param what: the data's name in messages.
+    :raises DataError: no bar at or after ``start`` (the range is empty or after the data).
+    """
+    dc = config.data
+    spec = config.feature_spec
+
+    def build(frame: pd.DataFrame) -> Dataset:
+        return build_dataset(frame, spec, timeframe=dc.timeframe, symbol=dc.symbol)
+
+    if start is None:
+        return build(bars)
+    start_ns = int(to_utc(start).value)
+    pos = int(np.searchsorted(bars.index.asi8, start_ns))
+    if pos >= len(bars) and end is not None:
+        raise DataError(f"the range {start} .. {end} holds no bars of {what}: change the "
+                          f"dates (the bars before {end} end at {bars.index[-1].isoformat()})")
+    if pos >= len(bars):
+        raise DataError(f"the requested range starts at {start}, after the last bar of {what} "
+                          f"({bars.index[-1].isoformat()}; the data covers "
+                          f"{bars.index[0].isoformat()} .. {bars.index[-1].isoformat()})")
+    margin = min(pos, FIRST_WARMUP_MARGIN)
+    while True:
+        ds = build(bars.iloc[pos - margin:])
+        if int(ds.timestamps[0]) <= start_ns or margin >= pos:
+            break
+        margin = min(pos, max(2 * margin, ds.warmup_dropped + 1))
+    eaten = max(0, int(np.searchsorted(bars.index.asi8, int(ds.timestamps[0]))) - pos)
+    if eaten:
+        dlog.warning("the features' warm-up took the first {} bars of the range ({} .. {}): "
+                     "{} has {} earlier bar(s); load earlier bars to train from {}", eaten,
+                     bars.index[pos].isoformat(), bars.index[pos + eaten - 1].isoformat(), what,
+                     pos, start)
+    else:
+        dlog.info("features' warm-up: {} bars before {} (the range starts there exactly)",
+                  ds.warmup_dropped, start)
+    return ds
+
+
+def _span(ds: Dataset) -> str:
+    if len(ds) == 0:
+        return "no rows"
+    return f"{ds.index[0].isoformat()} .. {ds.index[-1].isoformat()}"
+
+
+def _log_strategies(ds: Dataset) -> None:
+    """One line per strategy into the strategy log: its timeframe and how often it signalled
+    each of FLAT, LONG, SHORT and HOLD over the Dataset."""
+    n_strat = ds.signals.shape[1] // 4
+    if n_strat == 0:
+        slog.info("no strategy signals in the feature spec")
+        return
+    tfs = list(ds.strategy_timeframes) or [""] * n_strat
+    for j, name in enumerate(ds.strategy_names):
+        counts = ds.signals[:, 4 * j: 4 * j + 4].sum(axis=0).astype(int)
+        slog.info("{}@{}: FLAT {} LONG {} SHORT {} HOLD {} over {} rows", name, tfs[j] or "base",
+                  *counts.tolist(), len(ds))
+
+
 def _split(ds: Dataset, config: RunConfig) -> tuple[Dataset, Dataset]:
     need = config.env.window + 2
-    if len(ds) < 2 * need:
-        raise DataError(f"{len(ds)} rows are too few to train and evaluate with a window of "
-                        f"{config.env.window}: load more data")
-    train_ds, eval_ds = ds.split(config.split.train)
+    sp = config.split
+    if sp.by_date:
+        assert sp.train_end is not None
+        cut = int(np.searchsorted(ds.timestamps, inclusive_end(sp.train_end).value))
+        stop = (len(ds) if sp.eval_end is None
+                else int(np.searchsorted(ds.timestamps, inclusive_end(sp.eval_end).value)))
+        train_ds, eval_ds = ds.slice(0, cut), ds.slice(cut, stop)
+        what = f"split.train_end {sp.train_end}" + (
+            f", split.eval_end {sp.eval_end}" if sp.eval_end else "")
+        if len(train_ds) == 0 or len(eval_ds) == 0:
+            side = "training" if len(train_ds) == 0 else "evaluation"
+            raise DataError(f"{what}: the {side} slice holds no bars of the training range "
+                              f"{_span(ds)}: move split.train_end inside it")
+    else:
+        if len(ds) < 2 * need:
+            raise DataError(f"{len(ds)} rows are too few to train and evaluate with a window "
+                            f"of {config.env.window}: load more data")
+        train_ds, eval_ds = ds.split(sp.train)
+        what = f"split {sp.train}"
     if len(train_ds) < need or len(eval_ds) < need:
-        raise DataError(f"split {config.split.train}: train {len(train_ds)} / eval "
+        raise DataError(f"{what}: train {len(train_ds)} / eval "
                         f"{len(eval_ds)} rows; each needs at least {need}")
     return train_ds, eval_ds
 
@@ -269,6 +410,9 @@ class TrainResult:
     resumed_from: int = 0
     session_steps: int = 0
     total_wall_seconds: float = 0.0
+    #: seconds per phase of this session (data, features, train; a backtest after training
+    #: adds backtest and report): ``metadata.json["phases"]``
+    timings: PhaseTimer = field(default_factory=PhaseTimer)
 
     def describe(self) -> str:
         """One line: steps, time and speed of this session, and the totals after a resume."""
@@ -565,7 +709,7 @@ def _metadata(run: Run, config: RunConfig, data: PreparedData, model: BaseAlgori
             "backtest_range": _range(data.backtest) if data.backtest is not None else None,
             "backtest_request": data.backtest_request or None,
             "overlaps_backtest": data.overlap,
-            "split": {"train": config.split.train, "eval": config.split.eval},
+            "split": config.split.describe(),
             "dataset_range": _range(ds),
         },
         "rl": {
@@ -673,10 +817,12 @@ def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
     mode = "train+backtest" if (backtest_start or backtest_end or config.backtest) else "train"
     if data is not None:
         mode = "walkforward_fold"
+    timings = PhaseTimer()
     with hold_run_logs() as held:
         if data is None:
             data = prepare_data(config, backtest_start=backtest_start,
-                                backtest_end=backtest_end, allow_overlap=allow_overlap)
+                                backtest_end=backtest_end, allow_overlap=allow_overlap,
+                                timings=timings)
         diagnostics = _forecast_diagnostics(config, data)
         env, model = _build(config, data, Path(runs_root) / name / "tensorboard")
         try:
@@ -694,7 +840,7 @@ def train(config: RunConfig, name: str, *, runs_root: str | Path = "runs",
             trial = {"record": record_trial, "experiment": experiment or name,
                      "registry": None if registry is None else str(registry)}
             return _fit(run, config, data, env, model, progress, resume_from=None, mode=mode,
-                        trial=trial)
+                        trial=trial, timings=timings)
     except BaseException as exc:
         if run.state.get("status") == "created":  # failed before training started
             run.write_state(status="failed", error=f"{type(exc).__name__}: {exc}")
@@ -774,9 +920,10 @@ def resume(path: str | Path, *, progress: bool = False) -> TrainResult:
                 raise ConfigError(f"run {run.path} is a walk-forward fold (trained on a slice of "
                                   f"a Dataset): run the walk-forward again instead of --resume")
             bt = meta.get("training", {}).get("backtest_request") or {}
+            timings = PhaseTimer()
             data = prepare_data(config, backtest_start=bt.get("start"),
                                 backtest_end=bt.get("end"),
-                                allow_overlap=bool(bt.get("allow_overlap")))
+                                allow_overlap=bool(bt.get("allow_overlap")), timings=timings)
             want = meta.get("data", {}).get("fingerprint")
             if want and want != data.dataset.fingerprint:
                 raise StoreError(f"run {run.name}: the data changed since training started "
@@ -793,18 +940,24 @@ def resume(path: str | Path, *, progress: bool = False) -> TrainResult:
             log.info("resuming {} from {}", run.name,
                      resume_from.name if resume_from else "scratch")
             return _fit(run, config, data, env, model, progress, resume_from=resume_from,
-                        mode=meta.get("run_mode", "train"), prior_wall=prior_wall)
+                        mode=meta.get("run_mode", "train"), prior_wall=prior_wall,
+                        timings=timings)
 
 
 def _fit(run: Run, config: RunConfig, data: PreparedData, env: VecEnv, model: BaseAlgorithm,
          progress: bool, resume_from: Path | None, mode: str,
-         prior_wall: float = 0.0, trial: dict[str, Any] | None = None) -> TrainResult:
+         prior_wall: float = 0.0, trial: dict[str, Any] | None = None,
+         timings: PhaseTimer | None = None) -> TrainResult:
     release_deferred_logs()  # the run is committed: from here on its log lines matter
+    timings = timings if timings is not None else PhaseTimer()
     done = int(model.num_timesteps)
     if resume_from is None:
         run.write_metadata({**_metadata(run, config, data, model, mode),
                             "trial": trial or {"record": True, "experiment": run.name,
-                                               "registry": None}})
+                                               "registry": None},
+                            "phases": timings.to_dict()})
+    else:
+        run.update_metadata(phases=timings.to_dict())
     trainer = _Trainer(run, config, data, progress, prior_wall=prior_wall)
     planned = trainer.planned
     trainer.schedule_after(done)  # next checkpoint / eval after what was already done
@@ -818,7 +971,12 @@ def _fit(run: Run, config: RunConfig, data: PreparedData, env: VecEnv, model: Ba
              run.name, config.agent.algorithm, tc.total_steps, planned, done, tc.n_envs)
     trainer.progress_start(done)
     try:
-        return _train_and_finish(run, config, data, env, model, trainer, done, resume_from)
+        with timings.phase("train"):
+            result = _train_and_finish(run, config, data, env, model, trainer, done,
+                                       resume_from)
+        result.timings = timings
+        run.update_metadata(phases=timings.to_dict())
+        return result
     except BaseException as exc:
         trainer.progress_stop()
         run.write_state(status="failed", error=f"{type(exc).__name__}: {exc}")

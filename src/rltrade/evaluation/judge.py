@@ -35,7 +35,7 @@ from rltrade.evaluation.backtest import BENCHMARK_COLUMN, BacktestResult, run_ba
 from rltrade.evaluation.ranges import overlaps, range_text, traded_range, with_context
 from rltrade.features.dataset import Dataset, build_dataset
 from rltrade.features.normalize import Normalizer
-from rltrade.logs import run_log_files
+from rltrade.logs import PhaseTimer, progress_bar, run_log_files
 from rltrade.runs import Run
 
 __all__ = ["COMPARISON_COLUMNS", "Comparison", "backtest_run", "check_overlap", "compare",
@@ -158,7 +158,8 @@ def backtest_run(run: Run | str | Path, dataset: Dataset | None = None, *,
                  model: str = "final", force_close: bool = False, baselines: bool = True,
                  report: bool = True, state_debug: bool = False, allow_overlap: bool = False,
                  bars_per_year: float | None = None,
-                 equity_floor: bool | None = None) -> BacktestResult:
+                 equity_floor: bool | None = None,
+                 timings: PhaseTimer | None = None) -> BacktestResult:
     """Backtest a trained run on ``dataset`` (or on ``source`` between ``start`` and ``end``).
 
     Compatibility is checked first (feature set and order, strategies, turbulence / VIX flags,
@@ -173,35 +174,48 @@ def backtest_run(run: Run | str | Path, dataset: Dataset | None = None, *,
         ``evaluation.bars_per_year``).
     :param equity_floor: stop at the env's equity floor (default the run's
         ``evaluation.equity_floor``: off).
+    :param timings: add this backtest's phases (``data`` when it loads the bars, ``backtest``,
+        ``report``) to a run's timer; the backtest's own entry in ``metadata.json`` records them
+        as ``phases`` either way.
     :raises CompatibilityError: the data does not fit the model.
     :raises ConfigError: the range overlaps training and ``allow_overlap`` is not set.
     """
     run = run if isinstance(run, Run) else Run.open(run)
     config = run.config
+    own = PhaseTimer()
     with run_log_files(run.path / "logs"):
         if dataset is None:
-            dataset = run_dataset(run, source, start, end)
+            with own.phase("data"), progress_bar("data and features"):
+                dataset = run_dataset(run, source, start, end)
         run.check_compatible(dataset)
         overlap = check_overlap(run, dataset, allow_overlap)
         log.info("backtest of {} ({}) on {} rows {} .. {}", run.name, model, len(dataset),
                  dataset.index[0], dataset.index[-1])
-        result = judge_run(run, dataset, model=model, out_dir=run.path / "backtests",
-                           force_close=force_close, state_debug=state_debug,
-                           bars_per_year=bars_per_year, equity_floor=equity_floor)
         floor = config.evaluation.equity_floor if equity_floor is None else equity_floor
         equity = None
-        if baselines:
-            result.comparison, equity = compare_baselines(
-                dataset, config.env, run.normalizer(), agent=(result.summary["name"], result),
-                bars_per_year=_bars_per_year(run, bars_per_year),
-                equity_floor=floor, judged_under=run.name)
+        with own.phase("backtest"), progress_bar(f"backtest ({len(dataset):,} bars"
+                                                  f"{', baselines' if baselines else ''})"):
+            result = judge_run(run, dataset, model=model, out_dir=run.path / "backtests",
+                               force_close=force_close, state_debug=state_debug,
+                               bars_per_year=bars_per_year, equity_floor=equity_floor)
+            if baselines:
+                result.comparison, equity = compare_baselines(
+                    dataset, config.env, run.normalizer(),
+                    agent=(result.summary["name"], result),
+                    bars_per_year=_bars_per_year(run, bars_per_year),
+                    equity_floor=floor, judged_under=run.name,
+                    params=config.baselines.params())
         if report and result.path is not None:
-            write_backtest_report(result, run=run, comparison=result.comparison,
-                                  comparison_equity=equity, overlap=overlap)
+            with own.phase("report"):
+                write_backtest_report(result, run=run, comparison=result.comparison,
+                                      comparison_equity=equity, overlap=overlap)
+        if timings is not None:
+            for name, seconds in own.seconds.items():
+                timings.seconds[name] = timings.seconds.get(name, 0.0) + seconds
         run.append_backtest(_metadata_entry(run, dataset, result, model=model,
                                             source=source or config.data.source,
                                             overlap=overlap, allow_overlap=allow_overlap,
-                                            force_close=force_close))
+                                            force_close=force_close, phases=own.to_dict()))
         s = result.summary
         if overlap:
             log.warning("backtest range overlaps the training range: in-sample, allowed by "
@@ -221,7 +235,7 @@ def _bars_per_year(run: Run, override: float | None) -> float | None:
 
 def _metadata_entry(run: Run, dataset: Dataset, result: BacktestResult, *, model: str,
                     source: str, overlap: bool, allow_overlap: bool,
-                    force_close: bool) -> dict[str, Any]:
+                    force_close: bool, phases: dict[str, Any] | None = None) -> dict[str, Any]:
     """The backtest's entry in the run's ``metadata.json``."""
     s = result.summary
     m = result.metrics or {}
@@ -235,6 +249,7 @@ def _metadata_entry(run: Run, dataset: Dataset, result: BacktestResult, *, model
         "overlaps_training": overlap,
         "allow_overlap": allow_overlap,
         "force_close": force_close,
+        "phases": phases,
         "bars_requested": s.get("bars_requested"),
         "bars_run": s.get("bars_run"),
         "end_time": s.get("end_time"),
@@ -287,12 +302,16 @@ def compare_baselines(dataset: Dataset, env_config: EnvConfig, normalizer: Norma
                       agent: tuple[str, BacktestResult] | None = None, *,
                       bars_per_year: float | None = None, equity_floor: bool = False,
                       judged_under: str | None = None,
+                      params: dict[str, dict[str, Any]] | None = None,
                       ) -> tuple[pd.DataFrame, dict[str, pd.Series]]:
     """Backtest the baselines (default: all of :func:`~rltrade.agents.baseline_names`) under
     ``env_config``'s engine and costs; the agent's own result first when given.
 
     :param judged_under: the run whose settings ``env_config`` is (the table's
         ``judged_under`` column).
+    :param params: baseline name (without ``:argument``) -> its keyword parameters: a run's
+        ``config.baselines.params()`` (the fixed rule's confidence, horizon, take-profit and
+        stop-loss).
     """
     from rltrade.agents.baselines import baseline_names, make_baseline
 
@@ -302,7 +321,8 @@ def compare_baselines(dataset: Dataset, env_config: EnvConfig, normalizer: Norma
         rows.append(comparison_row(agent[0], "agent", agent[1], judged_under))
         equity[agent[0]] = agent[1].steps["equity"]
     for name in names or baseline_names(dataset):
-        res = run_backtest(make_baseline(name, dataset), dataset, env_config,
+        kwargs = (params or {}).get(name.partition(":")[0], {})
+        res = run_backtest(make_baseline(name, dataset, **kwargs), dataset, env_config,
                            normalizer=normalizer, name=name, bars_per_year=bars_per_year,
                            equity_floor=equity_floor)
         rows.append(comparison_row(name, "baseline", res, judged_under))
@@ -427,7 +447,8 @@ def compare(runs: list[Run | str | Path], dataset: Dataset | None = None, *,
         table, eq = compare_baselines(
             ref_data, ref.config.env, ref.normalizer(), names,
             bars_per_year=_bars_per_year(ref, bars_per_year),
-            equity_floor=ref.config.evaluation.equity_floor, judged_under=ref.name)
+            equity_floor=ref.config.evaluation.equity_floor, judged_under=ref.name,
+            params=ref.config.baselines.params())
         rows.extend(table.to_dict("records"))
         equity.update(eq)
         under = ref.name

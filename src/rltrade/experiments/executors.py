@@ -14,12 +14,16 @@ from __future__ import annotations
 import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import Any, Protocol, runtime_checkable
 
 from rltrade.errors import ConfigError
+from rltrade.logs import progress_bar
 
 __all__ = ["Executor", "LocalExecutor", "SequentialExecutor", "default_workers", "make_executor"]
+
+#: what the progress bar of a map says (a walk-forward's fold x seed runs, CPCV's splits)
+PROGRESS_LABEL = "walk-forward"
 
 
 @runtime_checkable
@@ -37,7 +41,12 @@ class SequentialExecutor:
     workers = 1
 
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]]) -> list[Any]:
-        return [fn(*task) for task in tasks]
+        results = []
+        with progress_bar(PROGRESS_LABEL, total=len(tasks), unit="units") as update:
+            for i, task in enumerate(tasks, 1):
+                results.append(fn(*task))
+                update(i)
+        return results
 
 
 def _quiet_worker(level: str) -> None:
@@ -71,6 +80,11 @@ class LocalExecutor:
                                  initializer=_quiet_worker, initargs=(self.log_level,)) as pool:
             futures = [pool.submit(fn, *task) for task in tasks]
             try:
+                with progress_bar(PROGRESS_LABEL, total=len(tasks), unit="units") as update:
+                    for done, future in enumerate(as_completed(futures), 1):
+                        update(done)
+                        if future.exception() is not None:
+                            break
                 return [f.result() for f in futures]
             except BaseException:
                 for f in futures:

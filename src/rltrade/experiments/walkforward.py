@@ -190,7 +190,7 @@ def run_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, s
     ev = cfg.evaluation
     table, equity = compare_baselines(
         test_ds, cfg.env, normalizer, agent=(AGENT, result), bars_per_year=ev.bars_per_year,
-        equity_floor=ev.equity_floor, judged_under=run.name)
+        equity_floor=ev.equity_floor, judged_under=run.name, params=cfg.baselines.params())
     if result.path is not None:
         atomic_write_bytes(result.path / "comparison.csv", table.to_csv(index=False).encode())
     rows = {str(r["name"]): _plain(r) for r in table.to_dict(orient="records")}
@@ -313,7 +313,7 @@ def run_cpcv_split(config: RunConfig, dataset_ref: Dataset | str | Path, plan: C
         bars_per_year = None if bpy is None else float(bpy)
         table, equity = compare_baselines(
             test_ds, test_env, normalizer, bars_per_year=ev.bars_per_year,
-            equity_floor=ev.equity_floor, judged_under=run.name)
+            equity_floor=ev.equity_floor, judged_under=run.name, params=cfg.baselines.params())
         baseline_tests[g] = {str(r["name"]): _plain(r) for r in table.to_dict(orient="records")}
         for name, series in equity.items():
             baseline_returns.setdefault(name, {})[g] = equity_returns(
