@@ -146,6 +146,7 @@ def load_bars_with_report(
     symbol: str | None = None,
     store_root: str | Path | None = None,
     columns: Iterable[str] = OHLCV,
+    calendar: str | None = "auto",
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Like :func:`load_bars` but also returns the :class:`ValidationReport`."""
     label = source if isinstance(source, str | Path) else "DataFrame"
@@ -180,7 +181,7 @@ def load_bars_with_report(
         attrs["symbol"] = path.name.split(".")[0]
 
     report = validate_bars(raw, timeframe, policy, naive_tz=naive_tz, source=label,
-                           columns=columns)
+                           columns=columns, calendar=calendar)
     for finding in report.findings:
         if finding.severity == "warning":
             if finding.code == "naive_timestamps":
@@ -198,6 +199,7 @@ def load_bars_with_report(
         raise DataError(f"{label}: no bars between {start} and {end}")
     bars = bars.copy() if bars is raw else bars
     attrs["timeframe"] = attrs.get("timeframe") or report.timeframe
+    attrs["calendar"] = report.calendar
     if symbol:
         attrs["symbol"] = symbol
     bars.attrs.update(attrs)
@@ -215,6 +217,7 @@ def load_bars(
     symbol: str | None = None,
     store_root: str | Path | None = None,
     columns: Iterable[str] = OHLCV,
+    calendar: str | None = "auto",
 ) -> pd.DataFrame:
     """Load bars from a file, a bundled sample, a synthetic market or the store, validated.
 
@@ -231,10 +234,13 @@ def load_bars(
         :func:`~rltrade.data.validate_bars`); ``("close",)`` for a series of which only the
         close is used (an external series such as VIX): a file of dates and closes is enough,
         and broken open/high/low are neither errors nor repaired.
+    :param calendar: the market calendar (``24/7``, ``24/5``, ``XNYS-RTH``, ``XNYS-EXT``,
+        ``CMES``; see :mod:`rltrade.data.calendars`) whose sessions gaps are counted in;
+        ``"auto"`` infers it from the bars, ``None`` uses none.
     :returns: a DataFrame with a UTC ``DatetimeIndex`` named ``timestamp`` and float64 columns
         ``open, high, low, close, volume`` plus any extra numeric columns (``open_interest``,
         ``funding_rate``, ``spread``, ``vwap``, ``trades``...). ``df.attrs`` holds ``source``,
-        ``symbol`` and ``timeframe``.
+        ``symbol``, ``timeframe`` and ``calendar`` (the calendar used, ``None`` when none).
     """
     bars, _ = load_bars_with_report(
         source,
@@ -246,5 +252,6 @@ def load_bars(
         symbol=symbol,
         store_root=store_root,
         columns=columns,
+        calendar=calendar,
     )
     return bars
