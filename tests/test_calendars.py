@@ -234,3 +234,66 @@ def test_es_five_minute_file_gaps_agree_with_provenance():
     gaps = next(f for f in report.warnings if f.code == "gaps")
     assert "about 34 missing" in gaps.message  # PROVENANCE.md: 34 (was 324 with the break)
     assert "outside_sessions" not in {f.code for f in report.warnings}
+
+
+# --------------------------------------------------------------------------- annualisation
+
+
+@pytest.fixture(scope="module")
+def rth_dataset():
+    """Six weeks of regular-hours 5-minute bars, loaded (calendar inferred) into a Dataset."""
+    from rltrade.features import FeatureSpec, build_dataset
+
+    times = _session_minutes("XNYS-RTH", "2024-03-04T00:00Z", "2024-04-13T00:00Z", "5m")
+    rng = np.random.default_rng(11)
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 1e-3, len(times))))
+    frame = pd.DataFrame({"open": np.r_[close[0], close[:-1]], "close": close,
+                          "volume": 1.0}, index=times)
+    frame["high"] = frame[["open", "close"]].max(axis=1) * 1.0005
+    frame["low"] = frame[["open", "close"]].min(axis=1) * 0.9995
+    frame.index.name = "timestamp"
+    bars = load_bars(frame[["open", "high", "low", "close", "volume"]])
+    spec = FeatureSpec.from_dict({"features": {"returns": {"periods": [1]}}, "strategies": []})
+    return build_dataset(bars, spec)
+
+
+def test_bars_per_year_come_from_the_calendar():
+    from rltrade.evaluation.series import resolve_bars_per_year, source_kind
+
+    times = _session_minutes("XNYS-RTH", "2024-03-04T00:00Z", "2024-04-13T00:00Z")
+    value, source = resolve_bars_per_year(times, "1m", calendar="XNYS-RTH")
+    assert value == 252 * 390 - 3 * 180  # 2024's sessions, early closes included
+    assert source_kind(source) == "calendar" and "XNYS-RTH" in source and "2024" in source
+    observed, basis = resolve_bars_per_year(times, "1m")  # the fallback: counted in the data
+    assert source_kind(basis) == "observed" and observed != value
+    assert resolve_bars_per_year(times, "1m", 5000.0, calendar="XNYS-RTH") == (5000.0,
+                                                                               "override")
+    crypto, _ = resolve_bars_per_year(times, "1h", calendar="24/7")
+    assert crypto == pytest.approx(24 * 366)  # 2024 is a leap year
+
+
+def test_a_backtest_annualises_with_its_datasets_calendar(rth_dataset):
+    from dataclasses import replace
+
+    from rltrade.agents import make_baseline
+    from rltrade.evaluation import run_backtest
+
+    assert rth_dataset.calendar == "XNYS-RTH"
+    assert rth_dataset.describe()["calendar"] == "XNYS-RTH"  # recorded with the dataset
+    cfg = {"window": 8, "equity_floor": 0.0}
+    run = run_backtest(make_baseline("random", seed=0, hold=5), rth_dataset, cfg).metrics["run"]
+    assert run["bars_per_year_source"] == "calendar"
+    assert run["bars_per_year"] == MarketCalendar("XNYS-RTH").bars_per_year("5m", 2024)
+    plain = replace(rth_dataset, calendar=None)
+    run = run_backtest(make_baseline("random", seed=0, hold=5), plain, cfg).metrics["run"]
+    assert run["bars_per_year_source"] == "observed"
+
+
+def test_the_data_config_names_a_calendar():
+    from rltrade.config import DataConfig
+
+    assert DataConfig().calendar == "auto"
+    assert DataConfig(calendar="xnys-rth").calendar == "XNYS-RTH"
+    assert DataConfig(calendar="none").calendar is None
+    with pytest.raises(ConfigError, match="calendar"):
+        DataConfig(calendar="NYSE")

@@ -111,7 +111,7 @@ def prepare_data(config: RunConfig, *, backtest_start: str | None = None,
         lo = None if lo is None else min(to_utc(lo), to_utc(bs)).isoformat()
         hi = None if (hi is None or be is None) else max(to_utc(hi), to_utc(be)).isoformat()
     bars = load_bars(dc.source, timeframe=dc.timeframe, start=lo, end=hi, policy=dc.policy,
-                     symbol=dc.symbol)
+                     symbol=dc.symbol, calendar=dc.calendar)
     dlog.info("loaded {} bars of {} ({} {})", len(bars), dc.source, bars.attrs.get("symbol"),
               bars.attrs.get("timeframe"))
     full = build_dataset(bars, config.feature_spec, timeframe=dc.timeframe, symbol=dc.symbol)

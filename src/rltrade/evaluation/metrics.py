@@ -27,7 +27,10 @@ Returns and annualization
   timeframe's 24/7 calendar (``parse_timeframe(timeframe).bars_per_year``) and says so. Pass
   ``bars_per_year=`` to override. ``run.bars_per_year_source`` is ``"observed"``,
   ``"timeframe"`` or ``"override"``; ``run.bars_per_year_basis`` says what it was based on
-  (``"observed: 4,993 bars in 42 whole weeks from 2017-04-19"``).
+  (``"observed: 4,993 bars in 42 whole weeks from 2017-04-19"``). With the bars' market
+  calendar (``calendar=``, a backtest passes its dataset's), ``A`` is the calendar's bars per
+  year and the source ``"calendar"`` (``"calendar: XNYS-RTH, 97,650 1m bars a year (sessions
+  of 2024)"``).
   The number of years of a run is ``bars / A`` (as in empyrical and quantstats), not calendar time.
 * **Risk-free rate**: ``risk_free_rate`` is annual (default 0); per bar it is
   ``rf = (1 + risk_free_rate) ** (1 / A) - 1``.
@@ -489,6 +492,7 @@ def compute_metrics(
     bars_per_year: float | None = None,
     risk_free_rate: float = 0.0,
     alpha: float = 0.05,
+    calendar: str | None = None,
 ) -> dict[str, Any]:
     """Every metric of one backtest, as a JSON-ready nested dict (definitions: module docstring).
 
@@ -513,6 +517,9 @@ def compute_metrics(
         default: observed in the steps' timestamps (see the module docstring).
     :param risk_free_rate: annual risk-free rate for Sharpe/Sortino/alpha/PSR (default 0).
     :param alpha: significance level of the minimum track record length (default 0.05).
+    :param calendar: the bars' market calendar (``XNYS-RTH``...): when given (and no
+        ``bars_per_year``), the annualization factor is the calendar's bars per year
+        (:func:`rltrade.evaluation.series.resolve_bars_per_year`).
     :return: the metrics dict, with the list of undefined keys under ``"undefined"``.
     :raises DataError: for unusable ``steps``, ``trades`` or benchmark.
     :raises ConfigError: for invalid settings (capital, bars per year, trials, costs).
@@ -539,7 +546,7 @@ def compute_metrics(
     tf = parse_timeframe(timeframe)
     n_trials_used, var_trials_used = resolve_trials(n_trials, trial_sharpes, var_trials)
     index = steps_index(steps)
-    a, a_source = resolve_bars_per_year(index, tf, bars_per_year)
+    a, a_source = resolve_bars_per_year(index, tf, bars_per_year, calendar)
 
     sr0 = expected_max_sharpe(n_trials_used, var_trials_used)
     with np.errstate(all="ignore"):
