@@ -297,3 +297,142 @@ def test_the_data_config_names_a_calendar():
     assert DataConfig(calendar="none").calendar is None
     with pytest.raises(ConfigError, match="calendar"):
         DataConfig(calendar="NYSE")
+
+
+# --------------------------------------------------------------------------- session rules
+
+
+def _rth_minutes(days: str = "2024-03-11T00:00Z", until: str = "2024-03-13T00:00Z"):
+    return as_ns(_session_minutes("XNYS-RTH", days, until))
+
+
+def _local_hhmm(ns) -> list[str]:
+    idx = pd.DatetimeIndex(np.asarray(ns).astype("datetime64[ns]"), tz="UTC")
+    return [t.strftime("%H:%M") for t in idx.tz_convert("America/New_York")]
+
+
+def test_flat_at_session_close_flags_the_bars_whose_orders_fill_last_in_the_session():
+    from rltrade.sim.risk import FLAT_BIT, RiskConfig, session_flags
+
+    ts = _rth_minutes()
+    cfg = RiskConfig(flat_at_session_close=True)
+    flags = session_flags(cfg, ts, "1m", "XNYS-RTH").flags  # fills at the next bar's open
+    assert _local_hhmm(sorted(flags)) == ["15:58", "15:59"] * 2
+    assert set(flags.values()) == {FLAT_BIT}
+    close = session_flags(cfg, ts, "1m", "XNYS-RTH", fill="close").flags
+    assert _local_hhmm(sorted(close)) == ["15:59"] * 2
+    lagged = session_flags(cfg, ts, "1m", "XNYS-RTH", lag=1).flags
+    assert _local_hhmm(sorted(lagged)) == ["15:57", "15:58", "15:59"] * 2
+    # data that stops inside a session: that session is not closed at the data's end
+    cut = session_flags(cfg, ts[:-30], "1m", "XNYS-RTH").flags
+    assert _local_hhmm(sorted(cut)) == ["15:58", "15:59"]
+    # bars outside every session are flat too
+    ext = as_ns(_session_minutes("XNYS-EXT", "2024-03-11T00:00Z", "2024-03-12T06:00Z"))
+    outside = session_flags(cfg, ext, "1m", "XNYS-RTH").flags
+    assert len(outside) == len(ext) - 390 + 2
+
+
+def test_no_entry_in_the_last_minutes_blocks_orders_that_would_fill_then():
+    from rltrade.sim.risk import NO_ENTRY_BIT, RiskConfig, session_flags
+
+    ts = _rth_minutes("2024-03-11T00:00Z", "2024-03-12T00:00Z")
+    flags = session_flags(RiskConfig(no_entry_last_minutes=15), ts, "1m", "XNYS-RTH").flags
+    hhmm = _local_hhmm(sorted(flags))
+    assert hhmm[0] == "15:44" and hhmm[-1] == "15:59" and len(hhmm) == 16  # fills 15:45-16:00
+    assert set(flags.values()) == {NO_ENTRY_BIT}
+
+
+def test_session_rules_clamp_targets_and_need_the_sessions():
+    from rltrade.errors import ConfigError as CE
+    from rltrade.sim.risk import RiskConfig, RiskManager, RiskState, session_flags
+
+    ts = _rth_minutes("2024-03-11T00:00Z", "2024-03-12T00:00Z")
+    cfg = RiskConfig(flat_at_session_close=True, no_entry_last_minutes=15)
+    manager = RiskManager(cfg)
+    with pytest.raises(CE, match="session"):
+        manager.check_target(RiskState(int(ts[0]), 100.0, 0.0, 1e4), 1.0)
+    manager.set_session_flags(session_flags(cfg, ts, "1m", "XNYS-RTH"))
+    assert manager.check_target(RiskState(int(ts[100]), 100.0, 0.0, 1e4), 1.0).target == 1.0
+    late = manager.check_target(RiskState(int(ts[380]), 100.0, 1.0, 1e4), 2.0)  # 15:50
+    assert late.target == 1.0 and late.reasons == ("session_end",)  # no increase; holds
+    last = manager.check_target(RiskState(int(ts[388]), 100.0, 1.0, 1e4), 1.0)  # 15:58
+    assert last.target == 0.0 and last.reasons == ("session_close",)
+    assert manager.counts() == {"session_end": 1, "session_close": 1}
+
+
+def test_no_trade_windows_in_exchange_time_follow_daylight_saving():
+    from rltrade.sim.risk import RiskConfig, RiskManager, session_flags
+
+    window = {"times": [["09:30", "10:00"]], "timezone": "America/New_York"}
+    manager = RiskManager(RiskConfig(no_trade=window))
+    assert manager.in_no_trade_window(_ns("2024-03-08T14:45Z"))  # EST: 09:45
+    assert not manager.in_no_trade_window(_ns("2024-03-08T13:45Z"))
+    assert manager.in_no_trade_window(_ns("2024-03-11T13:45Z"))  # EDT: 09:45
+    assert not manager.in_no_trade_window(_ns("2024-03-11T14:45Z"))
+    utc = RiskManager(RiskConfig(no_trade={"times": [["09:30", "10:00"]]}))
+    assert utc.in_no_trade_window(_ns("2024-03-11T09:45Z"))  # UTC, as before
+    exchange = RiskManager(RiskConfig(no_trade={"times": [["09:30", "10:00"]],
+                                                "timezone": "exchange"}))
+    with pytest.raises(ConfigError, match="calendar"):
+        exchange.in_no_trade_window(_ns("2024-03-11T13:45Z"))
+    exchange.set_session_flags(session_flags(RiskConfig(), _rth_minutes(), "1m", "CMES"))
+    assert exchange.in_no_trade_window(_ns("2024-03-11T14:45Z"))  # Chicago: 09:45 CDT
+    with pytest.raises(ConfigError, match="time zone"):
+        RiskConfig(no_trade={"times": [["09:30", "10:00"]], "timezone": "Mars/Olympus"})
+
+
+def _session_last_bars(ds) -> np.ndarray:
+    pos, _ = session_positions(ds.timestamps, MarketCalendar("XNYS-RTH"), ds.timeframe)
+    return np.flatnonzero(np.r_[pos[1:] != pos[:-1], False])
+
+
+def test_a_backtest_is_flat_at_every_session_close(rth_dataset):
+    from rltrade.agents.policy import PlanPolicy
+    from rltrade.envs import EnvConfig
+    from rltrade.evaluation import run_backtest
+
+    long = PlanPolicy(np.full(len(rth_dataset), 2))  # discrete3: always long
+    base = {"window": 8, "equity_floor": 0.0}
+    held = run_backtest(long, rth_dataset, base, metrics=False).steps
+    last = _session_last_bars(rth_dataset)
+    bars = held["bar"].to_numpy()
+    at_close = np.isin(bars, last)
+    assert (held["position"].to_numpy()[at_close] != 0).all()  # held overnight
+    cfg = EnvConfig.build(base, risk={"flat_at_session_close": True})
+    flat = run_backtest(long, rth_dataset, cfg, metrics=False).steps
+    assert (flat["position"].to_numpy()[np.isin(flat["bar"].to_numpy(), last)] == 0).all()
+    assert (flat["position"].to_numpy() != 0).mean() > 0.9  # long the rest of the day
+    assert "session_close" in set(flat["risk_reason"].astype(str))
+
+
+def test_the_training_env_applies_the_same_session_rules(rth_dataset):
+    from rltrade.envs import TradingEnv
+
+    env = TradingEnv(rth_dataset, window=8, mode="eval", equity_floor=0.0,
+                     risk={"flat_at_session_close": True, "no_entry_last_minutes": 30})
+    env.reset(seed=0)
+    last = set(_session_last_bars(rth_dataset).tolist())
+    checked = 0
+    for k in range(600):
+        _, _, terminated, truncated, info = env.step(2 if k % 2 else 1)  # enter, exit, ...
+        if info["bar"] in last:
+            assert info["position"] == 0.0
+            checked += 1
+        if terminated or truncated:
+            break
+    assert checked >= 6
+    assert {"session_close", "session_end"} <= set(info["risk_interventions"])
+
+
+def test_cli_validate_names_the_calendar_and_takes_one(tmp_path, capsys):
+    from cli_helpers import run_cli
+
+    times = _session_minutes("XNYS-RTH", "2024-03-04T00:00Z", "2024-03-09T00:00Z")
+    path = tmp_path / "spy.csv"
+    _bars(times).to_csv(path)
+    code, out, _ = run_cli(["data", "validate", str(path)], capsys)
+    assert code == 0 and "calendar XNYS-RTH" in out and "gaps" not in out
+    code, out, _ = run_cli(["data", "validate", str(path), "--calendar", "none"], capsys)
+    assert code == 0 and "calendar -" in out and "gaps" in out  # every night a "gap"
+    code, out, _ = run_cli(["data", "summary", str(path)], capsys)
+    assert code == 0 and "XNYS-RTH" in out and "calendar: XNYS-RTH" in out

@@ -152,9 +152,9 @@ def test_features_build_from_a_users_csv(tmp_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["data", "import", "a.csv", "b.csv", "--symbol", "X"],
-         "rltrade data import: Got unexpected extra argument(s) (b.csv)"),
-        (["data", "import", "a.csv"], "rltrade data import: Missing option '--symbol'"),
+        (["data", "import", "--symbol", "X"], "rltrade data import: Missing argument 'files'"),
+        (["data", "import", "a.csv", "--no-such"],
+         "rltrade data import: No such option: --no-such"),
         (["train", "--no-such-option"], "rltrade train: No such option: --no-such-option"),
         (["config", "validate"], "rltrade config validate: Missing argument 'file'"),
         (["train", "--steps", "many"], "rltrade train: Invalid value for '--steps'"),

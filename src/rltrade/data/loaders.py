@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 import pandas as pd
 from loguru import logger
 
-from rltrade.data.parsing import OHLCV, read_table
+from rltrade.data.parsing import OHLCV, POLYGON_FLAT_COLUMNS, read_polygon, read_table
 from rltrade.data.timeframes import parse_timeframe, to_utc
 from rltrade.data.validation import Policy, ValidationReport, validate_bars
 from rltrade.errors import DataError
@@ -147,6 +147,7 @@ def load_bars_with_report(
     store_root: str | Path | None = None,
     columns: Iterable[str] = OHLCV,
     calendar: str | None = "auto",
+    format: str | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Like :func:`load_bars` but also returns the :class:`ValidationReport`."""
     label = source if isinstance(source, str | Path) else "DataFrame"
@@ -175,6 +176,9 @@ def load_bars_with_report(
         raw = BarStore(root).read(sym, tf)
         attrs.update(symbol=sym, timeframe=parse_timeframe(tf).name)
         timeframe = timeframe or tf
+    elif is_polygon_source(Path(source), format):
+        raw = read_polygon(Path(source), symbol)
+        attrs["symbol"] = raw.attrs.get("symbol")
     else:
         path = Path(source)
         raw = read_table(path)
@@ -218,6 +222,7 @@ def load_bars(
     store_root: str | Path | None = None,
     columns: Iterable[str] = OHLCV,
     calendar: str | None = "auto",
+    format: str | None = None,
 ) -> pd.DataFrame:
     """Load bars from a file, a bundled sample, a synthetic market or the store, validated.
 
@@ -237,6 +242,10 @@ def load_bars(
     :param calendar: the market calendar (``24/7``, ``24/5``, ``XNYS-RTH``, ``XNYS-EXT``,
         ``CMES``; see :mod:`rltrade.data.calendars`) whose sessions gaps are counted in;
         ``"auto"`` infers it from the bars, ``None`` uses none.
+    :param format: ``"polygon"`` for Polygon.io aggregates (a REST JSON response, a flat
+        file, or a folder tree of them; see :func:`~rltrade.data.parsing.read_polygon`),
+        filtered by ``symbol`` (the ticker); ``None`` works it out (a ``.json`` file, a
+        folder, or a CSV with Polygon's flat-file header are read as Polygon).
     :returns: a DataFrame with a UTC ``DatetimeIndex`` named ``timestamp`` and float64 columns
         ``open, high, low, close, volume`` plus any extra numeric columns (``open_interest``,
         ``funding_rate``, ``spread``, ``vwap``, ``trades``...). ``df.attrs`` holds ``source``,
@@ -253,5 +262,55 @@ def load_bars(
         store_root=store_root,
         columns=columns,
         calendar=calendar,
+        format=format,
     )
     return bars
+
+
+_FORMATS = ("polygon",)
+
+
+def is_polygon_source(path: Path, fmt: str | None) -> bool:
+    """Whether ``path`` is read as Polygon aggregates: ``fmt="polygon"``, or recognised (a
+    folder, a ``.json`` file, or a CSV with Polygon's flat-file header).
+
+    :param path: a file or folder.
+    :param fmt: the format asked for (``None``: recognise it).
+    :raises DataError: for an unknown ``fmt``.
+    """
+    if fmt is not None:
+        if fmt.lower() not in _FORMATS:
+            raise DataError(f"unknown format {fmt!r}: use polygon (or leave it out: CSV and "
+                            "Parquet are recognised)")
+        return True
+    name = path.name.lower()
+    if path.is_dir() or name.endswith((".json", ".json.gz")):
+        return True
+    if not name.endswith((".csv", ".csv.gz")) or not path.is_file():
+        return False
+    try:
+        import gzip
+
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().strip().lower().split(",")
+    except OSError:
+        return False
+    return set(POLYGON_FLAT_COLUMNS) <= set(header)
+
+
+def symbol_from_path(path: str | Path) -> str:
+    """The symbol a file's name suggests: its name before the first dot, without a trailing
+    ``_<timeframe>`` (``HD_1d.csv`` -> ``HD``, ``btcusdt_1h.csv.gz`` -> ``btcusdt``).
+
+    :param path: a bar file's path.
+    """
+    stem = Path(path).name.split(".")[0]
+    head, sep, tail = stem.rpartition("_")
+    if sep and head:
+        try:
+            parse_timeframe(tail)
+            return head
+        except DataError:
+            pass
+    return stem
