@@ -31,6 +31,7 @@ session rules (flat at the close, no entries in the last minutes).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
@@ -102,7 +103,9 @@ def _schedule(base: str, first_year: int, last_year: int) -> pd.DataFrame:
             "pip install 'rltrade[markets]'"
         ) from exc
     try:
-        cal = xc.get_calendar(base, start=f"{first_year}-01-01", end=f"{last_year}-12-31")
+        with warnings.catch_warnings():  # pandas deprecation notes from inside the package
+            warnings.simplefilter("ignore")
+            cal = xc.get_calendar(base, start=f"{first_year}-01-01", end=f"{last_year}-12-31")
     except Exception as exc:  # exchange_calendars' own errors for dates out of its bounds
         raise DataError(
             f"calendar {base}: no sessions between {first_year} and {last_year} ({exc})"
