@@ -25,11 +25,12 @@ Returns and annualization
   (8,766 for ``1h``), EURUSD 1h about 6,200 (24/5), SPY regular-hours 1-minute bars about
   98,000, daily US stocks about 252. A sample shorter than two whole weeks falls back to the
   timeframe's 24/7 calendar (``parse_timeframe(timeframe).bars_per_year``) and says so. Pass
-  ``bars_per_year=`` to override. ``run.bars_per_year_source`` is ``"observed"``,
-  ``"timeframe"`` or ``"override"``; ``run.bars_per_year_basis`` says what it was based on
+  ``bars_per_year=`` to override. ``run.bars_per_year_source`` is ``"calendar"``,
+  ``"observed"``, ``"timeframe"`` or ``"override"``; ``run.bars_per_year_basis`` says what it
+  was based on
   (``"observed: 4,993 bars in 42 whole weeks from 2017-04-19"``). With the bars' market
   calendar (``calendar=``, a backtest passes its dataset's), ``A`` is the calendar's bars per
-  year and the source ``"calendar"`` (``"calendar: XNYS-RTH, 97,650 1m bars a year (sessions
+  year and the source ``"calendar"`` (``"calendar: XNYS-RTH, 97,740 1m bars a year (sessions
   of 2024)"``).
   The number of years of a run is ``bars / A`` (as in empyrical and quantstats), not calendar time.
 * **Risk-free rate**: ``risk_free_rate`` is annual (default 0); per bar it is
@@ -40,8 +41,8 @@ run
 ``id``, ``timeframe`` (canonical), ``start`` (timestamp of the first bar, its open), ``end``
 (close of the last bar = its timestamp + one bar), ``duration_days`` (``end - start`` in days),
 ``bars``, ``initial_capital``, ``bars_per_year`` (``A``), ``bars_per_year_source``
-(``"observed"``, ``"timeframe"`` or ``"override"``), ``bars_per_year_basis`` (the sentence
-behind it), ``risk_free_rate`` (annual). Timestamps are UTC ISO 8601.
+(``"calendar"``, ``"observed"``, ``"timeframe"`` or ``"override"``), ``bars_per_year_basis``
+(the sentence behind it), ``risk_free_rate`` (annual). Timestamps are UTC ISO 8601.
 
 performance
 -----------

@@ -41,7 +41,7 @@ fallback for bars without a calendar (and for weekly or monthly bars).
 The source string starts with its kind, ``"calendar"``, ``"observed"``, ``"timeframe"`` or
 ``"override"`` (:func:`source_kind`), followed after ``": "`` by what it was based on, e.g.
 ``"observed: 5,000 bars in 41 whole weeks from 2017-04-19"`` or ``"calendar: XNYS-RTH,
-97,650 1m bars a year (sessions of 2024)"``.
+97,740 1m bars a year (sessions of 2024)"``.
 """
 
 from __future__ import annotations
