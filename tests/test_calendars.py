@@ -436,3 +436,13 @@ def test_cli_validate_names_the_calendar_and_takes_one(tmp_path, capsys):
     assert code == 0 and "calendar -" in out and "gaps" in out  # every night a "gap"
     code, out, _ = run_cli(["data", "summary", str(path)], capsys)
     assert code == 0 and "XNYS-RTH" in out and "calendar: XNYS-RTH" in out
+
+
+def test_the_store_counts_gaps_inside_sessions_too(tmp_path):
+    from rltrade.data.store import BarStore
+
+    times = _session_minutes("XNYS-RTH", "2024-03-04T00:00Z", "2024-03-09T00:00Z")
+    store = BarStore(tmp_path / "store")
+    store.write("SPY", "1m", _bars(times).drop(times[[10, 11]]))
+    (info,) = store.info()
+    assert (info.gaps, info.missing_bars) == (1, 2)  # not every night
