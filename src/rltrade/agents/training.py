@@ -614,6 +614,7 @@ def _metadata(run: Run, config: RunConfig, data: PreparedData, model: BaseAlgori
             "source": config.data.source,
             "symbol": ds.symbol,
             "timeframe": ds.timeframe,
+            "calendar": ds.calendar,
             "fingerprint": ds.fingerprint,
             "rows": len(ds),
             "warmup_dropped": ds.warmup_dropped,
