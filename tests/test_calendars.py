@@ -446,3 +446,16 @@ def test_the_store_counts_gaps_inside_sessions_too(tmp_path):
     store.write("SPY", "1m", _bars(times).drop(times[[10, 11]]))
     (info,) = store.info()
     assert (info.gaps, info.missing_bars) == (1, 2)  # not every night
+
+
+def test_a_cached_dataset_takes_the_calendar_its_bars_were_loaded_with(tmp_path):
+    from rltrade.features import FeatureSpec
+    from rltrade.features.cache import DatasetCache
+
+    times = _session_minutes("XNYS-RTH", "2024-03-04T00:00Z", "2024-03-09T00:00Z", "5m")
+    frame = _bars(times)
+    spec = FeatureSpec.from_dict({"features": {"returns": {"periods": [1]}}, "strategies": []})
+    cache = DatasetCache(tmp_path / "cache")
+    assert cache.get_or_build(load_bars(frame), spec).calendar == "XNYS-RTH"
+    again = cache.get_or_build(load_bars(frame, calendar="XNYS-EXT"), spec)
+    assert cache.last_action == "hit" and again.calendar == "XNYS-EXT"
