@@ -35,8 +35,9 @@ or inferred when the bars were loaded: :mod:`rltrade.data.calendars`), ``A`` is 
 the timeframe the calendar holds per year, over the calendar years the data spans (its
 sessions, holidays and early closes from ``exchange_calendars``): ``XNYS-RTH`` 1m about
 252 × 390, ``XNYS-EXT`` 1m about 252 × 960, ``CMES`` 5m about 258 × 276, ``24/5`` 1h about
-6,250, ``24/7`` the timeframe's own value (8,766 for ``1h``). Observing the data stays the
-fallback for bars without a calendar (and for weekly or monthly bars).
+6,250, ``24/7`` the timeframe's own value over 365.25 days (8,766 for ``1h``, as before).
+Observing the data stays the fallback for bars without a calendar (and for weekly or monthly
+bars).
 
 The source string starts with its kind, ``"calendar"``, ``"observed"``, ``"timeframe"`` or
 ``"override"`` (:func:`source_kind`), followed after ``": "`` by what it was based on, e.g.
@@ -320,6 +321,9 @@ def calendar_bars_per_year(
     tf = parse_timeframe(timeframe) if timeframe is not None else infer_timeframe(ts)
     if tf is None or ts.size == 0 or tf.unit in ("w", "M") or (tf.unit == "d" and tf.count > 1):
         return None
+    if cal.name == "24/7":  # around the clock: the timeframe's own 365.25-day value
+        value = float(tf.bars_per_year)
+        return value, f"calendar: 24/7, {value:,.0f} {tf.name} bars a year (365.25 days)"
     first = pd.Timestamp(int(ts[0]), unit="ns", tz="UTC").year
     last = pd.Timestamp(int(ts[-1]), unit="ns", tz="UTC").year
     try:
