@@ -390,3 +390,51 @@ def test_the_shared_vix_file_is_clean_on_its_close():
     assert len(vix) == 9235 and not report.errors
     # the close is what features use: the 2018-02-05 +115.6 % is a real jump, not a bad print
     assert "+115.60%" in next(f.message for f in report.warnings if f.code == "price_jumps")
+
+
+# ----------------------------------------------------------------------------------------------
+# price jumps: scaled by the bar's own recent volatility
+
+
+def _regimes(seed: int = 3) -> pd.DataFrame:
+    """Minute bars: a calm stretch, then a busy one ten times as volatile (24/7)."""
+    rng = np.random.default_rng(seed)
+    r = np.concatenate([rng.normal(0, 1e-4, 5000), rng.normal(0, 1e-3, 5000)])
+    close = 100 * np.exp(np.cumsum(r))
+    times = pd.date_range("2024-01-06", periods=len(close), freq="1min", tz="UTC", unit="ns",
+                          name="timestamp")
+    return pd.DataFrame({"open": close, "high": close, "low": close, "close": close,
+                         "volume": 1.0}, index=times)
+
+
+def test_ordinary_moves_of_a_busy_stretch_are_not_jumps():
+    report = validate_bars(_regimes(), "1m")
+    # one robust scale for the whole series flagged the busy stretch's ordinary moves
+    assert sum(f.count for f in report.warnings if f.code == "price_jumps") == 0
+
+
+def test_a_real_jump_in_a_calm_stretch_is_still_flagged():
+    bars = _regimes()
+    close = bars["close"].to_numpy().copy()
+    close[3000:] *= 1.004  # a level shift of 40 calm sigmas that stays
+    for column in ("open", "high", "low", "close"):
+        bars[column] = close
+    jumps = next(f for f in validate_bars(bars, "1m").warnings if f.code == "price_jumps")
+    assert jumps.count == 1 and str(bars.index[3000]) in jumps.examples
+
+
+def test_jump_scores_compare_session_openings_with_each_other():
+    from rltrade.data.timeframes import parse_timeframe
+    from rltrade.data.validation import jump_scores
+
+    rng = np.random.default_rng(5)
+    days = pd.bdate_range("2024-03-04", periods=30, tz="UTC")
+    times = pd.DatetimeIndex(np.concatenate(
+        [d + pd.Timedelta(hours=14, minutes=30) + pd.to_timedelta(np.arange(390), "min")
+         for d in days.as_unit("ns")]), name="timestamp")
+    r = rng.normal(0, 1e-4, len(times))
+    r[::390] = rng.normal(0, 5e-3, len(days))  # overnight gaps: 50x a minute's move
+    close = 100 * np.exp(np.cumsum(r))
+    sessions = np.repeat(np.arange(len(days)), 390)
+    z = jump_scores(close, times, parse_timeframe("1m"), sessions)
+    assert np.nanmax(z) < 12  # no opening gap is a jump

@@ -16,7 +16,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rltrade import __version__
-from rltrade.errors import RLTradeError, ValidationError
+from rltrade.errors import DataError, RLTradeError, ValidationError
 from rltrade.logs import (
     discard_deferred_logs,
     progress_bar,
@@ -120,18 +120,19 @@ def _findings_table(report) -> Table:
 def _summary(source: str, policy: str, naive_tz: str | None) -> None:
     from rltrade.data import load_bars_with_report
     from rltrade.data.store import fingerprint_bars
-    from rltrade.evaluation.series import infer_bars_per_year
+    from rltrade.evaluation.series import resolve_bars_per_year
 
     bars, report = load_bars_with_report(source, policy=policy, naive_tz=naive_tz)  # type: ignore[arg-type]
     tf = bars.attrs.get("timeframe")
     close = bars["close"].to_numpy()
     logret = np.diff(np.log(close))
-    ann, basis = infer_bars_per_year(bars.index, tf)
+    ann, basis = resolve_bars_per_year(bars.index, tf, calendar=bars.attrs.get("calendar"))
     table = Table(title=f"Bars: {source}", title_justify="left", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
     table.add_row("symbol", str(bars.attrs.get("symbol", "")))
     table.add_row("timeframe", str(tf))
+    table.add_row("calendar", str(bars.attrs.get("calendar") or "-"))
     table.add_row("range", f"{bars.index[0]} -> {bars.index[-1]}")
     table.add_row("bars", f"{len(bars):,}")
     table.add_row("columns", ", ".join(bars.columns))
@@ -212,17 +213,32 @@ def data_validate(
             help="error (default): exit 1 on errors; warning: on warnings too (gaps, jumps...).",
         ),
     ] = "error",
+    calendar: Annotated[
+        str | None,
+        typer.Option("--calendar", help="Market calendar whose sessions gaps are counted in: "
+                     "24/7, 24/5, XNYS-RTH, XNYS-EXT, CMES, none (default: inferred)."),
+    ] = None,
+    fmt: Annotated[
+        str | None, typer.Option("--format", help="polygon: Polygon.io aggregates.")
+    ] = None,
+    symbol: Annotated[
+        str | None, typer.Option("--symbol", help="Polygon: the ticker to keep.")
+    ] = None,
 ) -> None:
     """Validate a file of bars: exit 0 when usable, 1 when it has errors (or warnings, with
-    --fail-on warning), 2 when unreadable."""
+    --fail-on warning), 2 when unreadable. Gaps are counted inside the sessions of the
+    market calendar (given, or inferred from the bars)."""
     from rltrade.data.loaders import load_bars_with_report
 
     if fail_on not in ("error", "warning"):
         raise typer.BadParameter(f"{fail_on!r}: use error or warning", param_hint="--fail-on")
 
     policy = "repair" if repair else "report"
+    cal = None if calendar is not None and calendar.strip().lower() == "none" else (
+        calendar or "auto")
     bars, report = load_bars_with_report(
-        file, timeframe=timeframe, policy=policy, naive_tz=naive_tz
+        file, timeframe=timeframe, policy=policy, naive_tz=naive_tz, calendar=cal, format=fmt,
+        symbol=symbol,
     )
     if as_json:
         console.print_json(json.dumps(report.to_dict()))
@@ -230,7 +246,7 @@ def data_validate(
         console.print(_findings_table(report))
         console.print(
             f"{report.rows_in:,} rows in, {report.rows_out:,} out; timeframe {report.timeframe}; "
-            f"{report.start} -> {report.end}"
+            f"calendar {report.calendar or '-'}; {report.start} -> {report.end}"
         )
     discard_deferred_logs()  # the findings were the log lines held back: printed once, above
     if out is not None:
@@ -291,30 +307,127 @@ def data_resample(
 
 @data_app.command("import")
 def data_import(
-    file: Annotated[str, typer.Argument(help="CSV/Parquet file to import.")],
-    symbol: Annotated[str, typer.Option("--symbol", help="Symbol to store it under.")],
+    files: Annotated[
+        list[str],
+        typer.Argument(help="Files to import: CSV/Parquet, or Polygon JSON / flat files / a "
+                       "folder of them; several, or a quoted glob such as 'daily/*.csv'."),
+    ],
+    symbol: Annotated[
+        str | None,
+        typer.Option("--symbol", help="Symbol to store under (Polygon: the ticker to keep). "
+                     "Default: each file's name (HD_1d.csv -> HD), or a Polygon file's ticker."),
+    ] = None,
     timeframe: Annotated[
         str | None, typer.Option("--timeframe", "-t", help="Bar timeframe (inferred if omitted).")
     ] = None,
     store: StoreOpt = Path("data/store"),
     repair: PolicyOpt = False,
     naive_tz: NaiveTzOpt = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="polygon: Polygon.io aggregates (REST JSON or flat "
+                     "files); default: recognised from the file."),
+    ] = None,
+    calendar: Annotated[
+        str | None,
+        typer.Option("--calendar", help="Market calendar for the gap check: 24/7, 24/5, "
+                     "XNYS-RTH, XNYS-EXT, CMES (default: inferred)."),
+    ] = None,
 ) -> None:
-    """Validate a file and merge it into the bar store."""
-    from rltrade.data import load_bars
+    """Validate files of bars and merge them into the bar store, one summary row per file.
+
+    Polygon files (``--format polygon``, or recognised) are read together as one series of
+    ``--symbol``. Exit 1 when a file of several could not be imported (the others are)."""
+    from rich.markup import escape
+
+    from rltrade.data.loaders import is_polygon_source
+
+    paths = _expand_files(files)
+    policy = "repair" if repair else "strict"
+    cal = calendar or "auto"
+    polygon = is_polygon_source(Path(paths[0]), fmt)
+    groups = [paths] if polygon else [[p] for p in paths]
+    if len(groups) == 1:
+        row = _import_one(groups[0], symbol, timeframe, store, policy, naive_tz, fmt, cal)
+        console.print(f"{row['symbol']} {row['timeframe']}: {row['added']:,} added, "
+                      f"{row['replaced']:,} replaced, {row['unchanged']:,} unchanged in {store} "
+                      f"(calendar {row['calendar'] or '-'}; {escape(row['verdict'])})")
+        return
+    table = Table(title=f"Import into {store}", title_justify="left")
+    for col in ("file", "symbol", "timeframe", "calendar", "rows", "validation", "added",
+                "replaced", "unchanged"):
+        table.add_column(col, justify="right" if col in ("rows", "added", "replaced",
+                                                         "unchanged") else "left")
+    failed = 0
+    for group in groups:
+        try:
+            row = _import_one(group, symbol, timeframe, store, policy, naive_tz, fmt, cal)
+        except RLTradeError as exc:
+            failed += 1
+            table.add_row(escape(group[0]), symbol or "", "", "", "",
+                          f"[red]{escape(str(exc))}[/]", "", "", "")
+            continue
+        table.add_row(escape(group[0]), row["symbol"], row["timeframe"], row["calendar"] or "-",
+                      f"{row['rows']:,}", escape(row["verdict"]), f"{row['added']:,}",
+                      f"{row['replaced']:,}", f"{row['unchanged']:,}")
+    console.print(table)
+    discard_deferred_logs()  # each file's findings are its row's verdict
+    if failed:
+        err_console.print(f"{failed} of {len(groups)} file(s) not imported", markup=False,
+                          highlight=False)
+        raise typer.Exit(1)
+
+
+def _expand_files(files: list[str]) -> list[str]:
+    """The files named, quoted glob patterns expanded (in name order)."""
+    import glob
+
+    out: list[str] = []
+    for item in files:
+        if not Path(item).exists() and glob.has_magic(item):
+            matched = sorted(glob.glob(item, recursive=True))
+            if not matched:
+                raise DataError(f"{item}: no file matches this pattern")
+            out.extend(matched)
+        else:
+            out.append(item)
+    return out
+
+
+def _import_one(
+    group: list[str], symbol: str | None, timeframe: str | None, store: Path, policy: str,
+    naive_tz: str | None, fmt: str | None, calendar: str,
+) -> dict[str, Any]:
+    """Load (validated), write into the store, and the summary row of one file (or one
+    Polygon series of several files)."""
+    import pandas as pd
+
+    from rltrade.data.loaders import is_polygon_source, load_bars_with_report, symbol_from_path
+    from rltrade.data.parsing import read_polygon
     from rltrade.data.store import BarStore
 
-    bars = load_bars(
-        file, timeframe=timeframe, policy="repair" if repair else "strict", naive_tz=naive_tz
-    )
+    if len(group) > 1:  # Polygon files of one series: read together
+        frames = [read_polygon(Path(p), symbol) for p in group]
+        raw = pd.concat(frames, ignore_index=True)
+        sym = symbol or frames[0].attrs.get("symbol")
+        bars, report = load_bars_with_report(raw, timeframe=timeframe, policy=policy,  # type: ignore[arg-type]
+                                             naive_tz=naive_tz, calendar=calendar)
+        source = f"polygon:{Path(group[0]).name}+{len(group) - 1}"
+    else:
+        bars, report = load_bars_with_report(group[0], timeframe=timeframe, policy=policy,  # type: ignore[arg-type]
+                                             naive_tz=naive_tz, symbol=symbol, format=fmt,
+                                             calendar=calendar)
+        sym = symbol or (bars.attrs.get("symbol") if is_polygon_source(Path(group[0]), fmt)
+                         else symbol_from_path(group[0]))
+        source = f"file:{Path(group[0]).name}"
     tf = timeframe or bars.attrs.get("timeframe")
     if not tf:
-        raise ValidationError(f"{file}: cannot infer the timeframe; pass --timeframe")
-    stats = BarStore(store).write(symbol, tf, bars, source=f"file:{Path(file).name}")
-    console.print(
-        f"{symbol} {tf}: {stats['added']:,} added, {stats['replaced']:,} replaced, "
-        f"{stats['unchanged']:,} unchanged in {store}"
-    )
+        raise ValidationError(f"{group[0]}: cannot infer the timeframe; pass --timeframe")
+    if not sym:
+        raise DataError(f"{group[0]}: no symbol; pass --symbol")
+    stats = BarStore(store).write(str(sym), tf, bars, source=source)
+    return {"symbol": str(sym), "timeframe": str(tf), "calendar": report.calendar,
+            "rows": len(bars), "verdict": report.verdict(), **stats}
 
 
 @data_app.command("info")

@@ -174,6 +174,10 @@ class DataConfig(StrictModel):
     :param timeframe: expected bar spacing; inferred when omitted.
     :param symbol: overrides the symbol the source reports.
     :param policy: ``strict`` (errors stop the run) or ``repair`` (documented fixes applied).
+    :param calendar: the market calendar (``24/7``, ``24/5``, ``XNYS-RTH``, ``XNYS-EXT``,
+        ``CMES``; :mod:`rltrade.data.calendars`): gaps are counted inside its sessions, Sharpe
+        is annualised with its bars per year and the risk manager's session rules use it;
+        ``auto`` (default) infers it from the bars, ``none`` uses none.
     """
 
     _label: ClassVar[str] = "data"
@@ -184,8 +188,23 @@ class DataConfig(StrictModel):
     timeframe: str | None = None
     symbol: str | None = None
     policy: Literal["strict", "repair"] = "strict"
+    calendar: str | None = "auto"
 
     _yaml_dates = field_validator("start", "end", mode="before")(_date_text)
+
+    @field_validator("calendar")
+    @classmethod
+    def _known_calendar(cls, v: str | None) -> str | None:
+        if v is None or v.strip().lower() == "none":
+            return None
+        if v.strip().lower() == "auto":
+            return "auto"
+        from rltrade.data.calendars import MarketCalendar
+
+        try:
+            return MarketCalendar(v).name
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
     _dates = field_validator("start", "end")(_check_range)
     _ordered = field_validator("end")(_check_end)
 

@@ -178,11 +178,12 @@ def _load_through(config: RunConfig, end: str | None) -> pd.DataFrame:
     dc = config.data
     try:
         return load_bars(dc.source, timeframe=dc.timeframe, start=None, end=end,
-                         policy=dc.policy, symbol=dc.symbol)
+                         policy=dc.policy, symbol=dc.symbol, calendar=dc.calendar)
     except DataError:
         if end is None:
             raise
-        bars = load_bars(dc.source, timeframe=dc.timeframe, policy=dc.policy, symbol=dc.symbol)
+        bars = load_bars(dc.source, timeframe=dc.timeframe, policy=dc.policy, symbol=dc.symbol,
+                         calendar=dc.calendar)
         if len(bars) and bars.index[0] >= to_utc(end):
             raise DataError(f"the requested range ends at {end}, before the first bar of "
                               f"{dc.source}: it holds no bars (the data covers "
@@ -758,6 +759,7 @@ def _metadata(run: Run, config: RunConfig, data: PreparedData, model: BaseAlgori
             "source": config.data.source,
             "symbol": ds.symbol,
             "timeframe": ds.timeframe,
+            "calendar": ds.calendar,
             "fingerprint": ds.fingerprint,
             "rows": len(ds),
             "warmup_dropped": ds.warmup_dropped,

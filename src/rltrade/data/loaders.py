@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl
 import pandas as pd
 from loguru import logger
 
-from rltrade.data.parsing import OHLCV, read_table
+from rltrade.data.parsing import OHLCV, POLYGON_FLAT_COLUMNS, read_polygon, read_table
 from rltrade.data.timeframes import parse_timeframe, to_utc
 from rltrade.data.validation import Policy, ValidationReport, validate_bars
 from rltrade.errors import DataError
@@ -146,6 +146,8 @@ def load_bars_with_report(
     symbol: str | None = None,
     store_root: str | Path | None = None,
     columns: Iterable[str] = OHLCV,
+    calendar: str | None = "auto",
+    format: str | None = None,
 ) -> tuple[pd.DataFrame, ValidationReport]:
     """Like :func:`load_bars` but also returns the :class:`ValidationReport`."""
     label = source if isinstance(source, str | Path) else "DataFrame"
@@ -174,13 +176,16 @@ def load_bars_with_report(
         raw = BarStore(root).read(sym, tf)
         attrs.update(symbol=sym, timeframe=parse_timeframe(tf).name)
         timeframe = timeframe or tf
+    elif is_polygon_source(Path(source), format):
+        raw = read_polygon(Path(source), symbol)
+        attrs["symbol"] = raw.attrs.get("symbol")
     else:
         path = Path(source)
         raw = read_table(path)
         attrs["symbol"] = path.name.split(".")[0]
 
     report = validate_bars(raw, timeframe, policy, naive_tz=naive_tz, source=label,
-                           columns=columns)
+                           columns=columns, calendar=calendar)
     for finding in report.findings:
         if finding.severity == "warning":
             if finding.code == "naive_timestamps":
@@ -198,6 +203,7 @@ def load_bars_with_report(
         raise DataError(f"{label}: no bars between {start} and {end}")
     bars = bars.copy() if bars is raw else bars
     attrs["timeframe"] = attrs.get("timeframe") or report.timeframe
+    attrs["calendar"] = report.calendar
     if symbol:
         attrs["symbol"] = symbol
     bars.attrs.update(attrs)
@@ -215,6 +221,8 @@ def load_bars(
     symbol: str | None = None,
     store_root: str | Path | None = None,
     columns: Iterable[str] = OHLCV,
+    calendar: str | None = "auto",
+    format: str | None = None,
 ) -> pd.DataFrame:
     """Load bars from a file, a bundled sample, a synthetic market or the store, validated.
 
@@ -231,10 +239,17 @@ def load_bars(
         :func:`~rltrade.data.validate_bars`); ``("close",)`` for a series of which only the
         close is used (an external series such as VIX): a file of dates and closes is enough,
         and broken open/high/low are neither errors nor repaired.
+    :param calendar: the market calendar (``24/7``, ``24/5``, ``XNYS-RTH``, ``XNYS-EXT``,
+        ``CMES``; see :mod:`rltrade.data.calendars`) whose sessions gaps are counted in;
+        ``"auto"`` infers it from the bars, ``None`` uses none.
+    :param format: ``"polygon"`` for Polygon.io aggregates (a REST JSON response, a flat
+        file, or a folder tree of them; see :func:`~rltrade.data.parsing.read_polygon`),
+        filtered by ``symbol`` (the ticker); ``None`` works it out (a ``.json`` file, a
+        folder, or a CSV with Polygon's flat-file header are read as Polygon).
     :returns: a DataFrame with a UTC ``DatetimeIndex`` named ``timestamp`` and float64 columns
         ``open, high, low, close, volume`` plus any extra numeric columns (``open_interest``,
         ``funding_rate``, ``spread``, ``vwap``, ``trades``...). ``df.attrs`` holds ``source``,
-        ``symbol`` and ``timeframe``.
+        ``symbol``, ``timeframe`` and ``calendar`` (the calendar used, ``None`` when none).
     """
     bars, _ = load_bars_with_report(
         source,
@@ -246,5 +261,56 @@ def load_bars(
         symbol=symbol,
         store_root=store_root,
         columns=columns,
+        calendar=calendar,
+        format=format,
     )
     return bars
+
+
+_FORMATS = ("polygon",)
+
+
+def is_polygon_source(path: Path, fmt: str | None) -> bool:
+    """Whether ``path`` is read as Polygon aggregates: ``fmt="polygon"``, or recognised (a
+    folder, a ``.json`` file, or a CSV with Polygon's flat-file header).
+
+    :param path: a file or folder.
+    :param fmt: the format asked for (``None``: recognise it).
+    :raises DataError: for an unknown ``fmt``.
+    """
+    if fmt is not None:
+        if fmt.lower() not in _FORMATS:
+            raise DataError(f"unknown format {fmt!r}: use polygon (or leave it out: CSV and "
+                            "Parquet are recognised)")
+        return True
+    name = path.name.lower()
+    if path.is_dir() or name.endswith((".json", ".json.gz")):
+        return True
+    if not name.endswith((".csv", ".csv.gz")) or not path.is_file():
+        return False
+    try:
+        import gzip
+
+        opener = gzip.open if name.endswith(".gz") else open
+        with opener(path, "rt", encoding="utf-8", errors="replace") as fh:
+            header = fh.readline().strip().lower().split(",")
+    except OSError:
+        return False
+    return set(POLYGON_FLAT_COLUMNS) <= set(header)
+
+
+def symbol_from_path(path: str | Path) -> str:
+    """The symbol a file's name suggests: its name before the first dot, without a trailing
+    ``_<timeframe>`` (``HD_1d.csv`` -> ``HD``, ``btcusdt_1h.csv.gz`` -> ``btcusdt``).
+
+    :param path: a bar file's path.
+    """
+    stem = Path(path).name.split(".")[0]
+    head, sep, tail = stem.rpartition("_")
+    if sep and head:
+        try:
+            parse_timeframe(tail)
+            return head
+        except DataError:
+            pass
+    return stem

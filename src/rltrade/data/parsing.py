@@ -740,3 +740,128 @@ def is_standard(frame: pd.DataFrame) -> bool:
         and all(c in frame.columns for c in OHLCV)
         and all(frame[c].dtype == np.float64 for c in frame.columns)
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Polygon.io aggregates
+
+#: Columns of Polygon's flat files of aggregates (``minute_aggs_v1``, ``day_aggs_v1``).
+POLYGON_FLAT_COLUMNS = ("ticker", "volume", "open", "close", "high", "low", "window_start",
+                        "transactions")
+# REST "results" keys -> rltrade columns (t: Unix ms of the bar's open)
+_POLYGON_REST = {"o": "open", "h": "high", "l": "low", "c": "close", "v": "volume",
+                 "vw": "vwap", "n": "trades"}
+_POLYGON_SUFFIXES = (".json", ".json.gz", ".csv", ".csv.gz")
+_POLYGON_HELP = (
+    "a Polygon aggregates file is either the REST API's JSON (a 'results' list of bars with "
+    "t, o, h, l, c, v and optionally vw, n) or a flat file CSV with the columns "
+    + ", ".join(POLYGON_FLAT_COLUMNS)
+)
+
+
+def _polygon_files(path: Path) -> list[Path]:
+    """``path`` itself, or every ``.json``/``.csv`` (optionally ``.gz``) file under a folder."""
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_file():
+        return [path]
+    files = sorted(p for p in path.rglob("*")
+                   if p.is_file() and p.name.lower().endswith(_POLYGON_SUFFIXES))
+    if not files:
+        raise DataError(f"{path}: no Polygon files (*.json, *.csv, *.csv.gz) in this folder")
+    return files
+
+
+def _polygon_json(path: Path) -> tuple[pd.DataFrame, set[str]]:
+    """One REST API response: its bars (UTC open times) and its ticker."""
+    import json
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8") as fh:
+            doc = json.load(fh)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise DataError(f"{path}: not readable as JSON ({_escaped(str(exc))[:120]}); "
+                        f"{_POLYGON_HELP}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        status = doc.get("status") if isinstance(doc, dict) else None
+        said = doc.get("error") or doc.get("message") if isinstance(doc, dict) else None
+        detail = f" (status {excerpt(status)}: {excerpt(said or '')})" if status else ""
+        raise DataError(f"{path}: no 'results' list{detail}; {_POLYGON_HELP}")
+    rows = doc["results"]
+    if not rows:
+        raise DataError(f"{path}: the response has no bars (results is empty)")
+    frame = pd.DataFrame(rows)
+    missing = [k for k in ("t", "o", "h", "l", "c") if k not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: results lack {missing}; {_POLYGON_HELP}")
+    stamps = pd.to_numeric(frame["t"], errors="coerce")
+    out = pd.DataFrame({"timestamp": pd.to_datetime(stamps, unit="ms", utc=True)})
+    for key, name in _POLYGON_REST.items():
+        if key in frame.columns:
+            out[name] = pd.to_numeric(frame[key], errors="coerce")
+    ticker = doc.get("ticker")
+    return out, {str(ticker)} if ticker else set()
+
+
+def _polygon_csv(path: Path, symbol: str | None) -> tuple[pd.DataFrame, set[str]]:
+    """One flat file: the rows of ``symbol`` (all rows when ``None``) and the tickers seen."""
+    try:
+        table = pacsv.read_csv(str(path), convert_options=pacsv.ConvertOptions(
+            column_types={"ticker": pa.string(), "window_start": pa.int64()}))
+    except (pa.ArrowInvalid, pa.ArrowIOError, OSError, EOFError) as exc:
+        raise DataError(_parse_error(path, exc) + f"; {_POLYGON_HELP}") from exc
+    missing = [c for c in POLYGON_FLAT_COLUMNS if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: not a Polygon flat file: missing column(s) {missing} "
+                        f"(found {_column_list(table.column_names)}); {_POLYGON_HELP}")
+    tickers = set(pc.unique(table["ticker"]).to_pylist()) - {None}
+    if symbol is not None:
+        table = table.filter(pc.equal(table["ticker"], symbol))
+    frame = table.to_pandas()
+    out = pd.DataFrame({"timestamp": pd.to_datetime(frame["window_start"], unit="ns", utc=True)})
+    for col in ("open", "high", "low", "close", "volume"):
+        out[col] = frame[col].astype(np.float64)
+    out["trades"] = frame["transactions"].astype(np.float64)
+    if "vwap" in frame.columns:
+        out["vwap"] = frame["vwap"].astype(np.float64)
+    return out, tickers
+
+
+def read_polygon(path: str | Path, symbol: str | None = None) -> pd.DataFrame:
+    """Read Polygon.io aggregates: a REST API response (JSON), a flat file (CSV, ``.gz``), or
+    a folder tree of them (e.g. ``minute_aggs_v1/2024/03/*.csv.gz``), keeping one ticker.
+
+    REST bars (``results``: ``t`` Unix ms, ``o h l c v``, ``vw``, ``n``) and flat-file rows
+    (``window_start`` Unix ns, ``transactions``) become ``timestamp`` (UTC), ``open, high,
+    low, close, volume``, ``vwap`` (volume-weighted price, when given) and ``trades``.
+
+    :param path: a file or a folder (read recursively, files in name order).
+    :param symbol: the ticker to keep (``SPY``); required when the files hold several.
+    :returns: the raw bars of that ticker, not yet validated (``load_bars`` does that).
+    :raises DataError: for a missing or malformed file (one message naming the file and the
+        expected layout), several tickers and no ``symbol``, or no bars of ``symbol``.
+    """
+    path = Path(path)
+    parts: list[pd.DataFrame] = []
+    tickers: set[str] = set()
+    for file in _polygon_files(path):
+        if file.name.lower().endswith((".json", ".json.gz")):
+            frame, seen = _polygon_json(file)
+            if symbol is not None and seen and symbol not in seen:
+                frame = frame.iloc[0:0]
+        else:
+            frame, seen = _polygon_csv(file, symbol)
+        tickers |= seen
+        parts.append(frame)
+    if symbol is None and len(tickers) > 1:
+        names = ", ".join(sorted(tickers)[:5]) + (", ..." if len(tickers) > 5 else "")
+        raise DataError(f"{path}: {len(tickers)} tickers ({names}); choose one with "
+                        "--symbol / symbol=")
+    bars = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if bars.empty:
+        which = f" of {symbol}" if symbol else ""
+        raise DataError(f"{path}: no bars{which} (tickers seen: "
+                        f"{', '.join(sorted(tickers)[:5]) or 'none'})")
+    bars.attrs["symbol"] = symbol or (next(iter(tickers)) if tickers else None)
+    return bars

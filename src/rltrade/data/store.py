@@ -326,13 +326,17 @@ class BarStore:
 
     # -- summaries ---------------------------------------------------------------------------
     def info(self) -> list[SeriesInfo]:
-        """One :class:`SeriesInfo` per stored series."""
+        """One :class:`SeriesInfo` per stored series (gaps counted inside the sessions of the
+        market calendar inferred from the bars, as :func:`~rltrade.data.validate_bars` does)."""
+        from rltrade.data.calendars import infer_calendar
         from rltrade.data.validation import find_gaps
 
         rows = []
         for symbol, tf in self.series():
             frame = self.read(symbol, tf)
-            gaps = find_gaps(frame.index, parse_timeframe(tf))
+            timeframe = parse_timeframe(tf)
+            calendar = infer_calendar(as_ns(frame.index), timeframe).calendar  # as validation
+            gaps = find_gaps(frame.index, timeframe, calendar)
             rows.append(
                 SeriesInfo(
                     symbol=symbol,

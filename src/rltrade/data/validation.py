@@ -25,16 +25,23 @@ high < low)
 one-bar spikes that revert    error     open/high/low/close of the bar set to the previous
 (bad prints, see                        close (volume kept)
 :func:`find_spikes`)
-gaps against the timeframe    warning   nothing: missing bars are never invented
-price jumps (robust z-score   warning   nothing: real markets jump; look at them
-of log returns > threshold)
+gaps inside the calendar's    warning   nothing: missing bars are never invented
+sessions (or the timeframe)
+bars outside the calendar's   warning   nothing
+sessions
+price jumps (a return beyond  warning   nothing: real markets jump; look at them
+``jump_z`` robust sigmas of
+the bar's recent returns)
 naive timestamps              warning   taken as UTC (already done by parsing)
 mixed UTC offsets whose       warning   nothing itself; the unsorted / duplicate rows it
 conversion goes back in time            causes are errors (their messages name the offsets)
 ============================  ========  =====================================================
 
-For series without Saturday bars (stocks, FX, futures), a gap that spans weekend time is the
-weekend close and is not reported, so daily stock data is not reported as full of gaps.
+Gaps are counted inside the sessions of the series' market calendar
+(:mod:`rltrade.data.calendars`: given, or inferred from the bars): nights, weekends, holidays
+and the futures' daily break are not gaps. When no calendar fits, for series without Saturday
+bars (stocks, FX, futures) a gap that spans weekend time is the weekend close and is not
+reported, so daily stock data is not reported as full of gaps.
 
 ``columns=("close",)`` checks only the close (and the timestamps): an external series whose
 open/high/low are not used (VIX) is not refused for them.
@@ -49,6 +56,13 @@ from typing import Any, Literal, NamedTuple
 import numpy as np
 import pandas as pd
 
+from rltrade.data.calendars import (
+    MarketCalendar,
+    bar_phase,
+    get_calendar,
+    infer_calendar,
+    session_positions,
+)
 from rltrade.data.parsing import OHLCV, PRICE_COLUMNS, Finding, is_standard, standardize
 from rltrade.data.timeframes import (
     NS_PER_SECOND,
@@ -76,6 +90,7 @@ class ValidationReport:
     rows_out: int
     timeframe: str | None
     findings: list[Finding] = field(default_factory=list)
+    calendar: str | None = None
     source: str | None = None
     start: str | None = None
     end: str | None = None
@@ -135,6 +150,7 @@ class ValidationReport:
             "rows_in": self.rows_in,
             "rows_out": self.rows_out,
             "timeframe": self.timeframe,
+            "calendar": self.calendar,
             "start": self.start,
             "end": self.end,
             "findings": [f.to_dict() for f in self.findings],
@@ -174,34 +190,58 @@ def _weekend_time(ns: np.ndarray) -> np.ndarray:
 
 
 class Gaps(NamedTuple):
-    """Gaps of a bar index against its timeframe (see :func:`find_gaps`)."""
+    """Gaps of a bar index against its timeframe (see :func:`find_gaps`).
+
+    ``outside`` counts bars that fall outside every session of the calendar (0 without one).
+    """
 
     events: int
     missing: int
     largest: pd.Timedelta | None
     examples: list[str]
+    outside: int = 0
+    outside_examples: tuple[str, ...] = ()
 
 
-def find_gaps(index: pd.DatetimeIndex, tf: Timeframe) -> Gaps:
+def find_gaps(
+    index: pd.DatetimeIndex, tf: Timeframe, calendar: str | MarketCalendar | None = None
+) -> Gaps:
     """Gap events, missing bars, largest gap and the first examples of a sorted unique index.
 
-    A gap is a step between consecutive bars longer than the timeframe (calendar timeframes:
-    longer than ``count * 32`` days). For series without Saturday bars (stocks, FX, futures), a
-    step that spans weekend time is the market's weekend close, not a gap.
+    With a ``calendar`` (see :mod:`rltrade.data.calendars`), only bars the calendar expects
+    count: between two consecutive bars, the missing bars are the calendar's bars of the
+    timeframe in between (on the bars' own grid: a 1h series labelled at :30 is compared with
+    :30 bars), so nights, weekends, holidays, early closes and the futures' daily break are
+    not gaps; ``largest`` is the longest run of missing bars (its bar count times the
+    timeframe), and bars outside every session are counted in ``outside``. The ``24/7``
+    calendar expects every bar. Weekly and monthly bars have no session grid: the calendar is
+    not used for them.
+
+    Without a calendar, a gap is a step between consecutive bars longer than the timeframe
+    (calendar timeframes: longer than ``count * 32`` days). For series without Saturday bars
+    (stocks, FX, futures), a step that spans weekend time is the market's weekend close, not
+    a gap.
 
     :param index: sorted, unique bar open times.
     :param tf: the expected bar spacing.
-    :returns: a :class:`Gaps` (``events, missing, largest, examples``); zeros when none.
+    :param calendar: a calendar name or :class:`~rltrade.data.calendars.MarketCalendar`.
+    :returns: a :class:`Gaps` (``events, missing, largest, examples, outside``); zeros when
+        none.
     """
     ns = as_ns(index)
     if len(ns) < 2:
         return Gaps(0, 0, None, [])
+    cal = get_calendar(calendar)
+    if cal is not None and cal.name != "24/7" and not tf.is_calendar:
+        expected = cal.expected_bars(int(ns[0]), int(ns[-1]) + 1, tf, bar_phase(ns, tf))
+        if expected is not None:
+            return _calendar_gaps(index, ns, tf, cal, expected)
     diffs = np.diff(ns)
     step = tf.nanos
     limit = tf.count * 32 * 86400 * NS_PER_SECOND if tf.is_calendar else step
     gap = diffs > limit
     saturday_share = float(np.mean(index.day_of_week == 5))
-    if gap.any() and saturday_share < 0.01 and not tf.is_calendar:
+    if gap.any() and saturday_share < 0.01 and not tf.is_calendar and cal is None:
         # A weekday-calendar series (stocks, FX, futures): a gap that spans weekend time is the
         # market's weekend close (Friday evening to Sunday evening for FX and futures), not
         # missing data.
@@ -213,6 +253,26 @@ def find_gaps(index: pd.DatetimeIndex, tf: Timeframe) -> Gaps:
     largest = pd.Timedelta(int(diffs[gap].max()), unit="ns")
     examples = [str(index[i]) for i in np.flatnonzero(gap)[:_MAX_EXAMPLES]]
     return Gaps(int(gap.sum()), missing, largest, examples)
+
+
+def _calendar_gaps(
+    index: pd.DatetimeIndex, ns: np.ndarray, tf: Timeframe, cal: MarketCalendar,
+    expected: np.ndarray,
+) -> Gaps:
+    """:func:`find_gaps` against the bars a calendar expects (sorted int64 ns)."""
+    between = (np.searchsorted(expected, ns[1:], side="left")
+               - np.searchsorted(expected, ns[:-1], side="right"))
+    gap = between > 0
+    pos, _ = session_positions(ns, cal, tf)
+    outside = pos < 0
+    out_examples = [str(index[i]) for i in np.flatnonzero(outside)[:_MAX_EXAMPLES]]
+    if not gap.any():
+        return Gaps(0, 0, None, [], int(outside.sum()), tuple(out_examples))
+    step = tf.nanos if tf.unit != "d" else 86400 * NS_PER_SECOND
+    largest = pd.Timedelta(int(between.max()) * step, unit="ns")
+    examples = [str(index[i]) for i in np.flatnonzero(gap)[:_MAX_EXAMPLES]]
+    return Gaps(int(gap.sum()), int(between.sum()), largest, examples, int(outside.sum()),
+                tuple(out_examples))
 
 
 # Spikes: the robust scale of returns is the median absolute return over a centred window of
@@ -539,46 +599,143 @@ def _check_spikes(
     return spikes
 
 
-def _check_gaps(index: pd.DatetimeIndex, tf: Timeframe, findings: list[Finding]) -> None:
-    gaps = find_gaps(index, tf)
+def _check_gaps(
+    index: pd.DatetimeIndex, tf: Timeframe, findings: list[Finding],
+    calendar: MarketCalendar | None,
+) -> None:
+    gaps = find_gaps(index, tf, calendar)
+    within = f" inside {calendar.name} sessions" if calendar is not None else ""
     if gaps.events:
         findings.append(
             Finding(
                 "gaps",
                 "warning",
                 gaps.events,
-                f"{gaps.events} gap(s) against {tf.name} bars, about {gaps.missing} missing "
-                f"bar(s), largest {gaps.largest}",
+                f"{gaps.events} gap(s) against {tf.name} bars{within}, about {gaps.missing} "
+                f"missing bar(s), largest {gaps.largest}",
                 gaps.examples,
+            )
+        )
+    if gaps.outside:
+        findings.append(
+            Finding(
+                "outside_sessions",
+                "warning",
+                gaps.outside,
+                f"{gaps.outside} bar(s) fall outside the {calendar} sessions (wrong calendar, "
+                "or bars from another session such as extended hours?)",
+                list(gaps.outside_examples),
             )
         )
 
 
-def _check_jumps(
-    close: np.ndarray, index: pd.DatetimeIndex, findings: list[Finding], jump_z: float
-) -> None:
-    """Close-to-close moves beyond a robust z-score (median/MAD over the series): a warning."""
+#: Trailing returns whose robust scale the price-jump warning compares each return with.
+JUMP_WINDOW = 100
+_JUMP_MIN_PERIODS = 20
+
+
+def jump_scores(
+    close: np.ndarray, index: pd.DatetimeIndex, tf: Timeframe | None,
+    sessions: np.ndarray | None = None,
+) -> np.ndarray:
+    """Each close-to-close log return in robust sigmas of the bar's own recent volatility.
+
+    The scale of a return is ``1.4826 × median |r|`` of the :data:`JUMP_WINDOW` returns
+    between adjacent bars (one timeframe apart) before it (trailing: the bar itself is not in
+    its scale), floored at half of the same figure over the whole series (so a quiet stretch
+    does not make every tick a jump). A return across missing bars inside a session scales it
+    by the square root of the bars elapsed. A return that opens a session (the overnight or
+    weekend gap, the futures' break; ``sessions`` changes) is compared with the other session
+    openings (their ``1.4826 × median |r|``) when there are at least ten, else like a return
+    across missing bars. So a busy minute after a quiet hour is judged against its own
+    minutes, and a session's opening gap is not a jump because it is larger than a minute.
+
+    :param close: closes in time order.
+    :param index: their open times.
+    :param tf: the bars' timeframe (``None``: every return counts as adjacent).
+    :param sessions: each bar's session index (:func:`session_positions`; ``None``: no
+        sessions known, so a gap longer than a day counts as a session opening). Daily bars
+        are one bar per session: consecutive sessions are adjacent, skipped ones elapsed.
+    :returns: ``|z|`` per return (``len(close) - 1`` values), NaN where undefined.
+    """
     with np.errstate(invalid="ignore", divide="ignore"):
         logret = np.diff(np.log(close))
-    finite = logret[np.isfinite(logret)]
-    if finite.size <= 10:
-        return
-    med = np.median(finite)
-    mad = np.median(np.abs(finite - med)) * 1.4826
-    if mad <= 0:
-        return
-    z = np.abs(logret - med) / mad
+    n = logret.size
+    z = np.full(n, np.nan)
+    if n < 2:
+        return z
+    size = np.abs(logret)
+    ns = as_ns(index)
+    step = tf.nanos if tf is not None and not tf.is_calendar else None
+    elapsed = np.diff(ns) / step if step else np.ones(n)
+    if sessions is not None and tf is not None and tf.unit == "d":
+        # daily bars: one bar per session, so consecutive sessions are adjacent bars
+        sess = np.asarray(sessions)
+        known = (sess[1:] >= 0) & (sess[:-1] >= 0)
+        elapsed = np.where(known, np.diff(sess).astype(np.float64), elapsed)
+        sessions = None
+    adjacent = elapsed <= 1.0 + 1e-9
+    if sessions is not None:
+        opening = np.diff(np.asarray(sessions)) != 0
+    elif tf is not None and tf.unit == "d":
+        opening = np.zeros(n, dtype=bool)
+    else:
+        opening = np.diff(ns) > 86400 * NS_PER_SECOND
+    adjacent &= ~opening
+    finite = np.isfinite(size)
+    base = size[adjacent & finite]
+    if base.size <= 10:
+        return z
+    moving = base[base > 0]
+    if not moving.size:
+        return z
+    global_scale = 1.4826 * float(np.median(base))
+    if global_scale <= 0:
+        global_scale = 1.4826 * float(np.median(moving))
+    floor = 0.5 * global_scale
+    adj_pos = np.flatnonzero(adjacent)
+    trailing = (pd.Series(size[adj_pos]).rolling(JUMP_WINDOW, min_periods=_JUMP_MIN_PERIODS)
+                .median().shift(1).to_numpy() * 1.4826)
+    # each return's scale: the trailing adjacent scale in force at it
+    local = np.full(n, np.nan)
+    local[adj_pos] = trailing
+    local = pd.Series(local).ffill().to_numpy()
+    local = np.maximum(np.where(np.isfinite(local), local, global_scale), floor)
+    scale = local * np.sqrt(np.maximum(elapsed, 1.0))
+    scale[adj_pos] = local[adj_pos]
+    openings = np.flatnonzero(opening)
+    open_sizes = size[openings][np.isfinite(size[openings])]
+    if open_sizes.size >= 10 and np.median(open_sizes) > 0:
+        scale[openings] = np.maximum(1.4826 * float(np.median(open_sizes)), floor)
+    with np.errstate(invalid="ignore"):
+        z = size / scale
+    return z
+
+
+def _check_jumps(
+    close: np.ndarray, index: pd.DatetimeIndex, findings: list[Finding], jump_z: float,
+    tf: Timeframe | None, calendar: MarketCalendar | None,
+) -> None:
+    """Close-to-close moves beyond ``jump_z`` robust sigmas of the bar's own recent volatility
+    (:func:`jump_scores`): a warning."""
+    sessions = None
+    if calendar is not None and tf is not None and len(index) and index.is_monotonic_increasing:
+        sessions = session_positions(as_ns(index), calendar, tf)[0]
+    z = jump_scores(close, index, tf, sessions)
     jumps = np.isfinite(z) & (z > jump_z)
     if not jumps.any():
         return
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logret = np.diff(np.log(close))
     k = int(np.nanargmax(np.where(jumps, np.abs(logret), -np.inf)))
     findings.append(
         Finding(
             "price_jumps",
             "warning",
             int(jumps.sum()),
-            f"{int(jumps.sum())} close-to-close move(s) beyond robust z {jump_z:g}; "
-            f"largest {np.expm1(logret[k]) * 100:+.2f}% at {index[k + 1]}",
+            f"{int(jumps.sum())} close-to-close move(s) beyond {jump_z:g} robust sigmas of "
+            f"the bar's recent volatility; largest {np.expm1(logret[k]) * 100:+.2f}% at "
+            f"{index[k + 1]}",
             [str(index[i + 1]) for i in np.flatnonzero(jumps)[:_MAX_EXAMPLES]],
         )
     )
@@ -599,6 +756,15 @@ def _checked(columns: Iterable[str]) -> tuple[str, ...]:
     return checked
 
 
+def _resolve_calendar(
+    calendar: str | MarketCalendar | None, index: pd.DatetimeIndex, tf: Timeframe | None
+) -> MarketCalendar | None:
+    """The calendar named, or the one :func:`infer_calendar` finds for ``"auto"``."""
+    if isinstance(calendar, str) and calendar.strip().lower() == "auto":
+        return infer_calendar(as_ns(index), tf).calendar if tf is not None else None
+    return get_calendar(calendar)
+
+
 def validate_bars(
     df: pd.DataFrame,
     timeframe: str | Timeframe | None = None,
@@ -609,6 +775,7 @@ def validate_bars(
     spike_z: float = 50.0,
     columns: Iterable[str] = OHLCV,
     source: str | None = None,
+    calendar: str | MarketCalendar | None = "auto",
 ) -> ValidationReport:
     """Check bars and, under ``policy="repair"``, fix what can be fixed honestly.
 
@@ -619,7 +786,8 @@ def validate_bars(
         ``"repair"`` applies the documented fixes and returns what it changed; ``"report"``
         only reports (never raises, never changes).
     :param naive_tz: time zone of naive timestamps (default: UTC, with a warning).
-    :param jump_z: robust z-score above which a log return is reported as a price jump.
+    :param jump_z: robust sigmas of the bar's own recent returns beyond which a log return is
+        reported as a price jump (see :func:`jump_scores`).
     :param spike_z: robust sigmas that a one-bar jump and its reversal must both exceed to be
         a bad print (see :func:`find_spikes`).
     :param columns: the columns whose values are required and checked, among ``open, high,
@@ -627,6 +795,11 @@ def validate_bars(
         passes ``("close",)``: its other columns may be absent or broken (they are kept as
         they are), the OHLC envelope is checked only when all four prices are, and volume
         only when listed. Timestamps are always checked.
+    :param calendar: the market calendar whose sessions gaps are counted in (``"24/7"``,
+        ``"24/5"``, ``"XNYS-RTH"``, ``"XNYS-EXT"``, ``"CMES"``; see
+        :mod:`rltrade.data.calendars`); ``"auto"`` (default) infers it from the bars
+        (:func:`~rltrade.data.calendars.infer_calendar`), ``None`` uses none (the timeframe
+        and the weekend rule). The calendar used is ``report.calendar``.
     :returns: a :class:`ValidationReport`; the (possibly repaired) bars are ``report.bars``.
     """
     if policy not in ("strict", "repair", "report"):
@@ -661,16 +834,19 @@ def validate_bars(
     # timing: gaps and jumps, on sorted unique bars
     clean_index = _sorted_unique(cols.index)
     tf = parse_timeframe(timeframe) if timeframe is not None else infer_timeframe(clean_index)
+    cal = _resolve_calendar(calendar, clean_index, tf)
     if tf is not None:
-        _check_gaps(clean_index, tf, findings)
+        _check_gaps(clean_index, tf, findings, cal)
     if spikes is not None:  # spikes are reported above, not again as jumps
-        _check_jumps(_flatten_spikes(cols.values["close"], spikes), cols.index, findings, jump_z)
+        _check_jumps(_flatten_spikes(cols.values["close"], spikes), cols.index, findings, jump_z,
+                     tf, cal)
 
     report = ValidationReport(
         policy=policy,
         rows_in=rows_in,
         rows_out=len(bars),
         timeframe=tf.name if tf else None,
+        calendar=cal.name if cal is not None else None,
         findings=findings,
         source=source,
         start=str(clean_index[0]) if len(clean_index) else None,
@@ -692,5 +868,6 @@ __all__ = [
     "ValidationReport",
     "find_gaps",
     "find_spikes",
+    "jump_scores",
     "validate_bars",
 ]

@@ -29,7 +29,7 @@ from rltrade.features.dataset import Dataset
 from rltrade.features.normalize import Normalizer
 from rltrade.sim import kernels as K
 from rltrade.sim.engine import BatchEngine
-from rltrade.sim.risk import RiskManager, RiskState
+from rltrade.sim.risk import RiskConfig, RiskManager, RiskState, SessionFlags, session_flags
 
 #: fewest envs per thread when a step is split over threads (each thread's share must outweigh
 #: waking and joining it: a step is ~0.5 µs of work per env)
@@ -187,6 +187,10 @@ class EnvCore:
         self.risk: list[RiskManager] | None = (
             [RiskManager(config.risk) for _ in range(self.n_envs)] if config.risk else None
         )
+        if config.risk is not None and config.risk.needs_calendar:
+            flags = self.session_flags(config.risk)
+            for manager in self.risk or ():
+                manager.set_session_flags(flags)
         self.risk_counts: list[dict[str, int]] = [{} for _ in range(self.n_envs)]
         #: the risk manager's reasons for changing env ``i``'s last target (empty: unchanged)
         self.last_reasons: list[tuple[str, ...]] = [() for _ in range(self.n_envs)]
@@ -199,6 +203,30 @@ class EnvCore:
         #: ``config.segments`` (``None``: the whole dataset; ``eval`` mode ignores segments)
         self.train_spans = (self._train_spans(config.segments, t_len)
                             if config.mode == "train" else None)
+
+    def session_flags(self, risk: RiskConfig) -> SessionFlags:
+        """The risk manager's session rules for this core's bars (:func:`session_flags`), from
+        the dataset's market calendar (inferred from its bars when it has none), with this
+        engine's fill and decision lag.
+
+        :raises ConfigError: when no calendar is known or fits the bars.
+        """
+        ds = self.dataset
+        calendar = ds.calendar
+        if calendar is None:
+            from rltrade.data.calendars import infer_calendar
+
+            found = infer_calendar(ds.timestamps, ds.timeframe).calendar
+            calendar = found.name if found is not None else None
+        if calendar is None:
+            raise ConfigError(
+                "risk: session rules (flat_at_session_close, no_entry_last_minutes, no_trade "
+                "timezone 'exchange') need the bars' market calendar and none fits them: set "
+                "data.calendar (24/7, 24/5, XNYS-RTH, XNYS-EXT or CMES)"
+            )
+        engine = self.config.engine
+        return session_flags(risk, ds.timestamps, ds.timeframe, calendar, fill=engine.fill,
+                             lag=engine.effective_lag)
 
     # the compiled kernels bound to this core's arrays: rebuilt, never copied, by copy and pickle
     # (a copied table of addresses would point into the original's memory)

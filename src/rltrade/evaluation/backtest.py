@@ -408,7 +408,8 @@ def run_backtest(
             steps, trades, timeframe=dataset.timeframe, initial_capital=initial,
             benchmark_equity=bench, costs=_costs(st),
             interventions=_risk_counts(done.run.core) if cfg.risk is not None else None,
-            run_id=summary["name"], bars_per_year=bars_per_year)
+            run_id=summary["name"], bars_per_year=bars_per_year,
+            calendar=dataset.calendar)
     clock.lap("metrics")
     debug = None
     if state_debug:

@@ -78,7 +78,7 @@ def run_dataset(run: Run, source: str | None = None, start: str | None = None,
     dc = config.data
     src = source or dc.source
     bars = load_bars(src, timeframe=dc.timeframe, policy=dc.policy, symbol=dc.symbol,
-                     end=end)
+                     end=end, calendar=dc.calendar)
     try:
         dataset = build_dataset(bars, config.feature_spec, timeframe=dc.timeframe,
                                 symbol=dc.symbol)

@@ -25,9 +25,13 @@ Returns and annualization
   (8,766 for ``1h``), EURUSD 1h about 6,200 (24/5), SPY regular-hours 1-minute bars about
   98,000, daily US stocks about 252. A sample shorter than two whole weeks falls back to the
   timeframe's 24/7 calendar (``parse_timeframe(timeframe).bars_per_year``) and says so. Pass
-  ``bars_per_year=`` to override. ``run.bars_per_year_source`` is ``"observed"``,
-  ``"timeframe"`` or ``"override"``; ``run.bars_per_year_basis`` says what it was based on
-  (``"observed: 4,993 bars in 42 whole weeks from 2017-04-19"``).
+  ``bars_per_year=`` to override. ``run.bars_per_year_source`` is ``"calendar"``,
+  ``"observed"``, ``"timeframe"`` or ``"override"``; ``run.bars_per_year_basis`` says what it
+  was based on
+  (``"observed: 4,993 bars in 42 whole weeks from 2017-04-19"``). With the bars' market
+  calendar (``calendar=``, a backtest passes its dataset's), ``A`` is the calendar's bars per
+  year and the source ``"calendar"`` (``"calendar: XNYS-RTH, 97,740 1m bars a year (sessions
+  of 2024)"``).
   The number of years of a run is ``bars / A`` (as in empyrical and quantstats), not calendar time.
 * **Risk-free rate**: ``risk_free_rate`` is annual (default 0); per bar it is
   ``rf = (1 + risk_free_rate) ** (1 / A) - 1``.
@@ -37,8 +41,8 @@ run
 ``id``, ``timeframe`` (canonical), ``start`` (timestamp of the first bar, its open), ``end``
 (close of the last bar = its timestamp + one bar), ``duration_days`` (``end - start`` in days),
 ``bars``, ``initial_capital``, ``bars_per_year`` (``A``), ``bars_per_year_source``
-(``"observed"``, ``"timeframe"`` or ``"override"``), ``bars_per_year_basis`` (the sentence
-behind it), ``risk_free_rate`` (annual). Timestamps are UTC ISO 8601.
+(``"calendar"``, ``"observed"``, ``"timeframe"`` or ``"override"``), ``bars_per_year_basis``
+(the sentence behind it), ``risk_free_rate`` (annual). Timestamps are UTC ISO 8601.
 
 performance
 -----------
@@ -491,6 +495,7 @@ def compute_metrics(
     bars_per_year: float | None = None,
     risk_free_rate: float = 0.0,
     alpha: float = 0.05,
+    calendar: str | None = None,
 ) -> dict[str, Any]:
     """Every metric of one backtest, as a JSON-ready nested dict (definitions: module docstring).
 
@@ -516,6 +521,9 @@ def compute_metrics(
         default: observed in the steps' timestamps (see the module docstring).
     :param risk_free_rate: annual risk-free rate for Sharpe/Sortino/alpha/PSR (default 0).
     :param alpha: significance level of the minimum track record length (default 0.05).
+    :param calendar: the bars' market calendar (``XNYS-RTH``...): when given (and no
+        ``bars_per_year``), the annualization factor is the calendar's bars per year
+        (:func:`rltrade.evaluation.series.resolve_bars_per_year`).
     :return: the metrics dict, with the list of undefined keys under ``"undefined"``.
     :raises DataError: for unusable ``steps``, ``trades`` or benchmark.
     :raises ConfigError: for invalid settings (capital, bars per year, trials, costs).
@@ -542,7 +550,7 @@ def compute_metrics(
     tf = parse_timeframe(timeframe)
     n_trials_used, var_trials_used = resolve_trials(n_trials, trial_sharpes, var_trials)
     index = steps_index(steps)
-    a, a_source = resolve_bars_per_year(index, tf, bars_per_year)
+    a, a_source = resolve_bars_per_year(index, tf, bars_per_year, calendar)
 
     sr0 = expected_max_sharpe(n_trials_used, var_trials_used)
     with np.errstate(all="ignore"):

@@ -30,9 +30,19 @@ A sample shorter than :data:`MIN_OBSERVED_WEEKS` whole weeks shows too little of
 says so. An explicit ``bars_per_year`` (the run config's ``evaluation.bars_per_year``,
 ``--bars-per-year``) overrides both.
 
-The source string starts with its kind, ``"observed"``, ``"timeframe"`` or ``"override"``
-(:func:`source_kind`), followed after ``": "`` by what it was based on, e.g.
-``"observed: 5,000 bars in 41 whole weeks from 2017-04-19"``.
+**A known market calendar comes first.** When the bars' calendar is known (``data.calendar``,
+or inferred when the bars were loaded: :mod:`rltrade.data.calendars`), ``A`` is the bars of
+the timeframe the calendar holds per year, over the calendar years the data spans (its
+sessions, holidays and early closes from ``exchange_calendars``): ``XNYS-RTH`` 1m about
+252 × 390, ``XNYS-EXT`` 1m about 252 × 960, ``CMES`` 5m about 258 × 276, ``24/5`` 1h about
+6,250, ``24/7`` the timeframe's own value over 365.25 days (8,766 for ``1h``, as before).
+Observing the data stays the fallback for bars without a calendar (and for weekly or monthly
+bars).
+
+The source string starts with its kind, ``"calendar"``, ``"observed"``, ``"timeframe"`` or
+``"override"`` (:func:`source_kind`), followed after ``": "`` by what it was based on, e.g.
+``"observed: 5,000 bars in 41 whole weeks from 2017-04-19"`` or ``"calendar: XNYS-RTH,
+97,740 1m bars a year (sessions of 2024)"``.
 """
 
 from __future__ import annotations
@@ -56,6 +66,7 @@ from rltrade.errors import ConfigError, DataError
 __all__ = [
     "MIN_OBSERVED_WEEKS",
     "align_benchmark",
+    "calendar_bars_per_year",
     "drawdown",
     "equity_returns",
     "gross_exposure",
@@ -74,7 +85,7 @@ __all__ = [
 MIN_OBSERVED_WEEKS = 2
 _WEEK_NS = 7 * 86400 * NS_PER_SECOND
 _YEAR_NS = SECONDS_PER_YEAR * NS_PER_SECOND
-_SOURCES = ("observed", "timeframe", "override")
+_SOURCES = ("calendar", "observed", "timeframe", "override")
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,7 +256,8 @@ def source_kind(source: str) -> str:
 
     :param source: a source string from :func:`infer_bars_per_year` or
         :func:`resolve_bars_per_year`.
-    :return: its kind (the text before ``": "``).
+    :return: its kind (the text before ``": "``): ``calendar``, ``observed``, ``timeframe``
+        or ``override``.
     """
     kind = str(source).split(":", 1)[0].strip()
     return kind if kind in _SOURCES else str(source)
@@ -290,20 +302,59 @@ def infer_bars_per_year(
     return float(value), f"observed: {count:,} bars in {weeks:,} whole weeks from {first}"
 
 
+def calendar_bars_per_year(
+    calendar: str, timestamps_ns: Any, timeframe: str | Timeframe | None = None
+) -> tuple[float, str] | None:
+    """Bars per year of a market calendar, over the calendar years the bars span.
+
+    :param calendar: a calendar name (``XNYS-RTH``...; see :mod:`rltrade.data.calendars`).
+    :param timestamps_ns: bar open times (int64 UTC nanoseconds or a DatetimeIndex).
+    :param timeframe: the bars' timeframe, or ``None`` to infer it.
+    :return: ``(bars_per_year, source)`` with source ``"calendar: ..."``; ``None`` when the
+        calendar has no session grid for the timeframe (weekly, monthly bars) or no bars.
+    :raises ConfigError: for an unknown calendar.
+    """
+    from rltrade.data.calendars import MarketCalendar
+
+    cal = MarketCalendar(calendar)
+    ts = _timestamps_ns(timestamps_ns)
+    tf = parse_timeframe(timeframe) if timeframe is not None else infer_timeframe(ts)
+    if tf is None or ts.size == 0 or tf.unit in ("w", "M") or (tf.unit == "d" and tf.count > 1):
+        return None
+    if cal.name == "24/7":  # around the clock: the timeframe's own 365.25-day value
+        value = float(tf.bars_per_year)
+        return value, f"calendar: 24/7, {value:,.0f} {tf.name} bars a year (365.25 days)"
+    first = pd.Timestamp(int(ts[0]), unit="ns", tz="UTC").year
+    last = pd.Timestamp(int(ts[-1]), unit="ns", tz="UTC").year
+    try:
+        value = cal.bars_per_year(tf, first, last)
+    except DataError:
+        return None
+    years = str(first) if first == last else f"{first}-{last}"
+    return value, f"calendar: {cal.name}, {value:,.0f} {tf.name} bars a year (sessions of {years})"
+
+
 def resolve_bars_per_year(
     timestamps_ns: Any,
     timeframe: str | Timeframe | None = None,
     override: float | None = None,
+    calendar: str | None = None,
 ) -> tuple[float, str]:
-    """The annualisation factor: ``override`` when given, else :func:`infer_bars_per_year`.
+    """The annualisation factor: ``override`` when given, else the market calendar's
+    (:func:`calendar_bars_per_year`) when known, else :func:`infer_bars_per_year`.
 
     :param timestamps_ns: bar open times (int64 UTC nanoseconds or a DatetimeIndex).
     :param timeframe: the bars' timeframe, or ``None`` to infer it.
     :param override: an explicit bars per year (e.g. 252 for daily equity bars).
+    :param calendar: the bars' market calendar (``XNYS-RTH``...), ``None`` when unknown.
     :return: ``(bars_per_year, source)``, source ``"override"`` for an override.
     :raises ConfigError: for an override that is not a positive finite number.
     """
     if override is None:
+        if calendar is not None:
+            found = calendar_bars_per_year(calendar, timestamps_ns, timeframe)
+            if found is not None:
+                return found
         return infer_bars_per_year(timestamps_ns, timeframe)
     try:
         value = float(override)

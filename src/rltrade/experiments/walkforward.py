@@ -343,7 +343,8 @@ def _plain(row: dict[str, Any]) -> dict[str, Any]:
 def _data_section(config: RunConfig, ds: Dataset) -> dict[str, Any]:
     """The ``data`` section of ``walkforward.json``: where the bars came from and their range."""
     return {"source": config.data.source, "symbol": ds.symbol, "timeframe": ds.timeframe,
-            "fingerprint": ds.fingerprint, "spec_hash": ds.spec_hash, "rows": len(ds),
+            "calendar": ds.calendar, "fingerprint": ds.fingerprint, "spec_hash": ds.spec_hash,
+            "rows": len(ds),
             "start": str(ds.index[0]), "end": str(ds.index[-1]),
             "warmup_dropped": ds.warmup_dropped}
 

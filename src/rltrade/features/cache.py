@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +94,8 @@ class DatasetCache:
                 if folder.exists():
                     log.debug("dataset cache hit {}", entry["folder"])
                     self.last_action, self.last_recomputed = "hit", 0
-                    return Dataset.load(folder)
+                    # the calendar is the one these bars were loaded with (data.calendar)
+                    return replace(Dataset.load(folder), calendar=bars.attrs.get("calendar"))
         dataset = None
         ts = as_ns(bars.index)
         for entry in sorted(entries, key=lambda e: -e["n_bars"]):
@@ -111,6 +113,7 @@ class DatasetCache:
         if dataset is None:
             dataset = build_dataset(bars, spec)
             self.last_action, self.last_recomputed = "full", len(bars)
+        dataset = replace(dataset, calendar=bars.attrs.get("calendar"))
         self._put(dataset, bars, entries)
         return dataset
 

@@ -61,6 +61,8 @@ class Dataset:
     strategy_timeframes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     extras: dict[str, np.ndarray] = field(default_factory=dict)
+    #: the market calendar of the bars (``XNYS-RTH``...; see :mod:`rltrade.data.calendars`)
+    calendar: str | None = None
 
     # -- views ------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -144,6 +146,7 @@ class Dataset:
             "fingerprint": self.fingerprint,
             "timeframe": self.timeframe,
             "symbol": self.symbol,
+            "calendar": self.calendar,
             "rows": len(self),
             "start": str(self.index[0]) if len(self) else None,
             "end": str(self.index[-1]) if len(self) else None,
@@ -225,6 +228,7 @@ class Dataset:
             fingerprint=meta["fingerprint"],
             timeframe=meta["timeframe"],
             symbol=meta["symbol"],
+            calendar=meta.get("calendar"),
             warmup_dropped=meta["warmup_dropped"],
             strategy_timeframes=meta["strategy_timeframes"],
             skipped=meta["skipped"],
@@ -380,6 +384,7 @@ def build_dataset(
         fingerprint=fingerprint,
         timeframe=arrays.timeframe.name,
         symbol=symbol or bars.attrs.get("symbol"),
+        calendar=bars.attrs.get("calendar"),
         warmup_dropped=warmup,
         strategy_timeframes=strategy_tfs,
         skipped=skipped,

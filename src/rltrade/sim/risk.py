@@ -17,7 +17,8 @@ Conventions
   between ``0`` and ``x``: the adjusted target never has a larger ``|exposure|`` than the one
   requested and never the opposite sign.
 - **Time.** Timestamps are int64 nanoseconds since the epoch, UTC. Times of day, weekdays and
-  sessions are all UTC.
+  the daily-loss session are UTC, unless ``no_trade.timezone`` names a zone (exchange time);
+  the session rules follow the market calendar's sessions (:mod:`rltrade.data.calendars`).
 - **Account tracking.** The manager tracks the running peak equity and the session's starting
   equity itself from :meth:`RiskManager.update` ``(timestamp, equity)``. Every
   :meth:`~RiskManager.check_target` and :meth:`~RiskManager.mask` call first does
@@ -65,6 +66,22 @@ Gates, in the order they are applied (each sees the target left by the previous 
    - ``timestamps``: listed instants (int ns or ISO strings; naive = UTC), each blocking
      ``[t - pad_minutes, t + pad_minutes]`` (an exact bar match when ``pad_minutes == 0``).
 
+   With ``timezone`` (an IANA name, or ``"exchange"``: the market calendar's zone, New York
+   for ``XNYS-*``, Chicago for ``CMES``), ``times`` and ``weekdays`` are in that zone and
+   follow its daylight saving (``["09:30", "10:00"]`` in New York is the first half hour of
+   the US cash session all year).
+
+Session rules (need the bars' market calendar; the env and :func:`run_backtest` precompute them
+per bar from it with :func:`session_flags` and hand them over with
+:meth:`RiskManager.set_session_flags`, so the step loop does one dictionary lookup):
+
+- ``flat_at_session_close`` (reason ``session_close``, applied right after ``daily_loss``): the
+  target becomes ``0`` on the bars whose orders fill last in the session (with fills at the
+  next open: the second-to-last and the last bar), so the book is flat at every close, and on
+  bars outside every session.
+- ``no_entry_last_minutes`` (reason ``session_end``, applied last): entries and increases whose
+  order would fill in the last ``N`` minutes of a session are blocked like the spread gate does.
+
 Continuous actions: :meth:`RiskManager.check_target` returns a :class:`Decision` (adjusted
 target and the reasons that changed it), and records every change as an :class:`Intervention`
 (bar timestamp, reason code, target before and after the gate), counted by
@@ -92,6 +109,7 @@ import bisect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, ClassVar, Literal, NamedTuple
 
 import numpy as np
@@ -111,8 +129,10 @@ __all__ = [
     "RiskConfig",
     "RiskManager",
     "RiskState",
+    "SessionFlags",
     "SpreadConfig",
     "VolatilityConfig",
+    "session_flags",
 ]
 
 DAILY_LOSS = "daily_loss"
@@ -120,8 +140,14 @@ MAX_DRAWDOWN = "max_drawdown"
 VOLATILITY = "volatility"
 SPREAD = "spread"
 NO_TRADE_WINDOW = "no_trade_window"
+SESSION_CLOSE = "session_close"
+SESSION_END = "session_end"
 #: Stable reason codes, in the order the gates are applied.
-REASONS: tuple[str, ...] = (DAILY_LOSS, MAX_DRAWDOWN, VOLATILITY, SPREAD, NO_TRADE_WINDOW)
+REASONS: tuple[str, ...] = (DAILY_LOSS, SESSION_CLOSE, MAX_DRAWDOWN, VOLATILITY, SPREAD,
+                            NO_TRADE_WINDOW, SESSION_END)
+# bits of the per-bar session flags (RiskManager.set_session_flags)
+FLAT_BIT = 1
+NO_ENTRY_BIT = 2
 
 _NS = 1_000_000_000
 _DAY_NS = 86_400 * _NS
@@ -299,12 +325,34 @@ class NoTradeConfig(_Strict):
     :param weekdays: whole UTC weekdays, ``0``-``6`` (Monday = 0) or names (``"sat"``).
     :param timestamps: listed instants, int64 UTC ns or ISO strings (naive = UTC).
     :param pad_minutes: each listed instant blocks ``[t - pad, t + pad]``; ``0`` = exact match.
+    :param timezone: the zone of ``times`` and ``weekdays``: ``None`` (UTC, the default), an
+        IANA name (``America/New_York``: daylight saving followed), or ``"exchange"``, the
+        time zone of the bars' market calendar (``XNYS-*``: New York, ``CMES``: Chicago).
     """
 
     times: tuple[tuple[str, str], ...] = ()
     weekdays: tuple[int, ...] = ()
     timestamps: tuple[int, ...] = ()
     pad_minutes: float = 0.0
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, v: str | None) -> str | None:
+        if v is None or v.strip().lower() in ("utc", ""):
+            return None
+        if v.strip().lower() == "exchange":
+            return "exchange"
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {v!r}: use an IANA name such as America/New_York, or "
+                "'exchange' for the market calendar's time zone"
+            ) from None
+        return v
 
     @field_validator("times", mode="before")
     @classmethod
@@ -378,6 +426,10 @@ class RiskConfig(StrictModel):
     :param spread: spread gate.
     :param no_trade: no-trade windows.
     :param daily_loss: daily loss kill switch.
+    :param flat_at_session_close: be flat at each session's close (no position held overnight
+        or outside the sessions of the bars' market calendar).
+    :param no_entry_last_minutes: no entries or increases whose fill would come in the last
+        ``N`` minutes of a session.
     """
 
     drawdown: DrawdownConfig | None = None
@@ -385,8 +437,27 @@ class RiskConfig(StrictModel):
     spread: SpreadConfig | None = None
     no_trade: NoTradeConfig | None = None
     daily_loss: DailyLossConfig | None = None
+    flat_at_session_close: bool = False
+    no_entry_last_minutes: float | None = None
 
     _label: ClassVar[str] = "risk"
+
+    @field_validator("no_entry_last_minutes")
+    @classmethod
+    def _check_last_minutes(cls, v: float | None) -> float | None:
+        return None if v is None else _positive(v, "no_entry_last_minutes")
+
+    @property
+    def session_rules(self) -> bool:
+        """Whether a rule needs the bars' sessions (:meth:`RiskManager.set_session_flags`)."""
+        return self.flat_at_session_close or self.no_entry_last_minutes is not None
+
+    @property
+    def needs_calendar(self) -> bool:
+        """Whether a rule needs the bars' market calendar: a session rule, or no-trade
+        windows in the exchange's time zone."""
+        nt = self.no_trade
+        return self.session_rules or (nt is not None and nt.timezone == "exchange")
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> RiskConfig:
@@ -464,6 +535,84 @@ class ActionMask(NamedTuple):
     reasons: dict[int, tuple[str, ...]]
 
 
+class SessionFlags(NamedTuple):
+    """Per-bar session rules, precomputed from the market calendar for a run's bars.
+
+    :param flags: bar timestamp (int64 UTC ns) -> bits (``FLAT_BIT``: the target is forced
+        to 0; ``NO_ENTRY_BIT``: entries and increases are blocked), flagged bars only.
+    :param calendar: the calendar's name (``XNYS-RTH``...).
+    :param tz: the calendar's time zone (the ``"exchange"`` zone of no-trade windows).
+    """
+
+    flags: dict[int, int]
+    calendar: str
+    tz: str
+
+
+def session_flags(
+    config: RiskConfig,
+    timestamps_ns: np.ndarray,
+    timeframe: str,
+    calendar: Any,
+    *,
+    fill: str = "open",
+    lag: int = 0,
+) -> SessionFlags:
+    """The session rules of ``config`` for each bar, vectorised (never per step).
+
+    ``flat_at_session_close``: the decision whose order is the last to fill inside the session
+    and every later decision of the session are forced flat, so the book is flat at the
+    close. With fills at the next bar's open (``fill="open"``) that is the second-to-last bar
+    (its order fills at the last bar's open) and the last bar; with ``fill="close"`` the last
+    bar alone; a decision lag of ``k`` bars moves it ``k`` bars earlier. The last bar of a
+    session is the last bar the data has in it (a missing bar at the close moves it earlier);
+    when the data ends inside a session, that session is not closed. Bars outside every session
+    are forced flat too (no position outside the sessions).
+
+    ``no_entry_last_minutes = N``: entries and increases are blocked on bars whose order would
+    fill (``bar open + (1 + lag) × timeframe``) at or after ``session close - N`` minutes.
+
+    :param config: the risk settings.
+    :param timestamps_ns: the bars' open times (sorted int64 UTC ns).
+    :param timeframe: the bars' timeframe.
+    :param calendar: a calendar name or :class:`~rltrade.data.calendars.MarketCalendar`.
+    :param fill: the engine's fill (``"open"`` or ``"close"``).
+    :param lag: the engine's decision lag in force, in bars.
+    """
+    from rltrade.data.calendars import get_calendar, session_positions
+    from rltrade.data.timeframes import parse_timeframe
+
+    cal = get_calendar(calendar)
+    if cal is None:
+        raise ConfigError("session rules need a market calendar")
+    tf = parse_timeframe(timeframe)
+    ts = np.asarray(timestamps_ns, dtype=np.int64)
+    n = ts.size
+    bits = np.zeros(n, dtype=np.int64)
+    if n:
+        pos, sessions = session_positions(ts, cal, tf)
+        step = tf.nanos
+        if config.flat_at_session_close:
+            delay = (1 if fill == "open" else 0) + int(lag)
+            ends = np.flatnonzero(np.r_[pos[1:] != pos[:-1], True])  # last bar of each run
+            if pos[-1] >= 0 and ts[-1] + step < sessions.close[pos[-1]]:
+                ends = ends[:-1]  # the data stops inside a session: it is not closed here
+            rank = np.full(n, n, dtype=np.int64)  # bars before the end of their session
+            run = np.searchsorted(ends, np.arange(n))
+            has_end = run < ends.size
+            rank[has_end] = ends[run[has_end]] - np.arange(n)[has_end]
+            bits |= np.where((rank <= delay) | (pos < 0), FLAT_BIT, 0)
+        if config.no_entry_last_minutes is not None:
+            inside = pos >= 0
+            close = np.where(inside, sessions.close[np.maximum(pos, 0)], 0)
+            fill_time = ts + (1 + int(lag)) * step
+            cutoff = close - round(config.no_entry_last_minutes * 60 * _NS)
+            bits |= np.where(inside & (fill_time >= cutoff), NO_ENTRY_BIT, 0)
+    flagged = np.flatnonzero(bits)
+    flags = dict(zip(ts[flagged].tolist(), bits[flagged].tolist(), strict=True))
+    return SessionFlags(flags, cal.name, cal.tz)
+
+
 def _clamp_no_increase(target: float, position: float) -> float:
     """The part of ``target`` that does not open, increase or reverse exposure."""
     if target * position < 0 or position == 0.0:
@@ -506,6 +655,12 @@ class RiskManager:
         self._nt_weekdays = frozenset(nt.weekdays) if nt else frozenset()
         self._nt_stamps = list(nt.timestamps) if nt else []
         self._nt_pad = round(nt.pad_minutes * 60 * _NS) if nt else 0
+        self._nt_zone: Any = None  # ZoneInfo of no-trade times in exchange time (None: UTC)
+        if nt is not None and nt.timezone not in (None, "exchange"):
+            from zoneinfo import ZoneInfo
+
+            self._nt_zone = ZoneInfo(nt.timezone)
+        self._flags: SessionFlags | None = None
         dl = config.daily_loss
         self._session_offset = dl.session_start_hour * _HOUR_NS if dl else 0
         self.reset()
@@ -592,6 +747,19 @@ class RiskManager:
         """Number of recorded interventions by reason code."""
         return dict(self._counts)
 
+    def set_session_flags(self, flags: SessionFlags) -> None:
+        """Use the session rules precomputed for a run's bars (:func:`session_flags`); the
+        env and the backtest call it. Also fixes the ``"exchange"`` zone of no-trade windows.
+
+        :param flags: the per-bar flags and the calendar they came from.
+        """
+        self._flags = flags
+        nt = self.config.no_trade
+        if nt is not None and nt.timezone == "exchange":
+            from zoneinfo import ZoneInfo
+
+            self._nt_zone = ZoneInfo(flags.tz)
+
     def _record(self, ts: int, reason: str, before: float, after: float) -> None:
         self._counts[reason] = self._counts.get(reason, 0) + 1
         if self.keep_records:
@@ -605,9 +773,23 @@ class RiskManager:
         :param timestamp: int64 UTC ns.
         """
         ts = int(timestamp)
-        if self._nt_weekdays and ((ts // _DAY_NS + 3) % 7) in self._nt_weekdays:
+        nt = self.config.no_trade
+        if nt is not None and nt.timezone is not None and (self._nt_weekdays or self._nt_times):
+            if self._nt_zone is None:
+                raise ConfigError(
+                    "risk.no_trade.timezone 'exchange' needs the bars' market calendar "
+                    "(set data.calendar); the env and the backtest provide it"
+                )
+            local = datetime.fromtimestamp(ts / _NS, self._nt_zone)
+            if self._nt_weekdays and local.weekday() in self._nt_weekdays:
+                return True
+            sec = local.hour * 3600 + local.minute * 60 + local.second
+            for start, end in self._nt_times:
+                if (start <= sec < end) if start < end else (sec >= start or sec < end):
+                    return True
+        elif self._nt_weekdays and ((ts // _DAY_NS + 3) % 7) in self._nt_weekdays:
             return True  # 1970-01-01 was a Thursday (weekday 3)
-        if self._nt_times:
+        if self._nt_times and (nt is None or nt.timezone is None):
             sec = (ts // _NS) % 86_400
             for start, end in self._nt_times:
                 if (start <= sec < end) if start < end else (sec >= start or sec < end):
@@ -627,6 +809,17 @@ class RiskManager:
         blocks: list[str] = []
         if self._killed:
             flatten = DAILY_LOSS
+        bits = 0
+        if self._flags is not None:
+            bits = self._flags.flags.get(int(state.timestamp), 0)
+        elif cfg.flat_at_session_close or cfg.no_entry_last_minutes is not None:
+            raise ConfigError(
+                "risk.flat_at_session_close / no_entry_last_minutes need the bars' sessions: "
+                "RiskManager.set_session_flags(session_flags(...)) (the env and the backtest "
+                "do it from the data's market calendar)"
+            )
+        if flatten is None and bits & FLAT_BIT:
+            flatten = SESSION_CLOSE
         dd = cfg.drawdown
         if (
             dd is not None
@@ -659,6 +852,8 @@ class RiskManager:
             blocks.append(SPREAD)
         if cfg.no_trade is not None and self.in_no_trade_window(state.timestamp):
             blocks.append(NO_TRADE_WINDOW)
+        if bits & NO_ENTRY_BIT:
+            blocks.append(SESSION_END)
         return _Gates(flatten, tuple(scales), tuple(blocks))
 
     # ---------------------------------------------------------------- continuous

@@ -101,6 +101,8 @@ class RiskGate:
         elif risk_config is not None:
             self.core, self.manager = core, RiskManager(risk_config, keep_records=False)
             self.own = True
+            if risk_config.needs_calendar:
+                self.manager.set_session_flags(core.session_flags(risk_config))
 
     @property
     def active(self) -> bool:
