@@ -167,6 +167,9 @@ class EnvCore:
         self.params = p
         #: annualised realised volatility per bar (``vol_target`` only; else empty)
         self.vol = self._realised_vol() if config.vol_target else np.zeros(0)
+        #: the multiplier of the engine's costs (:meth:`set_cost_scale`); 1: the real costs
+        self.cost_scale = 1.0
+        self._cost_base: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         n = self.n_envs
         #: the step's arguments, one bundle (:class:`rltrade.envs.kernels.StepArgs`): every
         #: buffer below is one of its fields
@@ -238,6 +241,26 @@ class EnvCore:
                                   "set env.vol_bars_per_year")
         close = np.ascontiguousarray(self.dataset.ohlcv[:, 3], dtype=np.float64)
         return EK.realised_vol(close, float(cfg.vol_span), float(per_year))
+
+    def set_cost_scale(self, scale: float) -> None:
+        """Multiply the engine's costs (maker and taker fees, half-spread, slippage) by
+        ``scale`` from the next step on, relative to the costs the core was built with (1: the
+        real costs again, exactly). Training's ``cost_scale`` / ``cost_curriculum`` call it on
+        the training envs only."""
+        scale = float(scale)
+        if not (np.isfinite(scale) and scale >= 0.0):
+            raise ConfigError(f"cost scale must be finite and >= 0, got {scale}")
+        if self._cost_base is None:
+            self._cost_base = (
+                self._cfg[[K.C_MAKER, K.C_TAKER, K.C_SLIP_FRAC]].copy(),
+                self._mkt[:, K.M_HALF_SPREAD].copy(), self._mkt[:, K.M_ATR_SLIP].copy())
+        fees, spread, slip = self._cost_base
+        self._cfg[K.C_MAKER] = fees[0] * scale
+        self._cfg[K.C_TAKER] = fees[1] * scale
+        self._cfg[K.C_SLIP_FRAC] = fees[2] * scale
+        np.multiply(spread, scale, out=self._mkt[:, K.M_HALF_SPREAD])
+        np.multiply(slip, scale, out=self._mkt[:, K.M_ATR_SLIP])
+        self.cost_scale = scale
 
     def set_bar_step(self, per_bar: bool) -> None:
         """``True``: a step covers one bar even between two decisions of ``decision_interval``
