@@ -86,6 +86,10 @@ class EnvConfig(StrictModel):
         per year (:func:`rltrade.evaluation.series.infer_bars_per_year`, from its timestamps).
     :param cost_penalty: the reward of a step loses this × the step's engine costs (fees,
         spread, slippage) / the equity before it (in units of the real cost). 0: off.
+    :param min_margin: abstention in :func:`~rltrade.evaluation.run_backtest` (every backtest,
+        training's evaluations included; the training envs ignore it): a discrete policy keeps
+        the action that keeps its position unless the action it prefers is more probable by at
+        least this margin (:class:`~rltrade.agents.policy.MarginPolicy`). 0: off.
     :param engine: the execution engine's configuration.
     :param risk: optional risk manager in the loop (same gates as backtests and live).
     """
@@ -125,6 +129,7 @@ class EnvConfig(StrictModel):
     vol_span: int = Field(64, ge=2)
     vol_bars_per_year: float | None = Field(None, gt=0)
     cost_penalty: float = Field(0.0, ge=0)
+    min_margin: float = Field(0.0, ge=0, le=1)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     risk: RiskConfig | None = None
 
@@ -133,6 +138,9 @@ class EnvConfig(StrictModel):
         if self.vol_target is not None and self.action_scheme == "discrete6":
             raise ValueError("vol_target: discrete6 sizes its positions from the ATR; use "
                              "discrete3 or exposure_sl, or set vol_target to None")
+        if self.min_margin > 0 and self.action_scheme == "exposure_sl":
+            raise ValueError("min_margin: abstention needs a discrete action scheme (discrete3 "
+                             "or discrete6); set it to 0 for exposure_sl")
         if self.min_stop_pct > self.max_stop_pct:
             raise ValueError("min_stop_pct must not exceed max_stop_pct")
         if self.segments is not None:

@@ -55,7 +55,7 @@ from loguru import logger
 from numba import njit
 
 from rltrade.agents.baselines import BuyAndHold
-from rltrade.agents.policy import NumpyMlpPolicy, is_planned, mlp_action
+from rltrade.agents.policy import MarginPolicy, NumpyMlpPolicy, is_planned, mlp_action
 from rltrade.data.store import atomic_write_bytes
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
@@ -390,6 +390,8 @@ def run_backtest(
         raise ConfigError(f"run_backtest needs a Dataset, got {type(dataset).__name__}")
     clock = _Clock()
     cfg = _policy_config(policy, config, equity_floor)
+    if cfg.min_margin > 0 and not is_planned(policy):
+        policy = MarginPolicy(policy, cfg.min_margin, cfg.action_scheme)  # abstention
     seed = cfg.engine.seed if seed is None else int(seed)
     done = _run_pass(policy, dataset, cfg, normalizer, seed, state_debug, deterministic, clock)
     forced = force_close and _force_close(done)
