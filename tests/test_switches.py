@@ -193,6 +193,21 @@ def test_realised_vol_is_causal():
     np.testing.assert_allclose(full[1:], np.sqrt(ref * 8760.0), rtol=1e-12)
 
 
+def test_vol_targeted_positions_do_not_read_the_future(ds):
+    """The delete-the-future test with vol targeting on (its default annualisation): a pass
+    on the bars up to t trades exactly as the pass on all bars, up to t."""
+    rng = np.random.default_rng(5)
+    actions = rng.integers(0, 3, len(ds))
+    cfg = EnvConfig.build(BASE, vol_target=0.05, vol_span=16)
+    full = run_backtest(PlanPolicy(actions), ds, cfg, metrics=False, benchmark=False).steps
+    for t in (60, 333):
+        cut = run_backtest(PlanPolicy(actions[: t + 1]), ds.slice(0, t + 1), cfg,
+                           metrics=False, benchmark=False).steps
+        pd.testing.assert_series_equal(cut["position"], full["position"].iloc[: len(cut)])
+        pd.testing.assert_series_equal(cut["equity"], full["equity"].iloc[: len(cut)])
+    assert full["position"].abs().max() * full["close"].iloc[0] < 0.9 * full["equity"].iloc[0]
+
+
 def _vol_target_exposure(vol: float) -> float:
     """Exposure (notional / equity) of a new discrete3 long when the realised vol is ``vol``."""
     rows = 64

@@ -20,6 +20,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from rltrade.data.timeframes import parse_timeframe
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
 from rltrade.envs.schemes import ACTION_SCHEMES
@@ -233,12 +234,9 @@ class EnvCore:
         cfg = self.config
         per_year = cfg.vol_bars_per_year
         if per_year is None:
-            from rltrade.evaluation.series import infer_bars_per_year  # evaluation imports envs
-
-            per_year, _ = infer_bars_per_year(self.dataset.timestamps, self.dataset.timeframe)
-            if not np.isfinite(per_year) or per_year <= 0:
-                raise ConfigError("env.vol_target: the dataset's bars per year are unknown; "
-                                  "set env.vol_bars_per_year")
+            # the timeframe's 24/7 calendar: known before any bar (counting the dataset's own
+            # bars would read the timestamps of bars after t)
+            per_year = parse_timeframe(self.dataset.timeframe).bars_per_year
         close = np.ascontiguousarray(self.dataset.ohlcv[:, 3], dtype=np.float64)
         return EK.realised_vol(close, float(cfg.vol_span), float(per_year))
 
