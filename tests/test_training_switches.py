@@ -84,3 +84,27 @@ def test_early_stopping_on_the_validation_return(tmp_path, small_config):
     assert stop["evaluations_without_improvement"] == 2
     assert stop["best_step"] == result.evaluations[best]["step"]
     assert result.best_eval["step"] == stop["best_step"]
+
+
+def test_linear_schedules_of_learning_rate_and_entropy(tmp_path, small_config):
+    cfg = small_config(agent={"hyperparams": {
+        "learning_rate": {"schedule": "linear", "start": 1e-3, "end": 1e-4},
+        "ent_coef": {"schedule": "linear", "start": 0.05, "end": 0.0}}},
+        training={"total_steps": 512, "eval_freq": 0})
+    result = T.train(cfg, "sched", runs_root=tmp_path)
+    model = result.model
+    assert model.lr_schedule(1.0) == pytest.approx(1e-3)
+    # SB3 sets the rate of an update from the progress after its rollout: the last one's is 0
+    assert model.policy.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    # the last rollout started at step 384 of 512: ent_coef = 0.05 * (1 - 384 / 512)
+    assert model.ent_coef == pytest.approx(0.05 * 128 / 512)
+    again = T.train(cfg, "sched2", runs_root=tmp_path)
+    assert again.final_eval == result.final_eval  # deterministic, and saved / loaded
+    with pytest.raises(ConfigError, match="agent.hyperparams.learning_rate"):
+        T.train(small_config(agent={"hyperparams": {"learning_rate": {"schedule": "cosine",
+                                                                      "start": 1, "end": 0}}}),
+                "bad", runs_root=tmp_path)
+    with pytest.raises(ConfigError, match="agent.hyperparams.gamma"):
+        T.train(small_config(agent={"hyperparams": {"gamma": {"schedule": "linear",
+                                                              "start": 1, "end": 0}}}),
+                "bad2", runs_root=tmp_path)

@@ -40,7 +40,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from rltrade.agents.algorithms import check_hyperparams, load_into, make_agent, save_model
+from rltrade.agents.algorithms import (
+    apply_schedules,
+    check_hyperparams,
+    load_into,
+    make_agent,
+    save_model,
+)
 from rltrade.agents.baselines import BuyAndHold
 from rltrade.config import RunConfig
 from rltrade.data.loaders import load_bars
@@ -234,6 +240,7 @@ class _RunCallback(BaseCallback):
 
     def _on_training_start(self) -> None:
         self.trainer.update_costs(self.model)
+        self.trainer.update_schedules(self.model)
 
     def _on_rollout_start(self) -> None:
         # on-policy: between rollouts the weights match the step count exactly
@@ -241,6 +248,7 @@ class _RunCallback(BaseCallback):
             self.trainer.maybe_checkpoint(self.model)
             self.trainer.maybe_evaluate(self.model)
             self.trainer.update_costs(self.model)
+            self.trainer.update_schedules(self.model)
 
     def _on_step(self) -> bool:
         tr = self.trainer
@@ -401,6 +409,10 @@ class _Trainer:
             log.info("early stop at step {}: the validation return has not improved for {} "
                      "evaluations (best at step {})", step, since,
                      self.early_stop["best_step"])
+
+    def update_schedules(self, model: BaseAlgorithm) -> None:
+        """The scheduled hyperparameters training sets itself (``ent_coef``) for this step."""
+        apply_schedules(model, 1.0 - min(1.0, model.num_timesteps / max(1, self.planned)))
 
     def update_costs(self, model: BaseAlgorithm) -> None:
         """Give the training envs the cost multiplier of this step (``training.cost_scale``
