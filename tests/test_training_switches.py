@@ -100,11 +100,11 @@ def test_linear_schedules_of_learning_rate_and_entropy(tmp_path, small_config):
     assert model.ent_coef == pytest.approx(0.05 * 128 / 512)
     again = T.train(cfg, "sched2", runs_root=tmp_path)
     assert again.final_eval == result.final_eval  # deterministic, and saved / loaded
-    with pytest.raises(ConfigError, match="agent.hyperparams.learning_rate"):
+    with pytest.raises(ConfigError, match=r"agent\.hyperparams\.learning_rate"):
         T.train(small_config(agent={"hyperparams": {"learning_rate": {"schedule": "cosine",
                                                                       "start": 1, "end": 0}}}),
                 "bad", runs_root=tmp_path)
-    with pytest.raises(ConfigError, match="agent.hyperparams.gamma"):
+    with pytest.raises(ConfigError, match=r"agent\.hyperparams\.gamma"):
         T.train(small_config(agent={"hyperparams": {"gamma": {"schedule": "linear",
                                                               "start": 1, "end": 0}}}),
                 "bad2", runs_root=tmp_path)
