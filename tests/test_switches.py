@@ -341,3 +341,19 @@ def test_the_backtesting_py_bridge_decides_every_kth_bar():
     final = ours.summary["final_equity"]
     assert abs(stats["Equity Final [$]"] - final) / final < 1e-9
     assert ours.summary["n_trades"] > 5
+
+
+def test_baselines_run_without_the_agents_switches(ds):
+    from rltrade.agents import make_baseline
+
+    on = EnvConfig.build(BASE, decision_interval=3, min_hold=5, hysteresis=0.2, vol_target=0.05,
+                         cost_penalty=1.0)
+    for name in ("buy_and_hold", "random"):
+        policy = make_baseline(name, seed=0) if name == "random" else make_baseline(name)
+        a = run_backtest(policy, ds, on, metrics=False)
+        b = run_backtest(policy, ds, BASE, metrics=False)
+        pd.testing.assert_frame_equal(a.steps, b.steps)
+    agent = run_backtest(PlanPolicy(np.full(len(ds), 2)), ds, on, metrics=False)
+    # the benchmark column is plain buy-and-hold; the vol-targeted agent holds less
+    np.testing.assert_array_equal(agent.steps["benchmark_equity"], b.steps["benchmark_equity"])
+    assert agent.summary["final_equity"] != b.steps["benchmark_equity"].iloc[-1]
