@@ -379,3 +379,19 @@ def test_accounting_identities_hold_with_any_instrument(case):
         assert a.realized == pytest.approx(float(t["net_pnl"].sum()), abs=tol)
         if cfg.lot_size and not a.bankrupt:
             assert abs(a.position / cfg.lot_size - round(a.position / cfg.lot_size)) < 1e-6
+
+
+def test_a_target_within_float_dust_of_flat_closes_and_its_fee_stays_on_a_trade():
+    """Found by the property above: a target of 7e-19 after a position of 1 left a 7e-19
+    position with no lot, and its closing fill's minimum fee reached no trade."""
+    ohlcv = np.tile([1.1, 1.111, 1.089, 1.1, 1.0], (6, 1))
+    cfg = EngineConfig(costs=CostModel(min_fee=1.0, spread_bps=0.0, slippage="none"),
+                       initial_cash=100_000.0)
+    eng = ExecutionEngine(ohlcv, cfg)
+    eng.reset(0)
+    for units in (1.0, 7.195614602792772e-19, 0.0, 0.0):
+        eng.step(units)
+    a = eng.account
+    assert a.position == 0.0
+    assert a.equity == pytest.approx(a.initial_equity + a.realized + a.unrealized, abs=1e-9)
+    assert a.fees == pytest.approx(2.0)  # open and close: one minimum fee each, no third

@@ -352,7 +352,8 @@ def decide_target(a: StepArgs, i: int, a0: float, a1: float) -> tuple[float, flo
     if p[P_HYSTERESIS] > 0.0:
         eq = st[K.EQUITY]
         c = a.mkt[int(st[K.BAR]), K.M_CLOSE]
-        full = p[P_MAX_EXPOSURE] * p[P_LEVERAGE] * eq / c if eq > 0.0 else 0.0
+        unit = c * a.cfg[K.C_MULTIPLIER]  # one contract's notional
+        full = p[P_MAX_EXPOSURE] * p[P_LEVERAGE] * eq / unit if eq > 0.0 else 0.0
         if abs(target - pos) <= p[P_HYSTERESIS] * full:
             return nan, nan, nan
     return target, stop, take

@@ -495,6 +495,10 @@ def market_order(st: np.ndarray, lots: np.ndarray, trades: np.ndarray, mkt: np.n
         return R_BANKRUPT
     pos = st[POS]
     target = qty if kind == K_TARGET else pos + qty
+    if target != 0.0 and abs(target) <= 1e-12 * abs(pos):
+        # float dust of the position (1 - 1e-19 == 1): a close, not a position too small to
+        # hold a lot, whose fees no trade would carry
+        target = 0.0
     short = cfg[C_ALLOW_SHORT] == 0.0 and target < 0.0
     if short:
         target = 0.0
