@@ -441,14 +441,15 @@ def _trial_dir(path: Path, number: int) -> Path:
     return path / "trials" / f"trial_{number:04d}"
 
 
-def _trial_row(t: Any) -> dict[str, Any]:
-    """A frozen Optuna trial as one row of the trials table."""
+def _trial_row(t: Any, interrupted: set[int]) -> dict[str, Any]:
+    """A frozen Optuna trial as one row of the trials table (``interrupted``: the numbers of
+    the trials an interruption cut short)."""
     attrs = dict(t.user_attrs)
     return {"number": t.number, "state": t.state.name.lower(), "value": t.value,
             "params": dict(t.params), "intermediate": {str(k): v for k, v in
                                                        sorted(t.intermediate_values.items())},
             "config_hash": attrs.get("config_hash"), "error": attrs.get("error"),
-            "retry_of": attrs.get("retry_of"), "interrupted": bool(attrs.get("interrupted")),
+            "retry_of": attrs.get("retry_of"), "interrupted": t.number in interrupted,
             "wall_seconds": attrs.get("wall_seconds"), "dir": attrs.get("dir")}
 
 
@@ -559,9 +560,11 @@ def sweep(config: RunConfig, space: str | Path | Mapping[str, Any], name: str, n
              name, n_trials, len(plan.folds), len(seeds), len(dims), parallel_trials)
     finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
+    interrupted = set(study.user_attrs.get("interrupted", []))
+
     def n_done() -> int:
         return sum(1 for t in study.get_trials(deepcopy=False, states=finished)
-                   if not t.user_attrs.get("interrupted"))
+                   if t.number not in interrupted)
 
     t_units = 0.0
     unit_seconds = 0.0
@@ -629,7 +632,7 @@ def sweep(config: RunConfig, space: str | Path | Mapping[str, Any], name: str, n
             n_run += 1
             log.info("sweep {}: trial {} {} {}", name, n, state,
                      "" if value is None else f"objective {value:.4g}")
-    rows = [_trial_row(t) for t in study.get_trials(deepcopy=False)]
+    rows = [_trial_row(t, interrupted) for t in study.get_trials(deepcopy=False)]
     complete = [r for r in rows if r["state"] == "complete"]
     best = max(complete, key=lambda r: (r["value"], -r["number"])) if complete else None
     timings = {"units": t_units, "unit_seconds": unit_seconds, "trials_run": n_run,
