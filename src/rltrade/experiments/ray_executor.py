@@ -206,6 +206,7 @@ def receive(shipped: ShippedFolder, out_dir: str | Path, result: Any) -> Any:
     out.mkdir(parents=True, exist_ok=True)
     incoming = out / f".incoming-{uuid.uuid4().hex}"
     try:
+        incoming.mkdir()
         with tarfile.open(fileobj=io.BytesIO(shipped.archive), mode="r") as tar:
             tar.extractall(incoming, filter="data")
         merge_tree(incoming, out)
