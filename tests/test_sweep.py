@@ -148,6 +148,25 @@ def test_a_failing_trial_is_recorded_with_its_error_and_the_sweep_goes_on(small_
     assert "no trial completed" in html
 
 
+def test_a_resume_must_match_the_sweep_it_continues(small_config, tmp_path):
+    """A resume with another space, or without the storage the sweep was given, is refused;
+    a resume of a finished sweep runs nothing again."""
+    cfg = sweep_config(small_config)
+    space = {"agent.hyperparams.learning_rate": {"type": "categorical", "choices": [-1.0]}}
+    storage = f"sqlite:///{tmp_path / 'elsewhere.sqlite'}"
+    first = sweep(cfg, space, "r", 1, tmp_path, storage=storage)
+    assert not (first.path / "study.sqlite").exists() and (tmp_path / "elsewhere.sqlite").exists()
+    assert "elsewhere" not in (first.path / "sweep_config.json").read_text()
+    with pytest.raises(ConfigError, match="another space"):
+        sweep(cfg, {**space, "agent.hyperparams.gamma": {"type": "categorical",
+                                                          "choices": [0.9]}},
+              "r", 1, tmp_path, resume=True, storage=storage)
+    with pytest.raises(ConfigError, match="pass --storage again"):
+        sweep(cfg, space, "r", 1, tmp_path, resume=True)
+    again = sweep(cfg, space, "r", 1, tmp_path, resume=True, storage=storage)
+    assert again.trials == first.trials and again.timings["trials_run"] == 0
+
+
 # -- a whole sweep -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory, small_config):

@@ -77,16 +77,17 @@ def dataset_digest(dataset: Any) -> str:
 
 
 def unit_resources(config: Any) -> tuple[float, float]:
-    """The CPUs and GPUs one unit of work of ``config`` reserves: ``training.torch_threads``
-    CPUs (1 when unset), and one GPU when ``training.device`` is ``auto`` and the Ray cluster
-    has GPUs (else none: ``auto`` then trains on the CPU).
+    """The CPUs and GPUs one unit of work of ``config`` reserves: one CPU (walk-forward and
+    sweep units train with one torch thread, their envs stepped in the same process), and one
+    GPU when ``training.device`` is ``auto`` and the Ray cluster has GPUs (else none: ``auto``
+    then trains on the CPU).
 
     :param config: a :class:`~rltrade.config.RunConfig`.
     :return: ``(num_cpus, num_gpus)``.
     """
     import ray
 
-    cpus = float(config.training.torch_threads or 1)
+    cpus = 1.0
     gpus = 0.0
     if config.training.device == "auto" and ray.is_initialized() and \
             float(ray.cluster_resources().get("GPU", 0.0)) > 0:
@@ -272,6 +273,9 @@ class RayExecutor:
         self.max_retries = int(max_retries)
         self.ship_outputs = ship_outputs
         self.local_cpus = local_cpus
+        # Datasets put in the object store, kept across map calls (a sweep maps once per
+        # fold and batch): key -> (the Dataset, its reference, (fingerprint, digest))
+        self._stored: dict[Any, tuple[Any, Any, tuple[str, str]]] = {}
 
     @property
     def workers(self) -> int:
@@ -293,13 +297,13 @@ class RayExecutor:
         connect(self.address, num_cpus=self.local_cpus)
         remote = ray.remote(remote_unit).options(
             num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_retries=self.max_retries)
-        stored: dict[Any, tuple[Any, tuple[str, str]]] = {}
+        stored = self._stored
 
         def put(key: Any, load: Callable[[], Any]) -> tuple[Any, tuple[str, str]]:
             if key not in stored:
                 ds = load()
-                stored[key] = (ray.put(ds), (ds.fingerprint, dataset_digest(ds)))
-            return stored[key]
+                stored[key] = (ds, ray.put(ds), (ds.fingerprint, dataset_digest(ds)))
+            return stored[key][1], stored[key][2]
 
         pending: list[tuple[Any, Any]] = []
         for task in tasks:

@@ -523,7 +523,9 @@ def sweep(config: RunConfig, space: str | Path | Mapping[str, Any], name: str, n
                 raise ConfigError(f"--resume: the sweep in {path} was started with another "
                                   f"{key.replace('_', ' ')}; resume it with the same config, "
                                   "space and options")
-        storage_url = storage or stored.get("storage") or storage_url
+        if storage is None and stored.get("storage") != "default":
+            raise ConfigError(f"--resume: the sweep in {path} used another Optuna storage "
+                              "(not stored: its URL may hold a password); pass --storage again")
         t_data = time.perf_counter()
         ds = Dataset.load(path / "dataset") if dataset is None else dataset
     else:
@@ -540,7 +542,7 @@ def sweep(config: RunConfig, space: str | Path | Mapping[str, Any], name: str, n
         atomic_write_bytes(path / "space.yaml",
                            yaml.safe_dump(space_dict, sort_keys=False).encode())
         atomic_write_json(path / "sweep_config.json",
-                          {**setup, "storage": storage_url if storage is None else None,
+                          {**setup, "storage": "default" if storage is None else "given",
                            "n_trials": n_trials})
     t_data = time.perf_counter() - t_data
     _quiet_optuna()
