@@ -118,6 +118,20 @@ def test_cli_refuses_a_bad_space_before_anything_runs(small_config, tmp_path, ca
     assert not (tmp_path / "runs").exists()
 
 
+def test_cli_sweep_prints_every_trial_with_its_state(small_config, tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(sweep_config(small_config).to_yaml())
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"agent.hyperparams.learning_rate": {
+        "type": "categorical", "choices": [-1.0]}}))
+    code, out, err = run_cli(["sweep", "--config", str(cfg), "--space", str(space), "--trials",
+                              "2", "--name", "c", "--runs-dir", str(tmp_path / "runs"),
+                              "--workers", "1", "--parallel-trials", "1"], capsys)
+    assert code == 0, err
+    assert out.count(" fail ") == 2
+    assert (tmp_path / "runs" / "c" / "report.html").is_file()
+
+
 def test_an_existing_sweep_needs_resume_and_resume_needs_a_sweep(small_config, tmp_path):
     cfg = sweep_config(small_config)
     (tmp_path / "s").mkdir()
