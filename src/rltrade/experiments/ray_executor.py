@@ -113,16 +113,16 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> str:
     if address is None:
         raise ConfigError(f"no Ray address: pass --ray-address ADDR (or 'local'), or set "
                           f"{RAY_ADDRESS_ENV}")
-    # the workers import rltrade as the driver does (a source checkout on PYTHONPATH)
-    env = {k: os.environ[k] for k in ("PYTHONPATH",) if os.environ.get(k)}
-    runtime_env = {"env_vars": env} if env else None
     try:
         if address == "local":
+            # the local workers import rltrade as the driver does (a source checkout on
+            # PYTHONPATH); a cluster's nodes have their own installation
+            env = {k: os.environ[k] for k in ("PYTHONPATH",) if os.environ.get(k)}
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                     log_to_driver=False, runtime_env=runtime_env,
+                     log_to_driver=False, runtime_env={"env_vars": env} if env else None,
                      _node_ip_address="127.0.0.1")
         else:
-            ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
+            ray.init(address=address, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot connect to the Ray cluster at {address!r}: {exc}") from exc
     return address
