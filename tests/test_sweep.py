@@ -162,6 +162,27 @@ def test_a_failing_trial_is_recorded_with_its_error_and_the_sweep_goes_on(small_
     assert "no trial completed" in html
 
 
+class CountingExecutor(SequentialExecutor):
+    """The sequential executor, counting its map calls and their tasks."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def map(self, fn, tasks):
+        self.calls.append(len(tasks))
+        return super().map(fn, tasks)
+
+
+def test_without_pruning_a_batch_maps_all_its_folds_at_once(small_config, tmp_path):
+    cfg = sweep_config(small_config)
+    counting = CountingExecutor()
+    res = sweep(cfg, SPACE, "np", 1, tmp_path, executor=counting, prune=False, final=False)
+    assert counting.calls == [2]  # 1 trial x 2 folds x 1 seed in one map
+    (row,) = res.trials
+    assert row["state"] == "complete" and list(row["intermediate"]) == ["0", "1"]
+    assert row["value"] == row["intermediate"]["1"]  # the median over both folds
+
+
 def test_a_resume_must_match_the_sweep_it_continues(small_config, tmp_path):
     """A resume with another space, or without the storage the sweep was given, is refused;
     a resume of a finished sweep runs nothing again."""
@@ -185,8 +206,11 @@ def test_a_resume_must_match_the_sweep_it_continues(small_config, tmp_path):
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory, small_config):
     runs = tmp_path_factory.mktemp("runs")
-    return sweep(sweep_config(small_config), SPACE, "sw", 4, runs, parallel_trials=2,
-                 executor=SequentialExecutor())
+    counting = CountingExecutor()
+    res = sweep(sweep_config(small_config), SPACE, "sw", 4, runs, parallel_trials=2,
+                executor=counting)
+    res.map_calls = counting.calls
+    return res
 
 
 @pytest.mark.slow
@@ -195,6 +219,9 @@ def test_a_sweep_runs_its_trials_on_validation_windows_and_walks_the_best_forwar
     res = local_sweep
     assert [r["state"] for r in res.trials] == ["complete"] * 4
     assert res.best == max(res.trials, key=lambda r: r["value"])
+    # with pruning, batch by batch and fold by fold: 2 batches x 2 folds of 2 trials; then
+    # the final walk-forward's one map of its 2 folds
+    assert res.map_calls == [2, 2, 2, 2, 2]
     # every trial ran each fold with each seed on the validation rows only: no test backtest
     for r in res.trials:
         tj = json.loads((res.path / r["dir"] / "trial.json").read_text())

@@ -22,8 +22,9 @@ touched once, for the chosen configuration, at the end.
   the selected checkpoint on the validation rows; the test rows are never read). Trials run
   in batches of ``parallel_trials``; a batch runs fold by fold, all its trials × seeds of one
   fold at once through the executor (local pool or :class:`~rltrade.experiments.
-  ray_executor.RayExecutor`). The batch size, not the executor, shapes what TPE suggests, so
-  the same command gives the same trials on a laptop and on a cluster.
+  ray_executor.RayExecutor`; without pruning, all its folds at once). The batch size, not
+  the executor, shapes what TPE suggests, so the same command gives the same trials on a
+  laptop and on a cluster.
 * **Objective**: the median over folds × seeds of the selected checkpoint's annualised
   validation Sharpe ratio after costs (the run's costs; an undefined Sharpe ratio, e.g. a
   policy that never trades, counts as 0). After each fold the running median is reported to
@@ -595,30 +596,38 @@ def sweep(config: RunConfig, space: str | Path | Mapping[str, Any], name: str, n
             active[trial.number] = {"trial": trial, "config": apply_params(config, params),
                                     "user_config": user_cfg, "dir": tdir, "results": [],
                                     "t0": time.perf_counter(), "state": None}
-        for fold in plan.folds:
+        # with pruning, one fold at a time (the pruner decides between folds); without it,
+        # every fold of the batch in one go (fewer, larger maps)
+        stages = [[f] for f in plan.folds] if prune else [list(plan.folds)]
+        for stage in stages:
             running = [n for n, a in active.items() if a["state"] is None]
             if not running:
                 break
             tasks = [(active[n]["config"], ref, fold, s, active[n]["dir"]) for n in running
-                     for s in seeds]
+                     for fold in stage for s in seeds]
             t1 = time.perf_counter()
             results = runner.map(run_validation_unit, tasks)
             t_units += time.perf_counter() - t1
             unit_seconds += sum(r.wall_seconds for r in results)
+            per_trial = len(stage) * len(seeds)
             for i, n in enumerate(running):
                 a = active[n]
-                mine = results[i * len(seeds):(i + 1) * len(seeds)]
-                a["results"].extend(mine)
-                errors = [r for r in mine if r.error]
-                if errors:
-                    a["state"] = "fail"
-                    a["trial"].set_user_attr(
-                        "error", f"fold {errors[0].fold} seed {errors[0].seed}: "
-                                 f"{errors[0].error}")
-                    continue
-                a["trial"].report(objective_value(a["results"]), step=fold.index)
-                if prune and a["trial"].should_prune():
-                    a["state"] = "pruned"
+                mine = results[i * per_trial:(i + 1) * per_trial]
+                for j, fold in enumerate(stage):
+                    if a["state"] is not None:
+                        break
+                    of_fold = mine[j * len(seeds):(j + 1) * len(seeds)]
+                    a["results"].extend(of_fold)
+                    errors = [r for r in of_fold if r.error]
+                    if errors:
+                        a["state"] = "fail"
+                        a["trial"].set_user_attr(
+                            "error", f"fold {errors[0].fold} seed {errors[0].seed}: "
+                                     f"{errors[0].error}")
+                        break
+                    a["trial"].report(objective_value(a["results"]), step=fold.index)
+                    if prune and a["trial"].should_prune():
+                        a["state"] = "pruned"
         for n, a in active.items():
             trial = a["trial"]
             trial.set_user_attr("wall_seconds", time.perf_counter() - a["t0"])
