@@ -65,7 +65,9 @@ __all__ = [
     "CpcvResult",
     "CpcvSplitResult",
     "FoldResult",
+    "FoldTraining",
     "WalkForwardResult",
+    "config_dataset",
     "cpcv_baseline_paths",
     "cpcv_significance",
     "cpcv_walk_plan",
@@ -79,6 +81,7 @@ __all__ = [
     "run_fold",
     "stitch",
     "stitched_returns",
+    "train_fold",
     "walk_forward",
     "walkforward_statistics",
 ]
@@ -156,6 +159,52 @@ def _curve(equity: pd.Series, timestamps: np.ndarray, initial: float) -> np.ndar
 
 
 # -- the unit of work --------------------------------------------------------------------------
+@dataclass
+class FoldTraining:
+    """Steps 1 and 2 of :func:`run_fold`: the run trained on a fold's training rows, its
+    checkpoint selected on the validation rows (``trained.run``'s ``best/``).
+
+    :param dataset: the whole walk-forward Dataset.
+    :param config: the config trained (``training.seed`` set).
+    :param validation: the validation rows with their ``window - 1`` context rows.
+    :param normalizer: fitted on the training rows only.
+    :param trained: :func:`rltrade.agents.training.train`'s result.
+    """
+
+    dataset: Dataset
+    config: RunConfig
+    validation: Dataset
+    normalizer: Any
+    trained: Any
+
+
+def train_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, seed: int,
+               out_dir: str | Path) -> FoldTraining:
+    """Train ``config`` with ``seed`` on ``fold``'s training rows (the normalizer fitted on
+    them only), evaluating and selecting on its validation rows, into
+    ``out_dir/folds/fold_<k>/seed_<s>/``; the test rows are not touched (:func:`run_fold`
+    tests afterwards, a sweep's units never do).
+
+    :param config: the run config (``training.seed`` is replaced by ``seed``).
+    :param dataset_ref: the walk-forward's Dataset, or the folder it was saved to.
+    :param fold: the fold (row ranges of that Dataset).
+    :param seed: the training seed.
+    :param out_dir: the folder the ``folds/`` runs go to.
+    """
+    from rltrade.agents.training import PreparedData, train
+    from rltrade.features.normalize import Normalizer
+
+    ds = load_dataset_ref(dataset_ref)
+    cfg = config.with_overrides(training={"seed": int(seed)})
+    train_ds = ds.slice(fold.train.start, fold.train.stop)
+    valid_ds = _with_context(ds, fold.validation, cfg.env.window)
+    normalizer = Normalizer.for_dataset(train_ds).fit(train_ds)
+    data = PreparedData(ds, train_ds, valid_ds, None, normalizer)
+    root = Path(out_dir) / "folds" / f"fold_{fold.index}"
+    trained = train(cfg, f"seed_{seed}", runs_root=root, data=data, record_trial=False)
+    return FoldTraining(ds, cfg, valid_ds, normalizer, trained)
+
+
 def run_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, seed: int,
              out_dir: str | Path) -> FoldResult:
     """Train ``config`` with ``seed`` on ``fold``'s training rows, select on its validation
@@ -168,22 +217,13 @@ def run_fold(config: RunConfig, dataset_ref: Dataset | str | Path, fold: Fold, s
     :param seed: the training seed.
     :param out_dir: the walk-forward's folder; the run goes to ``folds/fold_<k>/seed_<s>/``.
     """
-    from rltrade.agents.training import PreparedData, train
     from rltrade.evaluation.judge import backtest_run, compare_baselines
     from rltrade.experiments.registry import backtest_returns
-    from rltrade.features.normalize import Normalizer
 
     t0 = time.perf_counter()
-    ds = load_dataset_ref(dataset_ref)
-    cfg = config.with_overrides(training={"seed": int(seed)})
-    window = cfg.env.window
-    train_ds = ds.slice(fold.train.start, fold.train.stop)
-    valid_ds = _with_context(ds, fold.validation, window)
-    test_ds = _with_context(ds, fold.test, window)
-    normalizer = Normalizer.for_dataset(train_ds).fit(train_ds)
-    data = PreparedData(ds, train_ds, valid_ds, None, normalizer)
-    root = Path(out_dir) / "folds" / f"fold_{fold.index}"
-    trained = train(cfg, f"seed_{seed}", runs_root=root, data=data, record_trial=False)
+    ft = train_fold(config, dataset_ref, fold, seed, out_dir)
+    ds, cfg, normalizer, trained = ft.dataset, ft.config, ft.normalizer, ft.trained
+    test_ds = _with_context(ds, fold.test, cfg.env.window)
     run = trained.run
     best = trained.best_eval or trained.final_eval
     result = backtest_run(run, test_ds, model="best", baselines=False, report=False)
@@ -653,7 +693,8 @@ class WalkForwardResult:
         return json.loads((self.path / "walkforward.json").read_text())
 
 
-def _load_dataset(config: RunConfig) -> Dataset:
+def config_dataset(config: RunConfig) -> Dataset:
+    """The Dataset of ``config.data`` and its feature spec (bars loaded, features built)."""
     from rltrade.data.loaders import load_bars
     from rltrade.features.dataset import build_dataset
 
@@ -703,7 +744,7 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     # one torch thread per unit: a pool of processes shares the cores, and the sequential run
     # equals the pooled one
     config = config.with_overrides(training={"torch_threads": 1})
-    ds = _load_dataset(config) if dataset is None else dataset
+    ds = config_dataset(config) if dataset is None else dataset
     t_data = time.perf_counter() - t0
     trials = TrialRegistry(registry_path(registry, runs_root))
     if config.walkforward.scheme == "cpcv":
