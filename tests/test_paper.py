@@ -1,0 +1,150 @@
+"""Paper trading through the same engine: the sim broker's session equals the backtest of the
+same period (to 1e-9, trades and equity), the session folder, resume, ``paper status``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cli_helpers import run_cli
+from rltrade.agents.training import train
+from rltrade.errors import ConfigError
+from rltrade.evaluation.judge import backtest_run
+from rltrade.live import run_paper
+from rltrade.live import trader as T
+from rltrade.runs import Run
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BTC = SHARED / "btcusdt_perp_binance_1h_2019-09_2023-06.csv.gz"
+
+#: a small run on the EUR/USD sample: a multi-timeframe strategy (ott on 4h) included
+PAPER_RUN = {
+    "data": {"source": "sample:EURUSD-1h"},
+    "features": {"features": [{"name": "returns", "params": {"periods": [1, 4]}},
+                              {"name": "rsi"}, {"name": "macd"}],
+                 "strategies": [{"name": "supertrend", "timeframe": None},
+                                {"name": "ott", "timeframe": "4h"}]},
+}
+START, END = "2018-01-10", "2018-01-18"
+NUMERIC_STEPS = ["cash", "position", "equity", "realized_equity", "unrealized_pnl", "close",
+                 "costs", "reward", "drawdown", "position_change"]
+FLAG_STEPS = ["trade_executed", "stop_triggered", "take_profit", "liquidated",
+              "invalid_action", "forced_close"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, small_config) -> Run:
+    cfg = small_config(replace=PAPER_RUN, training={"total_steps": 128, "eval_freq": 0,
+                                                    "checkpoint_freq": 0})
+    return train(cfg, "paper", runs_root=tmp_path_factory.mktemp("runs")).run
+
+
+def assert_same_as_backtest(paper_dir: Path, bt) -> None:
+    """The session's steps and trades equal the backtest's (1e-9), row for row."""
+    steps = pd.read_csv(paper_dir / "steps.csv", index_col=0, parse_dates=True)
+    want = bt.steps
+    assert list(steps.columns) == [c for c in want.columns if c != "benchmark_equity"]
+    assert len(steps) == len(want) and (steps.index == want.index).all()
+    for col in NUMERIC_STEPS:
+        np.testing.assert_allclose(steps[col].to_numpy(float), want[col].to_numpy(float),
+                                   rtol=0, atol=1e-9, err_msg=col)
+    for col in FLAG_STEPS:
+        assert (steps[col].to_numpy() == want[col].to_numpy()).all(), col
+    np.testing.assert_array_equal(steps["action"].to_numpy(float),
+                                  want["action"].to_numpy(float))
+    trades = pd.read_csv(paper_dir / "trades.csv", index_col=0)
+    wt = bt.trades
+    assert list(trades.columns) == list(wt.columns)
+    assert len(trades) == len(wt)
+    for col in ("entry_time", "exit_time"):
+        assert (pd.to_datetime(trades[col]) == wt[col]).all(), col
+    for col in ("qty", "entry_price", "exit_price", "gross_pnl", "fees", "spread_cost",
+                "slippage_cost", "net_pnl", "duration_bars"):
+        np.testing.assert_allclose(trades[col].to_numpy(float), wt[col].to_numpy(float),
+                                   rtol=0, atol=1e-9, err_msg=col)
+    assert (trades["side"].astype(str) == wt["side"].astype(str)).all()
+    assert (trades["exit_reason"].astype(str) == wt["exit_reason"].astype(str)).all()
+
+
+def test_sim_session_equals_the_backtest_on_the_sample(run, monkeypatch):
+    monkeypatch.setattr(T, "SPARE_ROWS", 16)  # the mirror outgrows its core several times
+    bt = backtest_run(run, start=START, end=END, allow_overlap=True, baselines=False,
+                      report=False)
+    result = run_paper(run, start=START, end=END, session="parity")
+    assert result.summary["status"] == "finished"
+    assert len(bt.trades) >= 2 and bt.summary["n_fills"] >= 4
+    assert_same_as_backtest(result.path, bt)
+    assert result.summary["final_equity"] == pytest.approx(bt.summary["final_equity"],
+                                                           abs=1e-9)
+    folder = result.path
+    assert folder == run.path / "paper" / "parity"
+    for name in ("state.json", "orders.csv", "fills.csv", "steps.csv", "trades.csv",
+                 "summary.json", "heartbeat", "paper.log"):
+        assert (folder / name).is_file(), name
+    # every fill recorded beside the engine's expected fill: the sim broker's are the model's
+    fills = pd.read_csv(folder / "fills.csv")
+    assert len(fills) > 0
+    assert fills["qty"].sum() == pytest.approx(bt.summary["open_position"], abs=1e-6)
+    np.testing.assert_allclose(fills["qty"], fills["expected_qty"], atol=1e-9)
+    np.testing.assert_allclose(fills["slippage"], 0.0, atol=1e-9)
+    orders = pd.read_csv(folder / "orders.csv")
+    assert orders["client_id"].is_unique
+    assert set(fills["client_id"].dropna()) <= set(orders["client_id"])
+    state = json.loads((folder / "state.json").read_text())
+    assert state["status"] == "finished" and state["open_orders"] == []
+    assert state["last_bar_time"] == str(bt.steps.index[-1].isoformat())
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not BTC.is_file(), reason="../shared/data is not present")
+def test_sim_session_equals_the_backtest_on_a_real_file(run):
+    src = str(BTC)
+    start, end = "2022-05-07", "2022-05-14"  # a volatile week (the LUNA collapse)
+    bt = backtest_run(run, source=src, start=start, end=end, allow_overlap=True,
+                      baselines=False, report=False)
+    result = run_paper(run, data=src, start=start, end=end, session="btc")
+    assert len(bt.trades) >= 1
+    assert_same_as_backtest(result.path, bt)
+
+
+def test_an_existing_session_resumes_and_never_starts_over(run):
+    first = run_paper(run, start=START, end=END, session="resume", max_bars=30)
+    assert first.state["status"] == "running" and first.state["steps"] == 30
+    # --start of a later date does not restart it: the session goes on from its state
+    second = run_paper(run, start="2018-01-14", end=END, session="resume")
+    assert second.state["status"] == "finished"
+    bt = backtest_run(run, start=START, end=END, allow_overlap=True, baselines=False,
+                      report=False)
+    assert_same_as_backtest(second.path, bt)
+    log = (second.path / "paper.log").read_text()
+    assert "resumed" in log
+
+
+def test_cli_paper_and_status(run, capsys):
+    code, out, err = run_cli(["paper", "--run", str(run.path), "--broker", "sim", "--start",
+                              START, "--end", "2018-01-12", "--speed", "max", "--session",
+                              "cli"], capsys)
+    assert code == 0, err
+    assert "paper session cli (sim): finished" in out
+    code, out, err = run_cli(["paper", "status", str(run.path), "--session", "cli"], capsys)
+    assert code == 0, err
+    for word in ("last bar", "position", "equity", "today's PnL", "open orders", "heartbeat",
+                 "risk"):
+        assert word in out, word
+    code, out, err = run_cli(["paper", "status", str(run.path), "--session", "nope"], capsys)
+    assert code == 2 and err.startswith("error: ") and "no paper session" in err
+    code, _, err = run_cli(["paper", "--run", str(run.path), "--speed", "fast", "--start",
+                            START, "--session", "bad"], capsys)
+    assert code == 2 and "--speed" in err
+
+
+def test_a_killed_session_is_not_resumed(run):
+    result = run_paper(run, start=START, end=END, session="daily", max_daily_loss=1e-9)
+    assert result.state["status"] == "killed"
+    assert "daily loss" in result.state["kill_reason"]
+    with pytest.raises(ConfigError, match="kill switch"):
+        run_paper(run, start=START, end=END, session="daily")
