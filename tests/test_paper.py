@@ -30,7 +30,7 @@ PAPER_RUN = {
                                 {"name": "ott", "timeframe": "4h"}]},
 }
 START, END = "2018-01-10", "2018-01-18"
-NUMERIC_STEPS = ["cash", "position", "equity", "realized_equity", "unrealized_pnl", "close",
+NUMERIC_STEPS = ["bar", "cash", "position", "equity", "realized_equity", "unrealized_pnl", "close",
                  "costs", "reward", "drawdown", "position_change"]
 FLAG_STEPS = ["trade_executed", "stop_triggered", "take_profit", "liquidated",
               "invalid_action", "forced_close"]
@@ -63,7 +63,7 @@ def assert_same_as_backtest(paper_dir: Path, bt) -> None:
     for col in ("entry_time", "exit_time"):
         assert (pd.to_datetime(trades[col]) == wt[col]).all(), col
     for col in ("qty", "entry_price", "exit_price", "gross_pnl", "fees", "spread_cost",
-                "slippage_cost", "net_pnl", "duration_bars"):
+                "slippage_cost", "net_pnl", "duration_bars", "entry_bar", "exit_bar"):
         np.testing.assert_allclose(trades[col].to_numpy(float), wt[col].to_numpy(float),
                                    rtol=0, atol=1e-9, err_msg=col)
     assert (trades["side"].astype(str) == wt["side"].astype(str)).all()

@@ -75,28 +75,34 @@ class EngineMirror:
     :param start: the Dataset row of the first decision (the account is reset at its close).
     :param seed: the engine's seed (the backtest's: ``config.engine.seed``).
     :param spare: spare rows kept after the last known bar.
+    :param origin: the first Dataset row the core holds (default ``start - window + 1``: the
+        backtest's slice, whose first rows are the first decision's context). The core's
+        ATRs (stop sizing, the risk manager's volatility gate, ATR slippage) start there, as
+        the backtest's do, and its bar numbers count from there (the backtest's ``bar``).
     """
 
     def __init__(self, data: IncrementalDataset, config: EnvConfig, normalizer: Normalizer,
-                 start: int, seed: int, spare: int = SPARE_ROWS) -> None:
+                 start: int, seed: int, spare: int = SPARE_ROWS,
+                 origin: int | None = None) -> None:
         self.data = data
         self.config = config
         self.normalizer = normalizer
         self.seed = int(seed)
         self.spare = max(int(spare), 2)
-        self.start = int(start)
-        ds = data.dataset
+        self.origin = max(0, int(start) - config.window + 1) if origin is None else int(origin)
+        self.start = int(start) - self.origin  # core row
+        ds = data.dataset.slice(self.origin)
         eng = config.engine
         self._slip_atr = (_Atr(ds.ohlcv, eng.costs.atr_period)
                           if eng.effective_slippage == "atr" else None)
         self._env_atr = _Atr(ds.ohlcv, config.atr_period)
-        self.n = len(ds)  # rows known
+        self.n = len(ds)  # core rows known
         self._build(self.n + self.spare)
         self.core.reset_env(0, self.start, self.capacity - 1, self.seed)
 
     # ------------------------------------------------------------------------- building
     def _build(self, capacity: int) -> None:
-        ds = self.data.dataset
+        ds = self.data.dataset.slice(self.origin)
         n = len(ds)
         pad = capacity - n
 
@@ -166,8 +172,8 @@ class EngineMirror:
     # ------------------------------------------------------------------------- bars
     def add_bar(self) -> int:
         """Write the row of the Dataset's newest bar (appended to :attr:`data` just before)
-        into the core's arrays; returns its row."""
-        ds = self.data.dataset
+        into the core's arrays; returns its (core) row."""
+        ds = self.data.dataset.slice(self.origin)
         n = len(ds) - 1
         if n != self.n:
             raise RuntimeError(f"mirror: expected row {self.n}, the dataset has {n + 1} rows")
@@ -208,7 +214,7 @@ class EngineMirror:
     # ------------------------------------------------------------------------- stepping
     @property
     def bar(self) -> int:
-        """The row the account is at (as of its close)."""
+        """The core row the account is at (as of its close; Dataset row ``origin + bar``)."""
         return int(self.core.args.st[0, K.BAR])
 
     @property

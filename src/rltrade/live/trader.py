@@ -45,7 +45,7 @@ from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
 from rltrade.envs.schemes import ACTION_SCHEMES
 from rltrade.envs.spaces import observation
-from rltrade.errors import CompatibilityError, ConfigError, DataError
+from rltrade.errors import ConfigError, DataError
 from rltrade.evaluation.backtest import trades_frame
 from rltrade.evaluation.judge import load_policy
 from rltrade.features.incremental import DEFAULT_TAIL, IncrementalDataset
@@ -147,10 +147,7 @@ class PaperTrader:
         _log["features"].info("building the Dataset of {} history bars", len(history))
         self.data = IncrementalDataset(history, cfg.feature_spec, timeframe=cfg.data.timeframe,
                                        symbol=cfg.data.symbol, tail=tail)
-        try:
-            run.check_compatible(self.data.dataset)
-        except CompatibilityError:
-            raise
+        run.check_compatible(self.data.dataset)
         self.tail = self.data.calibrate()
         _log["features"].info("incremental features: trailing window of {} bars", self.tail)
         ds = self.data.dataset
@@ -158,8 +155,10 @@ class PaperTrader:
         if last_row < self.config.window - 1:
             raise DataError(f"paper: {len(ds)} Dataset rows before the first decision; the "
                             f"observation window needs {self.config.window}")
+        origin = (None if state is None else
+                  int(np.searchsorted(ds.timestamps, int(state["origin_ns"]))))
         self.mirror = EngineMirror(self.data, self.config, run.normalizer(), last_row,
-                                   self.config.engine.seed, spare=SPARE_ROWS)
+                                   self.config.engine.seed, spare=SPARE_ROWS, origin=origin)
         self.policy = policy if policy is not None else load_policy(run, model)
         self.recurrent: Any = None
         self.episode_start = np.ones(1, dtype=bool)
@@ -206,8 +205,7 @@ class PaperTrader:
     def state_dict(self) -> dict[str, Any]:
         """The session's state as written to ``state.json``."""
         st = self.mirror.state
-        ds = self.data.dataset
-        last = int(ds.timestamps[self.mirror.bar])
+        last = int(self.mirror.ds.timestamps[self.mirror.bar])
         return {
             "version": 1,
             "run": self.run.name,
@@ -220,6 +218,7 @@ class PaperTrader:
             "kill_reason": self.kill_reason,
             "first_bar_time": _ts_text(self.first_time),
             "first_bar_ns": self.first_time,
+            "origin_ns": int(self.mirror.ds.timestamps[0]),
             "last_bar_time": _ts_text(last),
             "last_bar_ns": last,
             "steps": self.n_steps,
@@ -325,7 +324,7 @@ class PaperTrader:
     def _after_bar(self, has_next: bool, first: bool) -> None:
         """Decide (when trading goes on), write the bar's step row, commit."""
         mirror = self.mirror
-        ts = int(self.data.dataset.timestamps[mirror.bar])
+        ts = int(mirror.ds.timestamps[mirror.bar])
         done = bool(mirror.core.env[0, EK.E_DONE])
         action = None
         reasons = ""
@@ -498,7 +497,7 @@ class PaperTrader:
             "kill_reason": self.kill_reason,
             "broker": getattr(self.broker, "name", type(self.broker).__name__),
             "start": _ts_text(self.first_time),
-            "end": _ts_text(int(self.data.dataset.timestamps[self.mirror.bar])),
+            "end": _ts_text(int(self.mirror.ds.timestamps[self.mirror.bar])),
             "bars": self.n_steps + 1, "initial_equity": initial,
             "final_equity": float(st[K.EQUITY]),
             "total_return": float(st[K.EQUITY]) / initial - 1.0,
