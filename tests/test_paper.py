@@ -148,3 +148,135 @@ def test_a_killed_session_is_not_resumed(run):
     assert "daily loss" in result.state["kill_reason"]
     with pytest.raises(ConfigError, match="kill switch"):
         run_paper(run, start=START, end=END, session="daily")
+
+
+# -- crash safety --------------------------------------------------------------------------
+def _journal_submits(folder: Path) -> list[str]:
+    lines = (folder / "broker_sim.jsonl").read_text().splitlines()
+    return [json.loads(x)["submit"]["client_id"] for x in lines if '"submit"' in x]
+
+
+def _decisions(folder: Path) -> pd.DataFrame:
+    """The orders of a session without their session-specific ids, in order."""
+    orders = pd.read_csv(folder / "orders.csv")
+    return orders[["bar_time", "qty", "target"]].reset_index(drop=True)
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_a_crash_between_submit_and_commit_sends_nothing_twice(run, monkeypatch):
+    """The worst moment: the order of a bar is at the broker, the state saying so is not."""
+    clean = run_paper(run, start=START, end=END, session="clean")
+    real_commit = T.Session.commit
+    calls = {"n": 0}
+
+    def crashing_commit(self, state):
+        calls["n"] += 1
+        if calls["n"] in (12, 31):  # after bars whose decision sent an order (checked below)
+            raise _Crash
+        return real_commit(self, state)
+
+    monkeypatch.setattr(T.Session, "commit", crashing_commit)
+    for _ in range(3):
+        try:
+            result = run_paper(run, start=START, end=END, session="crashy")
+            break
+        except _Crash:
+            continue
+    monkeypatch.undo()
+    folder = run.path / "paper" / "crashy"
+    assert result.state["status"] == "finished"
+    submits = _journal_submits(folder)
+    assert len(submits) == len(set(submits))
+    log = (folder / "paper.log").read_text()
+    assert "restart reconcile" in log
+    assert_same_as_backtest(folder, backtest_run(run, start=START, end=END, allow_overlap=True,
+                                                 baselines=False, report=False))
+    pd.testing.assert_frame_equal(_decisions(folder), _decisions(clean.path))
+
+
+def test_a_position_the_session_does_not_expect_fires_the_kill_switch(run):
+    from rltrade.data import load_bars
+    from rltrade.envs.config import EnvConfig
+    from rltrade.live import OrderRequest, SimBroker
+
+    bars = load_bars("sample:EURUSD-1h", end=END)
+    first = int(np.searchsorted(bars.index, pd.Timestamp(START, tz="UTC")))
+    venue = SimBroker(bars, EnvConfig.build(run.config.env).engine, int(bars.index[first].value),
+                      symbol="EURUSD")
+    # someone else trades the account: an order before the session's first (target) order
+    venue.submit(OrderRequest("someone-else-1", qty=-90_000.0, target=-90_000.0))
+    result = run_paper(run, broker=venue, history=bars.iloc[: first + 1], session="foreign")
+    assert result.state["status"] == "killed"
+    assert "the broker reports a position of" in result.state["kill_reason"]
+    assert result.state["steps"] == 1 and result.state["open_orders"] == []
+    steps = pd.read_csv(result.path / "steps.csv")
+    assert steps["done"].iloc[-1] and steps["action"].isna().iloc[-1]  # no decision after it
+
+
+KILL_CHILD = """
+import sys
+from rltrade.live import run_paper
+run_paper(sys.argv[1], start=sys.argv[2], end=sys.argv[3], session=sys.argv[4],
+          speed="36000x")
+"""
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_bars_loses_and_duplicates_no_order(run):
+    """A session killed with SIGKILL at random moments, restarted each time, ends with the
+    uninterrupted session's orders and trades, each order sent once."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    end = "2018-01-14"
+    clean = run_paper(run, start=START, end=end, session="calm")
+    folder = run.path / "paper" / "k9"
+    rng = np.random.default_rng(11)
+    kills = 0
+    errors = open(run.path / "k9_stderr.txt", "w+b")  # noqa: SIM115 - read at the end
+    for _ in range(8):
+        child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(run.path), START, end,
+                                  "k9"], stdout=subprocess.DEVNULL, stderr=errors)
+        state = json.loads((folder / "state.json").read_text()) if (
+            folder / "state.json").exists() else {"steps": 0}
+        goal = state["steps"] + int(rng.integers(3, 15))
+        killed = False
+        while child.poll() is None:
+            try:
+                steps = json.loads((folder / "state.json").read_text())["steps"]
+            except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                steps = 0
+            if steps >= goal:
+                time.sleep(float(rng.uniform(0.0, 0.1)))  # anywhere inside the next bar
+                os.kill(child.pid, signal.SIGKILL)
+                killed = True
+                break
+            time.sleep(0.01)
+        child.wait(timeout=60)
+        if killed and child.returncode == -signal.SIGKILL:
+            kills += 1
+            if kills < 3:
+                continue
+            child = subprocess.Popen([sys.executable, "-c", KILL_CHILD, str(run.path), START,
+                                      end, "k9"], stdout=subprocess.DEVNULL, stderr=errors)
+            child.wait(timeout=300)
+        errors.seek(0)
+        assert child.returncode == 0, errors.read().decode()[-2000:]
+        break
+    errors.close()
+    assert kills >= 3
+    state = json.loads((folder / "state.json").read_text())
+    assert state["status"] == "finished"
+    submits = _journal_submits(folder)
+    assert len(submits) == len(set(submits))  # no order sent twice
+    pd.testing.assert_frame_equal(_decisions(folder), _decisions(clean.path))  # none lost
+    trades = pd.read_csv(folder / "trades.csv", index_col=0)
+    pd.testing.assert_frame_equal(trades, pd.read_csv(clean.path / "trades.csv", index_col=0))
+    steps = pd.read_csv(folder / "steps.csv", index_col=0)
+    pd.testing.assert_frame_equal(steps, pd.read_csv(clean.path / "steps.csv", index_col=0))

@@ -127,9 +127,12 @@ class SimBroker:
         assert self._journal_path is not None
         self._replaying = True
         try:
-            with open(self._journal_path, encoding="utf-8") as fh:
-                lines = fh.read().split("\n")
-            for line in lines:
+            raw = self._journal_path.read_bytes()
+            complete = raw.rfind(b"\n") + 1
+            if complete < len(raw):  # a line cut short by a crash: never happened
+                with open(self._journal_path, "r+b") as fh:
+                    fh.truncate(complete)
+            for line in raw[:complete].decode("utf-8").split("\n"):
                 try:
                     event = json.loads(line)
                 except json.JSONDecodeError:
