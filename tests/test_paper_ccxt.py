@@ -78,6 +78,8 @@ def test_orders_fills_and_positions(fake, tmp_path):
     assert fills[0].price == 30_000.0 and fills[0].fee == pytest.approx(15.0)
     again, cursor2 = broker.fills_since(cursor)
     assert again == [] and cursor2 == cursor
+    # a trader restarted from an earlier commit asks from its cursor: the same fills again
+    assert [f.fill_id for f in broker.fills_since(None)[0]] == [f.fill_id for f in fills]
     assert_consistent(broker, fake)
 
 

@@ -13,11 +13,12 @@ a request fails without an answer (a disconnect, a timeout, a reply lost after t
 placed the order, a restart in the middle of a submit), the adapter asks the exchange for the
 client id before sending again, and a "duplicate order" refusal is answered the same way: an
 order is placed at most once. Network errors are retried (``retries``); a refusal (insufficient
-balance, a bad order) is an order with status ``rejected``. Fills are the exchange's trades,
-read with a cursor (the last trade id) and deduplicated by trade id.
+balance, a bad order) is an order with status ``rejected``. Fills are the exchange's trades
+after a cursor (the last trade id seen), which the trader keeps in its committed state: a
+restarted trader asks again from its last commit and gets the same fills, none twice.
 
 A spot *position* is the base asset's balance minus the balance when the session started
-(``baseline``; kept in the session's ``broker_ccxt.json``).
+(``baseline``; kept in ``state_path``, the session's ``broker_ccxt.json``).
 """
 
 from __future__ import annotations
@@ -112,8 +113,7 @@ class CcxtBroker:
         self.base, self.quote = market["base"], market["quote"]
         self.baseline = (float(saved["baseline"]) if "baseline" in saved
                          else self._base_balance())
-        self._seen: set[str] = set(saved.get("seen", []))
-        self._save(saved.get("cursor"))
+        self._save()
         log.info("ccxt sandbox {} {}: baseline {} {:g}", self.exchange_id, symbol, self.base,
                  self.baseline)
 
@@ -123,11 +123,10 @@ class CcxtBroker:
             return {}
         return json.loads(self._state_path.read_text())
 
-    def _save(self, cursor: str | None) -> None:
+    def _save(self) -> None:
         if self._state_path is None:
             return
-        atomic_write_json(self._state_path, {"baseline": self.baseline, "cursor": cursor,
-                                             "seen": sorted(self._seen)[-1000:]})
+        atomic_write_json(self._state_path, {"baseline": self.baseline})
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """``fn(*args, **kwargs)`` with retries on network errors."""
@@ -243,12 +242,13 @@ class CcxtBroker:
         fills: list[Fill] = []
         last = cursor
         ids = {o.broker_id: c for c, o in self._orders.items()}
+        done: set[str] = set()
         for t in rows:
             tid = str(t["id"])
-            last = tid if last is None or int(tid) > int(last) else last
-            if tid in self._seen:
+            if tid in done or (cursor is not None and int(tid) <= int(cursor)):
                 continue
-            self._seen.add(tid)
+            done.add(tid)
+            last = tid if last is None or int(tid) > int(last) else last
             oid = str(t.get("order"))
             if oid not in ids:  # an order this process has not seen (placed before a restart)
                 o = self._call(self.exchange.fetch_order, oid, self.symbol)
@@ -259,5 +259,4 @@ class CcxtBroker:
             fills.append(Fill(fill_id=tid, client_id=cid, qty=sign * float(t["amount"]),
                               price=float(t["price"]), fee=fee,
                               time=int(t.get("timestamp") or 0) * 1_000_000))
-        self._save(last)
         return fills, last
