@@ -52,16 +52,17 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     if args.quick:
         args.history, args.bars = 4000, 20
-    features = SMALL_SPEC if args.spec == "small" else {}
-    cfg = RunConfig.from_dict({
+    settings: dict = {
         "data": {"source": "synthetic:gbm?n_bars=3000&seed=1"},
-        "features": features,
         "env": {"window": 16},
         "agent": {"hyperparams": {"n_steps": 64, "batch_size": 64, "n_epochs": 1},
                   "policy": {"net_arch": [32]}},
         "training": {"total_steps": 128, "n_envs": 2, "eval_freq": 0, "checkpoint_freq": 0,
                      "torch_threads": 1},
-    })
+    }
+    if args.spec == "small":
+        settings["features"] = SMALL_SPEC
+    cfg = RunConfig.from_dict(settings)
     root = Path(tempfile.mkdtemp(prefix="bench_paper_"))
     run = train(cfg, "bench", runs_root=root).run
     n_total = args.history + args.bars

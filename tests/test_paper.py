@@ -208,7 +208,8 @@ def test_a_position_the_session_does_not_expect_fires_the_kill_switch(run):
                       symbol="EURUSD")
     # someone else trades the account: an order before the session's first (target) order
     venue.submit(OrderRequest("someone-else-1", qty=-90_000.0, target=-90_000.0))
-    result = run_paper(run, broker=venue, history=bars.iloc[: first + 1], session="foreign")
+    result = run_paper(run, broker=venue, history=bars.iloc[: first + 1], session="foreign",
+                       max_stale_bars=None)
     assert result.state["status"] == "killed"
     assert "the broker reports a position of" in result.state["kill_reason"]
     assert result.state["steps"] == 1 and result.state["open_orders"] == []

@@ -4,6 +4,7 @@ orders, partial fills and a restart in the middle of a submit."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from fake_exchange import FakeBinance, Fault
@@ -142,3 +143,30 @@ def test_a_restart_in_the_middle_of_a_submit_sends_nothing_twice(fake, tmp_path)
     assert_consistent(restarted, fake)
     fills, _ = restarted.fills_since(None)
     assert {f.client_id for f in fills} == {"rt-d-1-0", "rt-d-2-0"}
+
+
+def test_live_feed_gives_closed_bars_in_order_refuses_gaps_and_fills_the_store(fake, tmp_path):
+    from fake_exchange import HOUR_MS
+    from rltrade.data.store import BarStore
+    from rltrade.errors import DataError
+    from rltrade.live.venues import LiveFeed, ccxt_closed_bars
+
+    broker = make(fake, tmp_path)
+    closed = ccxt_closed_bars(broker.exchange, "BTC/USDT", "1h", now_ms=lambda: fake.now_ms)
+    store = BarStore(tmp_path / "store")
+    feed = LiveFeed(broker, closed, "1h", poll_seconds=0.01, store=store, symbol="BTC/USDT")
+    assert feed.has_next() and feed.positions() == {}  # the adapter's methods pass through
+    start = (fake.now_ms // HOUR_MS - 5) * HOUR_MS * 1_000_000
+    ts, bar = feed.next_bar(start)
+    assert ts == start + 3_600 * 10**9 and set(bar) >= {"open", "high", "low", "close"}
+    truth = fake.expected_bars("BTCUSDT", "1h", pd.Timestamp(ts, tz="UTC"),
+                               pd.Timestamp(ts + 3_600 * 10**9, tz="UTC"))
+    assert bar["close"] == pytest.approx(float(truth["close"].iloc[0]))
+    assert len(store.read("BTC/USDT", "1h")) == 1
+    # the bar still forming at `now` is never given
+    last_closed = (fake.now_ms // HOUR_MS - 1) * HOUR_MS * 1_000_000
+    assert len(closed(last_closed)) == 0
+    ts_ms = ts // 1_000_000
+    fake.gaps = [(ts_ms + HOUR_MS, ts_ms + 2 * HOUR_MS)]  # the next bar is missing
+    with pytest.raises(DataError, match="gap"):
+        feed.next_bar(ts)

@@ -927,6 +927,9 @@ def paper_main(
                                       "Gateway 4002).")] = 7497,
     account: Annotated[str | None, typer.Option("--account", help="ibkr: the paper account "
                                                 "(DU...).")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="ccxt / ibkr: the bar store "
+                                               "new bars are appended to.",
+                                               envvar="RLTRADE_STORE")] = None,
 ) -> None:
     """Run or resume a paper session of a trained run (``paper status RUN`` shows one)."""
     if ctx.invoked_subcommand is not None:
@@ -941,7 +944,7 @@ def paper_main(
         from rltrade.live.venues import make_venue
 
         venue = make_venue(broker, run, exchange=exchange, symbol=symbol, host=host, port=port,
-                           account=account)
+                           account=account, store=store)
     result = run_paper(run, broker=venue, data=data, start=start, end=end, speed=speed,
                        session=session, model=model, max_daily_loss=max_daily_loss)
     s = result.summary

@@ -558,7 +558,8 @@ def run_paper(run: Run | str | Path, *, broker: str | Any = "sim", data: str | N
               start: str | None = None, end: str | None = None, speed: str | None = "max",
               session: str | None = None, model: str = "final",
               max_daily_loss: float | None = None, max_bars: int | None = None,
-              tail: int = DEFAULT_TAIL, history: pd.DataFrame | None = None) -> PaperResult:
+              tail: int = DEFAULT_TAIL, history: pd.DataFrame | None = None,
+              max_stale_bars: int | None = 2) -> PaperResult:
     """Run (or resume) a paper session of a trained run: ``rltrade paper``.
 
     :param run: the run folder (or :class:`Run`).
@@ -572,7 +573,10 @@ def run_paper(run: Run | str | Path, *, broker: str | Any = "sim", data: str | N
     :param session: the session's name; an existing session is resumed.
     :param max_daily_loss: the daily-loss kill switch (fraction, ``None``: off).
     :param max_bars: stop after this many bars of this call (the session stays resumable).
-    :param history: bars up to the first decision bar for a broker other than sim.
+    :param history: bars up to the first decision bar for a broker other than sim (default:
+        ``data`` or the run's source, loaded now).
+    :param max_stale_bars: a new session with a broker other than sim is refused when its
+        history ends more than this many bars before now (``None``: no check; a replay).
     """
     run = run if isinstance(run, Run) else Run.open(run)
     root = run.path / "paper"
@@ -608,12 +612,21 @@ def run_paper(run: Run | str | Path, *, broker: str | Any = "sim", data: str | N
             hist = bars.iloc[: upto + 1]
         else:
             venue = broker
-            if state is None and history is None:
-                raise ConfigError("run_paper: a new session with this broker needs history=")
+            if history is None:  # the bars so far: the store or file the user keeps current
+                history = load_bars(data or dc.source, timeframe=dc.timeframe,
+                                    policy=dc.policy, symbol=dc.symbol)
             hist = history
-            if state is not None and history is not None:
+            if state is not None:
                 last = int(state["last_bar_ns"])
                 hist = history[history.index.as_unit("ns").asi8 <= last]
+            elif max_stale_bars is not None and len(hist):
+                step = pd.Timedelta(hist.index[-1] - hist.index[-2]) if len(hist) > 1 else None
+                age = pd.Timestamp.now(tz="UTC") - hist.index[-1]
+                if step is not None and age > step * (max_stale_bars + 1):
+                    raise ConfigError(
+                        f"the history ends at {hist.index[-1]}, {age} ago: a new live session "
+                        "would decide on old bars; update the bars first (rltrade data "
+                        "download ... into the store) and start again")
         sess = Session(folder, step_columns(EnvConfig.build(cfg.env)))
         trader = PaperTrader(run, venue, sess, hist, name=name, model=model,
                              max_daily_loss=max_daily_loss, tail=tail,
