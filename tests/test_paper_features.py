@@ -12,7 +12,7 @@ from rltrade.agents.policy import PlanPolicy
 from rltrade.data import load_bars
 from rltrade.data.synthetic import synthetic_market
 from rltrade.envs.config import EnvConfig
-from rltrade.errors import DataError
+from rltrade.errors import ConfigError, DataError
 from rltrade.evaluation.backtest import run_backtest
 from rltrade.evaluation.ranges import with_context
 from rltrade.features.dataset import build_dataset
@@ -206,3 +206,19 @@ def test_risk_manager_state_round_trip():
     assert b.kill_switch_active and b.peak_equity == 104.0 and b.counts() == a.counts()
     s = RiskState(5 * h, 1.0, 1.0, 96.0, 0.01, 1.0)
     assert a.check_target(s, 5.0) == b.check_target(s, 5.0)
+
+
+def test_groups_no_window_reproduces_are_computed_on_the_whole_history(eurusd):
+    """A window too short for RSI's smoothing, with the whole-history fallback from 64 bars:
+    RSI moves to the whole history, everything else stays on the trailing window."""
+    spec = FeatureSpec.from_dict({"features": [{"name": "rsi", "params": {"period": 14}},
+                                               {"name": "returns", "params": {"periods": [1]}}],
+                                  "strategies": []})
+    inc = IncrementalDataset(eurusd.iloc[:1500], spec, tail=64)
+    assert inc.mismatches(8) == ["rsi_14"]  # the premise of the test
+    assert inc.calibrate(rows=8, full_after=64) == 64
+    assert inc.full_groups == ["rsi"]
+    inc.append_frame(eurusd.iloc[1500:1560])
+    assert extension_mismatches(inc.dataset, build_dataset(eurusd.iloc[:1560], spec)) == []
+    with pytest.raises(ConfigError, match="not features of the spec"):
+        inc.use_full_history(["macd"])

@@ -13,9 +13,12 @@ rows of the history (whose batch values are known) from trailing windows and dou
 until every value is bit-for-bit equal; :func:`extension_mismatches` compares an extended
 Dataset with a batch rebuild on the same bars (the tests run it over many bars). Exponential
 smoothing forgets its start geometrically, so its trailing value reaches the batch value's
-exact bits after a finite window; a feature with an unbounded memory (a cumulative sum since the
-first bar) never would, and calibration then fails loudly instead of trading on a different
-number.
+exact bits after a finite window. Some values never do: TA-Lib's rolling sums (Bollinger
+bands) update a running sum, whose rounding carries over from the first bar of the series, so
+on a long history their last bits depend on every bar. A feature group that no window up to
+``full_after`` bars reproduces is computed **on the whole history** for each new bar (only that
+group: a TA-Lib pass over a million bars is a few milliseconds); one that still differs (a
+strategy signal) makes calibration fail loudly instead of trading on a different number.
 
 ::
 
@@ -35,8 +38,10 @@ import pandas as pd
 from loguru import logger
 
 from rltrade.data.parsing import OHLCV
-from rltrade.errors import DataError
-from rltrade.features.dataset import Dataset, build_dataset
+from rltrade.data.timeframes import parse_timeframe
+from rltrade.errors import ConfigError, DataError
+from rltrade.features.base import FEATURES, BarArrays
+from rltrade.features.dataset import Dataset, build_dataset, compute_features
 from rltrade.features.spec import FeatureSpec
 
 __all__ = ["DEFAULT_TAIL", "IncrementalDataset", "extension_mismatches"]
@@ -47,6 +52,8 @@ log = logger.bind(component="features")
 DEFAULT_TAIL = 2048
 #: the longest trailing window calibration tries before giving up
 MAX_TAIL = 1 << 17
+#: past this window, feature groups that still differ are computed on the whole history
+FULL_AFTER = 1 << 14
 
 
 class _Grow:
@@ -110,6 +117,10 @@ class IncrementalDataset:
         #: Dataset row 0 is bar ``offset`` of the bars (the batch build's warm-up)
         self.offset = base.warmup_dropped
         self.attrs = dict(bars.attrs)
+        #: feature groups computed on the whole history (calibration's finding), their columns
+        self.full_groups: list[str] = []
+        self._full_spec: FeatureSpec | None = None
+        self._full_cols: list[int] = []
 
     # ---------------------------------------------------------------------------- views
     def __len__(self) -> int:
@@ -153,7 +164,53 @@ class IncrementalDataset:
         if int(ds.timestamps[-1]) != int(self._bar_ts.view[end - 1]):  # pragma: no cover
             raise DataError("incremental features: the trailing build lost the last bar")
         extras = np.array([ds.extras[k][-1] for k in self._extras])
-        return ds.features[-1], ds.signals[-1], extras
+        feats = ds.features[-1]
+        if self._full_spec is not None:
+            feats = feats.copy()
+            feats[self._full_cols] = self._full_row(end)
+        return feats, ds.signals[-1], extras
+
+    def _full_row(self, end: int) -> np.ndarray:
+        """The whole-history groups' values of bar ``end - 1`` (bars ``[0, end)``)."""
+        assert self._full_spec is not None
+        raw = self._bars.view[:end]
+        arrays = BarArrays(
+            timestamps=self._bar_ts.view[:end], open=raw[:, 0], high=raw[:, 1],
+            low=raw[:, 2], close=raw[:, 3], volume=raw[:, 4],
+            timeframe=parse_timeframe(self.timeframe),
+            extras={c: raw[:, 5 + j] for j, c in enumerate(self.extra_columns)})
+        columns, _, _ = compute_features(arrays, self._full_spec)
+        names = self._base.feature_names
+        return np.array([columns[names[j]][-1] for j in self._full_cols], dtype=np.float32)
+
+    def use_full_history(self, groups: list[str]) -> None:
+        """Compute the feature groups ``groups`` (spec feature names) on the whole history.
+
+        :raises ConfigError: a name that is not a feature group of the spec.
+        """
+        items = [item for item in self.spec.features if item.name in groups]
+        missing = sorted(set(groups) - {item.name for item in items})
+        if missing:
+            raise ConfigError(f"incremental features: {missing} are not features of the spec")
+        self.full_groups = sorted(set(groups))
+        self._full_spec = self.spec.model_copy(update={"features": items, "strategies": [],
+                                                       "external": []})
+        cols: list[int] = []
+        names = self._base.feature_names
+        for item in items:
+            definition = FEATURES[item.name]
+            for col in definition.norms(definition.resolve(item.params)):
+                if col in names:
+                    cols.append(names.index(col))
+        self._full_cols = cols
+
+    def group_of(self, column: str) -> str | None:
+        """The spec feature group that produces ``column`` (``None``: a signal or external)."""
+        for item in self.spec.features:
+            definition = FEATURES[item.name]
+            if column in definition.norms(definition.resolve(item.params)):
+                return item.name
+        return None
 
     def append(self, timestamp: int, open_: float, high: float, low: float, close: float,
                volume: float, **extras: float) -> int:
@@ -199,25 +256,39 @@ class IncrementalDataset:
                                    rec["volume"], **extras))
         return out
 
-    def calibrate(self, rows: int = 32, max_tail: int = MAX_TAIL) -> int:
+    def calibrate(self, rows: int = 32, max_tail: int = MAX_TAIL,
+                  full_after: int = FULL_AFTER) -> int:
         """Double :attr:`tail` until the last ``rows`` Dataset rows of the history, recomputed
         from trailing windows, equal their batch values bit for bit; returns the tail.
 
-        With fewer history bars than the tail, the trailing window is the whole history and
-        equality holds by construction (nothing to calibrate).
+        Feature groups that still differ once the window passes ``full_after`` bars are
+        computed on the whole history (:meth:`use_full_history`). With fewer history bars than
+        the tail, the trailing window is the whole history and equality holds by construction.
 
-        :raises DataError: no tail up to ``max_tail`` reproduces the batch rows (a feature with
-            unbounded memory).
+        :raises DataError: no tail up to ``max_tail`` reproduces the batch rows (a strategy
+            signal, or a feature whose whole-history value differs too).
         """
         rows = min(rows, len(self) - 1)
+        initial = self.tail
         while True:
             if self.tail >= self._bars.n:
                 return self.tail
-            bad = self._mismatch_rows(rows)
+            bad = self.mismatches(rows)
             if not bad:
                 log.debug("incremental features: a trailing window of {} bars reproduces the "
-                          "last {} rows exactly", self.tail, rows)
+                          "last {} rows exactly{}", self.tail, rows,
+                          f" ({', '.join(self.full_groups)} on the whole history)"
+                          if self.full_groups else "")
                 return self.tail
+            groups = {self.group_of(c) for c in bad}
+            if self.tail >= full_after and None not in groups:
+                new = sorted({g for g in groups if g} - set(self.full_groups))
+                if new:
+                    log.info("incremental features: {} carry rounding from the first bar; "
+                             "computed on the whole history", ", ".join(new))
+                    self.use_full_history([*self.full_groups, *new])
+                    self.tail = initial  # the other groups may need far less
+                    continue
             if self.tail >= max_tail:
                 raise DataError(
                     f"incremental features: a trailing window of {self.tail} bars does not "
@@ -226,7 +297,10 @@ class IncrementalDataset:
                 )
             self.tail *= 2
 
-    def _mismatch_rows(self, rows: int) -> list[str]:
+    def mismatches(self, rows: int) -> list[str]:
+        """Columns whose values in the last ``rows`` Dataset rows, recomputed as a new bar's
+        row would be (trailing window, whole-history groups), differ from the batch build's
+        (``["the warm-up"]``: the window is too short for the warm-up)."""
         ds = self.dataset
         bad: list[str] = []
         for r in range(len(ds) - rows, len(ds)):
