@@ -170,12 +170,15 @@ def test_a_crash_between_submit_and_commit_sends_nothing_twice(run, monkeypatch)
     """The worst moment: the order of a bar is at the broker, the state saying so is not."""
     clean = run_paper(run, start=START, end=END, session="clean")
     real_commit = T.Session.commit
-    calls = {"n": 0}
+    crashes = {"n": 0, "skip": 0}
 
     def crashing_commit(self, state):
-        calls["n"] += 1
-        if calls["n"] in (12, 31):  # after bars whose decision sent an order (checked below)
-            raise _Crash
+        # crash right after a bar whose decision sent an order: the second and fourth such
+        if state["open_orders"] and state["steps"] > 0 and crashes["n"] < 2:
+            crashes["skip"] += 1
+            if crashes["skip"] % 2 == 0:
+                crashes["n"] += 1
+                raise _Crash
         return real_commit(self, state)
 
     monkeypatch.setattr(T.Session, "commit", crashing_commit)
@@ -186,12 +189,14 @@ def test_a_crash_between_submit_and_commit_sends_nothing_twice(run, monkeypatch)
         except _Crash:
             continue
     monkeypatch.undo()
+    assert crashes["n"] == 2
     folder = run.path / "paper" / "crashy"
     assert result.state["status"] == "finished"
     submits = _journal_submits(folder)
     assert len(submits) == len(set(submits))
     log = (folder / "paper.log").read_text()
     assert "restart reconcile" in log
+    assert "already at the broker" in log and "not sent again" in log  # found, not resent
     assert_same_as_backtest(folder, backtest_run(run, start=START, end=END, allow_overlap=True,
                                                  baselines=False, report=False))
     pd.testing.assert_frame_equal(_decisions(folder), _decisions(clean.path))
