@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
           f"calibration, engine core, policy {setup_s:.1f} s), spec {args.spec} "
           f"({len(trader.data.dataset.feature_names)} features, "
           f"{len(trader.data.dataset.signal_names)} signal columns), trailing window "
-          f"{trader.tail} bars")
+          f"{trader.tail} bars, on the whole history: {trader.data.full_groups or 'none'}")
     print(f"bars processed {len(whole)}, orders sent {len(to_order)}")
     print(f"bar close -> order submitted: median {ms(to_order, 0.5)}, p90 {ms(to_order, 0.9)}, "
           f"max {ms(to_order, 1.0)}  (target: median < 50 ms)")
