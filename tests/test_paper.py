@@ -286,3 +286,49 @@ def test_kill_9_at_random_bars_loses_and_duplicates_no_order(run):
     pd.testing.assert_frame_equal(trades, pd.read_csv(clean.path / "trades.csv", index_col=0))
     steps = pd.read_csv(folder / "steps.csv", index_col=0)
     pd.testing.assert_frame_equal(steps, pd.read_csv(clean.path / "steps.csv", index_col=0))
+
+
+def test_a_session_on_the_fake_exchange_survives_faults_and_a_restart(run, monkeypatch,
+                                                                     tmp_path):
+    """The trader with the ccxt adapter and its live feed on the fake exchange: lost replies,
+    disconnects and server errors while it trades, a restart in between; every order placed
+    once and the exchange's position the session's."""
+    from fake_exchange import HOUR_MS, FakeBinance, Fault
+    from rltrade.live.ccxt_broker import CcxtBroker
+    from rltrade.live.venues import LiveFeed, ccxt_closed_bars
+
+    monkeypatch.setenv("RLTRADE_BINANCE_API_KEY", "k")
+    monkeypatch.setenv("RLTRADE_BINANCE_SECRET", "s")
+    with FakeBinance(now="2024-03-01", listing="2023-10-01") as fake:
+        history = fake.expected_bars("BTCUSDT", "1h")
+        history.attrs.update(symbol="BTCUSDT", timeframe="1h")
+
+        def clock() -> int:  # an hour passes at every poll
+            fake.now_ms += HOUR_MS
+            return fake.now_ms
+
+        def venue() -> LiveFeed:
+            broker = CcxtBroker("binance", "BTC/USDT", config=fake.ccxt_config(
+                timeout_ms=400, market_types=("spot",)),
+                state_path=tmp_path / "broker_ccxt.json", retry_wait=0.01)
+            return LiveFeed(broker, ccxt_closed_bars(broker.exchange, "BTC/USDT", "1h",
+                                                     now_ms=clock), "1h", poll_seconds=0.0)
+
+        fake.inject("POST /api/v3/order", Fault.lost_reply(), Fault.disconnect(),
+                    Fault.http(503), Fault.ok(), Fault.lost_reply())
+        first = run_paper(run, broker=venue(), history=history, session="cx", max_bars=12,
+                          position_tolerance=1e-3, max_stale_bars=None)  # the fake's clock
+        assert first.state["status"] == "running"
+        second = run_paper(run, broker=venue(), history=history, session="cx", max_bars=12,
+                           position_tolerance=1e-3)  # a new process: the state resumes
+        state = second.state
+        assert state["status"] == "running" and state["steps"] == 24
+        cids = [o["clientOrderId"] for o in fake.orders.values()]
+        assert len(cids) >= 1 and len(cids) == len(set(cids))
+        assert "lost_reply" in {r.fault for r in fake.requests_to("/api/v3/order")}
+        assert all(c.startswith(f"rt-{state['session_key']}-") for c in cids)
+        baseline = json.loads((tmp_path / "broker_ccxt.json").read_text())["baseline"]
+        assert fake.position() - baseline == pytest.approx(state["position"], rel=1e-3,
+                                                             abs=1e-6)
+        fills = pd.read_csv(second.path / "fills.csv")
+        assert fills["fill_id"].dropna().is_unique

@@ -559,7 +559,8 @@ def run_paper(run: Run | str | Path, *, broker: str | Any = "sim", data: str | N
               session: str | None = None, model: str = "final",
               max_daily_loss: float | None = None, max_bars: int | None = None,
               tail: int = DEFAULT_TAIL, history: pd.DataFrame | None = None,
-              max_stale_bars: int | None = 2) -> PaperResult:
+              max_stale_bars: int | None = 2,
+              position_tolerance: float = 1e-9) -> PaperResult:
     """Run (or resume) a paper session of a trained run: ``rltrade paper``.
 
     :param run: the run folder (or :class:`Run`).
@@ -577,6 +578,8 @@ def run_paper(run: Run | str | Path, *, broker: str | Any = "sim", data: str | N
         ``data`` or the run's source, loaded now).
     :param max_stale_bars: a new session with a broker other than sim is refused when its
         history ends more than this many bars before now (``None``: no check; a replay).
+    :param position_tolerance: relative difference between the broker's position and the
+        mirror's still counted as equal (a venue's lot size rounds the orders' units).
     """
     run = run if isinstance(run, Run) else Run.open(run)
     root = run.path / "paper"
@@ -618,7 +621,7 @@ def run_paper(run: Run | str | Path, *, broker: str | Any = "sim", data: str | N
             hist = history
             if state is not None:
                 last = int(state["last_bar_ns"])
-                hist = history[history.index.as_unit("ns").asi8 <= last]
+                hist = _history_to(history, last, venue)
             elif max_stale_bars is not None and len(hist):
                 step = pd.Timedelta(hist.index[-1] - hist.index[-2]) if len(hist) > 1 else None
                 age = pd.Timestamp.now(tz="UTC") - hist.index[-1]
@@ -630,6 +633,7 @@ def run_paper(run: Run | str | Path, *, broker: str | Any = "sim", data: str | N
         sess = Session(folder, step_columns(EnvConfig.build(cfg.env)))
         trader = PaperTrader(run, venue, sess, hist, name=name, model=model,
                              max_daily_loss=max_daily_loss, tail=tail,
+                             position_tolerance=position_tolerance,
                              symbol=getattr(venue, "symbol", None))
         last = int(trader.data.dataset.timestamps[-1])
         trader.start(bool(venue.has_next(last)))
@@ -647,6 +651,23 @@ def run_paper(run: Run | str | Path, *, broker: str | Any = "sim", data: str | N
         _log["session"].info("paper session {}: {} after {} bar(s), equity {:.2f}", name,
                              trader.status, trader.n_steps, summary["final_equity"])
         return PaperResult(folder, trader.state_dict(), summary)
+
+
+def _history_to(history: pd.DataFrame, last: int, venue: Any) -> pd.DataFrame:
+    """``history`` up to the bar at ``last`` (ns), completed from the venue's closed bars
+    (``venue.closed_bars(after_ns)``) when the stored bars end before it."""
+    stamps = history.index.as_unit("ns").asi8
+    hist = history[stamps <= last]
+    closed = getattr(venue, "closed_bars", None)
+    while len(hist) and int(hist.index[-1].value) < last and closed is not None:
+        more = closed(int(hist.index[-1].value))
+        more = more[more.index.as_unit("ns").asi8 <= last]
+        if not len(more):
+            break
+        more.attrs = dict(hist.attrs)
+        hist = pd.concat([hist, more[list(hist.columns)]])
+        hist.attrs = dict(history.attrs)
+    return hist
 
 
 def paper_status(run: Run | str | Path, session: str | None = None) -> dict[str, Any]:
