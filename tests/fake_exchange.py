@@ -21,8 +21,19 @@ differ from the final bar, as on the real exchange). ``gaps`` are ranges the exc
 lacks. :meth:`FakeBinance.expected_bars`, :meth:`FakeBinance.open_interest` and
 :meth:`FakeBinance.funding_rates` give the ground truth to compare a download with.
 
+The spot account (paper trading, signed endpoints; the signature is not checked, the
+``X-MBX-APIKEY`` header must be there): ``POST /api/v3/order`` (market orders, filled at
+:attr:`FakeBinance.price`, with ``newClientOrderId``; a client id already used is refused
+with Binance's ``-2010 Duplicate order sent.``), ``GET /api/v3/order`` (by ``orderId`` or
+``origClientOrderId``; ``-2013 Order does not exist.``), ``DELETE /api/v3/order``,
+``GET /api/v3/openOrders``, ``GET /api/v3/account`` (balances), ``GET /api/v3/myTrades``
+(``fromId``), in Binance's formats. :attr:`FakeBinance.balances`, :attr:`FakeBinance.orders`
+and :attr:`FakeBinance.trades` are the ground truth; :meth:`FakeBinance.fill_open` fills what
+partially filled orders left.
+
 Every request is recorded (:attr:`FakeBinance.requests`), and scripted faults can be queued per
-path with :meth:`FakeBinance.inject`; each request to that path consumes the next fault:
+path with :meth:`FakeBinance.inject` (or per method and path: ``"POST /api/v3/order"``); each
+request to that path consumes the next fault:
 
 * ``Fault.http(429)`` / ``Fault.http(418)``: Binance's rate-limit / IP-ban answer (JSON body
   ``{"code": -1003, ...}`` and a ``Retry-After`` header); ``Fault.http(500)``, ``502``, ``503``:
@@ -35,7 +46,13 @@ path with :meth:`FakeBinance.inject`; each request to that path consumes the nex
 * ``Fault.truncate(n)``: a short page of only ``n`` bars;
 * ``Fault.ignore_end()``: ``endTime`` is ignored (the page may run past it, up to ``now``);
 * ``Fault.broken_ohlc(k)``: bar ``k`` of the page has ``high < low``;
-* ``Fault.delay(seconds)``: the answer comes late (a client timeout, if short enough).
+* ``Fault.delay(seconds)``: the answer comes late (a client timeout, if short enough);
+* ``Fault.disconnect()``: the connection is closed before the request is processed;
+* ``Fault.lost_reply()``: the request is processed (an order is placed), then the connection is
+  closed without an answer (a restart in the middle of a submit, as the client sees it);
+* ``Fault.partial(fraction)``: the order fills only ``fraction`` of its quantity now
+  (``PARTIALLY_FILLED``, the rest stays open until :meth:`FakeBinance.fill_open`);
+* ``Fault.reject()``: the order is refused for insufficient balance (``-2010``).
 
 Usage::
 
@@ -80,6 +97,8 @@ _MONDAY_MS = 4 * DAY_MS  # 1970-01-05 was a Monday
 FUNDING_INTERVAL_MS = 8 * HOUR_MS
 
 _SPOT, _LINEAR = "spot", "linear"
+#: the signed spot endpoints of the paper account
+_PRIVATE = ("/api/v3/order", "/api/v3/openOrders", "/api/v3/account", "/api/v3/myTrades")
 _KLINE_LIMITS = {_SPOT: (500, 1000), _LINEAR: (500, 1500)}  # (default, max) as on Binance
 
 
@@ -211,6 +230,27 @@ class Fault:
         """Answer normally, but only after ``seconds``."""
         return Fault("delay", seconds=seconds)
 
+    @staticmethod
+    def disconnect() -> Fault:
+        """Close the connection without processing the request."""
+        return Fault("disconnect")
+
+    @staticmethod
+    def lost_reply() -> Fault:
+        """Process the request, then close the connection without answering."""
+        return Fault("lost_reply")
+
+    @staticmethod
+    def partial(fraction: float) -> Fault:
+        """An order fills ``fraction`` of its quantity; the rest stays open."""
+        return Fault("partial", seconds=fraction)
+
+    @staticmethod
+    def reject() -> Fault:
+        """An order is refused: insufficient balance."""
+        return Fault("http", status=400, body={
+            "code": -2010, "msg": "Account has insufficient balance for requested action."})
+
 
 @dataclass
 class Request:
@@ -221,6 +261,7 @@ class Request:
     status: int = 200
     fault: str | None = None
     at: float = field(default_factory=time.monotonic)
+    method: str = "GET"
 
 
 class _Server(ThreadingHTTPServer):
@@ -237,9 +278,26 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "FakeBinance/1.0"
 
     def do_GET(self) -> None:
+        self._answer("GET")
+
+    def do_POST(self) -> None:
+        self._answer("POST")
+
+    def do_DELETE(self) -> None:
+        self._answer("DELETE")
+
+    def _answer(self, method: str) -> None:
         url = urlsplit(self.path)
         params = dict(parse_qsl(url.query, keep_blank_values=True))
-        status, body, headers = self.server.fake.handle(url.path, params)
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            params.update(parse_qsl(self.rfile.read(length).decode(), keep_blank_values=True))
+        keyed = bool(self.headers.get("X-MBX-APIKEY"))
+        answer = self.server.fake.handle(url.path, params, method=method, keyed=keyed)
+        if answer is None:  # a dropped connection
+            self.close_connection = True
+            return
+        status, body, headers = answer
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.send_response(status)
         content_type = "text/plain" if isinstance(body, bytes) else "application/json"
@@ -290,6 +348,14 @@ class FakeBinance:
         self.funding_offset_ms = int(funding_offset_ms)
         self.seed = seed
         self.requests: list[Request] = []
+        #: the spot account: balances per asset, orders by id, trades, the fill price
+        self.balances: dict[str, float] = {"USDT": 1_000_000.0}
+        for sym in self.symbols:
+            self.balances[sym[:-4]] = 10.0
+        self.orders: dict[int, dict[str, Any]] = {}
+        self.trades: list[dict[str, Any]] = []
+        self.price = 30_000.0
+        self.fee_rate = 0.001
         self._faults: dict[str, deque[Fault]] = {}
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -355,7 +421,8 @@ class FakeBinance:
         return {
             "rateLimit": rate_limit_ms,
             "timeout": timeout_ms,
-            "urls": {"api": api},
+            # the sandbox (testnet) URLs too: set_sandbox_mode(True) switches to these
+            "urls": {"api": api, "test": dict(api)},
             "options": {
                 "fetchMarkets": {"types": list(market_types)},
                 "fetchCurrencies": False,
@@ -504,25 +571,154 @@ class FakeBinance:
         return pd.Series([float(s) for s in _fmt(rates, 8)], index=idx, name="funding_rate")
 
     # -- request handling --------------------------------------------------------------------
-    def handle(self, path: str, params: dict[str, str]) -> tuple[int, Any, dict[str, str]]:
-        """Answer one GET request: ``(status, json-able body or bytes, extra headers)``."""
-        with self._lock:
-            queue = self._faults.get(path)
+    def handle(self, path: str, params: dict[str, str], method: str = "GET",
+               keyed: bool = False) -> tuple[int, Any, dict[str, str]] | None:
+        """Answer one request: ``(status, json-able body or bytes, extra headers)``, or
+        ``None`` to drop the connection without an answer."""
+        with self._lock:  # faults queued for "METHOD path" first, then for the path
+            queue = self._faults.get(f"{method} {path}") or self._faults.get(path)
             fault = queue.popleft() if queue else None
-            record = Request(path, dict(params), fault=fault.kind if fault else None)
+            record = Request(path, dict(params), fault=fault.kind if fault else None,
+                             method=method)
             self.requests.append(record)
         if fault is not None and fault.kind == "delay":
             time.sleep(fault.seconds)
             fault = None
+        if fault is not None and fault.kind == "disconnect":
+            record.status = 0
+            return None
         if fault is not None and fault.kind == "http":
             status, body, headers = self._http_fault(fault)
         else:
             try:
-                status, body, headers = self._route(path, params, fault)
+                if path in _PRIVATE:
+                    if not keyed:
+                        raise _BadRequest(-2014, "API-key format invalid.")
+                    with self._lock:
+                        status, body, headers = self._private(path, method, params, fault)
+                else:
+                    status, body, headers = self._route(path, params, fault)
             except _BadRequest as exc:
                 status, body, headers = _error(400, exc.code, exc.msg)
         record.status = status
+        if fault is not None and fault.kind == "lost_reply":
+            return None
         return status, body, headers
+
+    # -- the spot account ----------------------------------------------------------------------
+    def _order_view(self, order: dict[str, Any]) -> dict[str, Any]:
+        keys = ("symbol", "orderId", "orderListId", "clientOrderId", "price", "origQty",
+                "executedQty", "cummulativeQuoteQty", "status", "timeInForce", "type", "side",
+                "stopPrice", "icebergQty", "time", "updateTime", "isWorking", "workingTime",
+                "origQuoteOrderQty", "selfTradePreventionMode")
+        return {k: order[k] for k in keys}
+
+    def _execute(self, order: dict[str, Any], qty: float) -> list[dict[str, Any]]:
+        """Fill ``qty`` of ``order`` at :attr:`price`; returns the FULL response's fills."""
+        base, quote = order["symbol"][:-4], order["symbol"][-4:]
+        price = self.price
+        fee = qty * price * self.fee_rate
+        sign = 1.0 if order["side"] == "BUY" else -1.0
+        self.balances[base] = self.balances.get(base, 0.0) + sign * qty
+        self.balances[quote] = self.balances.get(quote, 0.0) - sign * qty * price - fee
+        trade_id = len(self.trades) + 1
+        self.trades.append({
+            "symbol": order["symbol"], "id": trade_id, "orderId": order["orderId"],
+            "orderListId": -1, "price": f"{price:.8f}", "qty": f"{qty:.8f}",
+            "quoteQty": f"{qty * price:.8f}", "commission": f"{fee:.8f}",
+            "commissionAsset": quote, "time": self.now_ms, "isBuyer": sign > 0,
+            "isMaker": False, "isBestMatch": True})
+        executed = float(order["executedQty"]) + qty
+        order["executedQty"] = f"{executed:.8f}"
+        order["cummulativeQuoteQty"] = f"{float(order['cummulativeQuoteQty']) + qty * price:.8f}"
+        done = executed >= float(order["origQty"]) - 1e-12
+        order["status"] = "FILLED" if done else "PARTIALLY_FILLED"
+        order["isWorking"] = not done
+        order["updateTime"] = self.now_ms
+        return [{"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": f"{fee:.8f}",
+                 "commissionAsset": quote, "tradeId": trade_id}]
+
+    def fill_open(self) -> int:
+        """Fill the rest of every partially filled order at :attr:`price`; how many."""
+        with self._lock:
+            n = 0
+            for order in self.orders.values():
+                if order["status"] == "PARTIALLY_FILLED":
+                    self._execute(order, float(order["origQty"]) - float(order["executedQty"]))
+                    n += 1
+            return n
+
+    def position(self, symbol: str = "BTCUSDT") -> float:
+        """The base asset's balance (what a spot position is)."""
+        return self.balances.get(symbol[:-4], 0.0)
+
+    def _find(self, params: dict[str, str]) -> dict[str, Any]:
+        if params.get("orderId"):
+            order = self.orders.get(int(params["orderId"]))
+        else:
+            cid = params.get("origClientOrderId")
+            order = next((o for o in self.orders.values() if o["clientOrderId"] == cid), None)
+        if order is None or order["symbol"] != params.get("symbol"):
+            raise _BadRequest(-2013, "Order does not exist.")
+        return order
+
+    def _private(self, path: str, method: str, params: dict[str, str],
+                 fault: Fault | None) -> tuple[int, Any, dict[str, str]]:
+        if path == "/api/v3/account":
+            return 200, {
+                "makerCommission": 10, "takerCommission": 10, "buyerCommission": 0,
+                "sellerCommission": 0, "canTrade": True, "canWithdraw": True,
+                "canDeposit": True, "brokered": False, "requireSelfTradePrevention": False,
+                "preventSor": False, "updateTime": self.now_ms, "accountType": "SPOT",
+                "balances": [{"asset": a, "free": f"{v:.8f}", "locked": "0.00000000"}
+                             for a, v in self.balances.items()],
+                "permissions": ["SPOT"], "uid": 1}, {}
+        symbol = params.get("symbol")
+        if symbol not in self.symbols:
+            raise _BadRequest(-1121, "Invalid symbol.")
+        if path == "/api/v3/openOrders":
+            return 200, [self._order_view(o) for o in self.orders.values()
+                         if o["symbol"] == symbol and o["status"] in ("NEW",
+                                                                      "PARTIALLY_FILLED")], {}
+        if path == "/api/v3/myTrades":
+            start = int(params.get("fromId") or 0)
+            limit = int(params.get("limit") or 500)
+            rows = [t for t in self.trades if t["symbol"] == symbol and t["id"] >= start]
+            return 200, rows[:limit], {}
+        if method == "GET":
+            return 200, self._order_view(self._find(params)), {}
+        if method == "DELETE":
+            order = self._find(params)
+            if order["status"] not in ("NEW", "PARTIALLY_FILLED"):
+                raise _BadRequest(-2011, "Unknown order sent.")
+            order["status"] = "CANCELED"
+            order["isWorking"] = False
+            return 200, self._order_view(order), {}
+        cid = params.get("newClientOrderId") or f"x-{len(self.orders) + 1}"
+        if any(o["clientOrderId"] == cid for o in self.orders.values()):
+            raise _BadRequest(-2010, "Duplicate order sent.")
+        if params.get("type") != "MARKET":
+            raise _BadRequest(-1116, "Invalid orderType.")
+        qty = float(params["quantity"])
+        side = params.get("side")
+        base, quote = symbol[:-4], symbol[-4:]
+        need_quote = qty * self.price * (1 + self.fee_rate)
+        if (side == "BUY" and self.balances.get(quote, 0.0) < need_quote) or (
+                side == "SELL" and self.balances.get(base, 0.0) < qty):
+            raise _BadRequest(-2010, "Account has insufficient balance for requested action.")
+        order_id = len(self.orders) + 1
+        order = {"symbol": symbol, "orderId": order_id, "orderListId": -1,
+                 "clientOrderId": cid, "price": "0.00000000", "origQty": f"{qty:.8f}",
+                 "executedQty": "0.00000000", "cummulativeQuoteQty": "0.00000000",
+                 "status": "NEW", "timeInForce": "GTC", "type": "MARKET", "side": side,
+                 "stopPrice": "0.00000000", "icebergQty": "0.00000000", "time": self.now_ms,
+                 "updateTime": self.now_ms, "isWorking": True, "workingTime": self.now_ms,
+                 "origQuoteOrderQty": "0.00000000", "selfTradePreventionMode": "EXPIRE_MAKER"}
+        self.orders[order_id] = order
+        share = fault.seconds if fault is not None and fault.kind == "partial" else 1.0
+        fills = self._execute(order, qty * share)
+        body = {**self._order_view(order), "transactTime": self.now_ms, "fills": fills}
+        return 200, body, {}
 
     @staticmethod
     def _http_fault(fault: Fault) -> tuple[int, Any, dict[str, str]]:

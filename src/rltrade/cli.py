@@ -1212,6 +1212,108 @@ def _wizard_download(plan, store: Path, exchange_config: Path | None) -> None:
                           highlight=False)
 
 
+# paper trading
+
+paper_app = typer.Typer(
+    help="Paper trading through the same engine: a run bar by bar against a broker's paper "
+    "account or a replay (docs/paper.md).",
+    no_args_is_help=False,
+)
+app.add_typer(paper_app, name="paper")
+
+
+@paper_app.callback(invoke_without_command=True)
+def paper_main(
+    ctx: typer.Context,
+    run: Annotated[Path | None, typer.Option("--run", help="The trained run, e.g. runs/NAME.")
+                   ] = None,
+    broker: Annotated[str, typer.Option("--broker", help="sim, ccxt (sandbox) or ibkr "
+                                        "(paper account).")] = "sim",
+    data: Annotated[str | None, typer.Option("--data", help="Bars to replay (sim; default: "
+                                             "the run's source).")] = None,
+    start: Annotated[str | None, typer.Option("--start", help="First decision bar (UTC).")
+                     ] = None,
+    end: Annotated[str | None, typer.Option("--end", help="End of the replay (exclusive, UTC)."
+                                            )] = None,
+    speed: Annotated[str, typer.Option("--speed", help="Replay pace: max, or a factor like "
+                                       "60x.")] = "max",
+    session: Annotated[str | None, typer.Option("--session", help="Session name; an existing "
+                                                "session resumes.")] = None,
+    model: Annotated[str, typer.Option("--model", help="final, best or last.")] = "final",
+    max_daily_loss: Annotated[float | None, typer.Option(
+        "--max-daily-loss", help="Kill switch: stop at this fraction lost since the UTC day's "
+        "start (0.05 = 5 %).")] = None,
+    exchange: Annotated[str | None, typer.Option("--exchange", help="ccxt exchange id "
+                                                 "(sandbox only).")] = None,
+    symbol: Annotated[str | None, typer.Option("--symbol", help="Symbol at the broker "
+                                               "(default: the run's).")] = None,
+    host: Annotated[str, typer.Option("--host", help="ibkr: TWS / IB Gateway host.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="ibkr: the paper port (TWS 7497, "
+                                      "Gateway 4002).")] = 7497,
+    account: Annotated[str | None, typer.Option("--account", help="ibkr: the paper account "
+                                                "(DU...).")] = None,
+    store: Annotated[Path | None, typer.Option("--store", help="ccxt / ibkr: the bar store "
+                                               "new bars are appended to.",
+                                               envvar="RLTRADE_STORE")] = None,
+) -> None:
+    """Run or resume a paper session of a trained run (``paper status RUN`` shows one)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if run is None:
+        raise typer.BadParameter("--run is required (rltrade paper --run runs/NAME ...)",
+                                 param_hint="--run")
+    from rltrade.live.trader import run_paper
+
+    venue: object = broker
+    if broker != "sim":
+        from rltrade.live.venues import make_venue
+
+        venue = make_venue(broker, run, exchange=exchange, symbol=symbol, host=host, port=port,
+                           account=account, store=store)
+    result = run_paper(run, broker=venue, data=data, start=start, end=end, speed=speed,
+                       session=session, model=model, max_daily_loss=max_daily_loss)
+    s = result.summary
+    console.print(f"paper session {s['session']} ({s['broker']}): {s['status']}"
+                  f"{' - ' + s['kill_reason'] if s.get('kill_reason') else ''}; "
+                  f"{s['start']} .. {s['end']}, {s['bars']} bars, {s['n_trades']} closed "
+                  f"trades, equity {s['initial_equity']:,.2f} -> {s['final_equity']:,.2f} "
+                  f"({s['total_return']:+.2%}); {result.path}",
+                  markup=False, highlight=False, soft_wrap=True)
+
+
+@paper_app.command("status")
+def paper_status_cmd(
+    run: Annotated[Path, typer.Argument(help="The run, e.g. runs/NAME.")],
+    session: Annotated[str | None, typer.Option("--session", help="Session (default: the "
+                                                "latest).")] = None,
+) -> None:
+    """Show a paper session: last bar, position, equity, open orders, today's PnL, heartbeat
+    age, the risk manager's state."""
+    from rltrade.live.trader import paper_status
+
+    st = paper_status(run, session)
+    age = st["heartbeat_age_s"]
+    lines = [
+        f"session      {st['session']} ({st['broker']}) - {st['status']}"
+        + (f": {st['kill_reason']}" if st.get("kill_reason") else ""),
+        f"last bar     {st['last_bar']} ({st['steps']} steps)",
+        f"position     {st['position']:g}",
+        f"equity       {st['equity']:,.2f} (cash {st['cash']:,.2f})",
+        f"today's PnL  {st['today_pnl']:+,.2f}",
+        f"open orders  {len(st['open_orders'])}"
+        + "".join(f"\n  {o['client_id']} {o['qty']:+g} -> {o['target']:g}"
+                  for o in st["open_orders"]),
+        f"heartbeat    {'none' if age is None else f'{age:.0f} s ago'}",
+        f"risk         interventions {st['risk']['counts'] or 'none'}; manager "
+        f"{st['risk']['manager'] or 'off'}; daily-loss kill switch "
+        f"{st['risk']['max_daily_loss'] if st['risk']['max_daily_loss'] else 'off'}",
+    ]
+    if st["reconcile"]:
+        lines.append("reconcile    " + "\n             ".join(st["reconcile"][-5:]))
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
 # ------------------------------------------------------------------------------------------
 # trials
 

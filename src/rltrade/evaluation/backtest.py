@@ -75,7 +75,7 @@ from rltrade.sim.engine import (
     trade_table,
 )
 
-__all__ = ["BENCHMARK_COLUMN", "BacktestResult", "run_backtest", "stop_text"]
+__all__ = ["BENCHMARK_COLUMN", "BacktestResult", "run_backtest", "stop_text", "trades_frame"]
 
 log = logger.bind(component="backtest")
 
@@ -400,7 +400,7 @@ def run_backtest(
     st = done.run.st[0]
     initial = float(st[K.INITIAL_EQUITY])
     steps = _steps_frame(dataset, cfg, done, forced, initial)
-    trades = _trades_frame(_trade_records(done.run), dataset.timestamps)
+    trades = trades_frame(_trade_records(done.run), dataset.timestamps)
     clock.lap("frames")
     bench = _benchmark(benchmark, dataset, cfg, done.start, len(steps), seed)
     if bench is not None and len(bench) == len(steps):
@@ -705,7 +705,9 @@ def _steps_frame(dataset: Dataset, cfg: EnvConfig, done: _Pass, forced: bool,
     return pd.DataFrame(data, index=index, copy=False)
 
 
-def _trades_frame(buf: np.ndarray, timestamps: np.ndarray) -> pd.DataFrame:
+def trades_frame(buf: np.ndarray, timestamps: np.ndarray) -> pd.DataFrame:
+    """The trades table of a backtest (``trades.csv``) from the engine's trade records
+    ``buf`` (``[n, K.N_TRADE]``) and the bars' timestamps; paper trading writes the same."""
     table = trade_table(buf, timestamps)
     frame = pd.DataFrame({
         "entry_time": pd.DatetimeIndex(table["entry_time"], tz="UTC"),

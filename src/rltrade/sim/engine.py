@@ -283,9 +283,14 @@ def reason_counts(st: np.ndarray, names: dict[int, str]) -> dict[str, int]:
 
 
 # ------------------------------------------------------------------------------- inputs
-def _market(ohlcv: Any, config: EngineConfig, spread: Any, atr: Any) -> np.ndarray:
+def market_array(ohlcv: Any, config: EngineConfig, spread: Any, atr: Any) -> np.ndarray:
     """The kernels' market array ``[T, N_MKT]`` (validated prices, half-spread, ATR slippage;
-    the funding column is filled by :func:`_funding`)."""
+    the funding column is filled by :func:`_funding`).
+
+    Row ``t`` depends on bar ``t`` alone, except the ATR slippage column, computed on all rows
+    when ``atr`` is ``None``: paper trading builds the row of a new bar from it with ``atr``
+    given (:class:`rltrade.live.mirror.EngineMirror`).
+    """
     arr = np.asarray(ohlcv, dtype=np.float64)
     if arr.ndim != 2 or arr.shape[1] not in (4, 5):
         raise DataError(f"ohlcv must be an array [T, 5] (or [T, 4]), got shape {arr.shape}")
@@ -463,7 +468,7 @@ class _Base:
         elif not isinstance(config, EngineConfig):
             raise ConfigError(f"config must be an EngineConfig, got {type(config).__name__}")
         self.config: EngineConfig = config
-        self._mkt = _market(ohlcv, config, spread, atr)
+        self._mkt = market_array(ohlcv, config, spread, atr)
         self._ts = _timestamps(timestamps, len(self._mkt))
         _funding(self._mkt, config, funding_rate, self._ts)
         self._cfg = _config_vector(config)

@@ -678,6 +678,35 @@ class RiskManager:
         self.interventions: list[Intervention] = []
         self._counts: dict[str, int] = {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the manager has tracked (equity, peak, session, kill switch, counts), as plain
+        JSON values: paper trading saves it after every bar and restores it on restart with
+        :meth:`load_state_dict`. The interventions list is not part of it (the counts are)."""
+        def num(x: float) -> float | None:
+            return None if x != x or math.isinf(x) else float(x)
+
+        return {"last_ts": self._last_ts, "last_equity": num(self._last_equity),
+                "peak": num(self._peak), "session": self._session,
+                "day_start": num(self._day_start), "killed": self._killed,
+                "counts": dict(self._counts)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (the interventions list starts empty).
+
+        :param state: a :meth:`state_dict`.
+        """
+        def num(x: Any, missing: float) -> float:
+            return missing if x is None else float(x)
+
+        self.reset()
+        self._last_ts = None if state.get("last_ts") is None else int(state["last_ts"])
+        self._last_equity = num(state.get("last_equity"), math.nan)
+        self._peak = num(state.get("peak"), -math.inf)
+        self._session = None if state.get("session") is None else int(state["session"])
+        self._day_start = num(state.get("day_start"), math.nan)
+        self._killed = bool(state.get("killed", False))
+        self._counts = {str(k): int(v) for k, v in dict(state.get("counts", {})).items()}
+
     def reset_peak(self, equity: float | None = None) -> None:
         """Restart drawdown tracking from ``equity`` (default: the last equity seen).
 
