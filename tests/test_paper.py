@@ -332,3 +332,24 @@ def test_a_session_on_the_fake_exchange_survives_faults_and_a_restart(run, monke
                                                              abs=1e-6)
         fills = pd.read_csv(second.path / "fills.csv")
         assert fills["fill_id"].dropna().is_unique
+
+
+def test_a_perpetual_session_books_the_backtests_funding(tmp_path, small_config):
+    """A perpetual pays funding at 00/08/16 UTC from the data's funding_rate column: the paper
+    mirror books each new bar's rate as the backtest does."""
+    src = "synthetic:gbm?n_bars=3000&seed=3&timeframe=1h&derivatives=true"
+    cfg = small_config(replace={"data": {"source": src}, "features": PAPER_RUN["features"]},
+                       env={"engine": {"instrument": {"asset_class": "crypto_perp",
+                                                      "funding": "schedule"}}},
+                       training={"total_steps": 128, "eval_freq": 0, "checkpoint_freq": 0,
+                                 "seed": 7})  # a seed whose policy trades (119 fills)
+    run = train(cfg, "perp", runs_root=tmp_path).run
+    start, end = "2020-04-01", "2020-04-06"
+    bt = backtest_run(run, start=start, end=end, allow_overlap=True, baselines=False,
+                      report=False)
+    assert bt.summary["costs"]["funding"] != 0.0 and bt.summary["n_fills"] > 10
+    result = run_paper(run, start=start, end=end, session="perp")
+    assert_same_as_backtest(result.path, bt)
+    steps = pd.read_csv(result.path / "steps.csv", index_col=0)
+    np.testing.assert_allclose(steps["funding"].to_numpy(float),
+                               bt.steps["funding"].to_numpy(float), rtol=0, atol=1e-9)

@@ -1212,6 +1212,7 @@ def _wizard_download(plan, store: Path, exchange_config: Path | None) -> None:
                           highlight=False)
 
 
+# ------------------------------------------------------------------------------------------
 # paper trading
 
 paper_app = typer.Typer(

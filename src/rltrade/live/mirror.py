@@ -28,6 +28,7 @@ from rltrade.features.incremental import IncrementalDataset
 from rltrade.features.normalize import Normalizer
 from rltrade.sim import kernels as K
 from rltrade.sim.engine import market_array
+from rltrade.sim.instruments import funding_rates
 
 __all__ = ["EngineMirror"]
 
@@ -208,6 +209,13 @@ class EngineMirror:
         spread = (self.ds.extras["spread"][n - 1: n + 1]
                   if eng.costs.spread == "column" else None)
         a.mkt[n] = market_array(self.ds.ohlcv[n - 1: n + 1], eng, spread, slip)[1]
+        if eng.instrument.funding != "none":
+            # the rate booked at this bar's open; the schedule carries the last rate given, so
+            # it reads the rates so far (perpetuals only)
+            rates = self.ds.extras.get("funding_rate")
+            a.mkt[n, K.M_FUNDING] = funding_rates(
+                eng.instrument, None if rates is None else rates[: n + 1],
+                self.ds.timestamps[: n + 1], n + 1)[n]
         self.n += 1
         return n
 

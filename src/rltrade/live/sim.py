@@ -95,8 +95,11 @@ class SimBroker:
             raise ConfigError(f"sim broker: no bar at or after {pd.Timestamp(start_ns, tz='UTC')}")
         spread = (bars["spread"].to_numpy(np.float64)
                   if engine.costs.spread == "column" and "spread" in bars else None)
+        funding = (bars["funding_rate"].to_numpy(np.float64)
+                   if engine.instrument.funding != "none" and "funding_rate" in bars else None)
         self.engine = ExecutionEngine(bars[list(OHLCV)].to_numpy(np.float64), engine,
-                                      timestamps=self.timestamps, spread=spread)
+                                      timestamps=self.timestamps, spread=spread,
+                                      funding_rate=funding)
         self.seed = engine.seed if seed is None else int(seed)
         self._journal_path = Path(journal) if journal is not None else None
         self._replaying = False

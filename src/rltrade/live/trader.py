@@ -73,8 +73,8 @@ def step_columns(config: EnvConfig) -> list[str]:
     actions = ["action"] if scheme.discrete else [f"action_{j}" for j in range(scheme.width)]
     return ["timestamp", "bar", *actions, "trade_executed", "position_change", "cash",
             "position", "equity", "realized_equity", "unrealized_pnl", "close", "costs",
-            "reward", "stop_triggered", "take_profit", "liquidated", "drawdown", "risk_reason",
-            "invalid_action", "forced_close", "done"]
+            "funding", "reward", "stop_triggered", "take_profit", "liquidated", "drawdown",
+            "risk_reason", "invalid_action", "forced_close", "done"]
 
 
 @dataclass
@@ -178,6 +178,7 @@ class PaperTrader:
         self.n_steps = 0
         self.prev_counts = self._counts()
         self.prev_costs = self._cost_total()
+        self.prev_funding = float(self.mirror.state[K.FUNDING])
         self.prev_invalid = 0.0
         self.prev_position = float(self.mirror.state[K.POS])
         self.last_reward = 0.0
@@ -199,7 +200,7 @@ class PaperTrader:
 
     def _cost_total(self) -> float:
         st = self.mirror.state
-        return float(st[K.FEES] + st[K.SPREAD_COST] + st[K.SLIPPAGE_COST])
+        return float(st[K.FEES] + st[K.SPREAD_COST] + st[K.SLIPPAGE_COST] + st[K.FUNDING])
 
     def _recurrent_json(self) -> Any:
         if self.recurrent is None:
@@ -244,6 +245,7 @@ class PaperTrader:
             "recurrent_state": self._recurrent_json(),
             "episode_start": bool(self.episode_start[0]),
             "prev": {"counts": self.prev_counts.tolist(), "costs": self.prev_costs,
+                     "funding": self.prev_funding,
                      "invalid": self.prev_invalid, "position": self.prev_position},
             "reconcile": self.reconcile_report[-20:],
             "tail": self.tail,
@@ -270,6 +272,7 @@ class PaperTrader:
         prev = state["prev"]
         self.prev_counts = np.asarray(prev["counts"], dtype=np.float64)
         self.prev_costs = float(prev["costs"])
+        self.prev_funding = float(prev.get("funding", 0.0))
         self.prev_invalid = float(prev["invalid"])
         self.prev_position = float(prev["position"])
         self.reconcile_report = list(state.get("reconcile", []))
@@ -513,6 +516,7 @@ class PaperTrader:
             "unrealized_pnl": float(st[K.UNREALIZED]),
             "close": float(self.mirror.ds.ohlcv[self.mirror.bar, 3]),
             "costs": 0.0 if first else costs - self.prev_costs,
+            "funding": 0.0 if first else float(st[K.FUNDING]) - self.prev_funding,
             "reward": 0.0 if first else self.last_reward,
             "stop_triggered": bool(changed[1]) and not first,
             "take_profit": bool(changed[2]) and not first,
@@ -523,6 +527,7 @@ class PaperTrader:
         })
         self.prev_counts = counts
         self.prev_costs = costs
+        self.prev_funding = float(st[K.FUNDING])
         self.prev_position = pos
         self.prev_invalid = float(self.mirror.core.env[0, EK.E_INVALID])
         self.session.append("steps.csv", [row])
