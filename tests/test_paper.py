@@ -353,3 +353,19 @@ def test_a_perpetual_session_books_the_backtests_funding(tmp_path, small_config)
     steps = pd.read_csv(result.path / "steps.csv", index_col=0)
     np.testing.assert_allclose(steps["funding"].to_numpy(float),
                                bt.steps["funding"].to_numpy(float), rtol=0, atol=1e-9)
+
+
+def test_a_session_with_switches_against_costs_equals_the_backtest(tmp_path, small_config):
+    """decision_interval, min_hold and the abstention margin act in paper trading as in the
+    backtest: the policy is asked every third close only, and trades and equity agree."""
+    cfg = small_config(replace=PAPER_RUN,
+                       env={"decision_interval": 3, "min_hold": 4, "min_margin": 0.05},
+                       training={"total_steps": 128, "eval_freq": 0, "checkpoint_freq": 0,
+                                 "seed": 7})
+    run = train(cfg, "switches", runs_root=tmp_path).run
+    bt = backtest_run(run, start=START, end=END, allow_overlap=True, baselines=False,
+                      report=False)
+    asked = bt.steps["action"].notna()
+    assert 0 < asked.sum() < len(bt.steps) / 2  # every third close
+    result = run_paper(run, start=START, end=END, session="switches")
+    assert_same_as_backtest(result.path, bt)

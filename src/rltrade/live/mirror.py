@@ -120,6 +120,7 @@ class EngineMirror:
                                    features=padded(ds.features), signals=padded(ds.signals),
                                    extras={k: padded(v) for k, v in ds.extras.items()})
         self.core = EnvCore(self.ds, self.config, 1, self.normalizer)
+        self.core.set_bar_step(True)  # one step a bar, as the backtest's loop (decision_interval)
         self.capacity = capacity
         self.trades = np.zeros((_TRADE_ROWS + self._margin, K.N_TRADE))
         self.core.attach_trades(self.trades)
@@ -239,12 +240,21 @@ class EngineMirror:
         reward, term, trunc, _ = self.core.step_decided()
         return float(reward), bool(term), bool(trunc)
 
+    def decision_due(self) -> bool:
+        """Whether the policy decides at this close (``env.decision_interval``)."""
+        return self.core.decision_due(0)
+
     def decide(self, action: Any) -> tuple[float, float, float, bool]:
         """Decide at the current close: the action through the scheme and the risk manager;
-        ``(target, sl, tp, invalid)`` (NaN target: the episode is done)."""
+        ``(target, sl, tp, invalid)`` (NaN target: the episode is done, or no order). ``None``:
+        no decision at this close (between two of ``decision_interval``): no order, but the
+        risk manager still acts, as in the backtest."""
         core = self.core
         before = core.env[0, EK.E_INVALID]
-        core.accept_actions(action)
+        if action is None:
+            core.actions[...] = np.nan
+        else:
+            core.accept_actions(action)
         core.decide()
         return (float(core.targets[0]), float(core.sl[0]), float(core.tp[0]),
                 bool(core.env[0, EK.E_INVALID] > before))

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from loguru import logger
 
+from rltrade.agents.policy import MarginPolicy, is_planned
 from rltrade.data.loaders import load_bars
 from rltrade.data.store import atomic_write_bytes, atomic_write_json
 from rltrade.envs import kernels as EK
@@ -166,6 +167,10 @@ class PaperTrader:
         self.mirror = EngineMirror(self.data, self.config, run.normalizer(), last_row,
                                    self.config.engine.seed, spare=SPARE_ROWS, origin=origin)
         self.policy = policy if policy is not None else load_policy(run, model)
+        if self.config.min_margin > 0 and not is_planned(self.policy):
+            # abstention, as run_backtest applies it
+            self.policy = MarginPolicy(self.policy, self.config.min_margin,
+                                       self.config.action_scheme)
         self.recurrent: Any = None
         self.episode_start = np.ones(1, dtype=bool)
         self.cursor: str | None = None
@@ -349,12 +354,16 @@ class PaperTrader:
 
     def _decide(self, ts: int) -> tuple[Any, str]:
         mirror = self.mirror
-        market, account = mirror.observation_parts()
-        obs = observation(self.config, market, account)
-        action, self.recurrent = self.policy.predict(obs, state=self.recurrent,
-                                                     episode_start=self.episode_start,
-                                                     deterministic=True)
-        self.episode_start = np.zeros(1, dtype=bool)
+        due = mirror.decision_due()
+        if due:
+            market, account = mirror.observation_parts()
+            obs = observation(self.config, market, account)
+            action, self.recurrent = self.policy.predict(obs, state=self.recurrent,
+                                                         episode_start=self.episode_start,
+                                                         deterministic=True)
+            self.episode_start = np.zeros(1, dtype=bool)
+        else:  # decision_interval: the policy is not asked at this close
+            action = None
         target, sl, tp, _ = mirror.decide(action)
         reasons = ";".join(mirror.core.last_reasons[0])
         if reasons:
@@ -366,7 +375,7 @@ class PaperTrader:
                                  qty=target - position, target=target, sl=_nan_none(sl),
                                  tp=_nan_none(tp), bar=bar_key, symbol=self.symbol)
             self._send(order, ts)
-        return np.asarray(mirror.core.actions[0]).copy(), reasons
+        return (np.asarray(mirror.core.actions[0]).copy() if due else None), reasons
 
     def _send(self, order: OrderRequest, ts: int) -> BrokerOrder:
         known = self.broker.order(order.client_id)
