@@ -207,6 +207,33 @@ def test_executors_return_results_in_task_order():
         make_executor(0)
 
 
+def _probe() -> tuple[int, bool]:
+    """A worker's process id, and whether torch's compiler stack (imported by the first
+    optimizer, otherwise lazily) was there before its first task."""
+    import os
+    import sys
+
+    return os.getpid(), "torch._dynamo" in sys.modules
+
+
+def test_the_local_pool_is_started_once_with_preloaded_workers_and_reused():
+    """The pool's workers fork from a forkserver that imported the heavy modules once, and
+    the same processes serve every map until the pool is closed (no start-up per map)."""
+    with LocalExecutor(2) as ex:
+        first = ex.map(_probe, [()] * 4)
+        second = ex.map(_probe, [()] * 4)
+    assert all(preloaded for _, preloaded in first + second)
+    pids = {pid for pid, _ in first}
+    assert 1 <= len(pids) <= 2 and {pid for pid, _ in second} <= pids
+    spawned = LocalExecutor(1, start_method="spawn")
+    try:
+        assert spawned.map(_probe, [()]) == [(spawned.map(_probe, [()])[0][0], False)]
+    finally:
+        spawned.close()
+    with pytest.raises(ConfigError, match="start_method"):
+        LocalExecutor(2, start_method="fork")
+
+
 def test_cli_walkforward_writes_the_files_and_refuses_short_data(tmp_path, capsys,
                                                                   small_config):
     from cli_helpers import run_cli

@@ -43,7 +43,13 @@ from rltrade.config import RunConfig
 from rltrade.data.store import atomic_write_bytes, atomic_write_json
 from rltrade.errors import ConfigError
 from rltrade.evaluation.aggregate import SUMMARY_COLUMNS
-from rltrade.experiments.executors import Executor, SequentialExecutor, make_executor
+from rltrade.experiments.executors import (
+    Executor,
+    LocalExecutor,
+    SequentialExecutor,
+    close_executor,
+    make_executor,
+)
 from rltrade.experiments.folds import (
     Block,
     CpcvPlan,
@@ -750,12 +756,30 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     # one torch thread per unit: a pool of processes shares the cores, and the sequential run
     # equals the pooled one
     config = config.with_overrides(training={"torch_threads": 1})
-    ds = _load_dataset(config) if dataset is None else dataset
-    t_data = time.perf_counter() - t0
-    trials = TrialRegistry(registry_path(registry, runs_root))
-    if config.walkforward.scheme == "cpcv":
-        return _walk_forward_cpcv(config, path, ds, workers, executor, t0, t_data, trials,
-                                  experiment, user_config)
+    runner = executor if executor is not None else make_executor(workers)
+    if executor is None and isinstance(runner, LocalExecutor):
+        runner.start()  # the workers' imports run while this process builds the Dataset
+    try:
+        ds = _load_dataset(config) if dataset is None else dataset
+        t_data = time.perf_counter() - t0
+        trials = TrialRegistry(registry_path(registry, runs_root))
+        if config.walkforward.scheme == "cpcv":
+            return _walk_forward_cpcv(config, path, ds, workers, runner, t0, t_data, trials,
+                                      experiment, user_config)
+        return _walk_forward_rolling(config, path, ds, workers, runner, t0, t_data, trials,
+                                     experiment, user_config)
+    finally:
+        if executor is None:
+            close_executor(runner)
+
+
+def _walk_forward_rolling(config: RunConfig, path: Path, ds: Dataset, workers: int | None,
+                          runner: Executor, t0: float, t_data: float, trials: TrialRegistry,
+                          experiment: str, user_config: RunConfig) -> WalkForwardResult:
+    """:func:`walk_forward` with ``scheme: rolling`` or ``anchored``: the folds × seeds through
+    :func:`run_fold` on ``runner``, the trials, ``oos_steps.csv``, the statistics,
+    ``walkforward.json`` and ``report.html``."""
+    name = path.name
     plan = fold_plan(config, ds)
     seeds = list(config.walkforward.seeds)
     trials.connect().close()  # an unreadable registry fails now, not after the training
@@ -766,7 +790,6 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     ds_dir = ds.save(path / "dataset")
     atomic_write_bytes(path / "config.yaml", config.to_yaml().encode())
     t_prep = time.perf_counter() - t0 - t_data
-    runner = executor if executor is not None else make_executor(workers)
     # in this process the Dataset itself; other processes load the saved copy once each
     ref: Dataset | Path = ds if isinstance(runner, SequentialExecutor) else ds_dir
     tasks = [(config, ref, fold, seed, path) for fold in plan.folds for seed in seeds]
@@ -1074,7 +1097,7 @@ class CpcvResult:
 
 
 def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int | None,
-                       executor: Executor | None, t0: float, t_data: float,
+                       runner: Executor, t0: float, t_data: float,
                        trials: TrialRegistry, experiment: str,
                        user_config: RunConfig) -> CpcvResult:
     """:func:`walk_forward` with ``scheme: cpcv``: every split trained once per seed
@@ -1096,7 +1119,6 @@ def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int 
     ds_dir = ds.save(path / "dataset")
     atomic_write_bytes(path / "config.yaml", config.to_yaml().encode())
     t_prep = time.perf_counter() - t0 - t_data
-    runner = executor if executor is not None else make_executor(workers)
     ref: Dataset | Path = ds if isinstance(runner, SequentialExecutor) else ds_dir
     tasks = [(config, ref, plan, split.index, seed, path) for split in plan.splits
              for seed in seeds]
