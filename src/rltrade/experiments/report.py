@@ -17,6 +17,11 @@ holds:
   return over folds × seeds, the fractions of folds beating buy-and-hold and flat, Hansen's
   SPA p-values, PSR against DSR with the ``N`` and ``V`` that deflate it, and PBO with its
   logit histogram (or why there is none).
+
+A ``scheme: cpcv`` walk-forward gets :func:`write_cpcv_report`: the distribution of the
+backtest paths' Sharpe ratios, the path table and histogram, the stitched paths of its
+``oos_steps.csv`` against every baseline, and the same statistics with the paths in the place
+of the folds.
 """
 
 from __future__ import annotations
