@@ -139,3 +139,32 @@ def test_a_second_cpcv_config_in_the_experiment_gives_pbo(cpcv, tmp_path, small_
     assert sum(pbo["logit_histogram"]["counts"]) == pbo["n_combinations"]
     page = (res.path / "report.html").read_text()
     assert 'id="chart-pbo-logits"' in page
+
+
+def test_a_cpcv_training_row_never_sees_a_test_group_bar_with_the_default_purge(small_config):
+    """A training sample at row ``t`` observes rows ``t - window + 1 .. t`` and, through a
+    planted feature that looks ``k`` bars ahead, row ``t + k``. With the default purge
+    (``window + lag`` >= k) no training sample of any split sees a bar of its test groups,
+    before or after them; without a purge it does (the check can fail)."""
+    from rltrade.experiments.folds import cpcv_plan, default_purge
+
+    cfg = small_config()
+    window, k, n = cfg.env.window, 5, 600
+
+    def leaks(purge: int) -> int:
+        plan = cpcv_plan(n, groups=6, test_groups=2, purge=purge)
+        found = 0
+        for split in plan.splits:
+            test = np.zeros(n, dtype=bool)
+            for block in split.test:
+                test[block.start:block.stop] = True
+            for seg_start, seg_stop in split.train_segments():
+                # an episode never starts before its segment's window - 1 context rows
+                for t in range(seg_start + window - 1, seg_stop):
+                    seen = [*range(t - window + 1, t + 1), min(t + k, n - 1)]
+                    found += int(test[seen].any())
+        return found
+
+    purge = default_purge(window, cfg.env.engine.effective_lag)
+    assert purge >= k and leaks(purge) == 0
+    assert leaks(0) > 0

@@ -1104,11 +1104,13 @@ def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int 
     (:func:`run_cpcv_split`), the test groups recombined into the ``φ`` backtest paths, and
     ``walkforward.json`` (its ``cpcv`` section: the splits, the paths, per seed every path's
     annualised Sharpe ratio and return, the baselines' path returns, and their distribution;
-    its ``significance``) and ``report.html``. Every split × seed is recorded as a trial of
-    ``experiment`` (:func:`record_cpcv_trials`); ``significance`` is PSR and DSR (deflated by
-    the experiment's trials, :func:`deflated_sharpe_fields`) of the per-period returns of the
-    median path: the path whose annualised Sharpe ratio is the median over every seed's paths
-    (the lower one of the two middle ones for an even count)."""
+    its ``significance``; the top-level ``statistics`` of :func:`cpcv_statistics`),
+    ``oos_steps.csv`` (:func:`cpcv_stitch`) and ``report.html``. Every split × seed is
+    recorded as a trial of ``experiment`` (:func:`record_cpcv_trials`); ``significance`` is
+    PSR and DSR (deflated by the experiment's trials, :func:`deflated_sharpe_fields`) of the
+    per-period returns of the median path: the path whose annualised Sharpe ratio is the
+    median over every seed's paths (the lower one of the two middle ones for an even count),
+    and PBO over the experiment's configurations (:func:`pbo_fields`)."""
     plan = cpcv_walk_plan(config, ds)
     seeds = list(config.walkforward.seeds)
     trials.connect().close()  # an unreadable registry fails now, not after the training
