@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -205,6 +206,33 @@ def test_executors_return_results_in_task_order():
     assert SequentialExecutor().map(abs, tasks) == [3, 1, 2]
     with pytest.raises(ConfigError):
         make_executor(0)
+
+
+def _probe() -> tuple[int, bool]:
+    """A worker's process id, and whether torch's compiler stack (imported by the first
+    optimizer, otherwise lazily) was there before its first task."""
+    import os
+    import sys
+
+    return os.getpid(), "torch._dynamo" in sys.modules
+
+
+def test_the_local_pool_is_started_once_with_preloaded_workers_and_reused():
+    """The pool's workers fork from a forkserver that imported the heavy modules once, and
+    the same processes serve every map until the pool is closed (no start-up per map)."""
+    with LocalExecutor(2) as ex:
+        first = ex.map(_probe, [()] * 4)
+        second = ex.map(_probe, [()] * 4)
+    assert all(preloaded for _, preloaded in first + second)
+    pids = {pid for pid, _ in first}
+    assert 1 <= len(pids) <= 2 and {pid for pid, _ in second} <= pids
+    spawned = LocalExecutor(1, start_method="spawn")
+    try:
+        assert spawned.map(_probe, [()]) == [(spawned.map(_probe, [()])[0][0], False)]
+    finally:
+        spawned.close()
+    with pytest.raises(ConfigError, match="start_method"):
+        LocalExecutor(2, start_method="fork")
 
 
 def test_cli_walkforward_writes_the_files_and_refuses_short_data(tmp_path, capsys,
@@ -560,3 +588,64 @@ def test_cli_walkforward_cpcv_prints_the_path_sharpe_distribution(tmp_path, caps
     assert "(cpcv): annualised Sharpe of the" in out and "median" in out and "report.html" in out
     report = json.loads((tmp_path / "cli_cv" / "walkforward.json").read_text())
     assert report["cpcv"]["n_paths"] == 1 and len(report["cpcv"]["splits"]) == 3
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BTC = SHARED / "btcusdt_perp_binance_1h_2019-09_2023-06.csv.gz"
+
+
+def _docs_example_config() -> dict:
+    """The YAML of docs/walkforward.md's "Example config" section."""
+    import re
+
+    import yaml
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "walkforward.md").read_text()
+    section = text.split("## Example config", 1)[1]
+    return yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+
+
+@pytest.mark.slow
+@pytest.mark.shared_data
+@pytest.mark.skipif(not BTC.is_file(), reason="../shared/data is not present")
+def test_cli_walkforward_on_btc_with_the_docs_example_config_writes_every_file(tmp_path,
+                                                                             capsys):
+    """``rltrade walkforward`` on the BTCUSDT perpetual 1h file with the example config of
+    docs/walkforward.md, with fewer steps (``--steps 256``) and the data cut to 2019-09 ..
+    2020-07 (two monthly folds of 180 days' training; three seeds): every file of the
+    walk-forward's folder is written."""
+    import yaml
+
+    from cli_helpers import run_cli
+
+    data = _docs_example_config()
+    assert data["data"]["source"] == f"../shared/data/{BTC.name}"
+    data["data"].update(source=str(BTC), end="2020-07-01")
+    path = tmp_path / "wf.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    code, out, err = run_cli(["walkforward", "--config", str(path), "--name", "btc_wf",
+                              "--runs-dir", str(tmp_path), "--workers", "1",
+                              "--steps", "256"], capsys)
+    assert code == 0, err
+    folder = tmp_path / "btc_wf"
+    report = json.loads((folder / "walkforward.json").read_text())
+    assert len(report["folds"]) == 2 and report["seeds"] == [0, 1, 2]
+    assert report["plan"]["bars"]["train"] == 180 * 24 and report["plan"]["bars"]["purge"] == 32
+    oos = pd.read_csv(folder / "oos_steps.csv", index_col=0)
+    assert len(oos) == 2 * 30 * 24
+    assert {"fold", "agent_seed_0", "agent_seed_1", "agent_seed_2", "agent_median",
+            "buy_and_hold", "flat", "oracle"} <= set(oos.columns)
+    page = (folder / "report.html").read_text()
+    assert 'id="chart-stitched"' in page and 'id="statistics"' in page
+    assert (folder / "config.yaml").is_file() and (folder / "dataset").is_dir()
+    for fold in report["folds"]:
+        for seed, entry in fold["seeds"].items():
+            run = folder / entry["run"]
+            assert run == folder / "folds" / f"fold_{fold['fold']}" / f"seed_{seed}"
+            assert (run / "metadata.json").is_file() and (folder / entry["backtest"]).is_dir()
+            assert (folder / entry["backtest"] / "comparison.csv").is_file()
+    trials = TrialRegistry(tmp_path / "registry.sqlite").trials("btc_wf")
+    assert len(trials) == 6
+    sig = report["significance"]
+    assert sig["n_trials"] == 6 and sig["dsr"] <= sig["psr"]  # deflated by the six trials
+    assert "stitched out-of-sample return" in out

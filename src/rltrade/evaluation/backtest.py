@@ -130,7 +130,7 @@ class BacktestResult:
 
 
 # ------------------------------------------------------------------------------- kernels
-_jit = njit(cache=False, error_model="numpy", **K.NO_NRT)
+_jit = njit(cache=True, error_model="numpy", **K.NO_NRT)
 
 
 @_jit

@@ -17,6 +17,11 @@ holds:
   return over folds × seeds, the fractions of folds beating buy-and-hold and flat, Hansen's
   SPA p-values, PSR against DSR with the ``N`` and ``V`` that deflate it, and PBO with its
   logit histogram (or why there is none).
+
+A ``scheme: cpcv`` walk-forward gets :func:`write_cpcv_report`: the distribution of the
+backtest paths' Sharpe ratios, the path table and histogram, the stitched paths of its
+``oos_steps.csv`` against every baseline, and the same statistics with the paths in the place
+of the folds.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from rltrade.evaluation.report import (
     table_html,
 )
 
-__all__ = ["cpcv_path_table", "fold_table", "statistics_html", "write_cpcv_report",
+__all__ = ["cpcv_curves", "cpcv_path_table", "fold_table", "statistics_html", "write_cpcv_report",
            "write_walkforward_report"]
 
 _PERCENT = frozenset({"validation return", "test return", "max drawdown", "buy and hold",
@@ -97,10 +102,14 @@ def _num(value: Any, digits: int = 3) -> str:
 
 def statistics_html(report: dict[str, Any]) -> str:
     """The statistics section of the report from ``walkforward.json``'s ``statistics`` and
-    ``significance`` (empty for a walk-forward written before they existed)."""
-    stats, sig = report.get("statistics"), report.get("significance")
+    ``significance`` (a cpcv walk-forward's ``cpcv.significance``, its paths in the place of
+    the folds; empty for a walk-forward written before they existed)."""
+    stats = report.get("statistics")
+    sig = report.get("significance") or (report.get("cpcv") or {}).get("significance")
     if not stats or not sig:
         return ""
+    cpcv = stats.get("tasks") == "paths"
+    task, tasks = ("path", "paths") if cpcv else ("fold", "folds")
     parts = ['<section id="statistics"><h2>Statistics</h2>']
     sharpe, ret = stats["sharpe"], stats["total_return"]
     level = f"{float(sharpe['level']):.0%}"
@@ -108,30 +117,35 @@ def statistics_html(report: dict[str, Any]) -> str:
         {"out of sample": "Sharpe ratio (annualised)", "IQM": _num(sharpe["iqm"]),
          f"{level} CI": f"{_num(sharpe['ci_lower'])} .. {_num(sharpe['ci_upper'])}",
          "runs": sharpe["n"], "undefined": sharpe["n_undefined"]},
-        {"out of sample": "test return", "IQM": _pct(ret["iqm"]),
+        {"out of sample": "path return" if cpcv else "test return", "IQM": _pct(ret["iqm"]),
          f"{level} CI": f"{_pct(ret['ci_lower'])} .. {_pct(ret['ci_upper'])}",
          "runs": ret["n"], "undefined": ret["n_undefined"]},
     ])
+    one_seed = (" With one seed the interval has no width: it measures the spread over seeds."
+                if stats["n_seeds"] == 1 else "")
     parts.append(
-        f'<p class="note">Over {stats["n_folds"]} folds × {stats["n_seeds"]} seeds: the '
+        f'<p class="note">Over {stats["n_folds"]} {tasks} × {stats["n_seeds"]} seeds: the '
         "interquartile mean and its stratified bootstrap interval (seeds resampled within "
-        f"each fold, {sharpe['reps']:,} replicates, percentile interval).</p>"
+        f"each {task}, {sharpe['reps']:,} replicates, percentile interval).{one_seed}</p>"
         f"{table_html(spread)}")
     beats = []
     for key, label in (("beats_buy_and_hold", "buy and hold"), ("beats_flat", "flat")):
         b = stats[key]
         beats.append({"baseline": label,
-                      "folds beaten (seeds' median)": f"{b['folds_beating']} of {b['folds']}",
-                      "fraction of folds": _pct(b["fraction"]).lstrip("+"),
+                      f"{tasks} beaten (seeds' median)": f"{b['folds_beating']} of {b['folds']}",
+                      f"fraction of {tasks}": _pct(b["fraction"]).lstrip("+"),
                       "runs beaten": f"{b['runs_beating']} of {b['runs']}"})
     parts.append('<h3>Beating the baselines after costs</h3>'
                  f"{table_html(pd.DataFrame(beats))}")
     spa = stats.get("spa")
+    spa_what = ("The per-period returns of every backtest path of every seed" if cpcv
+                else "Every seed's stitched per-period returns")
     parts.append("<h3>Hansen's SPA test against buy-and-hold</h3>")
     if spa:
         parts.append(
-            f'<p class="note">Every seed\'s stitched per-period returns against buy-and-hold '
-            f"on the same {spa['n_observations']:,} bars; null: no seed beats buy-and-hold. "
+            f'<p class="note">{spa_what} against buy-and-hold '
+            f"on the same {spa['n_observations']:,} bars; null: none of them beats "
+            "buy-and-hold. "
             f"Stationary bootstrap, {spa['reps']:,} replicates, mean block length "
             f"{spa['block_size']}. A p-value below 0.05 rejects the null.</p>"
             + table_html(pd.DataFrame([{
@@ -142,12 +156,15 @@ def statistics_html(report: dict[str, Any]) -> str:
     else:
         parts.append(f'<p class="note">Not computed: {_escape(str(stats.get("spa_skipped")))}'
                      "</p>")
+    judged = (f"the median backtest path (path {sig.get('path')} of seed {sig.get('seed')}: "
+              "the median annualised Sharpe ratio over every seed's paths)" if cpcv
+              else "the seeds' median stitched curve")
     parts.append("<h3>Sharpe ratio significance: PSR and DSR</h3>")
     if sig.get("dsr_skipped"):
         parts.append(f'<p class="note">Not computed: {_escape(sig["dsr_skipped"])}</p>')
     else:
         parts.append(
-            f'<p class="note">Of the per-bar returns of the seeds\' median stitched curve '
+            f'<p class="note">Of the per-bar returns of {judged} '
             f"({sig['n_periods']:,} bars). PSR: probability that the true Sharpe ratio is above "
             f"0. DSR: the same against the Sharpe ratio the best of N trials would reach by "
             f"luck, N = {_num(sig['n_trials'], 6)} trials recorded for experiment "
@@ -195,8 +212,7 @@ def write_walkforward_report(folder: str | Path) -> Path:
     ``oos_steps.csv``; return its path."""
     folder = Path(folder)
     report = json.loads((folder / "walkforward.json").read_text())
-    oos = pd.read_csv(folder / "oos_steps.csv", index_col=0)
-    oos.index = pd.DatetimeIndex(pd.to_datetime(oos.index, utc=True), name="timestamp")
+    oos = _read_oos(folder)
     curves = {c: oos[c] for c in oos.columns if c != "fold"}
     stitched = pd.DataFrame([{"curve": c, "stitched return": float(s.iloc[-1]) - 1.0}
                              for c, s in curves.items()])
@@ -268,10 +284,35 @@ def _cpcv_histogram(paths: pd.DataFrame) -> str:
     return chart_html(fig, "chart-cpcv-paths")
 
 
+def cpcv_curves(oos: pd.DataFrame) -> dict[str, pd.Series]:
+    """The curves of a cpcv ``oos_steps.csv`` to draw: every path's seeds' median
+    (``path <p> agent_median``) and every baseline once (path 0's: each path covers the same
+    bars, and a baseline's returns are the same on each)."""
+    from rltrade.experiments.walkforward import OOS_LABELS
+
+    curves: dict[str, pd.Series] = {}
+    for p, part in oos.groupby("path", sort=True):
+        curves[f"path {p} agent_median"] = part["agent_median"]
+    first = oos[oos["path"] == oos["path"].min()]
+    for col in first.columns:
+        if col not in OOS_LABELS and not col.startswith("agent_"):
+            curves[col] = first[col]
+    return curves
+
+
+def _read_oos(folder: Path) -> pd.DataFrame:
+    oos = pd.read_csv(folder / "oos_steps.csv", index_col=0)
+    oos.index = pd.DatetimeIndex(pd.to_datetime(oos.index, utc=True), name="timestamp")
+    return oos
+
+
 def write_cpcv_report(folder: str | Path) -> Path:
-    """Write ``report.html`` of a ``scheme: cpcv`` walk-forward from its ``walkforward.json``:
-    the distribution of the backtest paths' Sharpe ratios per seed, the path table and a
-    histogram of the path Sharpe ratios; return its path."""
+    """Write ``report.html`` of a ``scheme: cpcv`` walk-forward from its ``walkforward.json``
+    and ``oos_steps.csv``: the distribution of the backtest paths' Sharpe ratios per seed,
+    the path table, a histogram of the path Sharpe ratios, the stitched equity of every
+    path's seeds' median against every baseline (when ``oos_steps.csv`` exists) and the
+    statistics (IQM and interval, fractions of paths beating the baselines, SPA, PSR / DSR,
+    PBO); return its path."""
     folder = Path(folder)
     report = json.loads((folder / "walkforward.json").read_text())
     plan = report["plan"]
@@ -289,12 +330,25 @@ def write_cpcv_report(folder: str | Path) -> Path:
         f'{table_html(paths, percent_columns=percent)}</div>'
         f'<div class="chart-box">{_cpcv_histogram(paths)}</div></section>',
     ])
+    nav = [("distribution", "Distribution"), ("paths", "Paths")]
+    if (folder / "oos_steps.csv").is_file():
+        curves = cpcv_curves(_read_oos(folder))
+        body += ('<section id="stitched"><h2>Stitched paths</h2><p class="note">Each backtest '
+                 "path's test groups one after the other, each group starting where the "
+                 "previous one ended: the seeds' median per path, and every baseline on the "
+                 "same bars (oos_steps.csv holds every seed).</p>"
+                 f'<div class="chart-box">{equity_chart_html(curves, "chart-stitched")}</div>'
+                 "</section>")
+        nav.append(("stitched", "Stitched"))
+    stats = statistics_html(report)
+    if stats:
+        body += stats
+        nav.append(("statistics", "Statistics"))
     data = report["data"]
     subtitle = (f"{data.get('source')} · {data.get('timeframe')} · cpcv · "
                 f"{len(plan['splits'])} splits × {len(report['seeds'])} seeds · "
                 f"{report['cpcv']['n_paths']} paths")
-    page = html_page(f"Walk-forward report: {report['name']}", subtitle,
-                     [("distribution", "Distribution"), ("paths", "Paths")], body)
+    page = html_page(f"Walk-forward report: {report['name']}", subtitle, nav, body)
     out = folder / "report.html"
     atomic_write_bytes(out, page.encode("utf-8"))
     return out

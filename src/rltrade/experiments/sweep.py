@@ -66,7 +66,12 @@ from loguru import logger
 from rltrade.config import RunConfig
 from rltrade.data.store import atomic_write_bytes, atomic_write_json
 from rltrade.errors import ConfigError
-from rltrade.experiments.executors import Executor, SequentialExecutor, make_executor
+from rltrade.experiments.executors import (
+    Executor,
+    SequentialExecutor,
+    close_executor,
+    make_executor,
+)
 from rltrade.experiments.folds import Fold
 from rltrade.experiments.registry import TrialRegistry, config_hash, registry_path
 from rltrade.features.dataset import Dataset
@@ -561,121 +566,125 @@ def sweep(config: RunConfig, space: str | Path | Mapping[str, Any], name: str, n
     if resume:
         _recover_interrupted(study, trials_reg, path)
     runner = executor if executor is not None else make_executor(workers)
-    ref: Dataset | Path = ds if isinstance(runner, SequentialExecutor) else path / "dataset"
-    log.info("sweep {}: {} trials over {} folds x {} seeds, {} parameter(s), batches of {}",
-             name, n_trials, len(plan.folds), len(seeds), len(dims), parallel_trials)
-    finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    try:
+        ref: Dataset | Path = ds if isinstance(runner, SequentialExecutor) else path / "dataset"
+        log.info("sweep {}: {} trials over {} folds x {} seeds, {} parameter(s), batches of {}",
+                 name, n_trials, len(plan.folds), len(seeds), len(dims), parallel_trials)
+        finished = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
-    interrupted = set(study.user_attrs.get("interrupted", []))
+        interrupted = set(study.user_attrs.get("interrupted", []))
 
-    def n_done() -> int:
-        return sum(1 for t in study.get_trials(deepcopy=False, states=finished)
-                   if t.number not in interrupted)
+        def n_done() -> int:
+            return sum(1 for t in study.get_trials(deepcopy=False, states=finished)
+                       if t.number not in interrupted)
 
-    t_units = 0.0
-    unit_seconds = 0.0
-    n_run = 0
-    while (done := n_done()) < n_trials:
-        batch = min(parallel_trials, n_trials - done)
-        study.sampler = optuna.samplers.TPESampler(
-            seed=(seed * 1_000_003 + len(study.get_trials(deepcopy=False))) % 2**32)
-        active: dict[int, dict[str, Any]] = {}
-        for _ in range(batch):
-            trial = study.ask()
-            params = {k: d.suggest(trial) for k, d in dims.items()}
-            tdir = _trial_dir(path, trial.number)
-            trial.set_user_attr("dir", str(tdir.relative_to(path)))
-            try:
-                user_cfg = apply_params(user_config, params)
-                check_hyperparams(user_cfg.agent)
-            except ConfigError as exc:
-                trial.set_user_attr("error", f"ConfigError: {exc}")
-                study.tell(trial, state=TrialState.FAIL)
-                continue
-            trial.set_user_attr("config_hash", config_hash(user_cfg))
-            active[trial.number] = {"trial": trial, "config": apply_params(config, params),
-                                    "user_config": user_cfg, "dir": tdir, "results": [],
-                                    "t0": time.perf_counter(), "state": None}
-        # with pruning, one fold at a time (the pruner decides between folds); without it,
-        # every fold of the batch in one go (fewer, larger maps)
-        stages = [[f] for f in plan.folds] if prune else [list(plan.folds)]
-        for stage in stages:
-            running = [n for n, a in active.items() if a["state"] is None]
-            if not running:
-                break
-            tasks = [(active[n]["config"], ref, fold, s, active[n]["dir"]) for n in running
-                     for fold in stage for s in seeds]
-            t1 = time.perf_counter()
-            results = runner.map(run_validation_unit, tasks)
-            t_units += time.perf_counter() - t1
-            unit_seconds += sum(r.wall_seconds for r in results)
-            per_trial = len(stage) * len(seeds)
-            for i, n in enumerate(running):
-                a = active[n]
-                mine = results[i * per_trial:(i + 1) * per_trial]
-                for j, fold in enumerate(stage):
-                    if a["state"] is not None:
-                        break
-                    of_fold = mine[j * len(seeds):(j + 1) * len(seeds)]
-                    a["results"].extend(of_fold)
-                    errors = [r for r in of_fold if r.error]
-                    if errors:
-                        a["state"] = "fail"
-                        a["trial"].set_user_attr(
-                            "error", f"fold {errors[0].fold} seed {errors[0].seed}: "
-                                     f"{errors[0].error}")
-                        break
-                    a["trial"].report(objective_value(a["results"]), step=fold.index)
-                    if prune and a["trial"].should_prune():
-                        a["state"] = "pruned"
-        for n, a in active.items():
-            trial = a["trial"]
-            trial.set_user_attr("wall_seconds", time.perf_counter() - a["t0"])
-            state = a["state"] or "complete"
-            value = objective_value(a["results"]) if state != "fail" else None
-            atomic_write_json(a["dir"] / "trial.json", _trial_json(n, state, value, trial.params,
-                                                                   a["results"], path))
-            if state != "fail":
-                _record_trial(trials_reg, name, a, ds)
-            if state == "complete":
-                study.tell(trial, value)
-            elif state == "pruned":
-                study.tell(trial, state=TrialState.PRUNED)
-            else:
-                study.tell(trial, state=TrialState.FAIL)
-            n_run += 1
-            log.info("sweep {}: trial {} {} {}", name, n, state,
-                     "" if value is None else f"objective {value:.4g}")
-    rows = [_trial_row(t, interrupted) for t in study.get_trials(deepcopy=False)]
-    complete = [r for r in rows if r["state"] == "complete"]
-    best = max(complete, key=lambda r: (r["value"], -r["number"])) if complete else None
-    # driver: everything but the units and the Dataset (Optuna, registry, trial files)
-    timings = {"dataset": t_data, "units": t_units, "unit_seconds": unit_seconds,
-               "trials_run": n_run, "driver": time.perf_counter() - t0 - t_units - t_data,
-               "final": 0.0, "total": 0.0}
-    final_result = None
-    significance: dict[str, Any] | None = None
-    t_final = time.perf_counter()
-    if best is not None and final:
-        final_result, significance = _final(path, name, user_config, best, runner, ds,
-                                            trials_reg, runs_root, registry)
-    timings["final"] = time.perf_counter() - t_final
-    timings["total"] = time.perf_counter() - t0
-    report = {
-        "format": "rltrade-sweep-v1", "name": name, "created_at": utc_now(),
-        "objective": ("median over folds x seeds of the selected checkpoint's annualised "
-                      "validation Sharpe ratio after costs (undefined counts as 0)"),
-        "direction": "maximize", "storage": _redact(storage_url), "study": name,
-        "n_trials": n_trials, "seed": seed, "parallel_trials": parallel_trials,
-        "prune": prune, "space": space_dict, "folds": len(plan.folds), "seeds": seeds,
-        "experiment": name, "registry": str(trials_reg.path), "trials": rows, "best": best,
-        "importances": _importances(study), "final": "final" if final_result else None,
-        "significance": significance, "timings": timings,
-    }
-    atomic_write_json(path / "sweep.json", report)
-    write_sweep_report(path)
-    log.info("sweep {} done in {:.1f} s: {}", name, timings["total"], path)
-    return SweepResult(path, rows, best, final_result, timings["total"], timings)
+        t_units = 0.0
+        unit_seconds = 0.0
+        n_run = 0
+        while (done := n_done()) < n_trials:
+            batch = min(parallel_trials, n_trials - done)
+            study.sampler = optuna.samplers.TPESampler(
+                seed=(seed * 1_000_003 + len(study.get_trials(deepcopy=False))) % 2**32)
+            active: dict[int, dict[str, Any]] = {}
+            for _ in range(batch):
+                trial = study.ask()
+                params = {k: d.suggest(trial) for k, d in dims.items()}
+                tdir = _trial_dir(path, trial.number)
+                trial.set_user_attr("dir", str(tdir.relative_to(path)))
+                try:
+                    user_cfg = apply_params(user_config, params)
+                    check_hyperparams(user_cfg.agent)
+                except ConfigError as exc:
+                    trial.set_user_attr("error", f"ConfigError: {exc}")
+                    study.tell(trial, state=TrialState.FAIL)
+                    continue
+                trial.set_user_attr("config_hash", config_hash(user_cfg))
+                active[trial.number] = {"trial": trial, "config": apply_params(config, params),
+                                        "user_config": user_cfg, "dir": tdir, "results": [],
+                                        "t0": time.perf_counter(), "state": None}
+            # with pruning, one fold at a time (the pruner decides between folds); without it,
+            # every fold of the batch in one go (fewer, larger maps)
+            stages = [[f] for f in plan.folds] if prune else [list(plan.folds)]
+            for stage in stages:
+                running = [n for n, a in active.items() if a["state"] is None]
+                if not running:
+                    break
+                tasks = [(active[n]["config"], ref, fold, s, active[n]["dir"]) for n in running
+                         for fold in stage for s in seeds]
+                t1 = time.perf_counter()
+                results = runner.map(run_validation_unit, tasks)
+                t_units += time.perf_counter() - t1
+                unit_seconds += sum(r.wall_seconds for r in results)
+                per_trial = len(stage) * len(seeds)
+                for i, n in enumerate(running):
+                    a = active[n]
+                    mine = results[i * per_trial:(i + 1) * per_trial]
+                    for j, fold in enumerate(stage):
+                        if a["state"] is not None:
+                            break
+                        of_fold = mine[j * len(seeds):(j + 1) * len(seeds)]
+                        a["results"].extend(of_fold)
+                        errors = [r for r in of_fold if r.error]
+                        if errors:
+                            a["state"] = "fail"
+                            a["trial"].set_user_attr(
+                                "error", f"fold {errors[0].fold} seed {errors[0].seed}: "
+                                         f"{errors[0].error}")
+                            break
+                        a["trial"].report(objective_value(a["results"]), step=fold.index)
+                        if prune and a["trial"].should_prune():
+                            a["state"] = "pruned"
+            for n, a in active.items():
+                trial = a["trial"]
+                trial.set_user_attr("wall_seconds", time.perf_counter() - a["t0"])
+                state = a["state"] or "complete"
+                value = objective_value(a["results"]) if state != "fail" else None
+                atomic_write_json(a["dir"] / "trial.json",
+                                  _trial_json(n, state, value, trial.params, a["results"], path))
+                if state != "fail":
+                    _record_trial(trials_reg, name, a, ds)
+                if state == "complete":
+                    study.tell(trial, value)
+                elif state == "pruned":
+                    study.tell(trial, state=TrialState.PRUNED)
+                else:
+                    study.tell(trial, state=TrialState.FAIL)
+                n_run += 1
+                log.info("sweep {}: trial {} {} {}", name, n, state,
+                         "" if value is None else f"objective {value:.4g}")
+        rows = [_trial_row(t, interrupted) for t in study.get_trials(deepcopy=False)]
+        complete = [r for r in rows if r["state"] == "complete"]
+        best = max(complete, key=lambda r: (r["value"], -r["number"])) if complete else None
+        # driver: everything but the units and the Dataset (Optuna, registry, trial files)
+        timings = {"dataset": t_data, "units": t_units, "unit_seconds": unit_seconds,
+                   "trials_run": n_run, "driver": time.perf_counter() - t0 - t_units - t_data,
+                   "final": 0.0, "total": 0.0}
+        final_result = None
+        significance: dict[str, Any] | None = None
+        t_final = time.perf_counter()
+        if best is not None and final:
+            final_result, significance = _final(path, name, user_config, best, runner, ds,
+                                                trials_reg, runs_root, registry)
+        timings["final"] = time.perf_counter() - t_final
+        timings["total"] = time.perf_counter() - t0
+        report = {
+            "format": "rltrade-sweep-v1", "name": name, "created_at": utc_now(),
+            "objective": ("median over folds x seeds of the selected checkpoint's annualised "
+                          "validation Sharpe ratio after costs (undefined counts as 0)"),
+            "direction": "maximize", "storage": _redact(storage_url), "study": name,
+            "n_trials": n_trials, "seed": seed, "parallel_trials": parallel_trials,
+            "prune": prune, "space": space_dict, "folds": len(plan.folds), "seeds": seeds,
+            "experiment": name, "registry": str(trials_reg.path), "trials": rows, "best": best,
+            "importances": _importances(study), "final": "final" if final_result else None,
+            "significance": significance, "timings": timings,
+        }
+        atomic_write_json(path / "sweep.json", report)
+        write_sweep_report(path)
+        log.info("sweep {} done in {:.1f} s: {}", name, timings["total"], path)
+        return SweepResult(path, rows, best, final_result, timings["total"], timings)
+    finally:
+        if executor is None:
+            close_executor(runner)  # the pool this sweep started
 
 
 def _trial_json(number: int, state: str, value: float | None, params: dict[str, Any],

@@ -43,7 +43,13 @@ from rltrade.config import RunConfig
 from rltrade.data.store import atomic_write_bytes, atomic_write_json
 from rltrade.errors import ConfigError
 from rltrade.evaluation.aggregate import SUMMARY_COLUMNS
-from rltrade.experiments.executors import Executor, SequentialExecutor, make_executor
+from rltrade.experiments.executors import (
+    Executor,
+    LocalExecutor,
+    SequentialExecutor,
+    close_executor,
+    make_executor,
+)
 from rltrade.experiments.folds import (
     Block,
     CpcvPlan,
@@ -61,6 +67,7 @@ from rltrade.runs import check_run_name, utc_now
 
 __all__ = [
     "AGENT",
+    "OOS_LABELS",
     "SELECTION_RULE",
     "CpcvResult",
     "CpcvSplitResult",
@@ -69,18 +76,23 @@ __all__ = [
     "WalkForwardResult",
     "config_dataset",
     "cpcv_baseline_paths",
+    "cpcv_path_seed_table",
     "cpcv_significance",
+    "cpcv_statistics",
+    "cpcv_stitch",
     "cpcv_walk_plan",
     "deflated_sharpe_fields",
     "fold_plan",
     "fold_seed_table",
     "load_dataset_ref",
+    "pbo_fields",
     "record_cpcv_trials",
     "record_trials",
     "run_cpcv_split",
     "run_fold",
     "stitch",
     "stitched_returns",
+    "summary_statistics",
     "train_fold",
     "walk_forward",
     "walkforward_statistics",
@@ -90,6 +102,9 @@ log = logger.bind(component="train")
 
 #: the agent's column name in the per-fold equity
 AGENT = "agent"
+#: the columns of ``oos_steps.csv`` that label a bar (the rolling fold; the CPCV path and group)
+#: rather than hold a stitched curve
+OOS_LABELS = ("fold", "path", "group")
 #: how the checkpoint of a fold is chosen (recorded in walkforward.json)
 SELECTION_RULE = ("the model with the highest total return on the validation rows among "
                   "training's evaluations (every training.eval_freq steps and the final model)")
@@ -545,7 +560,7 @@ def stitched_returns(oos: pd.DataFrame) -> pd.DataFrame:
     from rltrade.evaluation.series import equity_returns
 
     return pd.DataFrame({c: equity_returns(oos[c].to_numpy(dtype=float), 1.0)
-                         for c in oos.columns if c != "fold"}, index=oos.index)
+                         for c in oos.columns if c not in OOS_LABELS}, index=oos.index)
 
 
 def deflated_sharpe_fields(registry: TrialRegistry, experiment: str, returns: np.ndarray,
@@ -607,12 +622,49 @@ def walkforward_statistics(results: list[FoldResult], oos: pd.DataFrame, seeds: 
     :param bars_per_year: to annualise the per-bar Sharpe ratios (``None``: not annualised).
     :return: ``{"statistics": ..., "significance": ...}``, JSON-ready.
     """
-    from rltrade.evaluation.aggregate import MIN_SPA_OBSERVATIONS, summarize_seeds_and_folds
     from rltrade.evaluation.metrics import json_ready
-    from rltrade.experiments.registry import experiment_pbo
 
     returns = stitched_returns(oos)
-    agent = returns[[f"agent_seed_{s}" for s in seeds]].to_numpy()
+    statistics = summary_statistics(fold_seed_table(results), returns,
+                                    [f"agent_seed_{s}" for s in seeds], seed=seed)
+    statistics["sharpe_units"] = "annualised (each test backtest's metrics performance.sharpe)"
+    statistics["spa_returns"] = "stitched per-period returns, every seed against buy_and_hold"
+
+    median = returns["agent_median"].to_numpy()
+    significance: dict[str, Any] = {
+        "experiment": experiment, "registry": str(registry.path),
+        "returns": "per-period returns of agent_median (the seeds' median stitched curve)",
+        "n_periods": len(median), "bars_per_year": bars_per_year,
+        "sharpe_per_bar": None, "sharpe_annualised": None, "psr": None, "dsr": None,
+        "n_trials": None, "n_recorded": None, "var_trials_per_bar": None,
+        "n_configurations": None, "dsr_skipped": None, "pbo": None, "pbo_skipped": None,
+    }
+    significance.update(deflated_sharpe_fields(registry, experiment, median, bars_per_year))
+    significance.update(pbo_fields(registry, experiment))
+    undefined: list[str] = []
+    ready = json_ready(significance, "", undefined)
+    ready["undefined"] = undefined
+    return {"statistics": statistics, "significance": ready}
+
+
+def summary_statistics(table: pd.DataFrame, returns: pd.DataFrame, agent_columns: list[str],
+                       *, seed: int = 0) -> dict[str, Any]:
+    """:func:`~rltrade.evaluation.aggregate.summarize_seeds_and_folds` of ``table`` (one row
+    per fold, or CPCV path, and seed: :data:`~rltrade.evaluation.aggregate.SUMMARY_COLUMNS`),
+    with Hansen's SPA test of ``returns[agent_columns]`` (``[T, k]`` per-period returns)
+    against ``returns["buy_and_hold"]`` on the same periods when there are at least
+    :data:`~rltrade.evaluation.aggregate.MIN_SPA_OBSERVATIONS` of them, all finite (else
+    ``spa`` is ``None`` and ``spa_skipped`` says why; also without the ``arch`` package).
+
+    :param table: the fold × seed (or path × seed) table.
+    :param returns: per-period returns of the stitched curves (:func:`stitched_returns`).
+    :param agent_columns: the agent's columns of ``returns`` the SPA test compares.
+    :param seed: seed of every bootstrap.
+    :return: the summary, JSON-ready, with ``spa_skipped``.
+    """
+    from rltrade.evaluation.aggregate import MIN_SPA_OBSERVATIONS, summarize_seeds_and_folds
+
+    agent = returns[agent_columns].to_numpy()
     spa_skipped = None
     spa_args: dict[str, Any] = {}
     if "buy_and_hold" not in returns.columns:
@@ -626,46 +678,48 @@ def walkforward_statistics(results: list[FoldResult], oos: pd.DataFrame, seeds: 
         spa_args = {"agent_returns": agent,
                     "benchmark_returns": returns["buy_and_hold"].to_numpy()}
     try:
-        statistics = summarize_seeds_and_folds(fold_seed_table(results), seed=seed, **spa_args)
+        statistics = summarize_seeds_and_folds(table, seed=seed, **spa_args)
     except ImportError as exc:  # no arch: everything but the SPA test
         spa_skipped = str(exc)
-        statistics = summarize_seeds_and_folds(fold_seed_table(results), seed=seed)
-    statistics["sharpe_units"] = "annualised (each test backtest's metrics performance.sharpe)"
-    statistics["spa_returns"] = "stitched per-period returns, every seed against buy_and_hold"
+        statistics = summarize_seeds_and_folds(table, seed=seed)
     statistics["spa_skipped"] = spa_skipped
+    return statistics
 
-    median = returns["agent_median"].to_numpy()
-    significance: dict[str, Any] = {
-        "experiment": experiment, "registry": str(registry.path),
-        "returns": "per-period returns of agent_median (the seeds' median stitched curve)",
-        "n_periods": len(median), "bars_per_year": bars_per_year,
-        "sharpe_per_bar": None, "sharpe_annualised": None, "psr": None, "dsr": None,
-        "n_trials": None, "n_recorded": None, "var_trials_per_bar": None,
-        "n_configurations": len({t.config_hash for t in registry.trials(experiment)}),
-        "dsr_skipped": None, "pbo": None, "pbo_skipped": None,
-    }
-    significance.update(deflated_sharpe_fields(registry, experiment, median, bars_per_year))
-    if significance["n_configurations"] < 2:
-        significance["pbo_skipped"] = (
-            f"experiment {experiment!r} has {significance['n_configurations']} configuration; "
-            "PBO compares at least two (run another config with the same experiment)")
-    else:
-        try:
-            pbo = experiment_pbo(registry, experiment)
-        except ConfigError as exc:
-            significance["pbo_skipped"] = str(exc)
-        else:
-            d = pbo.details
-            significance["pbo"] = {
-                "pbo": pbo.pbo, "logit_histogram": _histogram(pbo.logits),
-                "n_partitions": d.get("n_partitions"),
-                "n_configurations": d.get("n_configurations"),
-                "n_periods": d.get("n_periods"), "n_combinations": d.get("n_combinations"),
-                "prob_oos_loss": d.get("prob_oos_loss"), "labels": d.get("labels")}
-    undefined: list[str] = []
-    ready = json_ready(significance, "", undefined)
-    ready["undefined"] = undefined
-    return {"statistics": statistics, "significance": ready}
+
+def pbo_fields(registry: TrialRegistry, experiment: str) -> dict[str, Any]:
+    """PBO of ``experiment``'s configurations (:func:`~rltrade.experiments.registry.
+    experiment_pbo`: CSCV, S = 16, one column per configuration with its seeds averaged and
+    its folds or CPCV splits joined, on the periods every configuration has), as the
+    ``significance`` fields ``n_configurations``, ``pbo`` (``pbo``, ``logit_histogram``,
+    ``n_partitions``, ``n_configurations``, ``n_periods``, ``n_combinations``,
+    ``prob_oos_loss``, ``labels``) and ``pbo_skipped`` (why there is none: fewer than two
+    configurations, too few common periods).
+
+    :param registry: the registry the trials were recorded in.
+    :param experiment: their experiment.
+    """
+    from rltrade.experiments.registry import experiment_pbo
+
+    n_configurations = len({t.config_hash for t in registry.trials(experiment)})
+    out: dict[str, Any] = {"n_configurations": n_configurations, "pbo": None,
+                           "pbo_skipped": None}
+    if n_configurations < 2:
+        out["pbo_skipped"] = (
+            f"experiment {experiment!r} has {n_configurations} configuration; PBO compares "
+            "at least two (run another config with the same experiment)")
+        return out
+    try:
+        pbo = experiment_pbo(registry, experiment)
+    except ConfigError as exc:
+        out["pbo_skipped"] = str(exc)
+        return out
+    d = pbo.details
+    out["pbo"] = {
+        "pbo": pbo.pbo, "logit_histogram": _histogram(pbo.logits),
+        "n_partitions": d.get("n_partitions"), "n_configurations": d.get("n_configurations"),
+        "n_periods": d.get("n_periods"), "n_combinations": d.get("n_combinations"),
+        "prob_oos_loss": d.get("prob_oos_loss"), "labels": d.get("labels")}
+    return out
 
 
 def _histogram(values: np.ndarray, bins: int = 30) -> dict[str, list[float]]:
@@ -744,12 +798,30 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     # one torch thread per unit: a pool of processes shares the cores, and the sequential run
     # equals the pooled one
     config = config.with_overrides(training={"torch_threads": 1})
-    ds = config_dataset(config) if dataset is None else dataset
-    t_data = time.perf_counter() - t0
-    trials = TrialRegistry(registry_path(registry, runs_root))
-    if config.walkforward.scheme == "cpcv":
-        return _walk_forward_cpcv(config, path, ds, workers, executor, t0, t_data, trials,
-                                  experiment, user_config)
+    runner = executor if executor is not None else make_executor(workers)
+    if executor is None and isinstance(runner, LocalExecutor):
+        runner.start()  # the workers' imports run while this process builds the Dataset
+    try:
+        ds = config_dataset(config) if dataset is None else dataset
+        t_data = time.perf_counter() - t0
+        trials = TrialRegistry(registry_path(registry, runs_root))
+        if config.walkforward.scheme == "cpcv":
+            return _walk_forward_cpcv(config, path, ds, workers, runner, t0, t_data, trials,
+                                      experiment, user_config)
+        return _walk_forward_rolling(config, path, ds, workers, runner, t0, t_data, trials,
+                                     experiment, user_config)
+    finally:
+        if executor is None:
+            close_executor(runner)
+
+
+def _walk_forward_rolling(config: RunConfig, path: Path, ds: Dataset, workers: int | None,
+                          runner: Executor, t0: float, t_data: float, trials: TrialRegistry,
+                          experiment: str, user_config: RunConfig) -> WalkForwardResult:
+    """:func:`walk_forward` with ``scheme: rolling`` or ``anchored``: the folds × seeds through
+    :func:`run_fold` on ``runner``, the trials, ``oos_steps.csv``, the statistics,
+    ``walkforward.json`` and ``report.html``."""
+    name = path.name
     plan = fold_plan(config, ds)
     seeds = list(config.walkforward.seeds)
     trials.connect().close()  # an unreadable registry fails now, not after the training
@@ -760,7 +832,6 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     ds_dir = ds.save(path / "dataset")
     atomic_write_bytes(path / "config.yaml", config.to_yaml().encode())
     t_prep = time.perf_counter() - t0 - t_data
-    runner = executor if executor is not None else make_executor(workers)
     # in this process the Dataset itself; other processes load the saved copy once each
     ref: Dataset | Path = ds if isinstance(runner, SequentialExecutor) else ds_dir
     tasks = [(config, ref, fold, seed, path) for fold in plan.folds for seed in seeds]
@@ -881,7 +952,8 @@ def cpcv_significance(plan: CpcvPlan, results: list[CpcvSplitResult],
     """The ``cpcv`` section's ``significance``: PSR (against 0) and DSR of the median path's
     per-period returns (the path whose annualised Sharpe ratio is the median over every seed's
     paths, the lower middle one for an even count), DSR deflated by ``experiment``'s recorded
-    trials (:func:`deflated_sharpe_fields`), JSON-ready.
+    trials (:func:`deflated_sharpe_fields`), and PBO over the experiment's configurations
+    (:func:`pbo_fields`; ``None`` with one configuration), JSON-ready.
 
     :param plan: the CPCV plan.
     :param results: every split × seed result.
@@ -909,17 +981,149 @@ def cpcv_significance(plan: CpcvPlan, results: list[CpcvSplitResult],
         median = plan.path_returns(returns, p)
         out.update(seed=seed, path=p, n_periods=int(median.size))
         out.update(deflated_sharpe_fields(registry, experiment, median, bars_per_year))
+    out.update(pbo_fields(registry, experiment))
     undefined: list[str] = []
     ready = json_ready(out, "", undefined)
     ready["undefined"] = undefined
     return ready
 
 
+def _group_returns(values: np.ndarray, n: int, what: str) -> np.ndarray:
+    """A test group's per-period returns over its ``n`` bars: an undefined return (after an
+    equity reached zero) counts as 0, a backtest that stopped early keeps its last equity
+    (returns of 0) for the bars it did not run."""
+    r = np.asarray(values, dtype=np.float64).ravel()
+    if r.size > n:
+        raise ConfigError(f"cpcv: {what} has {r.size} returns for a group of {n} bars")
+    r = np.where(np.isfinite(r), r, 0.0)
+    return np.concatenate([r, np.zeros(n - r.size)])
+
+
+def cpcv_stitch(plan: CpcvPlan, results: list[CpcvSplitResult], seeds: list[int],
+                timestamps: np.ndarray, window: int) -> pd.DataFrame:
+    """The CPCV ``oos_steps.csv``: every backtest path's test groups one after the other (in
+    time order, each group from the split that tests it on that path), per seed the agent's
+    equity (``agent_seed_<s>``, a multiple of the initial equity, each group starting where the
+    previous one ended), the seeds' median (``agent_median``) and every baseline stitched the
+    same way (its per-group returns from the first seed's splits: a baseline does not depend on
+    the seed). One block of rows per path, ``path`` and ``group`` saying where a bar belongs;
+    every path covers the same bars (the data's first ``window - 1`` bars are context only).
+    Indexed by the bars' UTC open times.
+
+    :param plan: the CPCV plan.
+    :param results: every split × seed result (:func:`run_cpcv_split`).
+    :param seeds: the seeds, in column order.
+    :param timestamps: the Dataset's timestamps (int64 UTC ns), what the plan's rows index.
+    :param window: the env's observation window.
+    :raises ConfigError: a split × seed result is missing.
+    """
+    by = {(r.split, r.seed): r for r in results}
+    missing = [(sp.index, s) for sp in plan.splits for s in seeds if (sp.index, s) not in by]
+    if missing:
+        raise ConfigError(f"cpcv: no result for (split, seed) {missing[:3]}")
+    first = seeds[0]
+    baselines = sorted({n for r in results if r.seed == first for n in r.baseline_returns})
+    seed_cols = [f"agent_seed_{s}" for s in seeds]
+    frames = []
+    for p in range(plan.n_paths):
+        chunks: dict[str, list[np.ndarray]] = {c: [] for c in [*seed_cols, *baselines]}
+        stamps, groups = [], []
+        for g, block in enumerate(plan.groups):
+            split = int(plan.paths[g, p])
+            start = max(block.start, window - 1)
+            n = block.stop - start
+            stamps.append(np.asarray(timestamps[start:block.stop], dtype=np.int64))
+            groups.append(np.full(n, g))
+            for s, col in zip(seeds, seed_cols, strict=True):
+                chunks[col].append(_group_returns(by[(split, s)].group_returns[g], n,
+                                                  f"split {split} seed {s} group {g}"))
+            for name in baselines:
+                chunks[name].append(_group_returns(by[(split, first)].baseline_returns[name][g],
+                                                   n, f"{name} of split {split} group {g}"))
+        cols: dict[str, np.ndarray] = {"path": np.full(sum(map(len, groups)), p),
+                                       "group": np.concatenate(groups)}
+        for col, parts in chunks.items():
+            cols[col] = np.cumprod(1.0 + np.concatenate(parts))
+        frame = pd.DataFrame(cols, index=np.concatenate(stamps))
+        frame.insert(2 + len(seeds), "agent_median", frame[seed_cols].median(axis=1))
+        frames.append(frame)
+    frame = pd.concat(frames)
+    frame.index = pd.DatetimeIndex(frame.index.to_numpy().astype("datetime64[ns]"), tz="UTC",
+                                   name="timestamp")
+    return frame
+
+
+def cpcv_path_seed_table(statistics: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """One row per backtest path and seed with :data:`~rltrade.evaluation.aggregate.
+    SUMMARY_COLUMNS` (``fold`` is the path): the path's annualised Sharpe ratio and compounded
+    return, buy-and-hold's and flat's returns on the same path (``NaN`` where undefined).
+
+    :param statistics: per seed (``str``), its :func:`~rltrade.experiments.folds.
+        cpcv_path_statistics` with :func:`cpcv_baseline_paths`.
+    """
+
+    def num(value: Any) -> float:
+        return np.nan if value is None else float(value)
+
+    return pd.DataFrame([{
+        "fold": row["path"], "seed": int(seed), "sharpe": num(row["sharpe"]),
+        "total_return": num(row["return"]),
+        "buy_and_hold_return": num(row.get("buy_and_hold_return")),
+        "flat_return": num(row.get("flat_return")),
+    } for seed, st in statistics.items() for row in st["paths"]], columns=list(SUMMARY_COLUMNS))
+
+
+def cpcv_statistics(statistics: dict[str, dict[str, Any]], oos: pd.DataFrame,
+                    seeds: list[int], *, seed: int = 0) -> dict[str, Any]:
+    """The CPCV ``statistics`` section of ``walkforward.json``, the rolling one's with the
+    backtest paths in the place of the folds (:func:`summary_statistics` over
+    :func:`cpcv_path_seed_table`): the IQM and stratified bootstrap 95 % interval of the
+    paths' annualised Sharpe ratios and returns (seeds resampled within each path), the
+    fractions of paths whose seeds' median return beats buy-and-hold and flat after costs
+    (``fraction``; ``fraction_of_runs`` over path × seed), and Hansen's SPA test of every
+    path × seed's per-period returns (``[T, paths × seeds]``, the ``agent_seed_<s>`` curves of
+    :func:`cpcv_stitch`) against buy-and-hold on the same bars (every path covers the same
+    bars, and buy-and-hold's returns are the same on each).
+
+    :param statistics: per seed (``str``), its path statistics.
+    :param oos: the stitched paths (:func:`cpcv_stitch`).
+    :param seeds: the seeds.
+    :param seed: seed of every bootstrap.
+    :return: the summary (``folds`` are the paths, ``tasks: "paths"``), JSON-ready.
+    """
+    columns: dict[str, np.ndarray] = {}
+    bench: list[np.ndarray] = []
+    index = None
+    for p, part in oos.groupby("path", sort=True):
+        r = stitched_returns(part)
+        index = r.index
+        for s in seeds:
+            columns[f"agent_seed_{s}_path_{p}"] = r[f"agent_seed_{s}"].to_numpy()
+        if "buy_and_hold" in r.columns:
+            bench.append(r["buy_and_hold"].to_numpy())
+    returns = pd.DataFrame(columns, index=index)
+    same = bool(bench) and all(b.shape == bench[0].shape and np.allclose(b, bench[0], rtol=0,
+                                                                          atol=1e-12)
+                               for b in bench)
+    if same:
+        returns["buy_and_hold"] = bench[0]
+    out = summary_statistics(cpcv_path_seed_table(statistics), returns,
+                             [c for c in returns.columns if c != "buy_and_hold"], seed=seed)
+    if bench and not same:
+        out["spa_skipped"] = "buy-and-hold's returns differ between the paths"
+    out["tasks"] = "paths"
+    out["sharpe_units"] = "annualised (each backtest path's per-bar Sharpe x sqrt(bars_per_year))"
+    out["spa_returns"] = ("per-period returns of every path x seed against buy_and_hold on the "
+                          "same bars")
+    return out
+
+
 @dataclass
 class CpcvResult:
     """What a ``scheme: cpcv`` :func:`walk_forward` produced: its folder, the plan, every
-    split × seed result (split, then seed order) and, per seed, the backtest paths' Sharpe
-    distribution (:func:`~rltrade.experiments.folds.cpcv_path_statistics`)."""
+    split × seed result (split, then seed order), per seed the backtest paths' Sharpe
+    distribution (:func:`~rltrade.experiments.folds.cpcv_path_statistics`) and the stitched
+    paths (:func:`cpcv_stitch`, what ``oos_steps.csv`` holds)."""
 
     path: Path
     plan: CpcvPlan
@@ -927,6 +1131,7 @@ class CpcvResult:
     statistics: dict[str, dict[str, Any]]
     wall_seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    oos: pd.DataFrame | None = None
 
     @property
     def report(self) -> dict[str, Any]:
@@ -934,18 +1139,20 @@ class CpcvResult:
 
 
 def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int | None,
-                       executor: Executor | None, t0: float, t_data: float,
+                       runner: Executor, t0: float, t_data: float,
                        trials: TrialRegistry, experiment: str,
                        user_config: RunConfig) -> CpcvResult:
     """:func:`walk_forward` with ``scheme: cpcv``: every split trained once per seed
     (:func:`run_cpcv_split`), the test groups recombined into the ``φ`` backtest paths, and
     ``walkforward.json`` (its ``cpcv`` section: the splits, the paths, per seed every path's
     annualised Sharpe ratio and return, the baselines' path returns, and their distribution;
-    its ``significance``) and ``report.html``. Every split × seed is recorded as a trial of
-    ``experiment`` (:func:`record_cpcv_trials`); ``significance`` is PSR and DSR (deflated by
-    the experiment's trials, :func:`deflated_sharpe_fields`) of the per-period returns of the
-    median path: the path whose annualised Sharpe ratio is the median over every seed's paths
-    (the lower one of the two middle ones for an even count)."""
+    its ``significance``; the top-level ``statistics`` of :func:`cpcv_statistics`),
+    ``oos_steps.csv`` (:func:`cpcv_stitch`) and ``report.html``. Every split × seed is
+    recorded as a trial of ``experiment`` (:func:`record_cpcv_trials`); ``significance`` is
+    PSR and DSR (deflated by the experiment's trials, :func:`deflated_sharpe_fields`) of the
+    per-period returns of the median path: the path whose annualised Sharpe ratio is the
+    median over every seed's paths (the lower one of the two middle ones for an even count),
+    and PBO over the experiment's configurations (:func:`pbo_fields`)."""
     plan = cpcv_walk_plan(config, ds)
     seeds = list(config.walkforward.seeds)
     trials.connect().close()  # an unreadable registry fails now, not after the training
@@ -955,7 +1162,7 @@ def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int 
     path.mkdir(parents=True)
     ds_dir = ds.save(path / "dataset")
     atomic_write_bytes(path / "config.yaml", config.to_yaml().encode())
-    runner = executor if executor is not None else make_executor(workers)
+    t_prep = time.perf_counter() - t0 - t_data
     ref: Dataset | Path = ds if isinstance(runner, SequentialExecutor) else ds_dir
     tasks = [(config, ref, plan, split.index, seed, path) for split in plan.splits
              for seed in seeds]
@@ -965,6 +1172,7 @@ def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int 
     t2 = time.perf_counter()
     record_cpcv_trials(trials, experiment, user_config, ds, plan, results)
     t_registry = time.perf_counter() - t2
+    t2 = time.perf_counter()
     statistics: dict[str, dict[str, Any]] = {}
     bars_per_year = None
     for seed in seeds:
@@ -978,31 +1186,51 @@ def _walk_forward_cpcv(config: RunConfig, path: Path, ds: Dataset, workers: int 
         stats = cpcv_path_statistics(plan, returns, bars_per_year)
         cpcv_baseline_paths(plan, mine, stats)
         statistics[str(seed)] = stats
+    t_paths = time.perf_counter() - t2
+    t2 = time.perf_counter()
+    oos = cpcv_stitch(plan, results, seeds, ds.timestamps, config.env.window)
+    atomic_write_bytes(path / "oos_steps.csv", oos.to_csv().encode())
+    t_stitch = time.perf_counter() - t2
+    t2 = time.perf_counter()
+    summary = cpcv_statistics(statistics, oos, seeds)
     significance = cpcv_significance(plan, results, statistics, trials, experiment,
                                      bars_per_year)
+    t_statistics = time.perf_counter() - t2 + t_paths
     ts = ds.timestamps
     splits = [{"split": r.split, "seed": r.seed, "test_groups": list(r.test_groups),
                "run": str(Path(r.run).relative_to(path)),
                "tests": {str(g): t for g, t in r.group_tests.items()},
                "baselines": {str(g): t for g, t in r.baseline_tests.items()},
                "wall_seconds": r.wall_seconds} for r in results]
-    timings = {"dataset": t_data, "units": t_units, "registry": t_registry,
-               "total": time.perf_counter() - t0}
-    atomic_write_json(path / "walkforward.json", {
-        "format": "rltrade-walkforward-v1",
-        "name": path.name,
-        "created_at": utc_now(),
-        "data": _data_section(config, ds),
-        "seeds": seeds,
-        "selection": "none: cpcv has no validation rows, each split's final model is tested",
-        "plan": plan.to_dict(ts),
-        "cpcv": {"splits": splits, "n_paths": plan.n_paths, "paths": plan.paths.tolist(),
-                 "seeds": statistics, "significance": significance},
-        "workers": workers,
-        "timings": timings,
-    })
+    timings = {"dataset": t_data, "prepare": t_prep, "units": t_units,
+               "registry": t_registry, "stitch": t_stitch, "statistics": t_statistics,
+               "report": 0.0, "total": 0.0}
+
+    def write_json() -> None:
+        atomic_write_json(path / "walkforward.json", {
+            "format": "rltrade-walkforward-v1",
+            "name": path.name,
+            "created_at": utc_now(),
+            "data": _data_section(config, ds),
+            "seeds": seeds,
+            "selection": "none: cpcv has no validation rows, each split's final model is "
+                         "tested",
+            "plan": plan.to_dict(ts),
+            "cpcv": {"splits": splits, "n_paths": plan.n_paths, "paths": plan.paths.tolist(),
+                     "seeds": statistics, "significance": significance},
+            "oos_bars": int((oos["path"] == 0).sum()),
+            "statistics": summary,
+            "workers": workers,
+            "timings": timings,
+        })
+
+    write_json()
     from rltrade.experiments.report import write_cpcv_report
 
+    t3 = time.perf_counter()
     write_cpcv_report(path)
+    timings["report"] = time.perf_counter() - t3
+    timings["total"] = time.perf_counter() - t0
+    write_json()
     log.info("walk-forward {} (cpcv) done in {:.1f} s: {}", path.name, timings["total"], path)
-    return CpcvResult(path, plan, results, statistics, timings["total"], timings)
+    return CpcvResult(path, plan, results, statistics, timings["total"], timings, oos)
