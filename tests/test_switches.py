@@ -357,3 +357,25 @@ def test_baselines_run_without_the_agents_switches(ds):
     # the benchmark column is plain buy-and-hold; the vol-targeted agent holds less
     np.testing.assert_array_equal(agent.steps["benchmark_equity"], b.steps["benchmark_equity"])
     assert agent.summary["final_equity"] != b.steps["benchmark_equity"].iloc[-1]
+
+
+def test_vol_target_annualises_with_the_datasets_market_calendar():
+    """A session market's realised vol is annualised with its calendar's bars a year (SPY 5m
+    regular hours: 19,506), not around the clock (105,192): 2.3x less vol, not more."""
+    from dataclasses import replace
+
+    from rltrade.envs.core import vol_bars_per_year
+
+    bars = synthetic_market("regime", 400, seed=1, timeframe="5m")
+    ds = build_dataset(bars, SPEC)
+    cfg = EnvConfig.build(BASE, vol_target=0.1)
+    around_the_clock = EnvCore(replace(ds, calendar=None), cfg).vol
+    rth = EnvCore(replace(ds, calendar="XNYS-RTH"), cfg).vol
+    assert vol_bars_per_year("XNYS-RTH", "5m") == pytest.approx(19_506)
+    assert vol_bars_per_year(None, "5m") == pytest.approx(105_192)
+    ok = np.isfinite(rth) & (rth > 0)
+    np.testing.assert_allclose(around_the_clock[ok] / rth[ok], math.sqrt(105_192 / 19_506))
+    # an explicit value wins
+    fixed = EnvCore(replace(ds, calendar="XNYS-RTH"),
+                    EnvConfig.build(cfg, vol_bars_per_year=105_192.0)).vol
+    np.testing.assert_array_equal(fixed, around_the_clock)

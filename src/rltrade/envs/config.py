@@ -89,9 +89,9 @@ class EnvConfig(StrictModel):
         has notional / equity ``min(max_exposure × leverage, vol_target / realised_vol)``.
         ``None``: off. Not for ``discrete6`` (sized from the ATR already).
     :param vol_span: span (bars) of the EWMA of squared bar returns behind ``realised_vol``.
-    :param vol_bars_per_year: annualisation of ``realised_vol``; ``None``: the 24/7 calendar
-        of the dataset's timeframe (8,760 for hourly bars). Set it for a market with sessions
-        (e.g. 252 × bars a day for equities).
+    :param vol_bars_per_year: annualisation of ``realised_vol``; ``None``: the bars a year of
+        the dataset's market calendar (``XNYS-RTH`` 5m: 19,506; from the calendar's schedule),
+        else of the timeframe around the clock (8,766 for hourly bars).
     :param cost_penalty: the reward of a step loses this × the step's engine costs (fees,
         spread, slippage) / the equity before it (in units of the real cost). 0: off.
     :param min_margin: abstention in :func:`~rltrade.evaluation.run_backtest` (every backtest,

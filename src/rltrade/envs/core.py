@@ -103,6 +103,22 @@ def resolve_normalizer(dataset: Dataset, normalizer: Normalizer | None,
     return normalizer
 
 
+@functools.lru_cache(maxsize=64)
+def vol_bars_per_year(calendar: str | None, timeframe: str) -> float:
+    """Bars a year for ``env.vol_target``'s annualisation when ``env.vol_bars_per_year`` is not
+    set: the market calendar's (``XNYS-RTH`` 5m: 19,506; the mean of 2022-2024, from the
+    schedule alone), else the timeframe's around-the-clock value (``1h``: 8,766)."""
+    tf = parse_timeframe(timeframe)
+    if calendar and calendar not in ("none", "24/7"):
+        from rltrade.data.calendars import MarketCalendar
+
+        try:
+            return MarketCalendar(calendar).bars_per_year(tf)
+        except DataError:  # weekly / monthly bars have no session grid
+            pass
+    return float(tf.bars_per_year)
+
+
 class EnvCore:
     """The state and the stepping of ``n_envs`` environments (see the module docstring).
 
@@ -262,9 +278,10 @@ class EnvCore:
         cfg = self.config
         per_year = cfg.vol_bars_per_year
         if per_year is None:
-            # the timeframe's 24/7 calendar: known before any bar (counting the dataset's own
-            # bars would read the timestamps of bars after t)
-            per_year = parse_timeframe(self.dataset.timeframe).bars_per_year
+            # the market calendar's bars a year (its schedule, known before any bar; counting
+            # the dataset's own bars would read the timestamps of bars after t), else the
+            # timeframe's 24/7 value
+            per_year = vol_bars_per_year(self.dataset.calendar, self.dataset.timeframe)
         close = np.ascontiguousarray(self.dataset.ohlcv[:, 3], dtype=np.float64)
         return EK.realised_vol(close, float(cfg.vol_span), float(per_year))
 
