@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", help="cases folder (default benchmarks/out/suite/<mode>)")
     ap.add_argument("--workers", type=int, default=2, help="processes (default 2)")
     ap.add_argument("--force", action="store_true", help="ignore the cache")
+    ap.add_argument("--notes", default=str(HERE / "leaderboard_notes.md"),
+                    help="markdown put under the leaderboard's header (the reading of the "
+                         "numbers, written by hand); skipped when the file is absent")
     args = ap.parse_args(argv)
 
     command = "python benchmarks/suite/run.py " + " ".join(
@@ -93,9 +96,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{case['validation_sharpe_median']:+.2f}", flush=True)
     wall = time.perf_counter() - t0
     ordered = [cases[(d, c)] for c in configs for d in datasets]
-    note = ""
+    notes = []
     if skipped and not args.datasets:
-        note = f"Skipped (data absent): {', '.join(skipped)}."
+        notes.append(f"Skipped (data absent): {', '.join(skipped)}.")
+    if args.notes and Path(args.notes).is_file():
+        notes.append(Path(args.notes).read_text().strip())
+    note = "\n\n".join(notes)
     md = leaderboard_markdown(ordered, command, mode=mode, wall_seconds=wall, note=note)
     out = Path(args.out)
     atomic_write_bytes(out, md.encode())

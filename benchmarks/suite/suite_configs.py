@@ -32,17 +32,6 @@ CONFIGS: dict[str, tuple[str, dict[str, Any], str]] = {
                        "n_steps 256, batch 64, 4 epochs (more, smaller PPO updates)"),
     "half-size": ("old", {**_SHORT_ROLLOUTS, "env.max_exposure": 0.5},
                   "short rollouts, discrete3 at half the exposure"),
-    "every-4": ("old", {**_SHORT_ROLLOUTS, "env.decision_interval": 4},
-                "short rollouts, decide every 4 bars"),
-    "every-4-penalty": ("old", {**_SHORT_ROLLOUTS, "env.decision_interval": 4,
-                                "env.cost_penalty": 1.0},
-                        "short rollouts, decide every 4 bars, reward - 1x the real costs"),
-    "voltarget-every-4": ("old", {**_SHORT_ROLLOUTS, "env.decision_interval": 4,
-                                  "env.vol_target": 0.1, "env.cost_penalty": 1.0},
-                          "every 4 bars, cost penalty 1x, 10 % annual vol target"),
-    "hold-hysteresis": ("old", {**_SHORT_ROLLOUTS, "env.min_hold": 8,
-                                "env.hysteresis": 0.5, "env.cost_penalty": 1.0},
-                        "min hold 8 bars, hysteresis 0.5, cost penalty 1x"),
 }
 
 #: what ``run.py`` runs without ``--configs``

@@ -76,9 +76,9 @@ class SuiteDataset:
 
     def plan(self, quick: bool) -> dict[str, Any]:
         """The ``walkforward:`` section of this dataset in the chosen mode."""
-        wf = dict(self.quick if quick else self.walkforward)
-        wf.setdefault("scheme", "rolling")
-        wf.setdefault("seeds", list(QUICK_SEEDS if quick else FULL_SEEDS))
+        wf = {"scheme": "rolling", "step": None, "folds": None, "purge": None, "embargo": 0,
+              "seeds": list(QUICK_SEEDS if quick else FULL_SEEDS)}
+        wf.update(self.quick if quick else self.walkforward)
         return wf
 
     def describe(self) -> dict[str, Any]:
