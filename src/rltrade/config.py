@@ -225,6 +225,24 @@ class AgentConfig(StrictModel):
         return {**ALGORITHM_DEFAULTS[self.algorithm], **self.hyperparams}
 
 
+class CostCurriculum(StrictModel):
+    """A ramp of the training costs (``training.cost_curriculum``).
+
+    :param start: the cost multiplier at step 0 (a share of the real costs × ``cost_scale``).
+    :param share: the share of the planned steps over which it rises linearly to 1.
+    """
+
+    _label: ClassVar[str] = "training.cost_curriculum"
+
+    start: float = Field(0.0, ge=0, le=1)
+    share: float = Field(0.5, gt=0, le=1)
+
+    def factor(self, step: int, planned: int) -> float:
+        """The multiplier at ``step`` of ``planned`` steps."""
+        done = min(1.0, step / max(1.0, self.share * planned))
+        return self.start + (1.0 - self.start) * done
+
+
 class TrainingConfig(StrictModel):
     """How long and how to train.
 
@@ -241,6 +259,15 @@ class TrainingConfig(StrictModel):
         for the cores; measured 25x slower with 2 threads on a busy 2-core machine.
         ``None`` keeps torch's default (all cores).
     :param device: ``cpu`` (bit-reproducible) or ``auto`` (a GPU when there is one).
+    :param cost_scale: the training envs' costs (fees, spread, slippage) are the real ones × this
+        (e.g. 0.5: train at half the costs); evaluation during training and every backtest use
+        the real costs. 1: off.
+    :param cost_curriculum: ramp the training costs from ``start`` × to 1 × ``cost_scale``,
+        linearly over the first ``share`` of the planned steps (then constant); ``None``: off.
+    :param early_stop_patience: stop training when the validation return (the periodic
+        evaluation on the held-out slice, every ``eval_freq`` steps) has not improved on the
+        best one for this many evaluations in a row; ``None``: off. The ``best/`` model is
+        still the best evaluation's.
     """
 
     _label: ClassVar[str] = "training"
@@ -254,6 +281,9 @@ class TrainingConfig(StrictModel):
     keep_checkpoints: int = Field(3, ge=1)
     torch_threads: int | None = Field(1, ge=1)
     device: Literal["cpu", "auto"] = "cpu"
+    cost_scale: float = Field(1.0, ge=0)
+    cost_curriculum: CostCurriculum | None = None
+    early_stop_patience: int | None = Field(None, ge=1)
 
 
 class SplitConfig(StrictModel):
@@ -421,6 +451,10 @@ class RunConfig(StrictModel):
         if algo == "dqn" and scheme == "exposure_sl":
             raise ValueError("agent.algorithm dqn needs a discrete action scheme "
                              "(discrete3 or discrete6), not exposure_sl")
+        tc = self.training
+        if algo == "a3c" and (tc.cost_scale != 1.0 or tc.cost_curriculum is not None):
+            raise ValueError("training.cost_scale / cost_curriculum: not supported with "
+                             "agent.algorithm a3c (its workers build their own envs)")
         if self.agent.policy.encoder == "cnn_lstm_attention" and self.env.layout != "window":
             raise ValueError("agent.policy.encoder cnn_lstm_attention needs env.layout: window")
         return self

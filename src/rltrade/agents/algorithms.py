@@ -34,9 +34,12 @@ from rltrade.envs.config import EnvConfig
 from rltrade.errors import CompatibilityError, ConfigError, StoreError
 
 __all__ = [
+    "LinearSchedule",
     "SpacesEnv",
     "algorithm_class",
+    "apply_schedules",
     "check_hyperparams",
+    "hyperparam_schedules",
     "hyperparameter_names",
     "load_model",
     "make_agent",
@@ -85,6 +88,72 @@ _RESERVED = frozenset({"policy", "env", "seed", "verbose", "tensorboard_log", "d
                        "policy_kwargs", "_init_setup_model", "self"})
 
 
+#: hyperparameters that may be a linear schedule (``agent.hyperparams``: ``{"schedule":
+#: "linear", "start": a, "end": b}``): SB3 takes the first three as functions of the progress;
+#: ``ent_coef`` is set by training's callback before each rollout
+SCHEDULABLE = ("learning_rate", "clip_range", "clip_range_vf", "ent_coef")
+
+
+class LinearSchedule:
+    """A value moving linearly from ``start`` (the first step) to ``end`` (the last planned
+    step), as a function of SB3's ``progress_remaining`` (1 at the start, 0 at the end).
+
+    :param start: the value at the first step.
+    :param end: the value at the last planned step.
+    """
+
+    def __init__(self, start: float, end: float) -> None:
+        self.start = float(start)
+        self.end = float(end)
+
+    def __call__(self, progress_remaining: float) -> float:
+        return self.end + (self.start - self.end) * float(progress_remaining)
+
+    def __repr__(self) -> str:
+        return f"LinearSchedule({self.start:g} -> {self.end:g})"
+
+
+def hyperparam_schedules(algorithm: str, hyper: dict[str, Any]) -> tuple[
+        dict[str, Any], dict[str, LinearSchedule]]:
+    """Split ``hyper`` into constructor values (a schedule of ``learning_rate`` /
+    ``clip_range`` / ``clip_range_vf`` becomes the :class:`LinearSchedule` SB3 calls; one of
+    ``ent_coef`` its start value) and the schedules training applies itself (``ent_coef``).
+
+    :raises ConfigError: a malformed schedule, or one for a key or algorithm that takes none.
+    """
+    values = dict(hyper)
+    applied: dict[str, LinearSchedule] = {}
+    for key, value in hyper.items():
+        if not isinstance(value, dict):
+            continue
+        where = f"agent.hyperparams.{key}"
+        if key not in SCHEDULABLE or (algorithm in ("a3c", "sac", "dqn") and key == "ent_coef"):
+            raise ConfigError(f"{where}: only {', '.join(SCHEDULABLE)} take a schedule "
+                              "(ent_coef: PPO, A2C and recurrent PPO)")
+        if algorithm == "a3c":
+            raise ConfigError(f"{where}: A3C takes no schedules")
+        if set(value) != {"schedule", "start", "end"} or value["schedule"] != "linear":
+            raise ConfigError(f"{where}: a schedule is {{schedule: linear, start: <number>, "
+                              f"end: <number>}}, got {value}")
+        try:
+            schedule = LinearSchedule(float(value["start"]), float(value["end"]))
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: start and end must be numbers, got {value}") from None
+        if key == "ent_coef":
+            values[key] = schedule.start
+            applied[key] = schedule
+        else:
+            values[key] = schedule
+    return values, applied
+
+
+def apply_schedules(model: BaseAlgorithm, progress_remaining: float) -> None:
+    """Set the hyperparameters training schedules itself (``ent_coef``) on ``model`` for
+    ``progress_remaining`` (1 at the start, 0 at the end); nothing without schedules."""
+    for key, schedule in getattr(model, "rltrade_schedules", {}).items():
+        setattr(model, key, schedule(progress_remaining))
+
+
 def hyperparameter_names(algorithm: str) -> set[str]:
     """The hyperparameters ``agent.hyperparams`` may set for ``algorithm``: the keyword
     arguments of its constructor, minus what the run sets (policy, env, seed, device...); for
@@ -99,7 +168,8 @@ def check_hyperparams(agent: AgentConfig) -> None:
     """Refuse hyperparameters the algorithm does not take.
 
     :param agent: the ``agent`` section of a run config.
-    :raises ConfigError: naming each unknown key and listing the valid ones.
+    :raises ConfigError: naming each unknown key and listing the valid ones; a malformed
+        schedule (:func:`hyperparam_schedules`).
     """
     allowed = hyperparameter_names(agent.algorithm)
     unknown = sorted(set(agent.hyperparams) - allowed)
@@ -108,6 +178,7 @@ def check_hyperparams(agent: AgentConfig) -> None:
             f"agent.hyperparams: unknown key(s) {unknown} for {agent.algorithm}; valid: "
             f"{sorted(allowed)}"
         )
+    hyperparam_schedules(agent.algorithm, agent.resolved_hyperparams)  # well-formed schedules
 
 
 def policy_name(algorithm: str, layout: str) -> str:
@@ -148,10 +219,11 @@ def make_agent(config: RunConfig, env: VecEnv | gym.Env, *, tensorboard_log: str
     agent = config.agent
     check_hyperparams(agent)
     cls = algorithm_class(agent.algorithm)
-    hyper = {**agent.resolved_hyperparams, **overrides}
+    hyper, schedules = hyperparam_schedules(agent.algorithm,
+                                            {**agent.resolved_hyperparams, **overrides})
     device = "cpu" if config.training.device == "cpu" else "auto"
     try:
-        return cls(
+        model = cls(
             policy_name(agent.algorithm, config.env.layout),
             env,
             seed=config.training.seed,
@@ -163,6 +235,9 @@ def make_agent(config: RunConfig, env: VecEnv | gym.Env, *, tensorboard_log: str
         )
     except (TypeError, ValueError, AssertionError) as exc:
         raise ConfigError(f"agent: {agent.algorithm} rejected its settings: {exc}") from exc
+    #: the schedules :func:`apply_schedules` sets before each rollout (ent_coef)
+    model.rltrade_schedules = schedules  # type: ignore[attr-defined]
+    return model
 
 
 class SpacesEnv(gym.Env):

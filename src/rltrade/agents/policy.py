@@ -39,10 +39,12 @@ if TYPE_CHECKING:
     from rltrade.features.dataset import Dataset
 
 __all__ = [
+    "MarginPolicy",
     "NumpyMlpPolicy",
     "PlanPolicy",
     "PlannedPolicy",
     "Policy",
+    "action_probabilities",
     "is_planned",
 ]
 
@@ -93,6 +95,85 @@ class PlanPolicy:
 
     def __repr__(self) -> str:
         return f"PlanPolicy(name={self.name!r})"
+
+
+# ------------------------------------------------------------------------------- abstention
+def action_probabilities(policy: Any, observation: Any) -> np.ndarray:
+    """The probability of each discrete action for one observation, ``[n_actions]``.
+
+    From the policy's own ``action_probabilities(observation)`` when it has one
+    (:class:`NumpyMlpPolicy`, :class:`~rltrade.agents.ensemble.EnsemblePolicy`), else from an
+    SB3 actor-critic's distribution (PPO, A2C).
+
+    :raises ConfigError: the policy has no action probabilities (DQN's Q-values, a recurrent
+        policy, a continuous one).
+    """
+    own = getattr(policy, "action_probabilities", None)
+    if callable(own):
+        return np.asarray(own(observation), dtype=np.float64).reshape(-1)
+    sb3 = getattr(policy, "policy", None)
+    if sb3 is not None and callable(getattr(sb3, "get_distribution", None)):
+        import torch
+
+        try:
+            obs_t, _ = sb3.obs_to_tensor(observation)
+            with torch.no_grad():
+                dist = sb3.get_distribution(obs_t).distribution
+        except TypeError:  # a recurrent policy's distribution needs its LSTM states
+            dist = None
+        probs = getattr(dist, "probs", None)
+        if probs is not None:
+            return probs.cpu().numpy().astype(np.float64).reshape(-1)
+    raise ConfigError(f"min_margin: {type(policy).__name__} gives no action probabilities "
+                      "(it needs a discrete actor-critic policy: PPO, A2C, or an ensemble)")
+
+
+class MarginPolicy:
+    """Abstention (``env.min_margin``): a discrete policy keeps its current action unless the
+    action it prefers is more probable than the current one by at least ``min_margin``.
+
+    The current action is the one that keeps the position: for ``discrete3`` the side of the
+    account's position (the observation's account block, so a stop or a risk manager's exit
+    counts), for ``discrete6`` ``hold``. :func:`rltrade.evaluation.run_backtest` wraps a
+    discrete, non-planned policy in it when the config's ``min_margin`` is above 0.
+
+    :param policy: the policy (anything :func:`action_probabilities` reads).
+    :param min_margin: probability margin in ``(0, 1]``.
+    :param action_scheme: ``discrete3`` or ``discrete6``.
+    """
+
+    def __init__(self, policy: Any, min_margin: float, action_scheme: str) -> None:
+        if action_scheme not in ("discrete3", "discrete6"):
+            raise ConfigError(f"min_margin needs a discrete action scheme, not {action_scheme}")
+        self.policy = policy
+        self.min_margin = float(min_margin)
+        self.action_scheme = action_scheme
+        self.name = f"{getattr(policy, 'name', type(policy).__name__)}"
+
+    def keep_action(self, observation: Any) -> int:
+        """The action that keeps the current position."""
+        if self.action_scheme == "discrete6":
+            return 0  # hold
+        from rltrade.envs.kernels import N_ACCOUNT
+
+        if isinstance(observation, Mapping):
+            exposure = float(np.asarray(observation["account"]).reshape(-1)[0])
+        else:
+            exposure = float(np.asarray(observation).reshape(-1)[-N_ACCOUNT])
+        return 1 + (exposure > 0.0) - (exposure < 0.0)
+
+    def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, Any]:
+        """The most probable action, or the current one when the margin is not met."""
+        probs = action_probabilities(self.policy, observation)
+        best = int(np.argmax(probs))
+        keep = self.keep_action(observation)
+        if best != keep and probs[best] - probs[keep] < self.min_margin:
+            best = keep
+        return np.asarray(best, dtype=np.int64), state
+
+    def __repr__(self) -> str:
+        return f"MarginPolicy({self.policy!r}, min_margin={self.min_margin})"
 
 
 # ------------------------------------------------------------------------------- numpy MLP
@@ -332,6 +413,15 @@ class NumpyMlpPolicy:
         if self.squash:
             return self.low + 0.5 * (np.tanh(out) + 1.0) * (self.high - self.low)
         return np.clip(out, self.low, self.high)
+
+    def action_probabilities(self, observation: Any) -> np.ndarray:
+        """The softmax of the logits of one observation (Discrete actors only)."""
+        if self.action != "discrete":
+            raise ConfigError("NumpyMlpPolicy: a continuous actor has no action probabilities")
+        x, _ = self.flatten(observation)
+        logits = self.forward(x)[0]
+        z = np.exp(logits - logits.max())
+        return z / z.sum()
 
     def predict(self, observation: Any, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, Any]:

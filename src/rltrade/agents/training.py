@@ -40,7 +40,13 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
 
-from rltrade.agents.algorithms import check_hyperparams, load_into, make_agent, save_model
+from rltrade.agents.algorithms import (
+    apply_schedules,
+    check_hyperparams,
+    load_into,
+    make_agent,
+    save_model,
+)
 from rltrade.agents.baselines import BuyAndHold
 from rltrade.config import RunConfig
 from rltrade.data.loaders import load_bars
@@ -232,19 +238,26 @@ class _RunCallback(BaseCallback):
         super().__init__()
         self.trainer = trainer
 
+    def _on_training_start(self) -> None:
+        self.trainer.update_costs(self.model)
+        self.trainer.update_schedules(self.model)
+
     def _on_rollout_start(self) -> None:
         # on-policy: between rollouts the weights match the step count exactly
         if self.trainer.on_policy:
             self.trainer.maybe_checkpoint(self.model)
             self.trainer.maybe_evaluate(self.model)
+            self.trainer.update_costs(self.model)
+            self.trainer.update_schedules(self.model)
 
     def _on_step(self) -> bool:
         tr = self.trainer
         if not tr.on_policy:
             tr.maybe_checkpoint(self.model)
             tr.maybe_evaluate(self.model)
+            tr.update_costs(self.model)
         tr.progress_update(self.model.num_timesteps)
-        return True
+        return tr.early_stop is None
 
 
 @dataclass
@@ -298,6 +311,10 @@ class _Trainer:
         state = run.state
         self.evaluations: list[dict[str, Any]] = list(state.get("evaluations", []))
         self.best = state.get("best_eval")
+        #: set when ``training.early_stop_patience`` stops the run: step, patience, best step
+        self.early_stop: dict[str, Any] | None = None
+        #: the cost multiplier last given to the training envs (:meth:`update_costs`)
+        self.cost_factor = train_cost_factor(config, 0, self.planned)
         self.show_progress = progress
         self._progress: Any = None
         #: the latest evaluation's backtest (the final one records the run as a trial)
@@ -369,11 +386,46 @@ class _Trainer:
         log.info("eval at step {}: return {:+.2%}, reward {:.4f}, trades {}, best {:+.2%}",
                  result["step"], result["total_return"], result["total_reward"],
                  result["trades"], self.best["total_return"])
+        self._check_early_stop(result["step"])
         if self.logger_ok(model):
             model.logger.record("eval/total_return", result["total_return"])
             model.logger.record("eval/total_reward", result["total_reward"])
         self._eval_text = f"{result['total_return']:+.2%}"
         return result
+
+    def _check_early_stop(self, step: int) -> None:
+        """``training.early_stop_patience``: stop once that many evaluations in a row have not
+        improved on the best validation return (the first best counts: ties do not improve)."""
+        patience = self.config.training.early_stop_patience
+        if patience is None or self.early_stop is not None or not self.evaluations:
+            return
+        returns = [e["total_return"] for e in self.evaluations]
+        best_at = returns.index(max(returns))
+        since = len(returns) - 1 - best_at
+        if since >= patience:
+            self.early_stop = {"step": int(step), "patience": patience,
+                               "best_step": self.evaluations[best_at].get("step"),
+                               "evaluations_without_improvement": since}
+            log.info("early stop at step {}: the validation return has not improved for {} "
+                     "evaluations (best at step {})", step, since,
+                     self.early_stop["best_step"])
+
+    def update_schedules(self, model: BaseAlgorithm) -> None:
+        """The scheduled hyperparameters training sets itself (``ent_coef``) for this step."""
+        apply_schedules(model, 1.0 - min(1.0, model.num_timesteps / max(1, self.planned)))
+
+    def update_costs(self, model: BaseAlgorithm) -> None:
+        """Give the training envs the cost multiplier of this step (``training.cost_scale``
+        and ``cost_curriculum``); only when it moved by at least 0.5 % of the real costs."""
+        factor = train_cost_factor(self.config, int(model.num_timesteps), self.planned)
+        final = self.config.training.cost_scale
+        if factor == self.cost_factor or (abs(factor - self.cost_factor) < 0.005
+                                          and factor != final):
+            return
+        env = model.get_env()
+        if env is not None:
+            set_train_cost_scale(env, factor)
+            self.cost_factor = factor
 
     @staticmethod
     def logger_ok(model: BaseAlgorithm) -> bool:
@@ -500,17 +552,39 @@ def planned_steps(config: RunConfig) -> int:
 
 
 # -- env and model --------------------------------------------------------------------------
+def train_cost_factor(config: RunConfig, step: int, planned: int) -> float:
+    """The multiplier of the real costs the training envs use at ``step`` of ``planned``:
+    ``training.cost_scale`` × the ``cost_curriculum``'s ramp (1 without either)."""
+    tc = config.training
+    ramp = tc.cost_curriculum.factor(step, planned) if tc.cost_curriculum else 1.0
+    return tc.cost_scale * ramp
+
+
+def set_train_cost_scale(env: VecEnv, scale: float) -> None:
+    """The engine costs × ``scale`` in every env of a training ``VecEnv`` (native or
+    ``DummyVecEnv`` of :class:`TradingEnv`)."""
+    if isinstance(env, VecTradingEnv):
+        env.set_cost_scale(scale)
+    else:
+        env.env_method("set_cost_scale", scale)
+
+
 def make_train_env(config: RunConfig, data: PreparedData) -> VecEnv:
-    """The training ``VecEnv``: native :class:`VecTradingEnv` or SB3's ``DummyVecEnv``."""
+    """The training ``VecEnv``: native :class:`VecTradingEnv` or SB3's ``DummyVecEnv``, its
+    costs × :func:`train_cost_factor` at step 0 (the evaluation envs keep the real costs)."""
     tc = config.training
     env_config = config.env.model_copy(update={"mode": "train"})
     if tc.vec_env == "native":
-        return VecTradingEnv(data.train, n_envs=tc.n_envs, config=env_config,
-                             normalizer=data.normalizer, seed=tc.seed)
-    fns = [lambda: TradingEnv(data.train, env_config, normalizer=data.normalizer)
-           for _ in range(tc.n_envs)]
-    venv = DummyVecEnv(fns)
-    venv.seed(tc.seed)
+        venv: VecEnv = VecTradingEnv(data.train, n_envs=tc.n_envs, config=env_config,
+                                     normalizer=data.normalizer, seed=tc.seed)
+    else:
+        fns = [lambda: TradingEnv(data.train, env_config, normalizer=data.normalizer)
+               for _ in range(tc.n_envs)]
+        venv = DummyVecEnv(fns)
+        venv.seed(tc.seed)
+    factor = train_cost_factor(config, 0, planned_steps(config))
+    if factor != 1.0:
+        set_train_cost_scale(venv, factor)
     return venv
 
 
@@ -861,6 +935,7 @@ def _train_and_finish(run: Run, config: RunConfig, data: PreparedData, env: VecE
                     "steps_per_second": rate},
         "resumed": resume_from is not None,
         "best_eval": trainer.best,
+        "early_stop": trainer.early_stop,
         "final_eval": final,
         "buy_and_hold_eval_return": final["buy_and_hold_return"],
     }

@@ -246,6 +246,7 @@ class PolicyStrategy(Strategy):
         self._check_broker(config)
         self.mirror = TradingEnv(self.dataset, config, self.normalizer)
         core = self.mirror.core
+        core.set_bar_step(True)  # backtesting.py calls next() on every bar
         self.start_bar: int | None = None
         self.decisions: list[Decision] = []
         (self._st, self._lots, self._orders, self._no_trades, self._mkt, self._cfg) = (

@@ -69,6 +69,28 @@ class EnvConfig(StrictModel):
     :param max_stop_pct: exposure_sl: loosest stop.
     :param atr_period: ATR used for discrete6 sizing and stops.
     :param sharpe_window: bars of returns for the account's recent Sharpe (and rewards).
+    :param decision_interval: the agent decides every this many bars: one env step covers
+        ``decision_interval`` bars (its reward the sum of theirs), no order is sent between two
+        decisions (pending orders, stops, liquidation still act); a backtest decides on every
+        ``decision_interval``-th bar. 1: every bar.
+    :param min_hold: a change of the position is refused until it has been held this many bars
+        (the bar of its fill included; flat counts as a position). 0: off.
+    :param hysteresis: a new target is refused when it moves the position by no more than this
+        share of the full position (``max_exposure`` × leverage × equity / close). 0: off.
+    :param vol_target: annualised volatility target (e.g. 0.15): a new target is scaled by
+        ``min(1, vol_target / (realised_vol × max_exposure × leverage))``, so a full position
+        has notional / equity ``min(max_exposure × leverage, vol_target / realised_vol)``.
+        ``None``: off. Not for ``discrete6`` (sized from the ATR already).
+    :param vol_span: span (bars) of the EWMA of squared bar returns behind ``realised_vol``.
+    :param vol_bars_per_year: annualisation of ``realised_vol``; ``None``: the 24/7 calendar
+        of the dataset's timeframe (8,760 for hourly bars). Set it for a market with sessions
+        (e.g. 252 × bars a day for equities).
+    :param cost_penalty: the reward of a step loses this × the step's engine costs (fees,
+        spread, slippage) / the equity before it (in units of the real cost). 0: off.
+    :param min_margin: abstention in :func:`~rltrade.evaluation.run_backtest` (every backtest,
+        training's evaluations included; the training envs ignore it): a discrete policy keeps
+        the action that keeps its position unless the action it prefers is more probable by at
+        least this margin (:class:`~rltrade.agents.policy.MarginPolicy`). 0: off.
     :param engine: the execution engine's configuration.
     :param risk: optional risk manager in the loop (same gates as backtests and live).
     """
@@ -101,11 +123,25 @@ class EnvConfig(StrictModel):
     max_stop_pct: float = Field(0.05, gt=0, lt=1)
     atr_period: int = Field(14, ge=1)
     sharpe_window: int = Field(64, ge=4, le=4096)
+    decision_interval: int = Field(1, ge=1, le=100_000)
+    min_hold: int = Field(0, ge=0)
+    hysteresis: float = Field(0.0, ge=0, lt=1)
+    vol_target: float | None = Field(None, gt=0)
+    vol_span: int = Field(64, ge=2)
+    vol_bars_per_year: float | None = Field(None, gt=0)
+    cost_penalty: float = Field(0.0, ge=0)
+    min_margin: float = Field(0.0, ge=0, le=1)
     engine: EngineConfig = Field(default_factory=EngineConfig)
     risk: RiskConfig | None = None
 
     @model_validator(mode="after")
     def _check(self) -> EnvConfig:
+        if self.vol_target is not None and self.action_scheme == "discrete6":
+            raise ValueError("vol_target: discrete6 sizes its positions from the ATR; use "
+                             "discrete3 or exposure_sl, or set vol_target to None")
+        if self.min_margin > 0 and self.action_scheme == "exposure_sl":
+            raise ValueError("min_margin: abstention needs a discrete action scheme (discrete3 "
+                             "or discrete6); set it to 0 for exposure_sl")
         if self.min_stop_pct > self.max_stop_pct:
             raise ValueError("min_stop_pct must not exceed max_stop_pct")
         if self.segments is not None:

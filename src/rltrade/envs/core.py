@@ -20,6 +20,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from rltrade.data.timeframes import parse_timeframe
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
 from rltrade.envs.schemes import ACTION_SCHEMES
@@ -159,7 +160,17 @@ class EnvCore:
         p[EK.P_OBS_CLIP] = config.obs_clip
         p[EK.P_REWARD_SCALE] = config.reward_scale
         p[EK.P_MMR] = config.engine.maintenance_margin
+        p[EK.P_DECISION_INTERVAL] = config.decision_interval
+        p[EK.P_MIN_HOLD] = config.min_hold
+        p[EK.P_HYSTERESIS] = config.hysteresis
+        p[EK.P_VOL_TARGET] = config.vol_target or 0.0
+        p[EK.P_COST_PENALTY] = config.cost_penalty
         self.params = p
+        #: annualised realised volatility per bar (``vol_target`` only; else empty)
+        self.vol = self._realised_vol() if config.vol_target else np.zeros(0)
+        #: the multiplier of the engine's costs (:meth:`set_cost_scale`); 1: the real costs
+        self.cost_scale = 1.0
+        self._cost_base: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         n = self.n_envs
         #: the step's arguments, one bundle (:class:`rltrade.envs.kernels.StepArgs`): every
         #: buffer below is one of its fields
@@ -168,7 +179,7 @@ class EnvCore:
             mkt=self._mkt, cfg=self._cfg, atr=self.kernel_atr,
             env=np.zeros((n, EK.N_ENV)), rets=np.zeros((n, config.sharpe_window)),
             actions=np.zeros((n, 2)), targets=np.zeros(n), sl=np.zeros(n), tp=np.zeros(n),
-            w=self.weights, p=self.params, market=self.market,
+            w=self.weights, p=self.params, vol=self.vol, market=self.market,
             obs_market=np.zeros((n, self.window, self.n_market), dtype=np.float32),
             obs_account=np.zeros((n, EK.N_ACCOUNT), dtype=np.float32),
             rewards=np.zeros(n), terminated=np.zeros(n, dtype=np.bool_),
@@ -218,6 +229,47 @@ class EnvCore:
         self._reset = EK.entry_point(EK.reset_env, (a, 0, 0, 0, 0.0))
         self._info = EK.entry_point(EK.info_values, (a, 0))
         self._compute_targets = EK.entry_point(EK.compute_targets, (a,))
+
+    def _realised_vol(self) -> np.ndarray:
+        cfg = self.config
+        per_year = cfg.vol_bars_per_year
+        if per_year is None:
+            # the timeframe's 24/7 calendar: known before any bar (counting the dataset's own
+            # bars would read the timestamps of bars after t)
+            per_year = parse_timeframe(self.dataset.timeframe).bars_per_year
+        close = np.ascontiguousarray(self.dataset.ohlcv[:, 3], dtype=np.float64)
+        return EK.realised_vol(close, float(cfg.vol_span), float(per_year))
+
+    def set_cost_scale(self, scale: float) -> None:
+        """Multiply the engine's costs (maker and taker fees, half-spread, slippage) by
+        ``scale`` from the next step on, relative to the costs the core was built with (1: the
+        real costs again, exactly). Training's ``cost_scale`` / ``cost_curriculum`` call it on
+        the training envs only."""
+        scale = float(scale)
+        if not (np.isfinite(scale) and scale >= 0.0):
+            raise ConfigError(f"cost scale must be finite and >= 0, got {scale}")
+        if self._cost_base is None:
+            self._cost_base = (
+                self._cfg[[K.C_MAKER, K.C_TAKER, K.C_SLIP_FRAC]].copy(),
+                self._mkt[:, K.M_HALF_SPREAD].copy(), self._mkt[:, K.M_ATR_SLIP].copy())
+        fees, spread, slip = self._cost_base
+        self._cfg[K.C_MAKER] = fees[0] * scale
+        self._cfg[K.C_TAKER] = fees[1] * scale
+        self._cfg[K.C_SLIP_FRAC] = fees[2] * scale
+        np.multiply(spread, scale, out=self._mkt[:, K.M_HALF_SPREAD])
+        np.multiply(slip, scale, out=self._mkt[:, K.M_ATR_SLIP])
+        self.cost_scale = scale
+
+    def set_bar_step(self, per_bar: bool) -> None:
+        """``True``: a step covers one bar even between two decisions of ``decision_interval``
+        (no order is sent on those bars); the backtest's loop records every bar this way.
+        ``False`` (the envs): a step goes on to the bar of the next decision."""
+        self.params[EK.P_BAR_STEP] = 1.0 if per_bar else 0.0
+
+    def decision_due(self, i: int = 0) -> bool:
+        """Whether env ``i`` decides at its current bar (always, unless ``decision_interval``
+        is above 1)."""
+        return bool(self.env[i, EK.E_SINCE_DECISION] == 0.0)
 
     @property
     def atr(self) -> np.ndarray:
@@ -323,18 +375,27 @@ class EnvCore:
     def decide(self) -> None:
         """Turn the actions in :attr:`actions` into the orders of the next step: the action
         scheme's targets, stop-loss and take-profit levels into :attr:`targets`, :attr:`sl`,
-        :attr:`tp` (NaN target: the env is done), then the risk manager's gates on the targets,
-        its interventions recorded (:attr:`risk_counts`, :attr:`last_reasons`) as in
-        :meth:`step`. :meth:`step_decided` sends exactly these orders; the backtesting.py
-        bridge reads them in between to size its own orders."""
+        :attr:`tp` (NaN target: the env is done, or no order this bar), then the risk
+        manager's gates on the targets, its interventions recorded (:attr:`risk_counts`,
+        :attr:`last_reasons`) as in :meth:`step`. :meth:`step_decided` sends exactly these
+        orders; the backtesting.py bridge reads them in between to size its own orders."""
         self._compute_targets(self.args)
         if self.risk is None:
             return
         targets = self.targets
         done = self.env[:, EK.E_DONE]
         for i in range(self.n_envs):
-            if not done[i]:
-                targets[i] = self._risk_adjust(i, targets[i])
+            if done[i]:
+                continue
+            if np.isnan(targets[i]):
+                # no order this bar (a switch against costs): the risk manager still sees the
+                # position it keeps, and its exit (a changed target) becomes an order
+                pos = float(self._st[i, K.POS])
+                adjusted = self._risk_adjust(i, pos)
+                if adjusted != pos:
+                    targets[i], self.sl[i], self.tp[i] = adjusted, np.nan, np.nan
+                continue
+            targets[i] = self._risk_adjust(i, targets[i])
 
     def step_decided(self) -> tuple[float, bool, bool, dict[str, Any]]:
         """Advance every env that is not done by one bar with the orders :meth:`decide` wrote;
@@ -386,6 +447,8 @@ class EnvCore:
             targets=np.empty(n), sl=np.empty(n), tp=np.empty(n))
         self._compute_targets(preview)  # the same types as the core's own bundle
         out[:, 0], out[:, 1], out[:, 2] = preview.targets, preview.sl, preview.tp
+        if self.env[i, EK.E_DONE] == 0.0:  # a refused change (no order): the position kept
+            out[np.isnan(out[:, 0]), 0] = self._st[i, K.POS]
         return out
 
     def risk_state(self, i: int = 0) -> RiskState:

@@ -36,6 +36,8 @@ E_DSR_A = 7  # differential Sharpe: EMA of returns
 E_DSR_B = 8  # ... and of squared returns
 E_INVALID = 9  # actions that did not apply (counted)
 E_PREV_DRAWDOWN = 10
+E_SINCE_DECISION = 11  # bars since the last decision, modulo decision_interval (0: one is due)
+E_HELD = 12  # bars (closes) the position has been held unchanged, the bar of its fill included
 E_DONE = 13
 E_RET_SUM = 14  # running sum of the returns in the ring buffer
 E_RET_SUMSQ = 15  # ... and of their squares
@@ -61,7 +63,14 @@ P_EQUITY_FLOOR = 7
 P_OBS_CLIP = 8
 P_REWARD_SCALE = 9
 P_MMR = 10
-N_PARAMS = 12
+# the switches against costs (docs/envs.md, "Trading less"); each 0 = off
+P_DECISION_INTERVAL = 11  # decide every k bars (1 = every bar)
+P_MIN_HOLD = 12  # bars a position is held before its target may change
+P_HYSTERESIS = 13  # band on |target - position| as a share of the full position
+P_VOL_TARGET = 14  # annualised volatility target (the vol per bar is StepArgs.vol)
+P_COST_PENALTY = 15  # reward -= this x the step's engine costs / equity
+P_BAR_STEP = 16  # 1: a step covers one bar even between decisions (the backtest's per-bar loop)
+N_PARAMS = 20
 
 # -- rewards -----------------------------------------------------------------------------------
 # A reward is a branch of `_reward` below, its id here and its weights in REWARD_KERNELS; its
@@ -141,6 +150,7 @@ class StepArgs(NamedTuple):
     tp: F64_1  #: ... their take-profit levels
     w: F64_1  #: the reward's weights (:data:`REWARD_KERNELS` order)
     p: F64_1  #: parameters (the ``P_*`` slots)
+    vol: F64_1  #: realised volatility per bar, annualised (empty unless ``vol_target`` is set)
     market: F32_2  #: normalised features and signals ``[T, F]``
     obs_market: F32_3  #: observation windows ``[N, window, F]``
     obs_account: F32_2  #: account blocks ``[N, N_ACCOUNT]``
@@ -314,14 +324,71 @@ def target_of(a: StepArgs, i: int, a0: float, a1: float) -> tuple[float, float, 
 
 
 @_jit
+def decide_target(a: StepArgs, i: int, a0: float, a1: float) -> tuple[float, float, float]:
+    """Env ``i``'s order for its action ``(a0, a1)``: :func:`target_of`, then the switches
+    against costs (each off at 0): no decision between two decisions (``decision_interval``),
+    volatility targeting of a new target's size (``vol_target``), a change refused before the
+    position was held ``min_hold`` bars, or when it moves the position by no more than the
+    ``hysteresis`` band. A NaN target is no order at all (the bar is processed as it is:
+    pending orders, stops and the mark still act)."""
+    e = a.env[i]
+    p = a.p
+    nan = np.nan
+    if e[E_SINCE_DECISION] != 0.0:
+        return nan, nan, nan
+    target, stop, take = target_of(a, i, a0, a1)
+    st = a.st[i]
+    pos = st[K.POS]
+    if target == pos:
+        return target, stop, take
+    if p[P_VOL_TARGET] > 0.0:
+        vol = a.vol[int(st[K.BAR])]
+        cap = p[P_MAX_EXPOSURE] * p[P_LEVERAGE]
+        if vol > 0.0 and p[P_VOL_TARGET] < vol * cap:
+            target = target * (p[P_VOL_TARGET] / (vol * cap))
+    if p[P_MIN_HOLD] > 0.0 and e[E_HELD] < p[P_MIN_HOLD]:
+        return nan, nan, nan
+    if p[P_HYSTERESIS] > 0.0:
+        eq = st[K.EQUITY]
+        c = a.mkt[int(st[K.BAR]), K.M_CLOSE]
+        full = p[P_MAX_EXPOSURE] * p[P_LEVERAGE] * eq / c if eq > 0.0 else 0.0
+        if abs(target - pos) <= p[P_HYSTERESIS] * full:
+            return nan, nan, nan
+    return target, stop, take
+
+
+@_jit
 def compute_targets(a: StepArgs) -> None:
-    """``a.targets`` / ``a.sl`` / ``a.tp`` of every env's action in ``a.actions`` (NaN target:
-    the env is done); used when a risk manager adjusts the targets before the step."""
+    """``a.targets`` / ``a.sl`` / ``a.tp`` of every env's action in ``a.actions`` through
+    :func:`decide_target` (NaN target: the env is done, or no order this bar); used when a risk
+    manager adjusts the targets before the step."""
     for i in range(a.st.shape[0]):
         if a.env[i, E_DONE] != 0.0:
             a.targets[i] = np.nan
             continue
-        a.targets[i], a.sl[i], a.tp[i] = target_of(a, i, a.actions[i, 0], a.actions[i, 1])
+        a.targets[i], a.sl[i], a.tp[i] = decide_target(a, i, a.actions[i, 0], a.actions[i, 1])
+
+
+@njit(cache=True, error_model="numpy")  # allocates its output: with numba's runtime
+def realised_vol(close: np.ndarray, span: float, bars_per_year: float) -> np.ndarray:
+    """Annualised realised volatility at the close of every bar: the square root of an EWMA
+    (``alpha = 2 / (span + 1)``, weights normalised as pandas' ``adjust=True``) of the squared
+    close-to-close returns of bars ``1 .. t``, times ``sqrt(bars_per_year)``. Causal: the value
+    at ``t`` reads closes ``0 .. t`` only. Bar 0 has no return: NaN (no scaling)."""
+    n = close.shape[0]
+    out = np.empty(n)
+    if n == 0:
+        return out
+    out[0] = np.nan
+    decay = 1.0 - 2.0 / (span + 1.0)
+    num = 0.0
+    den = 0.0
+    for t in range(1, n):
+        r = close[t] / close[t - 1] - 1.0
+        num = num * decay + r * r
+        den = den * decay + 1.0
+        out[t] = math.sqrt(num / den * bars_per_year)
+    return out
 
 
 @_jit
@@ -489,7 +556,11 @@ def transition(a: StepArgs, i: int, target: float, stop: float,
     e = a.env[i]
     p = a.p
     costs_before = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST]
-    K.step(s, a.lots[i], a.orders[i], a.trades, a.mkt, a.cfg, target, stop, take)
+    pos_before = s[K.POS]
+    if math.isnan(target):  # no order (decide_target): the bar as it comes
+        K.advance(s, a.lots[i], a.orders[i], a.trades, a.mkt, a.cfg)
+    else:
+        K.step(s, a.lots[i], a.orders[i], a.trades, a.mkt, a.cfg, target, stop, take)
     bar = int(s[K.BAR])
     c = a.mkt[bar, K.M_CLOSE]
     eq = s[K.EQUITY]
@@ -500,8 +571,15 @@ def transition(a: StepArgs, i: int, target: float, stop: float,
     e[E_IN_POSITION] = e[E_IN_POSITION] + 1.0 if sign != 0.0 and sign == e[E_POS_SIGN] else (
         1.0 if sign != 0.0 else 0.0)
     e[E_POS_SIGN] = sign
+    e[E_HELD] = e[E_HELD] + 1.0 if s[K.POS] == pos_before else 1.0
+    if p[P_DECISION_INTERVAL] > 1.0:
+        since = e[E_SINCE_DECISION] + 1.0
+        e[E_SINCE_DECISION] = 0.0 if since >= p[P_DECISION_INTERVAL] else since
     costs_delta = s[K.FEES] + s[K.SPREAD_COST] + s[K.SLIPPAGE_COST] - costs_before
-    r = _reward(a, i, ret, costs_delta, c) * p[P_REWARD_SCALE]
+    r = _reward(a, i, ret, costs_delta, c)
+    if p[P_COST_PENALTY] != 0.0 and prev > 0.0:
+        r -= p[P_COST_PENALTY] * costs_delta / prev
+    r *= p[P_REWARD_SCALE]
     e[E_PREV_EQUITY] = eq
     e[E_PREV_DRAWDOWN] = s[K.DRAWDOWN]
     term = s[K.BANKRUPT] != 0.0 or eq <= p[P_EQUITY_FLOOR] * s[K.INITIAL_EQUITY]
@@ -518,8 +596,13 @@ def _step_env(a: StepArgs, i: int, use_targets: bool) -> None:
     if use_targets:
         target, stop, take = a.targets[i], a.sl[i], a.tp[i]
     else:
-        target, stop, take = target_of(a, i, a.actions[i, 0], a.actions[i, 1])
+        target, stop, take = decide_target(a, i, a.actions[i, 0], a.actions[i, 1])
     r, term, trunc = transition(a, i, target, stop, take)
+    # decision_interval k: the step goes on, without orders, to the bar of the next decision
+    # (the backtest's per-bar loop, P_BAR_STEP, steps one bar at a time); rewards summed
+    while not (term or trunc) and a.env[i, E_SINCE_DECISION] != 0.0 and a.p[P_BAR_STEP] == 0.0:
+        r2, term, trunc = transition(a, i, np.nan, np.nan, np.nan)
+        r += r2
     a.rewards[i] = r
     a.terminated[i] = term
     a.truncated[i] = trunc
@@ -624,6 +707,7 @@ def reset_env(a: StepArgs, i: int, start: int, end: int, seed: float) -> None:
     e[E_POS_SIGN] = 1.0 if pos > 0.0 else (-1.0 if pos < 0.0 else 0.0)
     e[E_IN_POSITION] = 1.0 if pos != 0.0 else 0.0
     e[E_PREV_DRAWDOWN] = s[K.DRAWDOWN]
+    e[E_HELD] = 1e18  # min_hold: the starting position counts as held long enough
     ring = a.rets[i]
     for k in range(ring.shape[0]):
         ring[k] = 0.0

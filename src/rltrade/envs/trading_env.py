@@ -120,6 +120,11 @@ class TradingEnv(gym.Env):
         return observation(self.config, self._obs_market, self._obs_account)
 
     # -- convenience ------------------------------------------------------------------------
+    def set_cost_scale(self, scale: float) -> None:
+        """The engine's costs × ``scale`` from the next step on (:meth:`EnvCore.set_cost_scale`;
+        training's ``cost_scale`` / ``cost_curriculum``)."""
+        self.core.set_cost_scale(scale)
+
     @property
     def account(self) -> Any:
         """The engine's account snapshot (cash, position, equity, costs...)."""

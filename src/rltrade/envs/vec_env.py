@@ -139,6 +139,11 @@ class VecTradingEnv(VecEnv):
         return indices
 
     # -- extras -----------------------------------------------------------------------------
+    def set_cost_scale(self, scale: float) -> None:
+        """The engine's costs × ``scale`` in every env from the next step on
+        (:meth:`EnvCore.set_cost_scale`; training's ``cost_scale`` / ``cost_curriculum``)."""
+        self.core.set_cost_scale(scale)
+
     def infos(self) -> list[dict[str, Any]]:
         """The account summary of every env now."""
         return [self.core.info(i) for i in range(self.num_envs)]

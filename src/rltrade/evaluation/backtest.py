@@ -21,7 +21,7 @@ Three paths, same numbers (the tests compare them):
 
 * a planned policy (``plan(dataset, config)``, every baseline, a rule strategy): the actions
   of all bars are known, and one numba loop runs the environment's own step functions on them
-  (``target_of``: action -> target; ``transition``: the engine's fill and mark, the reward, the
+  (``decide_target``: action -> target; ``transition``: the engine's fill and mark, the reward, the
   termination flags); no observation is built, since nothing reads it;
 * :class:`rltrade.agents.NumpyMlpPolicy`: the market window's share of the first layer is one
   matrix product per window row over all bars, the rest of the network runs inside the same
@@ -55,7 +55,7 @@ from loguru import logger
 from numba import njit
 
 from rltrade.agents.baselines import BuyAndHold
-from rltrade.agents.policy import NumpyMlpPolicy, is_planned, mlp_action
+from rltrade.agents.policy import MarginPolicy, NumpyMlpPolicy, is_planned, mlp_action
 from rltrade.data.store import atomic_write_bytes
 from rltrade.envs import kernels as EK
 from rltrade.envs.config import EnvConfig
@@ -172,7 +172,7 @@ def _fused(a: EK.StepArgs, account: bool, margin: float, mode: int, plan: np.nda
            k_end: int, counters: np.ndarray, prev: np.ndarray, rec: np.ndarray,
            rec_actions: np.ndarray, rec_account: np.ndarray) -> int:
     """Step env 0 of a core's step arguments ``a`` from column ``k`` up to ``k_end`` with the
-    environment's own step functions (``target_of``, ``transition``; ``observe`` only when
+    environment's own step functions (``decide_target``, ``transition``; ``observe`` only when
     something reads the account block: the MLP, ``state_debug``); stops early when the episode
     is done or the trades buffer needs to grow. ``mode`` 0: actions from ``plan[bar]``; 1: from
     the MLP (``mlp``: the arguments of :func:`mlp_action` between the account block and the
@@ -182,7 +182,10 @@ def _fused(a: EK.StepArgs, account: bool, margin: float, mode: int, plan: np.nda
     trades = a.trades
     while k < k_end:
         bar = int(s[K.BAR])
-        if mode == 0:
+        if e[EK.E_SINCE_DECISION] != 0.0:  # between two decisions (decision_interval)
+            a0 = np.nan
+            a1 = np.nan
+        elif mode == 0:
             a0 = plan[bar, 0]
             a1 = plan[bar, 1]
         else:
@@ -192,7 +195,7 @@ def _fused(a: EK.StepArgs, account: bool, margin: float, mode: int, plan: np.nda
         rec_actions[0, k] = a0
         if rec_actions.shape[0] > 1:
             rec_actions[1, k] = a1
-        target, stop, take = EK.target_of(a, 0, a0, a1)
+        target, stop, take = EK.decide_target(a, 0, a0, a1)
         r, term, trunc = EK.transition(a, 0, target, stop, take)
         if account:
             EK.observe(a, 0)
@@ -227,6 +230,7 @@ class _Run:
             config = EnvConfig.build(config, window=1)
             normalizer = Normalizer([], [], "default")
         self.core = core = EnvCore(dataset, config, 1, normalizer)
+        core.set_bar_step(True)  # one record a bar, also between decisions
         self.st, self.lots, self.orders, _, self.mkt, self.cfg = core.engine.kernel_arrays()
         eng = config.engine
         self.margin = float(eng.lot_capacity + 2 * eng.order_capacity + 8)
@@ -386,6 +390,8 @@ def run_backtest(
         raise ConfigError(f"run_backtest needs a Dataset, got {type(dataset).__name__}")
     clock = _Clock()
     cfg = _policy_config(policy, config, equity_floor)
+    if cfg.min_margin > 0 and not is_planned(policy):
+        policy = MarginPolicy(policy, cfg.min_margin, cfg.action_scheme)  # abstention
     seed = cfg.engine.seed if seed is None else int(seed)
     done = _run_pass(policy, dataset, cfg, normalizer, seed, state_debug, deterministic, clock)
     forced = force_close and _force_close(done)
@@ -606,8 +612,11 @@ def _run_python(run: _Run, policy: Any, plan: np.ndarray | None, cfg: EnvConfig,
     k = 0
     state = None
     episode_start = np.ones(1, dtype=bool)
+    no_decision = np.full((1, 2), np.nan)
     while True:
-        if plan is not None:
+        if not core.decision_due(0):  # decision_interval: no decision at this bar
+            actions = no_decision
+        elif plan is not None:
             actions = plan[int(st[0, K.BAR])][None, :]
         else:
             obs = observation(cfg, core.obs_market[0], core.obs_account[0])
