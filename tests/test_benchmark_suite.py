@@ -186,3 +186,26 @@ def test_a_dataset_copy_is_independent():
     plan["folds"] = 99
     assert d.plan(quick=True)["folds"] != 99
     assert copy.deepcopy(d) == d
+
+
+def test_the_example_and_the_demo_carry_the_config_the_suite_chose():
+    """``rltrade config example`` and the demo are the suite's chosen candidate
+    (docs/leaderboard.md): the same env (costs included), agent and training switches as
+    ``suite_config(CHOSEN_DEFAULT)``."""
+    from rltrade.config import RunConfig, example_yaml
+    from rltrade.demo import demo_config
+
+    chosen = suite_configs.suite_config(suite_configs.CHOSEN_DEFAULT)
+    example = RunConfig.from_yaml(example_yaml())
+    assert suite_configs.CONFIGS[suite_configs.CHOSEN_DEFAULT][0] == "old"
+    assert example.env == chosen.env and example.agent == chosen.agent
+    assert example.training == chosen.training
+    # the case configs of new-defaults and the chosen candidate are one (one cache key)
+    d = suite_datasets.DATASETS["eurusd_1h"]
+    keys = {suite_harness.case_key(d, suite_harness.case_config(d, name, True), True)
+            for name in ("new-defaults", suite_configs.CHOSEN_DEFAULT)}
+    assert len(keys) == 1
+    demo = demo_config(steps=4096)
+    assert demo.env == example.env and demo.agent == example.agent
+    assert demo.walkforward is None and demo.training.total_steps == 4096
+    assert demo.training.cost_scale == example.training.cost_scale

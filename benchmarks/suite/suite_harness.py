@@ -49,10 +49,14 @@ def case_config(dataset: SuiteDataset, config_name: str, quick: bool) -> RunConf
     walk-forward plan and the mode's training steps on top."""
     cfg = suite_config(config_name)
     mode = MODES["quick" if quick else "full"]
+    env: dict[str, Any] = {"engine": {"costs": dict(dataset.costs)}}
+    if getattr(cfg.env, "vol_target", None) is not None and cfg.env.vol_bars_per_year is None:
+        # volatility targeting annualises with the market's own sessions
+        env["vol_bars_per_year"] = dataset.bars_per_year
     return cfg.with_overrides(
         description=f"suite: {config_name} on {dataset.name}",
         data={"source": str(dataset.path()), "policy": "repair"},
-        env={"engine": {"costs": dict(dataset.costs)}},
+        env=env,
         evaluation={"bars_per_year": dataset.bars_per_year},
         training=dict(mode),
         walkforward=dataset.plan(quick),
@@ -60,9 +64,16 @@ def case_config(dataset: SuiteDataset, config_name: str, quick: bool) -> RunConf
 
 
 def case_key(dataset: SuiteDataset, cfg: RunConfig, quick: bool) -> str:
-    """The cache key of a case: its resolved config, the dataset's definition and the mode."""
+    """The cache key of a case: its resolved config, the dataset's definition and the mode.
+
+    The config enters without the keys that hold their default value, so that a new switch
+    (off by default) does not invalidate the cases run before it landed, and two names of one
+    config (``new-defaults`` and the candidate it was chosen from) share one key.
+    """
+    config = cfg.model_dump(mode="json", exclude_defaults=True)
+    config.pop("description", None)  # names the config; not part of what runs
     blob = json.dumps({"version": SUITE_VERSION, "dataset": dataset.describe(),
-                       "config": cfg.to_dict(), "quick": quick}, sort_keys=True, default=str)
+                       "config": config, "quick": quick}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
