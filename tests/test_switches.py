@@ -307,3 +307,53 @@ def test_a_risk_manager_exit_acts_between_decisions(ds):
     assert len(exits) >= 1
     assert any(j % 50 != 0 for j in exits)
     assert (steps["risk_reason"].astype(str).iloc[exits] != "").all()
+
+
+@pytest.mark.filterwarnings("ignore:DatetimeIndex.dayofweek:Warning")
+def test_the_backtesting_py_bridge_decides_every_kth_bar():
+    from rltrade.data import load_bars
+    from rltrade.envs.backtesting_py import run_in_backtesting
+    from rltrade.sim import EngineConfig
+
+    eur = build_dataset(load_bars("sample:EURUSD-1h")).slice(0, 700)
+    j = eur.feature_names.index("macd_hist")
+    calls = []
+
+    def policy(obs):
+        calls.append(1)
+        x = float(obs["market"][-1, j])
+        return 2 if x > 2e-4 else 0 if x < -2e-4 else 1
+
+    class Predict:
+        def predict(self, obs, state=None, episode_start=None, deterministic=True):
+            return np.asarray(policy(obs)), state
+
+    cfg = EnvConfig(action_scheme="discrete3", max_exposure=0.5, window=32, mode="eval",
+                    decision_interval=5, min_hold=3,
+                    engine=EngineConfig.ideal(0.0002, initial_cash=1e7, lot_size=1))
+    stats, _ = run_in_backtesting(policy, eur, cfg)
+    n_bridge = len(calls)
+    calls.clear()
+    ours = run_backtest(Predict(), eur, cfg, metrics=False, benchmark=False)
+    assert n_bridge == len(calls) == -(-(len(eur) - cfg.window) // 5)
+    decisions = stats["_strategy"].decisions
+    assert sum(d.action is not None for d in decisions) == n_bridge
+    final = ours.summary["final_equity"]
+    assert abs(stats["Equity Final [$]"] - final) / final < 1e-9
+    assert ours.summary["n_trades"] > 5
+
+
+def test_baselines_run_without_the_agents_switches(ds):
+    from rltrade.agents import make_baseline
+
+    on = EnvConfig.build(BASE, decision_interval=3, min_hold=5, hysteresis=0.2, vol_target=0.05,
+                         cost_penalty=1.0)
+    for name in ("buy_and_hold", "random"):
+        policy = make_baseline(name, seed=0) if name == "random" else make_baseline(name)
+        a = run_backtest(policy, ds, on, metrics=False)
+        b = run_backtest(policy, ds, BASE, metrics=False)
+        pd.testing.assert_frame_equal(a.steps, b.steps)
+    agent = run_backtest(PlanPolicy(np.full(len(ds), 2)), ds, on, metrics=False)
+    # the benchmark column is plain buy-and-hold; the vol-targeted agent holds less
+    np.testing.assert_array_equal(agent.steps["benchmark_equity"], b.steps["benchmark_equity"])
+    assert agent.summary["final_equity"] != b.steps["benchmark_equity"].iloc[-1]

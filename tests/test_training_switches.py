@@ -100,11 +100,25 @@ def test_linear_schedules_of_learning_rate_and_entropy(tmp_path, small_config):
     assert model.ent_coef == pytest.approx(0.05 * 128 / 512)
     again = T.train(cfg, "sched2", runs_root=tmp_path)
     assert again.final_eval == result.final_eval  # deterministic, and saved / loaded
-    with pytest.raises(ConfigError, match="agent.hyperparams.learning_rate"):
+    with pytest.raises(ConfigError, match=r"agent\.hyperparams\.learning_rate"):
         T.train(small_config(agent={"hyperparams": {"learning_rate": {"schedule": "cosine",
                                                                       "start": 1, "end": 0}}}),
                 "bad", runs_root=tmp_path)
-    with pytest.raises(ConfigError, match="agent.hyperparams.gamma"):
+    with pytest.raises(ConfigError, match=r"agent\.hyperparams\.gamma"):
         T.train(small_config(agent={"hyperparams": {"gamma": {"schedule": "linear",
                                                               "start": 1, "end": 0}}}),
                 "bad2", runs_root=tmp_path)
+
+
+def test_no_early_stop_is_reported_for_a_run_that_ran_to_its_end(tmp_path, small_config):
+    """The final evaluation does not count towards the patience: a run that made all its
+    steps records no early stop."""
+    cfg = small_config(training={"total_steps": 768, "eval_freq": 128,
+                                 "early_stop_patience": 3})
+    result = T.train(cfg, "full", runs_root=tmp_path)
+    returns = [e["total_return"] for e in result.evaluations]
+    periodic = returns[:-1]
+    since = len(periodic) - 1 - periodic.index(max(periodic))
+    assert since == 2 and result.steps == 768
+    assert returns[-1] < max(periodic)  # the final one would have been the third
+    assert result.run.manifest["early_stop"] is None

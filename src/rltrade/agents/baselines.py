@@ -90,15 +90,19 @@ _SIDE_ACTIONS = np.array([_SCHEME.action_names.index(n) for n in ("short", "flat
 
 
 def baseline_config(config: EnvConfig | Mapping[str, Any] | None = None) -> EnvConfig:
-    """The agent's config with ``action_scheme="discrete3"``: what every baseline runs under."""
-    return EnvConfig.build(config, action_scheme=_SCHEME.name)
+    """The agent's config with ``action_scheme="discrete3"`` and the agent's switches against
+    costs off (``decision_interval``, ``min_hold``, ``hysteresis``, ``vol_target``,
+    ``cost_penalty``, ``min_margin``: the agent's decision rules, not the market's): what
+    every baseline runs under."""
+    return EnvConfig.build(EnvConfig.build(config).without_switches(),
+                           action_scheme=_SCHEME.name)
 
 
 def buy_and_hold_config(config: EnvConfig | Mapping[str, Any] | None = None) -> EnvConfig:
     """What buy-and-hold runs under: the agent's config (costs, fills, engine, window) at 1x
     equity (``max_exposure = min(1, 1 / leverage)``), ``discrete3``, no risk manager, no
-    equity floor."""
-    cfg = EnvConfig.build(config)
+    equity floor, no switch against costs."""
+    cfg = EnvConfig.build(config).without_switches()
     return EnvConfig.build(cfg, action_scheme=_SCHEME.name, risk=None, equity_floor=0.0,
                            max_exposure=min(1.0, 1.0 / cfg.engine.leverage))
 

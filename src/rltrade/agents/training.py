@@ -370,6 +370,7 @@ class _Trainer:
         while self.next_eval <= n:
             self.next_eval += self.eval_freq
         self.evaluate(model)
+        self._check_early_stop(n)  # periodic evaluations only, never the final one
 
     def evaluate(self, model: BaseAlgorithm) -> dict[str, Any]:
         ev = self.config.evaluation
@@ -386,7 +387,6 @@ class _Trainer:
         log.info("eval at step {}: return {:+.2%}, reward {:.4f}, trades {}, best {:+.2%}",
                  result["step"], result["total_return"], result["total_reward"],
                  result["trades"], self.best["total_return"])
-        self._check_early_stop(result["step"])
         if self.logger_ok(model):
             model.logger.record("eval/total_return", result["total_return"])
             model.logger.record("eval/total_reward", result["total_reward"])

@@ -89,7 +89,8 @@ class Decision(NamedTuple):
     """One decision of the policy inside backtesting.py.
 
     :param bar: the bar whose close it was taken at (row of the Dataset).
-    :param action: the policy's action, as returned.
+    :param action: the policy's action, as returned (``None`` between two decisions of
+        ``env.decision_interval``).
     :param position: the position (whole units) the engine holds after the fill.
     :param sl: the position's stop-loss level after the fill (0 = none).
     :param tp: the position's take-profit level after the fill (0 = none).
@@ -289,10 +290,14 @@ class PolicyStrategy(Strategy):
             if terminated or truncated:
                 self._done = True
                 return
-        action = self._act(self._obs)
         # the env's decision, once: the action scheme's target, then the risk manager's gates
-        # (their interventions recorded in the mirror, as the env's step records them)
-        core.accept_actions(action)
+        # (their interventions recorded in the mirror, as the env's step records them);
+        # between two decisions (env.decision_interval) the policy is not asked and no order
+        # is sent, but the risk manager still sees the position
+        action = None
+        if core.decision_due(0):
+            action = self._act(self._obs)
+            core.accept_actions(action)
         core.decide()
         position, sl, tp = self._preview(t, float(core.targets[0]), float(core.sl[0]),
                                          float(core.tp[0]))

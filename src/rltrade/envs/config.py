@@ -38,6 +38,13 @@ REWARD_DEFAULTS: dict[str, dict[str, float]] = {
 }
 REWARD_NAMES: tuple[str, ...] = tuple(REWARD_DEFAULTS)
 
+#: The switches against costs (docs/envs.md, "Trading less") at their defaults: off. They are
+#: the agent's decision rules; the baselines run without them (:meth:`EnvConfig.without_switches`).
+SWITCHES_OFF: dict[str, Any] = {
+    "decision_interval": 1, "min_hold": 0, "hysteresis": 0.0, "vol_target": None,
+    "cost_penalty": 0.0, "min_margin": 0.0,
+}
+
 
 class EnvConfig(StrictModel):
     """Configuration of :class:`~rltrade.envs.TradingEnv` and :class:`~rltrade.envs.VecTradingEnv`.
@@ -157,6 +164,12 @@ class EnvConfig(StrictModel):
                 f"valid: {sorted(REWARD_DEFAULTS[self.reward])}"
             )
         return self
+
+    def without_switches(self) -> EnvConfig:
+        """This config with every switch against costs off (:data:`SWITCHES_OFF`)."""
+        if all(getattr(self, k) == v for k, v in SWITCHES_OFF.items()):
+            return self
+        return EnvConfig.build(self, **SWITCHES_OFF)
 
     @property
     def weights(self) -> dict[str, float]:
