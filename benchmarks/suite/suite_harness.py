@@ -31,8 +31,9 @@ from rltrade.data.store import atomic_write_json
 __all__ = ["MODES", "SUITE_VERSION", "case_config", "case_key", "curve_stats", "load_case",
            "run_case", "summarize_case"]
 
-#: bump when the summary's meaning changes (part of the cache key)
-SUITE_VERSION = 1
+#: bump when the summary's meaning changes (part of the cache key). 2: the baselines run
+#: without the agent's switches against costs (``agents.baselines.baseline_config``)
+SUITE_VERSION = 2
 
 #: training per fold and seed in each mode (every config gets the same)
 MODES: dict[str, dict[str, int]] = {
