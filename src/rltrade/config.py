@@ -674,6 +674,15 @@ env:
   layout: window             # window (sequence encoders) or flat (one vector)
   episode_length: 1024       # bars per training episode (random start)
   equity_floor: 0.5          # end the episode when equity falls to half of the start
+  # trading less (docs/envs.md, "Trading less"): the benchmark suite's choice on validation
+  # windows (docs/leaderboard.md); each is off at 1 / 0 / null
+  decision_interval: 4       # the agent decides every 4 bars; no order in between
+  cost_penalty: 1.0          # reward minus 1 x the step's real costs (fees, spread, slippage)
+  vol_target: 0.1            # size a full position to 10 % annual volatility (null: off)
+  vol_bars_per_year: null    # its annualisation; null: the timeframe's 24/7 calendar, set it
+                             # for markets with sessions (252 x bars a day)
+  min_margin: 0.2            # abstention (backtests, evaluations): trade only when the
+                             # preferred action is this much more probable (0: off)
   engine:
     mode: retail             # retail (spread, slippage, fees) or ideal (fees only)
     initial_cash: 50000.0
@@ -689,8 +698,9 @@ agent:
   algorithm: ppo             # ppo, a2c, sac (exposure_sl), recurrent_ppo, dqn (discrete), a3c
   hyperparams:               # overrides of the algorithm's defaults (constructor keywords)
     learning_rate: 0.0003
-    n_steps: 2048
+    n_steps: 256             # short rollouts (x 8 envs): many small updates
     batch_size: 64
+    n_epochs: 4
   policy:
     encoder: mlp             # mlp or cnn_lstm_attention
     net_arch: [64, 64]
@@ -702,6 +712,7 @@ training:
   n_envs: 8
   eval_freq: 20000           # evaluate on the held-out slice every N steps
   checkpoint_freq: 20000     # crash-safe checkpoint every N steps (resume with --resume)
+  cost_scale: 1.5            # the training envs trade at the real costs x this
 
 split:
   train: 0.75                # first 75 % trains, the last 25 % evaluates (by time)
