@@ -372,6 +372,33 @@ def _day_after(day: dt.date) -> str:
     return (day + dt.timedelta(days=1)).isoformat()
 
 
+def _ask_backtest_range(p: Prompter, options: WizardOptions,
+                        default: tuple[dt.date | None, dt.date | None],
+                        cov: _Coverage | None,
+                        trained: tuple[dt.date, dt.date] | None, trained_text: str,
+                        marked: str) -> tuple[dt.date, dt.date, bool]:
+    """Ask the backtest range until it does not overlap ``trained`` or the overlap is accepted
+    (``--allow-overlap`` or a yes); ``(first, last, allow_overlap)``.
+
+    :raises ConfigError: an overlapping range given by flags or accepted by ``--yes``.
+    """
+    while True:
+        first, last = _ask_range(p, "Backtest", (options.backtest_start, options.backtest_end),
+                                 default, ("--backtest-start", "--backtest-end"), cov)
+        if trained is None or first > trained[1] or last < trained[0]:
+            return first, last, False
+        p.say(f"warning: the backtest range {first:%d-%m-%Y} .. {last:%d-%m-%Y} overlaps "
+              f"{trained_text}: its results are in-sample, not a test{marked}")
+        if options.allow_overlap or (not p.yes and options.backtest_start is None and
+                                     p.confirm("Backtest the overlapping range anyway?",
+                                               default=False, flag="--allow-overlap")):
+            return first, last, True
+        if p.yes or options.backtest_start is not None:
+            raise ConfigError("the backtest range overlaps the training range: change the "
+                              "dates, or pass --allow-overlap to backtest in-sample")
+        p.say("  then choose another backtest range:")
+
+
 def _ask_range(p: Prompter, what: str, given: tuple[str | None, str | None],
                defaults: tuple[dt.date | None, dt.date | None], flags: tuple[str, str],
                coverage: _Coverage | None) -> tuple[dt.date, dt.date]:
@@ -475,25 +502,12 @@ def _ask_training(options: WizardOptions, p: Prompter, mode: str) -> WizardPlan:
     allow_overlap = False
     bt: tuple[dt.date, dt.date] | None = None
     if backtesting:
-        while True:
-            bt = _ask_range(
-                p, "Backtest", (options.backtest_start, options.backtest_end),
-                (train_last + dt.timedelta(days=1), cov.last_day) if cov else (None, None),
-                ("--backtest-start", "--backtest-end"), cov)
-            if bt[0] > train_last or bt[1] < train_first:
-                break
-            p.say(f"warning: the backtest range {bt[0]:%d-%m-%Y} .. {bt[1]:%d-%m-%Y} overlaps "
-                  f"the training range {train_first:%d-%m-%Y} .. {train_last:%d-%m-%Y}: its "
-                  f"results are in-sample, not a test (the run is marked so)")
-            if options.allow_overlap or (not p.yes and options.backtest_start is None and
-                                         p.confirm("Backtest the overlapping range anyway?",
-                                                   default=False, flag="--allow-overlap")):
-                allow_overlap = True
-                break
-            if p.yes or options.backtest_start is not None:
-                raise ConfigError("the backtest range overlaps the training range: change the "
-                                  "dates, or pass --allow-overlap to backtest in-sample")
-            p.say("  then choose another backtest range:")
+        first, last, allow_overlap = _ask_backtest_range(
+            p, options, (train_last + dt.timedelta(days=1), cov.last_day) if cov else (None, None),
+            cov, (train_first, train_last),
+            f"the training range {train_first:%d-%m-%Y} .. {train_last:%d-%m-%Y}",
+            " (the run is marked so)")
+        bt = (first, last)
         sections["backtest"] = {**(base.backtest.model_dump(mode="json") if base.backtest
                                    else {}),
                                 "start": bt[0].isoformat(), "end": _day_after(bt[1])}
@@ -595,29 +609,14 @@ def _ask_backtest_only(options: WizardOptions, p: Prompter) -> WizardPlan:
     if trained:
         p.say(f"  {run.name} trained on {_range_text(*trained)}")
     source, download, cov = _ask_data(p, options, config, config.data.source)
-    allow_overlap = False
-    while True:
-        default_first = trained[1] + dt.timedelta(days=1) if trained else (
-            cov.first_day if cov else None)
-        if cov and default_first and default_first > cov.last_day:
-            default_first = cov.first_day
-        first, last = _ask_range(p, "Backtest", (options.backtest_start, options.backtest_end),
-                                 (default_first, cov.last_day if cov else None),
-                                 ("--backtest-start", "--backtest-end"), cov)
-        if trained is None or first > trained[1] or last < trained[0]:
-            break
-        p.say(f"warning: the backtest range {first:%d-%m-%Y} .. {last:%d-%m-%Y} overlaps the "
-              f"range {run.name} was trained on ({trained[0]:%d-%m-%Y} .. "
-              f"{trained[1]:%d-%m-%Y}): its results are in-sample, not a test")
-        if options.allow_overlap or (not p.yes and options.backtest_start is None and
-                                     p.confirm("Backtest the overlapping range anyway?",
-                                               default=False, flag="--allow-overlap")):
-            allow_overlap = True
-            break
-        if p.yes or options.backtest_start is not None:
-            raise ConfigError("the backtest range overlaps the training range: change the "
-                              "dates, or pass --allow-overlap to backtest in-sample")
-        p.say("  then choose another backtest range:")
+    default_first = trained[1] + dt.timedelta(days=1) if trained else (
+        cov.first_day if cov else None)
+    if cov and default_first and default_first > cov.last_day:
+        default_first = cov.first_day
+    first, last, allow_overlap = _ask_backtest_range(
+        p, options, (default_first, cov.last_day if cov else None), cov, trained,
+        f"the range {run.name} was trained on ({trained[0]:%d-%m-%Y} .. "
+        f"{trained[1]:%d-%m-%Y})" if trained else "", "")
     plan = WizardPlan(mode="BACKTEST_ONLY", run=run.path,
                       source=download.source if download else source,
                       backtest=(first.isoformat(), _day_after(last)),
