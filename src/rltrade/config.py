@@ -679,8 +679,8 @@ env:
   decision_interval: 4       # the agent decides every 4 bars; no order in between
   cost_penalty: 1.0          # reward minus 1 x the step's real costs (fees, spread, slippage)
   vol_target: 0.1            # size a full position to 10 % annual volatility (null: off)
-  vol_bars_per_year: null    # its annualisation; null: the timeframe's 24/7 calendar, set it
-                             # for markets with sessions (252 x bars a day)
+  vol_bars_per_year: null    # its annualisation; null: the data's market calendar (XNYS-RTH
+                             # 5m: 19,506 bars a year; 24/5 FX 1h: 6,256), else around the clock
   min_margin: 0.2            # abstention (backtests, evaluations): trade only when the
                              # preferred action is this much more probable (0: off)
   engine:
