@@ -29,7 +29,10 @@ not oversubscribe the cores and its results equal a sequential run's.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -758,6 +761,12 @@ def config_dataset(config: RunConfig) -> Dataset:
     return build_dataset(bars, config.feature_spec, timeframe=dc.timeframe, symbol=dc.symbol)
 
 
+def _import_quietly(module: str) -> None:
+    """Import ``module`` if it is installed (a warm-up; the caller imports it again)."""
+    with contextlib.suppress(ImportError):
+        importlib.import_module(module)
+
+
 def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
                  workers: int | None = 1, *, executor: Executor | None = None,
                  dataset: Dataset | None = None, registry: str | Path | None = None,
@@ -801,6 +810,8 @@ def walk_forward(config: RunConfig, name: str, runs_root: str | Path = "runs",
     runner = executor if executor is not None else make_executor(workers)
     if executor is None and isinstance(runner, LocalExecutor):
         runner.start()  # the workers' imports run while this process builds the Dataset
+        # the statistics' SPA test imports arch (about 1.5 s): import it while the units train
+        threading.Thread(target=_import_quietly, args=("arch.bootstrap",), daemon=True).start()
     try:
         ds = config_dataset(config) if dataset is None else dataset
         t_data = time.perf_counter() - t0
