@@ -356,10 +356,12 @@ def test_a_perpetual_session_books_the_backtests_funding(tmp_path, small_config)
 
 
 def test_a_session_with_switches_against_costs_equals_the_backtest(tmp_path, small_config):
-    """decision_interval, min_hold and the abstention margin act in paper trading as in the
-    backtest: the policy is asked every third close only, and trades and equity agree."""
+    """decision_interval, min_hold, the volatility target and the abstention margin act in
+    paper trading as in the backtest: the policy is asked every third close only, positions are
+    sized by the realised vol of each new bar, and trades and equity agree."""
     cfg = small_config(replace=PAPER_RUN,
-                       env={"decision_interval": 3, "min_hold": 4, "min_margin": 0.05},
+                       env={"decision_interval": 3, "min_hold": 4, "min_margin": 0.05,
+                            "vol_target": 0.1, "vol_span": 16},
                        training={"total_steps": 128, "eval_freq": 0, "checkpoint_freq": 0,
                                  "seed": 7})
     run = train(cfg, "switches", runs_root=tmp_path).run
@@ -368,4 +370,36 @@ def test_a_session_with_switches_against_costs_equals_the_backtest(tmp_path, sma
     asked = bt.steps["action"].notna()
     assert 0 < asked.sum() < len(bt.steps) / 2  # every third close
     result = run_paper(run, start=START, end=END, session="switches")
+    assert_same_as_backtest(result.path, bt)
+
+
+class _Cycle:
+    """A policy that cycles short / flat / long / long at every decision: positions open on
+    new bars all the time (a trained 128-step policy barely trades)."""
+
+    name = "cycle"
+
+    def __init__(self) -> None:
+        self.k = 0
+
+    def predict(self, obs, state=None, episode_start=None, deterministic=True):
+        self.k += 1
+        return np.array([(0, 1, 2, 2)[self.k % 4]]), state
+
+
+def test_vol_targeted_positions_on_new_bars_equal_the_backtest(tmp_path, small_config,
+                                                               monkeypatch):
+    """With env.vol_target, each new bar's realised vol sizes the positions opened on it,
+    exactly as in the backtest (the mirror's core was built before those bars)."""
+    import rltrade.evaluation.judge as J
+
+    cfg = small_config(replace=PAPER_RUN, env={"vol_target": 0.1, "vol_span": 16},
+                       training={"total_steps": 128, "eval_freq": 0, "checkpoint_freq": 0})
+    run = train(cfg, "vol", runs_root=tmp_path).run
+    monkeypatch.setattr(J, "load_policy", lambda *a, **k: _Cycle())
+    monkeypatch.setattr(T, "load_policy", lambda *a, **k: _Cycle())
+    bt = backtest_run(run, start=START, end=END, allow_overlap=True, baselines=False,
+                      report=False)
+    assert bt.summary["n_fills"] > 50
+    result = run_paper(run, start=START, end=END, session="vol")
     assert_same_as_backtest(result.path, bt)

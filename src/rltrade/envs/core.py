@@ -282,8 +282,19 @@ class EnvCore:
             # the dataset's own bars would read the timestamps of bars after t), else the
             # timeframe's 24/7 value
             per_year = vol_bars_per_year(self.dataset.calendar, self.dataset.timeframe)
+        self.vol_per_year = float(per_year)
         close = np.ascontiguousarray(self.dataset.ohlcv[:, 3], dtype=np.float64)
-        return EK.realised_vol(close, float(cfg.vol_span), float(per_year))
+        return EK.realised_vol(close, float(cfg.vol_span), self.vol_per_year)
+
+    def refresh_vol(self, row: int) -> None:
+        """Recompute the realised volatility of ``row`` after its bar was written into the
+        dataset's arrays (a live feed appends bars to a core built before them); the same
+        kernel over the same closes, so the same bits as a core built with the bar."""
+        if not self.config.vol_target:
+            return
+        close = np.ascontiguousarray(self.dataset.ohlcv[: row + 1, 3], dtype=np.float64)
+        self.vol[row] = EK.realised_vol(close, float(self.config.vol_span),
+                                        self.vol_per_year)[row]
 
     def set_cost_scale(self, scale: float) -> None:
         """Multiply the engine's costs (maker and taker fees, half-spread, slippage) by

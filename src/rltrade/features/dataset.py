@@ -312,6 +312,7 @@ def build_dataset(
     timeframe: str | None = None,
     symbol: str | None = None,
     external_frames: dict[str, pd.DataFrame] | None = None,
+    quiet: bool = False,
 ) -> Dataset:
     """Validated bars -> :class:`Dataset` (features, strategy signals, metadata).
 
@@ -319,6 +320,8 @@ def build_dataset(
     :param spec: the feature spec; ``None`` means :meth:`FeatureSpec.default`.
     :param timeframe: the bars' timeframe when ``bars.attrs`` lacks it and it cannot be inferred.
     :param external_frames: already-loaded external series by name (else read from their source).
+    :param quiet: log the build at DEBUG instead of INFO (a live feed rebuilds its trailing
+        window on every bar).
     :returns: the Dataset, with leading warm-up rows dropped (their count in ``warmup_dropped``).
     """
     from rltrade.data import load_bars
@@ -332,7 +335,7 @@ def build_dataset(
     columns, norms, skipped = compute_features(arrays, spec, external_frames)
     codes, strategy_tfs = compute_signals(arrays, spec)
     for reason in skipped:
-        log.info("feature skipped: {}", reason)
+        log.log("DEBUG" if quiet else "INFO", "feature skipped: {}", reason)
 
     names = list(columns)
     t_len = len(arrays)
@@ -390,7 +393,8 @@ def build_dataset(
         skipped=skipped,
         extras={k: v[keep] for k, v in arrays.extras.items()},
     )
-    log.info(
+    log.log(
+        "DEBUG" if quiet else "INFO",
         "dataset: {} rows x {} features + {} signal columns; {} warm-up rows dropped",
         len(dataset),
         len(names),

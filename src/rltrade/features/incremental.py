@@ -160,7 +160,7 @@ class IncrementalDataset:
         tail = self.tail if tail is None else int(tail)
         lo = max(0, end - tail)
         ds = build_dataset(self.bars_frame(lo, end), self.spec, timeframe=self.timeframe,
-                           symbol=self.symbol)
+                           symbol=self.symbol, quiet=True)
         if int(ds.timestamps[-1]) != int(self._bar_ts.view[end - 1]):  # pragma: no cover
             raise DataError("incremental features: the trailing build lost the last bar")
         extras = np.array([ds.extras[k][-1] for k in self._extras])

@@ -210,6 +210,7 @@ class EngineMirror:
         spread = (self.ds.extras["spread"][n - 1: n + 1]
                   if eng.costs.spread == "column" else None)
         a.mkt[n] = market_array(self.ds.ohlcv[n - 1: n + 1], eng, spread, slip)[1]
+        core.refresh_vol(n)  # env.vol_target sizes with the realised vol at this close
         if eng.instrument.funding != "none":
             # the rate booked at this bar's open; the schedule carries the last rate given, so
             # it reads the rates so far (perpetuals only)
