@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine, print_rows
+from common import machine, print_rows, walkforward_config
 from rltrade.config import RunConfig
 from rltrade.experiments.sweep import sweep
 
@@ -41,20 +41,7 @@ SPACE = {"agent.hyperparams.learning_rate": {"type": "float", "low": 1.0e-4, "hi
 
 
 def _config(steps: int, folds: int = 2) -> RunConfig:
-    train, validation, test = 1500, 300, 400
-    n_bars = train + validation + 2 * 8 + folds * test + 100
-    return RunConfig.from_dict({
-        "data": {"source": f"synthetic:planted?n_bars={n_bars}&seed=5"},
-        "features": {"features": [{"name": "column"}, {"name": "returns"}, {"name": "rsi"}],
-                     "strategies": [{"name": "supertrend", "timeframe": None}]},
-        "env": {"window": 8, "episode_length": 512},
-        "agent": {"hyperparams": {"n_steps": 256, "batch_size": 128, "n_epochs": 4},
-                  "policy": {"net_arch": [64, 64]}},
-        "training": {"total_steps": steps, "n_envs": 4, "eval_freq": max(1024, steps // 4),
-                     "checkpoint_freq": 0},
-        "walkforward": {"train": train, "validation": validation, "test": test,
-                        "folds": folds, "seeds": [0]},
-    })
+    return walkforward_config(folds, 1, steps)
 
 
 def _rows(label: str, res, workers: int) -> list[tuple[str, str, str]]:

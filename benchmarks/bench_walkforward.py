@@ -39,33 +39,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from common import machine, print_rows
-
-if TYPE_CHECKING:  # rltrade is imported in the runs' own processes, not here
-    from rltrade.config import RunConfig
+from common import machine, print_rows, walkforward_config
 
 HERE = Path(__file__).resolve().parent
-
-
-def _config(folds: int, seeds: int, steps: int) -> RunConfig:
-    from rltrade.config import RunConfig
-
-    train, validation, test = 1500, 300, 400
-    n_bars = train + validation + 2 * 8 + folds * test + 100
-    return RunConfig.from_dict({
-        "data": {"source": f"synthetic:planted?n_bars={n_bars}&seed=5"},
-        "features": {"features": [{"name": "column"}, {"name": "returns"}, {"name": "rsi"}],
-                     "strategies": [{"name": "supertrend", "timeframe": None}]},
-        "env": {"window": 8, "episode_length": 512},
-        "agent": {"hyperparams": {"n_steps": 256, "batch_size": 128, "n_epochs": 4},
-                  "policy": {"net_arch": [64, 64]}},
-        "training": {"total_steps": steps, "n_envs": 4, "eval_freq": max(1024, steps // 4),
-                     "checkpoint_freq": 0},
-        "walkforward": {"train": train, "validation": validation, "test": test,
-                        "folds": folds, "seeds": list(range(seeds))},
-    })
 
 
 def _one(args: argparse.Namespace) -> None:
@@ -74,7 +51,7 @@ def _one(args: argparse.Namespace) -> None:
     from rltrade.experiments.executors import LocalExecutor
     from rltrade.experiments.walkforward import walk_forward
 
-    cfg = _config(args.folds, args.seeds, args.steps)
+    cfg = walkforward_config(args.folds, args.seeds, args.steps)
     executor = None
     if args.workers > 1 and args.spawn:
         executor = LocalExecutor(args.workers, start_method="spawn")
