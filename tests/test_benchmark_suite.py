@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from rltrade.config import RunConfig
 from rltrade.errors import ConfigError
 
 SUITE = Path(__file__).parents[1] / "benchmarks" / "suite"
@@ -132,8 +133,10 @@ def test_the_targets_of_a_case():
 
 
 def test_configs_are_overlays_and_old_defaults_stay_frozen():
-    assert suite_configs.dotted_to_nested({"env.engine.leverage": 2, "env.window": 8}) == {
-        "env": {"engine": {"leverage": 2}, "window": 8}}
+    dotted = RunConfig().with_dotted({"env.engine.leverage": 2.0, "env.window": 8})
+    assert dotted.env.engine.leverage == 2.0 and dotted.env.window == 8
+    with pytest.raises(ConfigError, match="crosses a value"):
+        RunConfig().with_dotted({"env.window": 8, "env.window.x": 1})
     old = suite_configs.suite_config("old-defaults")
     assert old.to_dict() == suite_configs.base_config("old").to_dict()
     assert old.agent.resolved_hyperparams["n_steps"] == 2048 and old.env.window == 32

@@ -15,7 +15,7 @@ from typing import Any
 from rltrade.config import RunConfig, example_yaml
 from rltrade.errors import ConfigError
 
-__all__ = ["CONFIGS", "DEFAULT_CONFIGS", "base_config", "dotted_to_nested", "suite_config"]
+__all__ = ["CONFIGS", "DEFAULT_CONFIGS", "base_config", "suite_config"]
 
 OLD_DEFAULTS = Path(__file__).with_name("old_defaults.yaml")
 
@@ -62,20 +62,6 @@ CHOSEN_DEFAULT = "every4-pen1-vol10-margin"
 DEFAULT_CONFIGS = ["old-defaults", "new-defaults"]
 
 
-def dotted_to_nested(overlay: dict[str, Any]) -> dict[str, Any]:
-    """``{"env.engine.leverage": 2}`` as ``{"env": {"engine": {"leverage": 2}}}``."""
-    out: dict[str, Any] = {}
-    for key, value in overlay.items():
-        parts = key.split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"config overlay: {key} crosses a value")
-        node[parts[-1]] = value
-    return out
-
-
 def base_config(base: str) -> RunConfig:
     """``old``: the frozen pre-issue-16 example; ``example``: today's ``rltrade config
     example``."""
@@ -96,5 +82,4 @@ def suite_config(name: str) -> RunConfig:
         raise ConfigError(f"unknown suite config {name!r}; known: {', '.join(CONFIGS)}")
     base, overlay, _ = CONFIGS[name]
     cfg = base_config(base)
-    nested = dotted_to_nested(overlay)
-    return cfg.with_overrides(**nested) if nested else cfg
+    return cfg.with_dotted(overlay)

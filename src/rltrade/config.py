@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -630,6 +631,23 @@ class RunConfig(StrictModel):
             else:
                 data[section] = values
         return RunConfig.from_dict(data)
+
+    def with_dotted(self, values: Mapping[str, Any]) -> RunConfig:
+        """A copy with dotted keys set (``{"agent.hyperparams.gamma": 0.9, "env.window": 8}``),
+        validated again: sweeps' parameters and the benchmark suite's overlays.
+
+        :raises ConfigError: a key that crosses a value, or a value the config refuses.
+        """
+        sections: dict[str, Any] = {}
+        for key, value in values.items():
+            parts = key.split(".")
+            node = sections
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    raise ConfigError(f"config: {key} crosses a value")
+            node[parts[-1]] = value
+        return self.with_overrides(**sections) if sections else self
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved config as plain data (what ``config.yaml`` holds)."""

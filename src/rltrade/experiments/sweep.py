@@ -262,14 +262,7 @@ def apply_params(config: RunConfig, params: Mapping[str, Any]) -> RunConfig:
 
     :raises ConfigError: a value the config refuses (naming the key).
     """
-    sections: dict[str, Any] = {}
-    for key, value in params.items():
-        parts = key.split(".")
-        node = sections
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return config.with_overrides(**sections) if sections else config
+    return config.with_dotted(params)
 
 
 def load_space(source: str | Path | Mapping[str, Any],
