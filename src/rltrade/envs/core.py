@@ -13,6 +13,7 @@ read before the step that processes bar ``t + 1``.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import sys
 from typing import Any
@@ -184,6 +185,7 @@ class EnvCore:
         self.params = p
         #: annualised realised volatility per bar (``vol_target`` only; else empty)
         self.vol = self._realised_vol() if config.vol_target else np.zeros(0)
+        self._vol_state: tuple[int, float, float] | None = None  # refresh_vol's EWMA, carried
         #: the multiplier of the engine's costs (:meth:`set_cost_scale`); 1: the real costs
         self.cost_scale = 1.0
         self._cost_base: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
@@ -288,13 +290,23 @@ class EnvCore:
 
     def refresh_vol(self, row: int) -> None:
         """Recompute the realised volatility of ``row`` after its bar was written into the
-        dataset's arrays (a live feed appends bars to a core built before them); the same
-        kernel over the same closes, so the same bits as a core built with the bar."""
-        if not self.config.vol_target:
+        dataset's arrays (a live feed appends bars to a core built before them). The EWMA
+        state is carried from the previous row (one step a bar; computed once over the rows
+        before on the first call), with the kernel's arithmetic, so the same bits as a core
+        built with the bar."""
+        if not self.config.vol_target or row < 1:
             return
-        close = np.ascontiguousarray(self.dataset.ohlcv[: row + 1, 3], dtype=np.float64)
-        self.vol[row] = EK.realised_vol(close, float(self.config.vol_span),
-                                        self.vol_per_year)[row]
+        close = self.dataset.ohlcv[:, 3]
+        span = float(self.config.vol_span)
+        state = self._vol_state
+        if state is None or state[0] != row - 1:  # once: the state of the rows before
+            num, den = EK.vol_ewm_state(np.ascontiguousarray(close[:row], np.float64), span)
+        else:  # then one step a bar
+            num, den = state[1], state[2]
+        num, den = EK.vol_ewm_step(num, den, close[row] / close[row - 1] - 1.0,
+                                   1.0 - 2.0 / (span + 1.0))
+        self._vol_state = (row, num, den)
+        self.vol[row] = math.sqrt(num / den * self.vol_per_year)
 
     def set_cost_scale(self, scale: float) -> None:
         """Multiply the engine's costs (maker and taker fees, half-spread, slippage) by

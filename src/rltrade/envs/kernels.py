@@ -386,11 +386,28 @@ def realised_vol(close: np.ndarray, span: float, bars_per_year: float) -> np.nda
     num = 0.0
     den = 0.0
     for t in range(1, n):
-        r = close[t] / close[t - 1] - 1.0
-        num = num * decay + r * r
-        den = den * decay + 1.0
+        num, den = vol_ewm_step(num, den, close[t] / close[t - 1] - 1.0, decay)
         out[t] = math.sqrt(num / den * bars_per_year)
     return out
+
+
+@njit(cache=True, error_model="numpy")
+def vol_ewm_step(num: float, den: float, r: float, decay: float) -> tuple[float, float]:
+    """One bar of :func:`realised_vol`'s EWMA: the weighted sum of squared returns and of the
+    weights after a return ``r`` (the vol is ``sqrt(num / den * bars_per_year)``)."""
+    return num * decay + r * r, den * decay + 1.0
+
+
+@njit(cache=True, error_model="numpy")
+def vol_ewm_state(close: np.ndarray, span: float) -> tuple[float, float]:
+    """:func:`realised_vol`'s EWMA state at the close of the last of ``close`` (a live feed
+    carries it on with :func:`vol_ewm_step`, one new bar at a time)."""
+    decay = 1.0 - 2.0 / (span + 1.0)
+    num = 0.0
+    den = 0.0
+    for t in range(1, close.shape[0]):
+        num, den = vol_ewm_step(num, den, close[t] / close[t - 1] - 1.0, decay)
+    return num, den
 
 
 @_jit
