@@ -319,3 +319,20 @@ def test_a_killed_sweep_resumes_without_repeating_finished_trials(small_config, 
     rows_json = {r["number"]: r for r in json.loads((runs / "k" / "sweep.json").read_text())[
         "trials"]}
     assert rows_json[1]["interrupted"] and not rows_json[0]["interrupted"]
+
+
+def test_cli_sweep_prints_the_final_out_of_sample_and_why_a_figure_is_missing(
+        small_config, tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(sweep_config(small_config).to_yaml())
+    space = tmp_path / "space.yaml"
+    space.write_text(yaml.safe_dump({"agent.hyperparams.learning_rate": {
+        "type": "categorical", "choices": [3.0e-4]}}))
+    code, out, err = run_cli(["sweep", "--config", str(cfg), "--space", str(space), "--trials",
+                              "1", "--name", "one", "--runs-dir", str(tmp_path / "runs"),
+                              "--workers", "1", "--parallel-trials", "1"], capsys)
+    assert code == 0, err
+    assert "its test windows, stitched, after costs: agent (seeds' median)" in out
+    assert "buy-and-hold" in out
+    # one configuration: no PBO, and the line says why instead of a bare n/a
+    assert "n/a: experiment 'one' has 1 configuration; PBO compares at least two" in out

@@ -1068,6 +1068,16 @@ def sweep_cmd(
             f"DSR {g(sig['dsr'])} (N = {g(sig['n_trials'])} trials of {name}), PBO "
             f"{g(pbo['pbo']) if pbo else 'n/a'}", markup=False, highlight=False,
             soft_wrap=True)
+        for why in (sig.get("dsr_skipped"), sig.get("pbo_skipped")):
+            if why:
+                console.print(f"  n/a: {why}", markup=False, highlight=False, soft_wrap=True)
+        oos = getattr(result.final, "oos", None)
+        if oos is not None and len(oos):
+            last = oos.iloc[-1]
+            console.print(
+                "  its test windows, stitched, after costs: agent (seeds' median) "
+                f"{last['agent_median'] - 1:+.2%}, buy-and-hold {last['buy_and_hold'] - 1:+.2%}, "
+                f"flat {last['flat'] - 1:+.2%}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"report: {result.path / 'report.html'}", markup=False, highlight=False,
                   soft_wrap=True)
 

@@ -439,11 +439,18 @@ class PaperTrader:
             if cid not in self.open_orders and not cid.startswith(f"rt-{key}-"):
                 self.reconcile_report.append(f"{_ts_text(ts)}: open order {cid} at the broker "
                                              "is not this session's")
+        differs = self._position_difference()
+        if differs is not None:
+            self.kill(f"the broker reports a position of {differs[0]:g} where the session "
+                      f"expects {differs[1]:g}")
+
+    def _position_difference(self) -> tuple[float, float] | None:
+        """``(broker's, session's)`` position when they differ beyond the tolerance."""
         broker_pos = float(self.broker.positions().get(self.symbol, 0.0))
         mine = float(self.mirror.state[K.POS])
         if abs(broker_pos - mine) > self.tolerance * max(1.0, abs(mine)):
-            self.kill(f"the broker reports a position of {broker_pos:g} where the session "
-                      f"expects {mine:g}")
+            return broker_pos, mine
+        return None
 
     def reconcile_on_restart(self) -> list[str]:
         """Compare the broker's open orders and position with the state's before the first
@@ -463,11 +470,10 @@ class PaperTrader:
             if cid not in self.open_orders:
                 found.append(f"the broker has open order {cid} ({o.qty:+g}) the state does not "
                              "list (sent before the crash, or not this session's)")
-        broker_pos = float(self.broker.positions().get(self.symbol, 0.0))
-        mine = float(self.mirror.state[K.POS])
-        if abs(broker_pos - mine) > self.tolerance * max(1.0, abs(mine)):
-            found.append(f"the broker's position is {broker_pos:g}, the state's {mine:g} (as of "
-                         f"{last})")
+        differs = self._position_difference()
+        if differs is not None:
+            found.append(f"the broker's position is {differs[0]:g}, the state's {differs[1]:g} "
+                         f"(as of {last})")
         for line in found:
             _log["broker"].warning("restart reconcile: {}", line)
         if not found:
