@@ -179,12 +179,14 @@ DATASETS: dict[str, SuiteDataset] = {d.name: d for d in [
 
 
 def _regular_hours(bars: pd.DataFrame) -> pd.DataFrame:
-    """The bars that open in US regular hours, 09:30 <= t < 16:00 America/New_York."""
-    local = bars.index.tz_convert("America/New_York")
-    minutes = local.hour * 60 + local.minute
-    keep = (minutes >= 9 * 60 + 30) & (minutes < 16 * 60)
-    out = bars.loc[keep].copy()
-    out.attrs = dict(bars.attrs)
+    """The bars inside the NYSE's regular sessions (``XNYS-RTH``: 09:30-16:00 New York time,
+    early closes and holidays from the exchange calendar), labelled with that calendar."""
+    from rltrade.data.calendars import MarketCalendar, session_positions
+
+    position, _ = session_positions(bars.index.as_unit("ns").asi8, MarketCalendar("XNYS-RTH"),
+                                    bars.attrs.get("timeframe") or "1m")
+    out = bars.loc[position >= 0].copy()
+    out.attrs = {**bars.attrs, "calendar": "XNYS-RTH"}
     return out
 
 
